@@ -1,0 +1,42 @@
+// FNV-1a 64 and the hashes built on it (spec §8), the vnode ring and
+// replica placement (§11).
+export const FNV1A_64_INIT = 0xcbf29ce484222325n;
+const FNV_64_PRIME = 0x100000001b3n;
+const M64 = 0xffffffffffffffffn;
+
+export function fnv1a(buf: Uint8Array, h0: bigint = FNV1A_64_INIT): bigint {
+  let h = h0;
+  for (let i = 0; i < buf.length; i++) {
+    h ^= BigInt(buf[i]);
+    h = (h * FNV_64_PRIME) & M64;
+  }
+  return h;
+}
+
+const u64buf = Buffer.alloc(8);
+export function fold64(x: bigint, h: bigint): bigint {
+  u64buf.writeBigUInt64LE(x & M64, 0);
+  return fnv1a(u64buf, h);
+}
+
+export const mix = (h: bigint): bigint => fold64(h, h);
+
+/** Object placement hash (§8.1). */
+export const sdHashOid = (oid: bigint): bigint => mix(fold64(oid, FNV1A_64_INIT));
+
+/** Generic buffer hash (§8.3). */
+export const sdHash = (buf: Uint8Array): bigint => mix(fnv1a(buf));
+
+/** 24-bit VDI name hash (§8.2); the first VDI id of a name. */
+export function hash24(name: string | Buffer): number {
+  const b = typeof name === 'string' ? Buffer.from(name, 'utf8') : name;
+  return Number(fnv1a(b) & 0xffffffn);
+}
+
+/** Attribute slot hash over name[256] ‖ tag[256] ‖ snap_id ‖ key[256] (§8.4). */
+export function attrHash(record: Buffer): number {
+  let h = fnv1a(record.subarray(0, 512));
+  h = fnv1a(record.subarray(520, 524), h);
+  h = fnv1a(record.subarray(528, 784), h);
+  return Number(h & 0xffffffffn);
+}

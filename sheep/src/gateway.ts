@@ -1,0 +1,209 @@
+// The gateway: turns client object I/O into store operations on every
+// replica the placement names (local store or peer sheep), reads from one
+// replica with fallback, and does copy-on-write and index bookkeeping.
+import {
+  Res, SheepdogError, Op, Flag, SD_SHEEP_PROTO_VER, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, MAX_DATA_OBJS,
+  isVdiObj, isDataObj, oidToVid, objectStoredSize, vidToDataOid, vidToVdiOid, dataOidToLedgerOid,
+  SD_LEDGER_OBJ_SIZE, SdNode, sameNode,
+} from '@sheepdog/common';
+import type { ObjectStore } from './store/store.js';
+import type { ObjectIO } from './vdi.js';
+import type { PeerPool } from './peer.js';
+import { log } from './log.js';
+
+export interface PlacementView {
+  epoch(): number;
+  self(): SdNode;
+  targets(oid: bigint, copies: number): SdNode[];
+  defaultCopies(): number;
+  vdiCopies(vid: number): number | undefined;
+  objectSize(vid: number): number;
+  isSnapshot(vid: number): boolean;
+}
+
+const ZERO4 = Buffer.alloc(4);
+
+export class Gateway implements ObjectIO {
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly view: PlacementView,
+    private readonly peers: PeerPool,
+  ) {}
+
+  private copiesFor(oid: bigint, requested?: number): number {
+    if (requested) return requested;
+    return this.view.vdiCopies(oidToVid(oid)) || this.view.defaultCopies() || 1;
+  }
+
+  sizeOf(oid: bigint): number {
+    return objectStoredSize(oid, this.view.objectSize(oidToVid(oid)));
+  }
+
+  private isLocal(n: SdNode): boolean {
+    return sameNode(n, this.view.self());
+  }
+
+  private replicas(oid: bigint, copies?: number): SdNode[] {
+    const t = this.view.targets(oid, this.copiesFor(oid, copies));
+    if (t.length === 0) throw new SheepdogError(Res.HALT);
+    return t;
+  }
+
+  private checkWritable(oid: bigint): void {
+    if (isDataObj(oid) && this.view.isSnapshot(oidToVid(oid))) throw new SheepdogError(Res.READONLY);
+  }
+
+  /** Run op on every replica; fail if any fails (first error wins). */
+  private async forAll(targets: SdNode[], local: () => Promise<void>, remote: (n: SdNode) => Promise<void>): Promise<void> {
+    const rs = await Promise.allSettled(targets.map((n) => (this.isLocal(n) ? local() : remote(n))));
+    const bad = rs.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (bad) throw bad.reason;
+  }
+
+  async read(oid: bigint, off: number, len: number, copies?: number): Promise<Buffer> {
+    const targets = this.replicas(oid, copies);
+    const local = targets.find((n) => this.isLocal(n));
+    const order = local ? [local, ...targets.filter((n) => n !== local)] : shuffle(targets);
+    let lastErr: unknown = new SheepdogError(Res.NO_OBJ);
+    for (const n of order) {
+      try {
+        if (this.isLocal(n)) return await this.store.read(oid, off, len);
+        return await this.peers.readPeer(n, oid, off, len, this.view.epoch());
+      } catch (e) {
+        lastErr = e;
+        if (e instanceof SheepdogError && e.result === Res.NO_OBJ && targets.length === 1) break;
+      }
+    }
+    throw lastErr;
+  }
+
+  async write(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+    this.checkWritable(oid);
+    if (off + data.length > this.sizeOf(oid)) throw new SheepdogError(Res.INVALID_PARMS);
+    const idxUpdate = isVdiObj(oid) && off >= SD_INODE_HEADER_SIZE && off + data.length <= SD_INODE_HEADER_SIZE + 4 * MAX_DATA_OBJS &&
+      (off - SD_INODE_HEADER_SIZE) % 4 === 0 && data.length % 4 === 0 && data.length > 0;
+    if (!idxUpdate) return this.rawWrite(oid, off, data, copies);
+    return this.indexUpdate(oid, off, data, copies);
+  }
+
+  private rawWrite(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+    const ep = this.view.epoch();
+    return this.forAll(this.replicas(oid, copies),
+      () => this.store.write(oid, off, data),
+      (n) => this.peers.writePeer(n, oid, off, data, ep));
+  }
+
+  /**
+   * A write into data_vdi_id[]: remember the old entries and generation
+   * references, write, clear the written grefs, then drop one reference to
+   * every object whose entry changed (§10.8).
+   */
+  private async indexUpdate(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+    const first = (off - SD_INODE_HEADER_SIZE) / 4;
+    const n = data.length / 4;
+    const [oldIdx, oldGref] = await Promise.all([
+      this.read(oid, off, data.length, copies),
+      this.read(oid, SD_INODE_GREF_OFFSET + 8 * first, 8 * n, copies),
+    ]);
+    await this.rawWrite(oid, off, data, copies);
+    const drops: [number, number, number, number][] = [];
+    for (let i = 0; i < n; i++) {
+      const was = oldIdx.readUInt32LE(4 * i);
+      const now = data.readUInt32LE(4 * i);
+      if (was && was !== now) drops.push([was, first + i, oldGref.readInt32LE(8 * i), oldGref.readInt32LE(8 * i + 4)]);
+    }
+    if (oldGref.some((b) => b !== 0)) await this.rawWrite(oid, SD_INODE_GREF_OFFSET + 8 * first, Buffer.alloc(8 * n), copies);
+    for (const [vid, idx, gen, count] of drops) {
+      this.decref(vid, idx, gen, count).catch((e) => log.warn(`failed to reclaim ${vidToDataOid(vid, idx).toString(16)}: ${(e as Error).message}`));
+    }
+  }
+
+  async create(oid: bigint, off: number, data: Buffer, cowOid: bigint, copies?: number): Promise<void> {
+    this.checkWritable(oid);
+    const size = this.sizeOf(oid);
+    if (off + data.length > size) throw new SheepdogError(Res.INVALID_PARMS);
+    if (cowOid && data.length !== size) {
+      const base = await this.read(cowOid, 0, size);
+      data.copy(base, off);
+      return this.createRanges(oid, [{ off: 0, data: base }], copies);
+    }
+    return this.createRanges(oid, [{ off, data }], copies);
+  }
+
+  async createRanges(oid: bigint, ranges: { off: number; data: Buffer }[], copies?: number): Promise<void> {
+    const size = this.sizeOf(oid);
+    const ep = this.view.epoch();
+    await this.forAll(this.replicas(oid, copies),
+      async () => {
+        await this.store.create(oid, size, ranges[0].off, ranges[0].data);
+        for (const r of ranges.slice(1)) await this.store.write(oid, r.off, r.data);
+      },
+      async (n) => {
+        await this.peers.createPeer(n, oid, ranges[0].off, ranges[0].data, ep);
+        for (const r of ranges.slice(1)) await this.peers.writePeer(n, oid, r.off, r.data, ep);
+      });
+  }
+
+  async remove(oid: bigint, copies?: number): Promise<void> {
+    const ep = this.view.epoch();
+    await this.forAll(this.replicas(oid, copies),
+      async () => { await this.store.remove(oid); },
+      (n) => this.peers.removePeer(n, oid, ep));
+  }
+
+  /**
+   * Generational reference counting (§10.8): (0,0) means nobody else ever
+   * shared the object; otherwise the ledger tracks outstanding references
+   * per generation and the object goes when every counter is zero.
+   */
+  async decref(vid: number, idx: number, generation: number, count: number): Promise<void> {
+    const dataOid = vidToDataOid(vid, idx);
+    if (generation === 0 && count === 0) {
+      await this.remove(dataOid).catch(() => undefined);
+      return;
+    }
+    const ledgerOid = dataOidToLedgerOid(dataOid);
+    if (generation < 0 || generation + 1 >= SD_LEDGER_OBJ_SIZE / 4) return;
+    let ledger: Buffer;
+    let exists = true;
+    try {
+      ledger = await this.read(ledgerOid, 0, SD_LEDGER_OBJ_SIZE);
+    } catch {
+      exists = false;
+      ledger = Buffer.alloc(SD_LEDGER_OBJ_SIZE);
+      ledger.writeInt32LE(1, 0);
+    }
+    ledger.writeInt32LE(ledger.readInt32LE(4 * generation) - 1, 4 * generation);
+    ledger.writeInt32LE(ledger.readInt32LE(4 * (generation + 1)) + count, 4 * (generation + 1));
+    let last = -1;
+    for (let i = 0; i < SD_LEDGER_OBJ_SIZE / 4; i++) if (ledger.readInt32LE(4 * i) !== 0) last = i;
+    if (last < 0) {
+      await this.remove(dataOid).catch(() => undefined);
+      if (exists) await this.remove(ledgerOid).catch(() => undefined);
+      return;
+    }
+    const used = ledger.subarray(0, 4 * (last + 1));
+    if (exists) await this.rawWrite(ledgerOid, 0, used);
+    else await this.createRanges(ledgerOid, [{ off: 0, data: used }]);
+  }
+
+  /** Old-QEMU DISCARD_OBJ: clear the index entry, which frees the object. */
+  async discard(oid: bigint): Promise<void> {
+    const vid = oidToVid(oid);
+    const idx = Number(oid & 0xffffffffn);
+    const inode = vidToVdiOid(vid);
+    const cur = await this.read(inode, SD_INODE_HEADER_SIZE + 4 * idx, 4);
+    if (cur.readUInt32LE(0) !== 0) await this.write(inode, SD_INODE_HEADER_SIZE + 4 * idx, ZERO4);
+  }
+}
+
+function shuffle<T>(a: T[]): T[] {
+  const b = [...a];
+  for (let i = b.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [b[i], b[j]] = [b[j], b[i]];
+  }
+  return b;
+}
+
+export { Op, Flag, SD_SHEEP_PROTO_VER };

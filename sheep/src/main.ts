@@ -1,0 +1,176 @@
+// sheep [options] [DIR]: option parsing, daemonizing, pidfile, signals.
+import { Command, CommanderError, Option } from 'commander';
+import { promises as fsp, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { initLogger, log, LOG_LEVELS, LogLevel, closeLogger } from './log.js';
+import { Sheep } from './sheep.js';
+import { SheepServer } from './server.js';
+import { createDriver } from './cluster/local.js';
+import { SHEEP_VERSION } from './version.js';
+
+const EX_USAGE = 64;
+
+interface Parsed {
+  dir: string;
+  port: number;
+  bindaddr?: string;
+  myaddr: string;
+  foreground: boolean;
+  pidfile?: string;
+  logLevel: LogLevel;
+  logDir: string;
+  cluster: string;
+  zone?: number;
+  nosync: boolean;
+  vnodes?: number;
+  gateway: boolean;
+}
+
+function parseIntOpt(name: string, min: number, max: number) {
+  return (v: string) => {
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+      throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid ${name} '${v}' (${min}-${max})`);
+    }
+    return Number(v);
+  };
+}
+
+export function parseArgs(argv: string[]): Parsed {
+  const prog = new Command('sheep');
+  prog
+    .usage('[OPTION]... [PATH]')
+    .description('Sheepdog storage daemon: stores VDI objects under PATH (default /var/lib/sheepdog) and serves port 7000')
+    .argument('[PATH]', 'data directory', '/var/lib/sheepdog')
+    .option('-p, --port <port>', 'listen port', parseIntOpt('port', 1, 65535), 7000)
+    .option('-b, --bindaddr <addr>', 'bind only to this address (default: all)')
+    .option('-y, --myaddr <addr>', 'address announced to the cluster (default: bindaddr or 127.0.0.1)')
+    .option('-f, --foreground', 'stay in the foreground and log to stderr too', false)
+    .option('-P, --pidfile <file>', 'write the daemon pid to this file')
+    .option('-l, --log <spec>', "logging: 'level=LEVEL,dir=DIR' (levels: " + LOG_LEVELS.join(', ') + ')')
+    .option('-c, --cluster <driver>', "cluster driver: 'local' (default)", 'local')
+    .option('-z, --zone <zone>', 'failure zone of this node (default: from the address)', parseIntOpt('zone', 0, 0xffffffff))
+    .option('-n, --nosync', 'do not sync every write to disk (faster, loses acknowledged writes on power loss)', false)
+    .option('-V, --vnodes <count>', 'fixed number of virtual nodes (default: automatic from capacity)', parseIntOpt('vnodes', 1, 65535))
+    .option('-g, --gateway', 'gateway only: store no objects', false)
+    .addOption(new Option('--daemon-child').hideHelp())
+    .version(`Sheepdog daemon version ${SHEEP_VERSION}`, '-v, --version')
+    .helpOption('-h, --help', 'display this help and exit')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  prog.parse(argv, { from: 'user' });
+  const o = prog.opts();
+  let logLevel: LogLevel = 'info';
+  const dir = path.resolve(prog.processedArgs[0] as string);
+  let logDir = dir;
+  if (o.log) {
+    for (const kv of String(o.log).split(',')) {
+      const [k, v] = kv.split('=');
+      if (k === 'level' && (LOG_LEVELS as readonly string[]).includes(v)) logLevel = v as LogLevel;
+      else if (k === 'dir' && v) logDir = path.resolve(v);
+      else throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid log option '${kv}'`);
+    }
+  }
+  return {
+    dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
+    foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
+    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway,
+  };
+}
+
+/** Re-run ourselves detached and wait until the child says it serves. */
+function daemonize(argv: string[]): Promise<number> {
+  const script = fileURLToPath(new URL('../bin/sheep.js', import.meta.url));
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [script, ...argv, '--daemon-child'], {
+      detached: true, stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
+    child.on('message', (m: { ready?: boolean; error?: string }) => {
+      if (m.error) process.stderr.write(`sheep: ${m.error}\n`);
+      child.disconnect();
+      child.unref();
+      resolve(m.ready ? 0 : 1);
+    });
+    child.on('exit', (code) => resolve(code || 1));
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let p: Parsed;
+  try {
+    p = parseArgs(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return 0;
+      if (e.code === 'sheep.usage') process.stderr.write(`sheep: ${e.message}\n`);
+      process.stderr.write("Try 'sheep --help' for more information.\n");
+      return EX_USAGE;
+    }
+    throw e;
+  }
+  const isChild = argv.includes('--daemon-child');
+  if (!p.foreground && !isChild) return daemonize(argv);
+  const tell = (m: object) => { if (isChild && process.send) process.send(m); };
+
+  try {
+    mkdirSync(p.dir, { recursive: true });
+    mkdirSync(p.logDir, { recursive: true });
+  } catch (e) {
+    const msg = `cannot create ${p.dir}: ${(e as Error).message}`;
+    process.stderr.write(`sheep: ${msg}\n`);
+    tell({ error: msg });
+    return 1;
+  }
+  initLogger({ dir: p.logDir, level: p.logLevel, foreground: p.foreground && !isChild });
+  let driver;
+  try {
+    driver = createDriver(p.cluster);
+  } catch (e) {
+    process.stderr.write(`sheep: ${(e as Error).message}\n`);
+    tell({ error: (e as Error).message });
+    return EX_USAGE;
+  }
+  const sheep = new Sheep({
+    dir: p.dir, host: p.myaddr, port: p.port, zone: p.zone, nosync: p.nosync, vnodes: p.vnodes, gateway: p.gateway,
+  }, driver);
+  const server = new SheepServer(sheep);
+  try {
+    await sheep.start();
+    await server.listen(p.bindaddr, p.port);
+  } catch (e) {
+    const msg = `failed to start: ${(e as Error).message}`;
+    log.err(msg);
+    process.stderr.write(`sheep: ${msg}\n`);
+    tell({ error: msg });
+    await closeLogger();
+    return 1;
+  }
+  if (p.pidfile) writeFileSync(p.pidfile, `${process.pid}\n`);
+  log.notice(`sheep ${SHEEP_VERSION} serving ${p.bindaddr ?? '*'}:${p.port}, data in ${p.dir}`);
+
+  let stopping = false;
+  const stop = async (why: string, code = 0) => {
+    if (stopping) return;
+    stopping = true;
+    log.notice(`shutting down (${why})`);
+    server.stopListening();
+    // let in-flight replies (e.g. the SHUTDOWN answer) leave first
+    await new Promise((r) => setTimeout(r, 100));
+    await server.close();
+    await sheep.close();
+    if (p.pidfile) rmSync(p.pidfile, { force: true });
+    await closeLogger();
+    process.exit(code);
+  };
+  sheep.onShutdown = (why) => void stop(why);
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGHUP', () => undefined);
+  tell({ ready: true });
+  if (isChild) {
+    process.disconnect?.();
+  }
+  await fsp.access(p.dir);
+  return -1; // keep running
+}

@@ -1,0 +1,534 @@
+// The opcode table: opcode -> { name, kind, force, handler } (spec §6.2).
+import {
+  Op, Flag, Res, SheepdogError, RequestHeader, ResponseFields, ClusterFlag, SD_SHEEP_PROTO_VER,
+  SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_CLUSTER_INFO_SIZE, SD_ATTR_OBJ_SIZE,
+  SD_VDI_STATE_SIZE, SD_MAX_COPIES, encodeNodes, encodeEpochLog, encodeClusterInfo, encodeRecoveryState,
+  encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeFixedString,
+  decodeNode, addrToString, isDataObj, oidToVid, LockState, timestamp64,
+} from '@sheepdog/common';
+import type { Sheep, MakeFsMsg } from './sheep.js';
+import { STORE_DRIVERS } from './sheep.js';
+import { getLogLevel, setLogLevel, LOG_LEVELS, log } from './log.js';
+import { SheepClient } from '@sheepdog/common';
+
+export type Kind = 'gateway' | 'local' | 'cluster' | 'peer';
+
+export interface Reply extends Omit<ResponseFields, 'opcode' | 'result'> {
+  result?: number;
+  data?: Buffer;
+}
+
+export interface OpDef {
+  name: string;
+  kind: Kind;
+  force?: boolean;
+  handler: (s: Sheep, h: RequestHeader, data: Buffer) => Promise<Reply>;
+}
+
+const ok = (r: Reply = {}): Reply => ({ result: Res.SUCCESS, ...r });
+const fail = (code: number): never => {
+  throw new SheepdogError(code);
+};
+
+function nameAndTag(data: Buffer, h: RequestHeader): { name: string; tag: string } {
+  if (h.dataLength !== 256 && h.dataLength !== 512) fail(Res.INVALID_PARMS);
+  return {
+    name: decodeFixedString(data, 0, 256),
+    tag: data.length >= 512 ? decodeFixedString(data, 256, 256) : '',
+  };
+}
+
+// ---- gateway: client object I/O -------------------------------------------
+
+async function createAndWrite(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  const o = h.obj;
+  const cow = h.flags & Flag.CMD_COW ? o.cowOid : 0n;
+  await s.gw.create(o.oid, o.offset, data, cow, o.copies || undefined);
+  s.stats.gwWrite++;
+  return ok();
+}
+
+async function readObj(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const o = h.obj;
+  const size = s.gw.sizeOf(o.oid);
+  if (o.offset + h.dataLength > size) fail(Res.INVALID_PARMS);
+  const data = await s.gw.read(o.oid, o.offset, h.dataLength, o.copies || undefined);
+  s.stats.gwRead++;
+  return ok({ data });
+}
+
+async function writeObj(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  const o = h.obj;
+  await s.gw.write(o.oid, o.offset, data, o.copies || undefined);
+  s.stats.gwWrite++;
+  return ok();
+}
+
+async function removeObj(s: Sheep, h: RequestHeader): Promise<Reply> {
+  await s.gw.remove(h.obj.oid, h.obj.copies || undefined);
+  s.stats.gwRemove++;
+  return ok();
+}
+
+async function discardObj(s: Sheep, h: RequestHeader): Promise<Reply> {
+  if (!isDataObj(h.obj.oid)) fail(Res.INVALID_PARMS);
+  await s.gw.discard(h.obj.oid).catch(() => undefined);
+  return ok();
+}
+
+// ---- VDI operations (cluster) ---------------------------------------------
+
+const publish = (s: Sheep) => (n: { t: string }) => s.cluster.notify(n as never);
+
+async function newVdi(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  if (h.dataLength !== 256) fail(Res.INVALID_PARMS);
+  const v = h.vdi;
+  const name = decodeFixedString(data, 0, 256);
+  if (!name) fail(Res.INVALID_PARMS);
+  if (v.copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
+  const r = await s.cluster.withClusterLock(() => s.vdis.newVdi({
+    name, vdiSize: v.vdiSize, baseVdiId: v.baseVdiId, copies: v.copies, copyPolicy: v.copyPolicy,
+    storePolicy: v.storePolicy, blockSizeShift: v.blockSizeShift, snapshot: v.snapid !== 0,
+  }, publish(s)));
+  log.info(`created VDI ${name} (${r.vid.toString(16)})`);
+  return ok({ vdi: { vdiId: r.vid, copies: r.copies, blockSizeShift: r.blockSizeShift } });
+}
+
+async function vdiInfoReply(s: Sheep, vid: number): Promise<Reply> {
+  const st = s.vdis.state(vid);
+  return ok({ vdi: { vdiId: vid, copies: st?.nrCopies ?? 0, blockSizeShift: st?.blockSizeShift ?? 0 } });
+}
+
+async function getVdiInfo(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  const { name, tag } = nameAndTag(data, h);
+  const vid = await s.cluster.withClusterLock(() => s.vdis.lookupOrThrow(name, h.vdi.snapid, tag));
+  return vdiInfoReply(s, vid);
+}
+
+async function lockVdi(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  const { name, tag } = nameAndTag(data, h);
+  return s.cluster.withClusterLock(async () => {
+    const vid = await s.vdis.lookupOrThrow(name, h.vdi.snapid, tag);
+    if (s.config.flags & ClusterFlag.USE_LOCK) {
+      const st = s.vdis.state(vid);
+      const shared = h.vdi.type === 1;
+      if (st) {
+        if (!shared && st.lockState !== LockState.UNLOCKED) fail(Res.VDI_LOCKED);
+        if (shared && st.lockState === LockState.LOCKED) fail(Res.VDI_LOCKED);
+        await s.cluster.notify({ t: 'lock', vid, state: shared ? LockState.SHARED : LockState.LOCKED, owner: s.selfNode.port, ownerAddr: addrToString(s.selfNode.addr) });
+      }
+    }
+    return vdiInfoReply(s, vid);
+  });
+}
+
+async function releaseVdi(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const vid = h.vdi.baseVdiId;
+  const st = s.vdis.state(vid);
+  if (st && st.lockState !== LockState.UNLOCKED) {
+    await s.cluster.notify({ t: 'lock', vid, state: LockState.UNLOCKED });
+  } else {
+    log.debug(`release of unlocked VDI ${vid.toString(16)}`);
+  }
+  return ok();
+}
+
+async function delVdi(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  const { name, tag } = nameAndTag(data, h);
+  const vid = await s.cluster.withClusterLock(() => s.vdis.delVdi(name, h.vdi.snapid, tag, publish(s)));
+  log.info(`deleted VDI ${name} (${vid.toString(16)})`);
+  return ok({ vdi: { vdiId: vid } });
+}
+
+async function readVdis(s: Sheep, h: RequestHeader, bitmap: Buffer): Promise<Reply> {
+  if (h.dataLength !== SD_VDI_BITMAP_SIZE) fail(Res.INVALID_PARMS);
+  return ok({ data: Buffer.from(bitmap) });
+}
+
+async function getVdiAttr(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  if (h.dataLength !== SD_ATTR_OBJ_SIZE) fail(Res.INVALID_PARMS);
+  const r = await s.cluster.withClusterLock(() => s.vdis.getAttr(h.flags, h.vdi.snapid, data));
+  return ok({ vdi: { vdiId: r.vid, attrId: r.slot, copies: r.copies } });
+}
+
+// ---- cluster administration -----------------------------------------------
+
+async function makeFs(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  const c = h.cluster;
+  const store = decodeFixedString(data, 0, data.length) || 'plain';
+  if (!STORE_DRIVERS.includes(store)) fail(Res.NO_STORE);
+  if (c.copyPolicy !== 0) fail(Res.INVALID_PARMS);
+  const copies = c.copies || 3;
+  if (copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
+  const shift = c.blockSizeShift || 22;
+  if (shift < 20 || shift > 31) fail(Res.INVALID_PARMS);
+  const msg: MakeFsMsg = {
+    t: 'make_fs', ctime: c.ctime || timestamp64(), copies, copyPolicy: 0, flags: c.flags, blockSizeShift: shift, store,
+  };
+  await s.cluster.withClusterLock(() => s.cluster.notify(msg as never));
+  return ok();
+}
+
+async function shutdown(s: Sheep): Promise<Reply> {
+  // answer first, then go down
+  setImmediate(() => { s.cluster.notify({ t: 'shutdown' }).catch(() => undefined); });
+  return ok();
+}
+
+async function statSheep(s: Sheep): Promise<Reply> {
+  if (s.opts.gateway) return ok({ node: { storeSize: 0n, storeFree: 0n } });
+  const u = await s.store.usage();
+  const size = u.used + u.free;
+  return ok({ node: { storeSize: size, storeFree: u.free } });
+}
+
+async function statCluster(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const nodesNr = h.cluster.nodesNr;
+  const stride = SD_EPOCH_LOG_HEADER_SIZE + nodesNr * SD_NODE_SIZE;
+  const max = Math.floor(h.dataLength / stride);
+  const n = Math.min(s.epochNr, max);
+  const out = Buffer.alloc(n * stride);
+  for (let i = 0; i < n; i++) {
+    const e = s.epochNr - i;
+    const rec = s.epochs.get(e) ?? { epoch: e, time: 0, nodes: [] };
+    if (nodesNr > 0 && rec.nodes.length > nodesNr) fail(Res.BUFFER_SMALL);
+    encodeEpochLog({
+      ctime: s.config.ctime, time: BigInt(rec.time), epoch: e, disableRecovery: s.config.disableRecovery,
+      nrCopies: s.config.copies, copyPolicy: s.config.copyPolicy, flags: s.clusterFlags, drvName: s.config.store,
+      nodes: rec.nodes,
+    }, nodesNr, out, i * stride, i === 0);
+  }
+  const status = s.status === 'ok' ? Res.SUCCESS : s.status === 'wait_format' ? Res.WAIT_FOR_FORMAT
+    : s.status === 'wait_join' ? Res.WAIT_FOR_JOIN : Res.SHUTDOWN;
+  return { result: status, data: out };
+}
+
+async function clusterInfo(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const b = encodeClusterInfo({
+    protoVer: SD_SHEEP_PROTO_VER, disableRecovery: s.config.disableRecovery, epoch: s.epochNr,
+    ctime: s.config.ctime, flags: s.clusterFlags, nrCopies: s.config.copies, copyPolicy: s.config.copyPolicy,
+    status: s.clusterStatusCode, blockSizeShift: s.config.blockSizeShift, defaultStore: s.config.store,
+    nodes: s.epochs.get(s.epochNr)?.nodes ?? s.members,
+  }, SD_CLUSTER_INFO_SIZE);
+  return ok({ data: b.subarray(0, Math.min(h.dataLength, b.length)) });
+}
+
+async function getNodeList(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const nodes = s.members;
+  const b = encodeNodes(nodes);
+  const fit = Math.min(nodes.length, Math.floor(h.dataLength / SD_NODE_SIZE));
+  return ok({ data: b.subarray(0, fit * SD_NODE_SIZE), node: { nrNodes: nodes.length } });
+}
+
+async function forceRecover(s: Sheep): Promise<Reply> {
+  if (s.status !== 'wait_join') fail(Res.FORCE_RECOVER);
+  await s.bumpEpoch(s.members);
+  s.status = 'ok';
+  return ok();
+}
+
+async function getStoreList(_s: Sheep, h: RequestHeader): Promise<Reply> {
+  const b = Buffer.from(STORE_DRIVERS.map((x) => x + ' ').join(''));
+  return ok({ data: b.subarray(0, Math.min(b.length, h.dataLength)) });
+}
+
+async function statRecovery(): Promise<Reply> {
+  return ok({ data: encodeRecoveryState({ inRecovery: false, state: 0, nrFinished: 0n, nrTotal: 0n }) });
+}
+
+async function killNode(s: Sheep): Promise<Reply> {
+  s.status = 'killed';
+  setImmediate(() => s.onShutdown?.('killed'));
+  return ok();
+}
+
+async function setRecover(s: Sheep, enable: boolean): Promise<Reply> {
+  await s.cluster.notify({ t: 'recover', enable });
+  return ok();
+}
+
+async function getVdiCopies(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const states = [...s.vdis.states.values()].sort((a, b) => a.vid - b.vid);
+  if (states.length * SD_VDI_STATE_SIZE > h.dataLength) fail(Res.BUFFER_SMALL);
+  const out = Buffer.alloc(states.length * SD_VDI_STATE_SIZE);
+  states.forEach((st, i) => encodeVdiState({ ...st }, out, i * SD_VDI_STATE_SIZE));
+  return ok({ data: out });
+}
+
+async function notifyVdiAdd(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const v = h.vdiState;
+  if (!v.newVid) fail(Res.INVALID_PARMS);
+  await s.cluster.notify({
+    t: 'vdi_add', newVid: v.newVid, oldVid: v.oldVid, copies: v.copies || s.config.copies, copyPolicy: v.copyPolicy,
+    blockSizeShift: v.blockSizeShift || s.config.blockSizeShift, setBitmap: v.setBitmap !== 0, oldIsSnapshot: v.oldVid !== 0,
+  });
+  return ok();
+}
+
+async function notifyVdiDel(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
+  if (data.length < 4) fail(Res.INVALID_PARMS);
+  await s.cluster.notify({ t: 'vdi_del', vid: data.readUInt32LE(0) });
+  return ok();
+}
+
+async function mdInfo(s: Sheep): Promise<Reply> {
+  if (s.opts.gateway) fail(Res.UNKNOWN);
+  const u = await s.store.usage();
+  return ok({ data: encodeMdInfo([{ idx: 0, free: u.free, used: u.used, path: s.objDir }]) });
+}
+
+async function getHash(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const digest = await s.store.sha1(h.obj.oid);
+  return ok({ hash: digest });
+}
+
+async function stat(s: Sheep): Promise<Reply> {
+  return ok({ data: encodeStat(s.stats) });
+}
+
+async function getLoglevel(): Promise<Reply> {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(LOG_LEVELS.indexOf(getLogLevel()));
+  return ok({ data: b });
+}
+
+async function setLoglevel(_s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
+  if (data.length < 4) fail(Res.INVALID_PARMS);
+  const l = data.readInt32LE(0);
+  if (l < 0 || l > 7) fail(Res.INVALID_PARMS);
+  setLogLevel(LOG_LEVELS[l]);
+  return ok();
+}
+
+async function exist(s: Sheep, h: RequestHeader): Promise<Reply> {
+  if (s.opts.gateway) fail(Res.NO_OBJ);
+  return (await s.store.exists(h.obj.oid)) ? ok() : { result: Res.NO_OBJ };
+}
+
+async function alterClusterCopy(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const c = h.cluster;
+  if (c.copyPolicy !== 0 || !c.copies || c.copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
+  await s.cluster.notify({ t: 'alter_cluster_copy', copies: c.copies });
+  return ok();
+}
+
+async function alterVdiCopy(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const v = h.vdiState;
+  if (v.copyPolicy !== 0 || !v.copies || v.copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
+  if (!s.vdis.state(v.newVid)) fail(Res.NO_VDI);
+  await s.cluster.notify({ t: 'vdi_copies', vid: v.newVid, copies: v.copies, copyPolicy: 0, blockSizeShift: v.blockSizeShift });
+  return ok();
+}
+
+async function repairReplica(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const f = h.forw;
+  const host = addrToString(f.addr);
+  const size = s.gw.sizeOf(f.oid);
+  const c = new SheepClient({ host, port: f.port, timeout: 30_000 });
+  try {
+    const r = await c.request({ opcode: Op.READ_PEER, epoch: s.epochNr, dataLength: size, obj: { oid: f.oid, offset: 0 } });
+    await s.store.createFull(f.oid, size, r.data);
+  } finally {
+    c.close();
+  }
+  return ok();
+}
+
+async function oidsExist(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
+  const missing: bigint[] = [];
+  for (let i = 0; i + 8 <= data.length; i += 8) {
+    const oid = data.readBigUInt64LE(i);
+    if (s.opts.gateway || !(await s.store.exists(oid))) missing.push(oid);
+  }
+  if (!missing.length) return ok();
+  const out = Buffer.alloc(missing.length * 8);
+  missing.forEach((o, i) => out.writeBigUInt64LE(o, i * 8));
+  return { result: Res.NO_OBJ, data: out };
+}
+
+async function getRecovery(s: Sheep): Promise<Reply> {
+  return ok({ data: encodeThrottling(s.recoveryThrottle) });
+}
+
+async function setRecovery(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
+  if (data.length < 24) fail(Res.INVALID_PARMS);
+  s.recoveryThrottle = decodeThrottling(data);
+  return ok();
+}
+
+async function setVnodes(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
+  if (s.opts.gateway) fail(Res.GATEWAY_MODE);
+  if (s.clusterFlags & ClusterFlag.AUTO_VNODES) fail(Res.INVALID_VNODES_STRATEGY);
+  if (data.length < 4) fail(Res.INVALID_PARMS);
+  const n = data.readInt32LE(0);
+  if (n < 1 || n > 65535) fail(Res.INVALID_PARMS);
+  s.selfNode.nrVnodes = n;
+  const members = s.members.map((m) => (m.port === s.selfNode.port && m.addr.equals(s.selfNode.addr) ? { ...m, nrVnodes: n } : m));
+  s.members = members;
+  if (s.formatted) await s.bumpEpoch(members);
+  return ok();
+}
+
+async function getVnodes(s: Sheep): Promise<Reply> {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(s.selfNode.nrVnodes);
+  return ok({ data: b });
+}
+
+async function getObjList(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const oids = await s.store.list();
+  if (oids.length * 8 > h.dataLength) fail(Res.BUFFER_SMALL);
+  const out = Buffer.alloc(oids.length * 8);
+  oids.forEach((o, i) => out.writeBigUInt64LE(o, i * 8));
+  return ok({ data: out });
+}
+
+async function getEpoch(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const rec = s.epochs.get(h.obj.tgtEpoch);
+  if (!rec) fail(Res.NO_TAG);
+  const nodes = encodeNodes(rec!.nodes);
+  const out = Buffer.alloc(nodes.length + 8);
+  nodes.copy(out);
+  out.writeBigInt64LE(BigInt(rec!.time), nodes.length);
+  if (out.length > h.dataLength) fail(Res.BUFFER_SMALL);
+  return ok({ data: out });
+}
+
+// ---- peer ops: store level, epoch checked ---------------------------------
+
+function checkPeerEpoch(s: Sheep, h: RequestHeader): void {
+  if (h.epoch < s.epochNr) fail(Res.OLD_NODE_VER);
+}
+
+async function readPeer(s: Sheep, h: RequestHeader): Promise<Reply> {
+  checkPeerEpoch(s, h);
+  s.stats.peerRead++;
+  return ok({ data: await s.store.read(h.obj.oid, h.obj.offset, h.dataLength) });
+}
+async function writePeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  checkPeerEpoch(s, h);
+  if (!(await s.store.exists(h.obj.oid))) fail(Res.NO_OBJ);
+  await s.store.write(h.obj.oid, h.obj.offset, data);
+  s.stats.peerWrite++;
+  return ok();
+}
+async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  checkPeerEpoch(s, h);
+  const size = s.gw.sizeOf(h.obj.oid);
+  if (h.obj.offset + data.length > size) fail(Res.INVALID_PARMS);
+  await s.store.create(h.obj.oid, size, h.obj.offset, data);
+  s.stats.peerWrite++;
+  return ok();
+}
+async function removePeer(s: Sheep, h: RequestHeader): Promise<Reply> {
+  checkPeerEpoch(s, h);
+  await s.store.remove(h.obj.oid);
+  s.stats.peerRemove++;
+  return ok();
+}
+
+async function decrefObj(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const r = h.ref;
+  await s.gw.decref(oidToVid(r.oid), Number(r.oid & 0xffffffffn), r.generation, r.count);
+  return ok();
+}
+
+async function flushVdi(): Promise<Reply> {
+  // No client-side object cache: every acknowledged write is already
+  // durable. INVALID_PARMS tells QEMU to stop sending flushes (§6.9).
+  return { result: Res.INVALID_PARMS };
+}
+
+async function getClusterDefault(s: Sheep): Promise<Reply> {
+  return ok({ clusterDefault: { nrCopies: s.config.copies, copyPolicy: s.config.copyPolicy, blockSizeShift: s.formatted ? s.config.blockSizeShift : 0 } });
+}
+
+const noop = async (): Promise<Reply> => ok();
+const unsupported = async (): Promise<Reply> => ({ result: Res.NO_SUPPORT });
+
+export const OPS = new Map<number, OpDef>([
+  [Op.CREATE_AND_WRITE_OBJ, { name: 'CREATE_AND_WRITE_OBJ', kind: 'gateway', handler: createAndWrite }],
+  [Op.READ_OBJ, { name: 'READ_OBJ', kind: 'gateway', handler: readObj }],
+  [Op.WRITE_OBJ, { name: 'WRITE_OBJ', kind: 'gateway', handler: writeObj }],
+  [Op.REMOVE_OBJ, { name: 'REMOVE_OBJ', kind: 'gateway', handler: removeObj }],
+  [Op.DISCARD_OBJ, { name: 'DISCARD_OBJ', kind: 'local', handler: discardObj }],
+  [Op.NEW_VDI, { name: 'NEW_VDI', kind: 'cluster', handler: newVdi }],
+  [Op.LOCK_VDI, { name: 'LOCK_VDI', kind: 'cluster', handler: lockVdi }],
+  [Op.RELEASE_VDI, { name: 'RELEASE_VDI', kind: 'cluster', handler: releaseVdi }],
+  [Op.GET_VDI_INFO, { name: 'GET_VDI_INFO', kind: 'cluster', handler: getVdiInfo }],
+  [Op.READ_VDIS, { name: 'READ_VDIS', kind: 'local', force: true, handler: (s, h) => readVdis(s, h, s.vdis.inUse.bytes) }],
+  [Op.FLUSH_VDI, { name: 'FLUSH_VDI', kind: 'local', handler: flushVdi }],
+  [Op.DEL_VDI, { name: 'DEL_VDI', kind: 'cluster', handler: delVdi }],
+  [Op.GET_CLUSTER_DEFAULT, { name: 'GET_CLUSTER_DEFAULT', kind: 'local', force: true, handler: getClusterDefault }],
+  [Op.GET_NODE_LIST, { name: 'GET_NODE_LIST', kind: 'local', force: true, handler: getNodeList }],
+  [Op.MAKE_FS, { name: 'MAKE_FS', kind: 'cluster', force: true, handler: makeFs }],
+  [Op.SHUTDOWN, { name: 'SHUTDOWN', kind: 'cluster', force: true, handler: shutdown }],
+  [Op.STAT_SHEEP, { name: 'STAT_SHEEP', kind: 'local', handler: statSheep }],
+  [Op.STAT_CLUSTER, { name: 'STAT_CLUSTER', kind: 'local', force: true, handler: statCluster }],
+  [Op.GET_VDI_ATTR, { name: 'GET_VDI_ATTR', kind: 'cluster', handler: getVdiAttr }],
+  [Op.FORCE_RECOVER, { name: 'FORCE_RECOVER', kind: 'cluster', force: true, handler: forceRecover }],
+  [Op.GET_STORE_LIST, { name: 'GET_STORE_LIST', kind: 'local', force: true, handler: getStoreList }],
+  [Op.CLEANUP, { name: 'CLEANUP', kind: 'cluster', force: true, handler: noop }],
+  [Op.TRACE_STATUS, { name: 'TRACE_STATUS', kind: 'local', force: true, handler: unsupported }],
+  [Op.TRACE_READ_BUF, { name: 'TRACE_READ_BUF', kind: 'local', force: true, handler: unsupported }],
+  [Op.TRACE_ENABLE, { name: 'TRACE_ENABLE', kind: 'local', force: true, handler: unsupported }],
+  [Op.TRACE_DISABLE, { name: 'TRACE_DISABLE', kind: 'local', force: true, handler: unsupported }],
+  [Op.STAT_RECOVERY, { name: 'STAT_RECOVERY', kind: 'local', handler: statRecovery }],
+  [Op.FLUSH_DEL_CACHE, { name: 'FLUSH_DEL_CACHE', kind: 'local', handler: noop }],
+  [Op.NOTIFY_VDI_DEL, { name: 'NOTIFY_VDI_DEL', kind: 'cluster', force: true, handler: notifyVdiDel }],
+  [Op.KILL_NODE, { name: 'KILL_NODE', kind: 'local', force: true, handler: killNode }],
+  [Op.GET_OBJ_LIST, { name: 'GET_OBJ_LIST', kind: 'local', handler: getObjList }],
+  [Op.GET_EPOCH, { name: 'GET_EPOCH', kind: 'local', handler: getEpoch }],
+  [Op.CREATE_AND_WRITE_PEER, { name: 'CREATE_AND_WRITE_PEER', kind: 'peer', handler: createPeer }],
+  [Op.READ_PEER, { name: 'READ_PEER', kind: 'peer', handler: readPeer }],
+  [Op.WRITE_PEER, { name: 'WRITE_PEER', kind: 'peer', handler: writePeer }],
+  [Op.REMOVE_PEER, { name: 'REMOVE_PEER', kind: 'peer', handler: removePeer }],
+  [Op.ENABLE_RECOVER, { name: 'ENABLE_RECOVER', kind: 'cluster', handler: (s) => setRecover(s, true) }],
+  [Op.DISABLE_RECOVER, { name: 'DISABLE_RECOVER', kind: 'cluster', handler: (s) => setRecover(s, false) }],
+  [Op.GET_VDI_COPIES, { name: 'GET_VDI_COPIES', kind: 'local', force: true, handler: getVdiCopies }],
+  [Op.COMPLETE_RECOVERY, { name: 'COMPLETE_RECOVERY', kind: 'cluster', force: true, handler: noop }],
+  [Op.NOTIFY_VDI_ADD, { name: 'NOTIFY_VDI_ADD', kind: 'cluster', force: true, handler: notifyVdiAdd }],
+  [Op.DELETE_CACHE, { name: 'DELETE_CACHE', kind: 'cluster', handler: noop }],
+  [Op.MD_INFO, { name: 'MD_INFO', kind: 'local', handler: mdInfo }],
+  [Op.MD_PLUG, { name: 'MD_PLUG', kind: 'local', handler: unsupported }],
+  [Op.MD_UNPLUG, { name: 'MD_UNPLUG', kind: 'local', handler: unsupported }],
+  [Op.GET_HASH, { name: 'GET_HASH', kind: 'local', handler: getHash }],
+  [Op.REWEIGHT, { name: 'REWEIGHT', kind: 'cluster', handler: noop }],
+  [Op.STAT, { name: 'STAT', kind: 'local', handler: stat }],
+  [Op.GET_LOGLEVEL, { name: 'GET_LOGLEVEL', kind: 'local', force: true, handler: getLoglevel }],
+  [Op.SET_LOGLEVEL, { name: 'SET_LOGLEVEL', kind: 'local', force: true, handler: setLoglevel }],
+  [Op.NFS_CREATE, { name: 'NFS_CREATE', kind: 'local', handler: unsupported }],
+  [Op.NFS_DELETE, { name: 'NFS_DELETE', kind: 'local', handler: unsupported }],
+  [Op.EXIST, { name: 'EXIST', kind: 'local', force: true, handler: exist }],
+  [Op.CLUSTER_INFO, { name: 'CLUSTER_INFO', kind: 'local', force: true, handler: clusterInfo }],
+  [Op.ALTER_CLUSTER_COPY, { name: 'ALTER_CLUSTER_COPY', kind: 'cluster', handler: alterClusterCopy }],
+  [Op.ALTER_VDI_COPY, { name: 'ALTER_VDI_COPY', kind: 'cluster', handler: alterVdiCopy }],
+  [Op.DECREF_OBJ, { name: 'DECREF_OBJ', kind: 'gateway', handler: decrefObj }],
+  [Op.DECREF_PEER, { name: 'DECREF_PEER', kind: 'peer', handler: decrefObj }],
+  [Op.REPAIR_REPLICA, { name: 'REPAIR_REPLICA', kind: 'local', handler: repairReplica }],
+  [Op.OIDS_EXIST, { name: 'OIDS_EXIST', kind: 'local', force: true, handler: oidsExist }],
+  [Op.READ_DEL_VDIS, { name: 'READ_DEL_VDIS', kind: 'local', force: true, handler: (s, h) => readVdis(s, h, s.vdis.deleted.bytes) }],
+  [Op.GET_RECOVERY, { name: 'GET_RECOVERY', kind: 'local', force: true, handler: getRecovery }],
+  [Op.SET_RECOVERY, { name: 'SET_RECOVERY', kind: 'local', force: true, handler: setRecovery }],
+  [Op.SET_VNODES, { name: 'SET_VNODES', kind: 'local', handler: setVnodes }],
+  [Op.GET_VNODES, { name: 'GET_VNODES', kind: 'local', handler: getVnodes }],
+]);
+
+/** Fills in header-level checks and runs the handler; never throws. */
+export async function execute(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  if (h.opcode >= 0x80 ? h.protoVer !== SD_SHEEP_PROTO_VER : h.protoVer > 0x02) return { result: Res.VER_MISMATCH };
+  const def = OPS.get(h.opcode);
+  if (!def) return { result: Res.INVALID_PARMS };
+  try {
+    s.gate(!!def.force);
+    if (def.kind === 'gateway') s.stats.gwTotal++;
+    if (def.kind === 'peer') s.stats.peerTotal++;
+    return await def.handler(s, h, data);
+  } catch (e) {
+    if (e instanceof SheepdogError) return { result: e.result };
+    log.err(`${def.name} failed: ${(e as Error).stack ?? e}`);
+    return { result: Res.SYSTEM_ERROR };
+  }
+}
+
+export { decodeNode };

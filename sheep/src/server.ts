@@ -1,0 +1,125 @@
+// TCP listener: frames bytes into requests, runs them concurrently and
+// writes responses in completion order (spec §1).
+import * as net from 'node:net';
+import {
+  RequestHeader, encodeResponse, ByteQueue, SD_REQ_HEADER_SIZE, Flag, Res, opName,
+} from '@sheepdog/common';
+import type { Sheep } from './sheep.js';
+import { execute, Reply } from './ops.js';
+import { log } from './log.js';
+
+/** Largest payload a request may carry; an object of shift 31 is 2 GiB. */
+export const MAX_PAYLOAD = 2 ** 31;
+
+export class SheepServer {
+  private servers: net.Server[] = [];
+  private conns = new Set<net.Socket>();
+
+  constructor(private readonly sheep: Sheep) {}
+
+  async listen(host: string | undefined, port: number): Promise<void> {
+    const hosts = host ? [host] : ['::', '0.0.0.0'];
+    for (const h of hosts) {
+      const srv = net.createServer({ noDelay: true }, (sock) => this.onConnection(sock));
+      try {
+        await new Promise<void>((resolve, reject) => {
+          srv.once('error', reject);
+          srv.listen({ host: h, port, ipv6Only: h === '::' }, () => { srv.off('error', reject); resolve(); });
+        });
+        this.servers.push(srv);
+      } catch (e) {
+        // '::' fails without IPv6; the IPv4 listener is enough then
+        if (hosts.length > 1 && h === '::') continue;
+        throw e;
+      }
+    }
+    if (!this.servers.length) throw new Error(`cannot listen on port ${port}`);
+  }
+
+  private onConnection(sock: net.Socket): void {
+    this.conns.add(sock);
+    sock.setNoDelay(true);
+    const rx = new ByteQueue();
+    let hdr: RequestHeader | undefined;
+    let payloadLen = 0;
+    let dead = false;
+    const s = this.sheep;
+
+    const reply = (h: RequestHeader, r: Reply) => {
+      if (dead || sock.destroyed) return;
+      let data = r.data;
+      const result = r.result ?? Res.SUCCESS;
+      const writeType = (h.flags & Flag.CMD_WRITE) !== 0 && (h.flags & Flag.CMD_PIGGYBACK) === 0;
+      // Never more than asked, and never data for a write-type request.
+      if (!data || writeType) data = undefined;
+      else if (data.length > h.dataLength) data = data.subarray(0, h.dataLength);
+      if (result !== Res.SUCCESS && !(result === Res.NO_OBJ && h.flags & Flag.CMD_PIGGYBACK) && h.opcode !== 0x87) data = undefined;
+      const len = data?.length ?? 0;
+      const rh = encodeResponse({
+        opcode: h.opcode, id: h.id, epoch: s.epochNr, result, dataLength: len,
+        vdi: r.vdi as never, node: r.node as never, hash: r.hash as never, clusterDefault: r.clusterDefault as never,
+      });
+      if (s.stats) {
+        s.stats.gwBytesOut += BigInt(len);
+      }
+      if (len) {
+        sock.cork();
+        sock.write(rh);
+        sock.write(data!);
+        process.nextTick(() => sock.uncork());
+      } else {
+        sock.write(rh);
+      }
+    };
+
+    const run = (h: RequestHeader, data: Buffer) => {
+      s.stats.gwActive++;
+      execute(s, h, data).then((r) => {
+        s.stats.gwActive--;
+        reply(h, r);
+      }, (e) => {
+        s.stats.gwActive--;
+        log.err(`request ${opName(h.opcode)} crashed: ${(e as Error).stack}`);
+        reply(h, { result: Res.SYSTEM_ERROR });
+      });
+    };
+
+    sock.on('data', (chunk: Buffer) => {
+      if (dead) return;
+      rx.push(chunk);
+      for (;;) {
+        if (!hdr) {
+          if (rx.length < SD_REQ_HEADER_SIZE) return;
+          hdr = new RequestHeader(Buffer.from(rx.take(SD_REQ_HEADER_SIZE)));
+          payloadLen = hdr.flags & Flag.CMD_WRITE ? hdr.dataLength : 0;
+          if (payloadLen > MAX_PAYLOAD || hdr.dataLength > MAX_PAYLOAD) {
+            // We cannot skip that much input sanely: answer and hang up.
+            log.warn(`closing connection from ${sock.remoteAddress}: ${opName(hdr.opcode)} with data_length ${hdr.dataLength}`);
+            const h = hdr;
+            reply(h, { result: Res.INVALID_PARMS });
+            dead = true;
+            sock.end();
+            return;
+          }
+        }
+        if (rx.length < payloadLen) return;
+        const data = payloadLen ? rx.take(payloadLen) : Buffer.alloc(0);
+        const h = hdr;
+        hdr = undefined;
+        s.stats.gwBytesIn += BigInt(data.length);
+        run(h, data);
+      }
+    });
+    sock.on('error', (e) => log.debug(`connection error: ${e.message}`));
+    sock.on('close', () => { dead = true; this.conns.delete(sock); });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+    for (const c of this.conns) c.destroy();
+  }
+
+  stopListening(): void {
+    for (const srv of this.servers) srv.close();
+  }
+}

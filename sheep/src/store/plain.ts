@@ -1,0 +1,173 @@
+// "plain" store: one file per object under DIR/obj, named by 16 hex digits.
+// Creates are atomic (write a temp file, fsync, rename); unless nosync,
+// every write is on disk before it is acknowledged.
+import { promises as fsp, constants as FS } from 'node:fs';
+import * as path from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { oidToHex, SheepdogError, Res } from '@sheepdog/common';
+import type { ObjectStore } from './store.js';
+import { FdCache } from './fdcache.js';
+
+export class PlainStore implements ObjectStore {
+  readonly name: string = 'plain';
+  readonly objDir: string;
+  readonly tmpDir: string;
+  private fds = new FdCache(512);
+
+  constructor(readonly baseDir: string, readonly nosync: boolean) {
+    this.objDir = path.join(baseDir, 'obj');
+    this.tmpDir = path.join(baseDir, 'obj', '.tmp');
+  }
+
+  async init(): Promise<void> {
+    await fsp.mkdir(this.tmpDir, { recursive: true });
+    // leftovers of creates interrupted by a crash were never acknowledged
+    for (const f of await fsp.readdir(this.tmpDir)) await fsp.rm(path.join(this.tmpDir, f), { force: true });
+  }
+
+  private p(oid: bigint): string {
+    return path.join(this.objDir, oidToHex(oid));
+  }
+
+  async read(oid: bigint, off: number, len: number): Promise<Buffer> {
+    const buf = Buffer.alloc(len);
+    try {
+      await this.fds.use(this.p(oid), async (fh) => {
+        let got = 0;
+        while (got < len) {
+          const { bytesRead } = await fh.read(buf, got, len - got, off + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+      });
+    } catch (e) {
+      throw this.mapErr(e);
+    }
+    return buf;
+  }
+
+  async write(oid: bigint, off: number, data: Buffer): Promise<void> {
+    try {
+      await this.fds.use(this.p(oid), async (fh, e) => {
+        let done = 0;
+        while (done < data.length) {
+          const { bytesWritten } = await fh.write(data, done, data.length - done, off + done);
+          done += bytesWritten;
+        }
+        if (!this.nosync) await this.fds.sync(e);
+      });
+    } catch (e) {
+      throw this.mapErr(e);
+    }
+  }
+
+  async create(oid: bigint, size: number, off: number, data: Buffer): Promise<void> {
+    const tmp = path.join(this.tmpDir, `${oidToHex(oid)}.${randomBytes(4).toString('hex')}`);
+    let fh;
+    try {
+      fh = await fsp.open(tmp, FS.O_CREAT | FS.O_EXCL | FS.O_RDWR, 0o644);
+      await fh.truncate(size);
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await fh.write(data, done, data.length - done, off + done);
+        done += bytesWritten;
+      }
+      if (!this.nosync) await fh.datasync();
+      await fh.close();
+      fh = undefined;
+      await fsp.rename(tmp, this.p(oid));
+      this.fds.invalidate(this.p(oid));
+    } catch (e) {
+      if (fh) await fh.close().catch(() => undefined);
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      throw this.mapErr(e);
+    }
+  }
+
+  createFull(oid: bigint, size: number, data: Buffer): Promise<void> {
+    return this.create(oid, size, 0, data.length > size ? data.subarray(0, size) : data);
+  }
+
+  async remove(oid: bigint): Promise<boolean> {
+    this.fds.invalidate(this.p(oid));
+    try {
+      await fsp.unlink(this.p(oid));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw this.mapErr(e);
+    }
+  }
+
+  async exists(oid: bigint): Promise<boolean> {
+    try {
+      await fsp.access(this.p(oid));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async list(): Promise<bigint[]> {
+    const out: bigint[] = [];
+    for (const f of await fsp.readdir(this.objDir)) if (/^[0-9a-f]{16}$/.test(f)) out.push(BigInt('0x' + f));
+    return out;
+  }
+
+  async usage(): Promise<{ used: bigint; size: bigint; free: bigint }> {
+    let used = 0n;
+    for (const f of await fsp.readdir(this.objDir)) {
+      if (!/^[0-9a-f]{16}$/.test(f)) continue;
+      try {
+        const st = await fsp.stat(path.join(this.objDir, f));
+        used += BigInt(st.blocks) * 512n;
+      } catch { /* removed meanwhile */ }
+    }
+    const sf = await fsp.statfs(this.baseDir);
+    const size = BigInt(sf.blocks) * BigInt(sf.bsize);
+    const free = BigInt(sf.bavail) * BigInt(sf.bsize);
+    return { used, size, free };
+  }
+
+  async sha1(oid: bigint): Promise<Buffer> {
+    const h = createHash('sha1');
+    try {
+      const fh = await fsp.open(this.p(oid), 'r');
+      try {
+        const buf = Buffer.allocUnsafe(1 << 20);
+        let pos = 0;
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+          if (!bytesRead) break;
+          h.update(buf.subarray(0, bytesRead));
+          pos += bytesRead;
+        }
+      } finally {
+        await fh.close();
+      }
+    } catch (e) {
+      throw this.mapErr(e);
+    }
+    return h.digest();
+  }
+
+  async wipe(): Promise<void> {
+    await this.fds.closeAll();
+    for (const f of await fsp.readdir(this.objDir)) {
+      if (f === '.tmp') continue;
+      await fsp.rm(path.join(this.objDir, f), { force: true, recursive: true });
+    }
+  }
+
+  close(): Promise<void> {
+    return this.fds.closeAll();
+  }
+
+  private mapErr(e: unknown): Error {
+    if (e instanceof SheepdogError) return e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return new SheepdogError(Res.NO_OBJ);
+    if (code === 'ENOSPC' || code === 'EDQUOT') return new SheepdogError(Res.NO_SPACE);
+    return new SheepdogError(Res.EIO, `I/O error: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,23 @@
+// The object store interface: one object = a byte array of fixed size,
+// addressed by oid. Drivers are chosen by name at format time.
+export interface ObjectStore {
+  readonly name: string;
+  init(): Promise<void>;
+  /** Read len bytes at off; bytes past the stored length read as zero. */
+  read(oid: bigint, off: number, len: number): Promise<Buffer>;
+  /** Write into an existing object; NO_OBJ if it does not exist. */
+  write(oid: bigint, off: number, data: Buffer): Promise<void>;
+  /** Atomically (re)create an object of `size` bytes: zeros + data at off. */
+  create(oid: bigint, size: number, off: number, data: Buffer): Promise<void>;
+  /** Create from a full image (used by COW and recovery). */
+  createFull(oid: bigint, size: number, data: Buffer): Promise<void>;
+  remove(oid: bigint): Promise<boolean>;
+  exists(oid: bigint): Promise<boolean>;
+  list(): Promise<bigint[]>;
+  /** Bytes used on disk by objects, and the store's capacity / free space. */
+  usage(): Promise<{ used: bigint; size: bigint; free: bigint }>;
+  sha1(oid: bigint): Promise<Buffer>;
+  /** Remove every object (format). */
+  wipe(): Promise<void>;
+  close(): Promise<void>;
+}

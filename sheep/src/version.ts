@@ -1,0 +1,1 @@
+export const SHEEP_VERSION = '0.1.0';

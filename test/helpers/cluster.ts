@@ -1,0 +1,140 @@
+// Start real sheep processes on loopback in temp dirs, run real collie.
+import { spawn, ChildProcess } from 'node:child_process';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { dir as tmpDir } from 'tmp-promise';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const SHEEP_BIN = path.join(ROOT, 'sheep/bin/sheep.js');
+export const COLLIE_BIN = path.join(ROOT, 'collie/bin/collie.js');
+
+/** A free TCP port on 127.0.0.1 (bind to 0, read it, close). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+export async function waitForPort(port: number, timeoutMs = 15000, host = '127.0.0.1'): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host, port });
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > end) throw new Error(`port ${port} did not open within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface SheepProc {
+  port: number;
+  dir: string;
+  proc: ChildProcess;
+  output: () => string;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<void>;
+  /** SIGKILL and wait for exit. */
+  kill(): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+export interface StartOptions {
+  dir?: string;
+  port?: number;
+  args?: string[];
+}
+
+const started = new Set<SheepProc>();
+
+export async function startSheep(opts: StartOptions = {}): Promise<SheepProc> {
+  const port = opts.port ?? (await freePort());
+  const dir = opts.dir ?? (await tmpDir({ unsafeCleanup: true, prefix: 'sheep-' })).path;
+  const proc = spawn(process.execPath, [SHEEP_BIN, '-f', '-b', '127.0.0.1', '-p', String(port), ...(opts.args ?? []), dir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout!.on('data', (b) => (out += b));
+  proc.stderr!.on('data', (b) => (out += b));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const sp: SheepProc = {
+    port, dir, proc, exited,
+    output: () => out,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await exited;
+      started.delete(sp);
+    },
+    async kill() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited;
+      started.delete(sp);
+    },
+  };
+  started.add(sp);
+  await Promise.race([
+    waitForPort(port),
+    exited.then((c) => { throw new Error(`sheep exited early (${c}): ${out}`); }),
+  ]);
+  return sp;
+}
+
+export async function stopAll(): Promise<void> {
+  await Promise.all([...started].map((s) => s.kill()));
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+  stdoutBuf: Buffer;
+}
+
+/** Run a node script (collie by default) with args; optional stdin. */
+export function run(bin: string, args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [bin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    p.stdout.on('data', (b) => out.push(b));
+    p.stderr.on('data', (b) => err.push(b));
+    const t = setTimeout(() => { p.kill('SIGKILL'); reject(new Error(`${args.join(' ')} timed out`)); }, opts.timeoutMs ?? 120_000);
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(t);
+      const stdoutBuf = Buffer.concat(out);
+      resolve({ stdout: stdoutBuf.toString(), stderr: Buffer.concat(err).toString(), code, stdoutBuf });
+    });
+    p.stdin.on('error', () => undefined);
+    if (opts.input !== undefined) p.stdin.end(opts.input);
+    else p.stdin.end();
+  });
+}
+
+/** collie ARGS -p PORT (the port is appended last, as libvirt does). */
+export function runCollie(args: string[], opts: { port?: number; input?: Buffer | string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  const a = opts.port ? [...args, '-p', String(opts.port)] : args;
+  return run(COLLIE_BIN, a, opts);
+}
+
+/** A formatted single-node cluster. */
+export async function startFormatted(copies = 1, args: string[] = []): Promise<SheepProc> {
+  const s = await startSheep({ args });
+  const { SheepClient, Op, Flag, timestamp64, ClusterFlag, Res } = await import('@sheepdog/common');
+  const c = new SheepClient({ port: s.port });
+  try {
+    const r = await c.send({ opcode: Op.MAKE_FS, flags: Flag.CMD_WRITE, cluster: { copies, ctime: timestamp64(), flags: ClusterFlag.AUTO_VNODES } }, Buffer.from('plain\0'));
+    if (r.rsp.result !== Res.SUCCESS) throw new Error(`format failed: ${r.rsp.result}`);
+  } finally {
+    c.close();
+  }
+  return s;
+}

@@ -115,8 +115,9 @@ export class SheepServer {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+    const closed = Promise.all(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const c of this.conns) c.destroy();
+    await closed;
   }
 
   stopListening(): void {

@@ -1,0 +1,83 @@
+// Text output helpers: dog's number formats, column padding, raw escaping.
+
+/**
+ * dog's strnumber(): bytes as MB/GB/... with printf rounding ("%.1f" below 10,
+ * "%.0f" otherwise); raw mode prints plain decimal bytes.
+ */
+export function strnumber(bytes: bigint | number, raw = false): string {
+  const b = typeof bytes === 'bigint' ? bytes : BigInt(Math.floor(bytes));
+  if (raw) return b.toString();
+  const units = ['MB', 'GB', 'TB', 'PB', 'EB', 'ZB', 'YB'];
+  let v = Number(b) / 1048576;
+  let i = 0;
+  while (i < units.length - 1 && v >= 1024) {
+    v /= 1024;
+    i++;
+  }
+  return v >= 10 ? `${v.toFixed(0)} ${units[i]}` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** printf("%Ns") */
+export const rpad = (s: string | number | bigint, n: number): string => String(s).padStart(n, ' ');
+/** printf("%-Ns") */
+export const lpad = (s: string | number | bigint, n: number): string => String(s).padEnd(n, ' ');
+export const hex = (n: number | bigint): string => n.toString(16);
+export const hex16 = (n: bigint): string => n.toString(16).padStart(16, '0');
+
+/** Raw output escapes white space and backslashes in names with a backslash. */
+export function escapeName(name: string): string {
+  return name.replace(/[\s\\]/g, (c) => '\\' + c);
+}
+
+const pad2 = (n: number) => String(n).padStart(2, '0');
+
+/** strftime-like local time: "%Y-%m-%d %H:%M" or with ":%S". */
+export function localTime(sec: number, withSeconds = false): string {
+  const d = new Date(sec * 1000);
+  const s = `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+  return withSeconds ? `${s}:${pad2(d.getSeconds())}` : s;
+}
+export function localDate(sec: number): string {
+  const d = new Date(sec * 1000);
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+}
+export function localClock(sec: number): string {
+  const d = new Date(sec * 1000);
+  return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+}
+
+/** ctime(3) text, including its trailing newline. */
+export function ctime(sec: number): string {
+  const d = new Date(sec * 1000);
+  const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+  const mons = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+  return `${days[d.getDay()]} ${mons[d.getMonth()]} ${rpad(d.getDate(), 2)} ${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())} ${d.getFullYear()}\n`;
+}
+
+/** Redundancy text: "3" or "D:P" for an erasure-code policy byte. */
+export function redundancy(copies: number, copyPolicy: number): string {
+  if (!copyPolicy) return String(copies);
+  return `${(copyPolicy >> 4) * 2}:${copyPolicy & 0x0f}`;
+}
+
+/** Where output goes; commands write through this so tests can capture it. */
+export interface Sink {
+  out(s: string | Buffer): void;
+  err(s: string): void;
+}
+
+export const processSink: Sink = {
+  out: (s) => void process.stdout.write(s),
+  err: (s) => void process.stderr.write(s),
+};
+
+export class BufferSink implements Sink {
+  stdout = '';
+  stderr = '';
+  out(s: string | Buffer): void {
+    this.stdout += s.toString();
+  }
+  err(s: string): void {
+    this.stderr += s;
+  }
+}

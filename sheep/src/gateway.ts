@@ -19,7 +19,14 @@ export interface PlacementView {
   vdiCopies(vid: number): number | undefined;
   objectSize(vid: number): number;
   isSnapshot(vid: number): boolean;
+  /** Wait until a pending recovery of this object (on this node) is done. */
+  ensureLocal(oid: bigint): Promise<void>;
+  waitEpoch(pred: (e: number) => boolean, timeoutMs: number): Promise<boolean>;
 }
+
+/** Results that mean "the membership is changing; try again shortly". */
+const RETRYABLE: number[] = [Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR, Res.WAIT_FOR_JOIN, Res.KILLED];
+const RETRY_DEADLINE_MS = 60_000;
 
 const ZERO4 = Buffer.alloc(4);
 
@@ -29,6 +36,33 @@ export class Gateway implements ObjectIO {
     private readonly view: PlacementView,
     private readonly peers: PeerPool,
   ) {}
+
+  /**
+   * Run a replica operation, retrying across epoch changes: a peer that is
+   * ahead of us answers OLD_NODE_VER (we catch up and recompute targets), a
+   * dead peer is a NETWORK_ERROR until the membership change arrives.
+   * Clients never see these.
+   */
+  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + RETRY_DEADLINE_MS;
+    for (;;) {
+      const ep = this.view.epoch();
+      try {
+        return await fn();
+      } catch (e) {
+        if (!(e instanceof SheepdogError) || !RETRYABLE.includes(e.result) || Date.now() > deadline) throw e;
+        const theirs = (e as SheepdogError & { epoch?: number }).epoch ?? 0;
+        if (e.result === Res.OLD_NODE_VER && theirs > ep) await this.view.waitEpoch((x) => x >= theirs, 10_000);
+        else if (!(await this.view.waitEpoch((x) => x > ep, 3000))) await new Promise((r) => setTimeout(r, 100));
+        log.debug(`retrying after ${e.message} (epoch ${ep} -> ${this.view.epoch()})`);
+      }
+    }
+  }
+
+  private async localRead(oid: bigint, off: number, len: number): Promise<Buffer> {
+    await this.view.ensureLocal(oid);
+    return this.store.read(oid, off, len);
+  }
 
   private copiesFor(oid: bigint, requested?: number): number {
     if (requested) return requested;
@@ -60,20 +94,25 @@ export class Gateway implements ObjectIO {
     if (bad) throw bad.reason;
   }
 
-  async read(oid: bigint, off: number, len: number, copies?: number): Promise<Buffer> {
+  read(oid: bigint, off: number, len: number, copies?: number): Promise<Buffer> {
+    return this.retrying(() => this.readOnce(oid, off, len, copies));
+  }
+
+  private async readOnce(oid: bigint, off: number, len: number, copies?: number): Promise<Buffer> {
     const targets = this.replicas(oid, copies);
     const local = targets.find((n) => this.isLocal(n));
     const order = local ? [local, ...targets.filter((n) => n !== local)] : shuffle(targets);
     let lastErr: unknown = new SheepdogError(Res.NO_OBJ);
     for (const n of order) {
       try {
-        if (this.isLocal(n)) return await this.store.read(oid, off, len);
+        if (this.isLocal(n)) return await this.localRead(oid, off, len);
         return await this.peers.readPeer(n, oid, off, len, this.view.epoch());
       } catch (e) {
         lastErr = e;
         if (e instanceof SheepdogError && e.result === Res.NO_OBJ && targets.length === 1) break;
       }
     }
+    // one replica's NO_OBJ is a real answer only if none has it
     throw lastErr;
   }
 
@@ -87,10 +126,12 @@ export class Gateway implements ObjectIO {
   }
 
   private rawWrite(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
-    const ep = this.view.epoch();
-    return this.forAll(this.replicas(oid, copies),
-      () => this.store.write(oid, off, data),
-      (n) => this.peers.writePeer(n, oid, off, data, ep));
+    return this.retrying(() => {
+      const ep = this.view.epoch();
+      return this.forAll(this.replicas(oid, copies),
+        async () => { await this.view.ensureLocal(oid); await this.store.write(oid, off, data); },
+        (n) => this.peers.writePeer(n, oid, off, data, ep));
+    });
   }
 
   /**
@@ -132,23 +173,23 @@ export class Gateway implements ObjectIO {
 
   async createRanges(oid: bigint, ranges: { off: number; data: Buffer }[], copies?: number): Promise<void> {
     const size = this.sizeOf(oid);
-    const ep = this.view.epoch();
-    await this.forAll(this.replicas(oid, copies),
+    await this.retrying(() => this.forAll(this.replicas(oid, copies),
       async () => {
+        await this.view.ensureLocal(oid);
         await this.store.create(oid, size, ranges[0].off, ranges[0].data);
         for (const r of ranges.slice(1)) await this.store.write(oid, r.off, r.data);
       },
       async (n) => {
+        const ep = this.view.epoch();
         await this.peers.createPeer(n, oid, ranges[0].off, ranges[0].data, ep);
         for (const r of ranges.slice(1)) await this.peers.writePeer(n, oid, r.off, r.data, ep);
-      });
+      }));
   }
 
   async remove(oid: bigint, copies?: number): Promise<void> {
-    const ep = this.view.epoch();
-    await this.forAll(this.replicas(oid, copies),
+    await this.retrying(() => this.forAll(this.replicas(oid, copies),
       async () => { await this.store.remove(oid); },
-      (n) => this.peers.removePeer(n, oid, ep));
+      (n) => this.peers.removePeer(n, oid, this.view.epoch())));
   }
 
   /**

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { initLogger, log, LOG_LEVELS, LogLevel, closeLogger } from './log.js';
 import { Sheep } from './sheep.js';
 import { SheepServer } from './server.js';
-import { createDriver } from './cluster/local.js';
+import { createDriver } from './cluster/index.js';
 import { SHEEP_VERSION } from './version.js';
 
 const EX_USAGE = 64;
@@ -49,7 +49,7 @@ export function parseArgs(argv: string[]): Parsed {
     .option('-f, --foreground', 'stay in the foreground and log to stderr too', false)
     .option('-P, --pidfile <file>', 'write the daemon pid to this file')
     .option('-l, --log <spec>', "logging: 'level=LEVEL,dir=DIR' (levels: " + LOG_LEVELS.join(', ') + ')')
-    .option('-c, --cluster <driver>', "cluster driver: 'local' (default)", 'local')
+    .option('-c, --cluster <driver>', "cluster driver: local[:ID] (default, sheep on this machine), zookeeper:HOST:PORT[,...][/ID][,timeout=MS], corosync[:GROUP]", 'local')
     .option('-z, --zone <zone>', 'failure zone of this node (default: from the address)', parseIntOpt('zone', 0, 0xffffffff))
     .option('-n, --nosync', 'do not sync every write to disk (faster, loses acknowledged writes on power loss)', false)
     .option('-V, --vnodes <count>', 'fixed number of virtual nodes (default: automatic from capacity)', parseIntOpt('vnodes', 1, 65535))
@@ -125,7 +125,7 @@ export async function main(argv: string[]): Promise<number> {
   initLogger({ dir: p.logDir, level: p.logLevel, foreground: p.foreground && !isChild });
   let driver;
   try {
-    driver = createDriver(p.cluster);
+    driver = await createDriver(p.cluster);
   } catch (e) {
     process.stderr.write(`sheep: ${(e as Error).message}\n`);
     tell({ error: (e as Error).message });

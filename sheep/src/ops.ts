@@ -86,7 +86,7 @@ async function newVdi(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> 
   const name = decodeFixedString(data, 0, 256);
   if (!name) fail(Res.INVALID_PARMS);
   if (v.copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
-  const r = await s.cluster.withClusterLock(() => s.vdis.newVdi({
+  const r = await s.withClusterLock(() => s.vdis.newVdi({
     name, vdiSize: v.vdiSize, baseVdiId: v.baseVdiId, copies: v.copies, copyPolicy: v.copyPolicy,
     storePolicy: v.storePolicy, blockSizeShift: v.blockSizeShift, snapshot: v.snapid !== 0,
   }, publish(s)));
@@ -101,13 +101,13 @@ async function vdiInfoReply(s: Sheep, vid: number): Promise<Reply> {
 
 async function getVdiInfo(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   const { name, tag } = nameAndTag(data, h);
-  const vid = await s.cluster.withClusterLock(() => s.vdis.lookupOrThrow(name, h.vdi.snapid, tag));
+  const vid = await s.withClusterLock(() => s.vdis.lookupOrThrow(name, h.vdi.snapid, tag));
   return vdiInfoReply(s, vid);
 }
 
 async function lockVdi(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   const { name, tag } = nameAndTag(data, h);
-  return s.cluster.withClusterLock(async () => {
+  return s.withClusterLock(async () => {
     const vid = await s.vdis.lookupOrThrow(name, h.vdi.snapid, tag);
     if (s.config.flags & ClusterFlag.USE_LOCK) {
       const st = s.vdis.state(vid);
@@ -135,7 +135,7 @@ async function releaseVdi(s: Sheep, h: RequestHeader): Promise<Reply> {
 
 async function delVdi(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   const { name, tag } = nameAndTag(data, h);
-  const vid = await s.cluster.withClusterLock(() => s.vdis.delVdi(name, h.vdi.snapid, tag, publish(s)));
+  const vid = await s.withClusterLock(() => s.vdis.delVdi(name, h.vdi.snapid, tag, publish(s)));
   log.info(`deleted VDI ${name} (${vid.toString(16)})`);
   return ok({ vdi: { vdiId: vid } });
 }
@@ -147,7 +147,7 @@ async function readVdis(s: Sheep, h: RequestHeader, bitmap: Buffer): Promise<Rep
 
 async function getVdiAttr(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   if (h.dataLength !== SD_ATTR_OBJ_SIZE) fail(Res.INVALID_PARMS);
-  const r = await s.cluster.withClusterLock(() => s.vdis.getAttr(h.flags, h.vdi.snapid, data));
+  const r = await s.withClusterLock(() => s.vdis.getAttr(h.flags, h.vdi.snapid, data));
   return ok({ vdi: { vdiId: r.vid, attrId: r.slot, copies: r.copies } });
 }
 
@@ -165,7 +165,7 @@ async function makeFs(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> 
   const msg: MakeFsMsg = {
     t: 'make_fs', ctime: c.ctime || timestamp64(), copies, copyPolicy: 0, flags: c.flags, blockSizeShift: shift, store,
   };
-  await s.cluster.withClusterLock(() => s.cluster.notify(msg as never));
+  await s.withClusterLock(() => s.cluster.notify(msg as never));
   return ok();
 }
 
@@ -221,9 +221,7 @@ async function getNodeList(s: Sheep, h: RequestHeader): Promise<Reply> {
 }
 
 async function forceRecover(s: Sheep): Promise<Reply> {
-  if (s.status !== 'wait_join') fail(Res.FORCE_RECOVER);
-  await s.bumpEpoch(s.members);
-  s.status = 'ok';
+  await s.forceRecover();
   return ok();
 }
 
@@ -232,8 +230,8 @@ async function getStoreList(_s: Sheep, h: RequestHeader): Promise<Reply> {
   return ok({ data: b.subarray(0, Math.min(b.length, h.dataLength)) });
 }
 
-async function statRecovery(): Promise<Reply> {
-  return ok({ data: encodeRecoveryState({ inRecovery: false, state: 0, nrFinished: 0n, nrTotal: 0n }) });
+async function statRecovery(s: Sheep): Promise<Reply> {
+  return ok({ data: encodeRecoveryState(s.recovery.state) });
 }
 
 async function killNode(s: Sheep): Promise<Reply> {
@@ -362,10 +360,7 @@ async function setVnodes(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Rep
   if (data.length < 4) fail(Res.INVALID_PARMS);
   const n = data.readInt32LE(0);
   if (n < 1 || n > 65535) fail(Res.INVALID_PARMS);
-  s.selfNode.nrVnodes = n;
-  const members = s.members.map((m) => (m.port === s.selfNode.port && m.addr.equals(s.selfNode.addr) ? { ...m, nrVnodes: n } : m));
-  s.members = members;
-  if (s.formatted) await s.bumpEpoch(members);
+  await s.cluster.notify({ t: 'set_vnodes', vnodes: n });
   return ok();
 }
 
@@ -376,7 +371,7 @@ async function getVnodes(s: Sheep): Promise<Reply> {
 }
 
 async function getObjList(s: Sheep, h: RequestHeader): Promise<Reply> {
-  const oids = await s.store.list();
+  const oids = h.flags & Flag.CMD_WILDCARD ? await s.store.staleList() : await s.store.list();
   if (oids.length * 8 > h.dataLength) fail(Res.BUFFER_SMALL);
   const out = Buffer.alloc(oids.length * 8);
   oids.forEach((o, i) => out.writeBigUInt64LE(o, i * 8));
@@ -396,24 +391,34 @@ async function getEpoch(s: Sheep, h: RequestHeader): Promise<Reply> {
 
 // ---- peer ops: store level, epoch checked ---------------------------------
 
-function checkPeerEpoch(s: Sheep, h: RequestHeader): void {
+/**
+ * Older epoch: the sender must catch up (OLD_NODE_VER). Newer epoch: we
+ * are behind; wait for the membership change to reach us, then serve.
+ * Unless it is recovery's own traffic, an object this node is still
+ * recovering is fetched first.
+ */
+async function checkPeerEpoch(s: Sheep, h: RequestHeader): Promise<void> {
+  if (h.epoch > s.epochNr && !(await s.waitEpoch((e) => e >= h.epoch, 10_000))) fail(Res.NEW_NODE_VER);
   if (h.epoch < s.epochNr) fail(Res.OLD_NODE_VER);
+  if (!(h.flags & Flag.CMD_RECOVERY)) await s.ensureLocal(h.obj.oid);
 }
 
 async function readPeer(s: Sheep, h: RequestHeader): Promise<Reply> {
-  checkPeerEpoch(s, h);
+  await checkPeerEpoch(s, h);
   s.stats.peerRead++;
-  return ok({ data: await s.store.read(h.obj.oid, h.obj.offset, h.dataLength) });
+  const o = h.obj;
+  if (h.flags & Flag.CMD_WILDCARD && !(await s.store.exists(o.oid))) return ok({ data: await s.store.staleRead(o.oid, o.offset, h.dataLength) });
+  return ok({ data: await s.store.read(o.oid, o.offset, h.dataLength) });
 }
 async function writePeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
-  checkPeerEpoch(s, h);
+  await checkPeerEpoch(s, h);
   if (!(await s.store.exists(h.obj.oid))) fail(Res.NO_OBJ);
   await s.store.write(h.obj.oid, h.obj.offset, data);
   s.stats.peerWrite++;
   return ok();
 }
 async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
-  checkPeerEpoch(s, h);
+  await checkPeerEpoch(s, h);
   const size = s.gw.sizeOf(h.obj.oid);
   if (h.obj.offset + data.length > size) fail(Res.INVALID_PARMS);
   await s.store.create(h.obj.oid, size, h.obj.offset, data);
@@ -421,7 +426,7 @@ async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Rep
   return ok();
 }
 async function removePeer(s: Sheep, h: RequestHeader): Promise<Reply> {
-  checkPeerEpoch(s, h);
+  await checkPeerEpoch(s, h);
   await s.store.remove(h.obj.oid);
   s.stats.peerRemove++;
   return ok();

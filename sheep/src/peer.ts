@@ -1,6 +1,8 @@
 // Persistent pipelined connections to other sheep, for peer (store-level)
 // requests. One client per node; reconnects on demand.
-import { SheepClient, SdNode, nodeConnectAddress, nodeToString, Op, Flag, Res, SheepdogError } from '@sheepdog/common';
+import {
+  SheepClient, SdNode, nodeConnectAddress, nodeToString, Op, Flag, Res, SheepdogError, RequestFields, Response,
+} from '@sheepdog/common';
 
 export class PeerPool {
   private clients = new Map<string, SheepClient>();
@@ -10,26 +12,32 @@ export class PeerPool {
     let c = this.clients.get(key);
     if (!c) {
       const { host, port } = nodeConnectAddress(n);
-      c = new SheepClient({ host, port, timeout: 30_000 });
+      c = new SheepClient({ host, port, timeout: 60_000, connectTimeout: 3000 });
       this.clients.set(key, c);
     }
     return c;
   }
 
-  private async call(n: SdNode, f: Parameters<SheepClient['send']>[0], payload?: Buffer): Promise<Buffer> {
+  /** One request to a peer; throws SheepdogError (NETWORK_ERROR when unreachable). */
+  async call(n: SdNode, f: RequestFields, payload?: Buffer, ok: number[] = []): Promise<Response> {
     let r;
     try {
-      r = await this.client(n).send(f, payload);
+      r = await this.client(n).send({ protoVer: 0x0a, ...f }, payload);
     } catch (e) {
       this.drop(n);
       throw new SheepdogError(Res.NETWORK_ERROR, `${nodeToString(n)}: ${(e as Error).message}`);
     }
-    if (r.rsp.result !== Res.SUCCESS) throw new SheepdogError(r.rsp.result);
-    return r.data;
+    if (r.rsp.result !== Res.SUCCESS && !ok.includes(r.rsp.result)) {
+      const err = new SheepdogError(r.rsp.result);
+      (err as SheepdogError & { epoch?: number }).epoch = r.rsp.epoch;
+      throw err;
+    }
+    return r;
   }
 
-  readPeer(n: SdNode, oid: bigint, off: number, len: number, epoch: number, flags = 0, tgtEpoch = 0): Promise<Buffer> {
-    return this.call(n, { opcode: Op.READ_PEER, epoch, flags, dataLength: len, obj: { oid, offset: off, tgtEpoch } });
+  async readPeer(n: SdNode, oid: bigint, off: number, len: number, epoch: number, flags = 0, tgtEpoch = 0): Promise<Buffer> {
+    const r = await this.call(n, { opcode: Op.READ_PEER, epoch, flags, dataLength: len, obj: { oid, offset: off, tgtEpoch } });
+    return r.data;
   }
 
   async writePeer(n: SdNode, oid: bigint, off: number, data: Buffer, epoch: number): Promise<void> {

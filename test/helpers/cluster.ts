@@ -51,14 +51,20 @@ export interface StartOptions {
   dir?: string;
   port?: number;
   args?: string[];
+  /** Cluster driver spec; by default a private local cluster per sheep. */
+  cluster?: string;
 }
+
+/** A cluster id no other test uses, for `-c local:ID`. */
+export const uniqueClusterId = () => `t${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
 
 const started = new Set<SheepProc>();
 
 export async function startSheep(opts: StartOptions = {}): Promise<SheepProc> {
   const port = opts.port ?? (await freePort());
   const dir = opts.dir ?? (await tmpDir({ unsafeCleanup: true, prefix: 'sheep-' })).path;
-  const proc = spawn(process.execPath, [SHEEP_BIN, '-f', '-b', '127.0.0.1', '-p', String(port), ...(opts.args ?? []), dir], {
+  const cluster = opts.cluster ?? `local:${uniqueClusterId()}`;
+  const proc = spawn(process.execPath, [SHEEP_BIN, '-f', '-b', '127.0.0.1', '-p', String(port), '-c', cluster, ...(opts.args ?? []), dir], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -1,29 +1,61 @@
-// The membership driver seam (upstream's cluster drivers): join, leave,
-// totally ordered notify. The node that receives a cluster operation does
-// its work phase under the cluster lock, then notifies the resulting state
-// change; every member applies notifications in the same order.
+// The membership driver seam (upstream's cluster drivers).
+//
+// A driver gives every member the same totally ordered stream of events:
+// joins, leaves and broadcast messages. A member sees every event ordered
+// after its own join, starting with its own join (which carries the full
+// member list). Everything else — epochs, the cluster lock, state transfer
+// to joiners — is built on that stream by the group layer (group.ts), so a
+// driver only has to get ordering and failure detection right.
 import type { SdNode } from '@sheepdog/common';
 
 export type ClusterMessage = { t: string; [k: string]: unknown };
 
-export interface ClusterEvents {
-  /** The member list changed (join, leave, failure). */
-  onMembers(nodes: SdNode[]): void | Promise<void>;
-  /** An ordered notification; delivered to every member including the sender. */
-  onMessage(msg: ClusterMessage, from: SdNode): void | Promise<void>;
-}
+export type ClusterEvent =
+  /** `members`: everyone in the group after the join, in join order. `info` is the joiner's join payload. */
+  | { type: 'join'; node: SdNode; info: ClusterMessage; members: SdNode[] }
+  /** A member left or failed; `members` as after the leave. */
+  | { type: 'leave'; node: SdNode; members: SdNode[] }
+  | { type: 'message'; from: SdNode; msg: ClusterMessage };
+
+export type EventHandler = (e: ClusterEvent) => Promise<void>;
 
 export interface ClusterDriver {
   readonly name: string;
-  start(self: SdNode, events: ClusterEvents): Promise<void>;
+  /**
+   * Join the group. `info` travels with the join event to every member.
+   * Events are handed to `onEvent` one at a time, in order: the driver
+   * waits for each returned promise before delivering the next event.
+   * Resolves once this node's own join event has been delivered.
+   */
+  start(self: SdNode, info: ClusterMessage, onEvent: EventHandler): Promise<void>;
+  /** Totally ordered broadcast to all members including self; resolves after local delivery. */
   notify(msg: ClusterMessage): Promise<void>;
-  /** Serialise a cluster operation's work phase across the whole cluster. */
-  withClusterLock<T>(fn: () => Promise<T>): Promise<T>;
+  /** Leave the group cleanly (others see a leave event). */
   leave(): Promise<void>;
 }
 
-/** bigint-safe JSON for cluster messages. */
-export const encodeMessage = (m: ClusterMessage): string =>
-  JSON.stringify(m, (_k, v) => (typeof v === 'bigint' ? { $big: v.toString() } : v));
-export const decodeMessage = (s: string): ClusterMessage =>
-  JSON.parse(s, (_k, v) => (v && typeof v === 'object' && '$big' in v ? BigInt(v.$big) : v));
+/** bigint- and Buffer-safe JSON for cluster messages. */
+export function encodeMessage(m: unknown): string {
+  return JSON.stringify(m, function (this: unknown, k, v) {
+    const raw = (this as Record<string, unknown>)[k];
+    if (typeof raw === 'bigint') return { $big: raw.toString() };
+    if (Buffer.isBuffer(raw)) return { $buf: raw.toString('base64') };
+    return v;
+  });
+}
+
+export function decodeMessage<T = ClusterMessage>(s: string): T {
+  return JSON.parse(s, (_k, v) => {
+    if (v && typeof v === 'object') {
+      if ('$big' in v) return BigInt(v.$big);
+      if ('$buf' in v) return Buffer.from(v.$buf, 'base64');
+    }
+    return v;
+  });
+}
+
+/** Driver spec from `-c NAME[:ARGS]`. */
+export function parseDriverSpec(spec: string): { name: string; args: string } {
+  const i = spec.indexOf(':');
+  return i < 0 ? { name: spec, args: '' } : { name: spec.slice(0, i), args: spec.slice(i + 1) };
+}

@@ -12,15 +12,18 @@ export class PlainStore implements ObjectStore {
   readonly name: string = 'plain';
   readonly objDir: string;
   readonly tmpDir: string;
+  readonly staleDir: string;
   private fds = new FdCache(512);
 
   constructor(readonly baseDir: string, readonly nosync: boolean) {
     this.objDir = path.join(baseDir, 'obj');
     this.tmpDir = path.join(baseDir, 'obj', '.tmp');
+    this.staleDir = path.join(baseDir, 'obj', '.stale');
   }
 
   async init(): Promise<void> {
     await fsp.mkdir(this.tmpDir, { recursive: true });
+    await fsp.mkdir(this.staleDir, { recursive: true });
     // leftovers of creates interrupted by a crash were never acknowledged
     for (const f of await fsp.readdir(this.tmpDir)) await fsp.rm(path.join(this.tmpDir, f), { force: true });
   }
@@ -129,10 +132,14 @@ export class PlainStore implements ObjectStore {
     return { used, size, free };
   }
 
-  async sha1(oid: bigint): Promise<Buffer> {
+  sha1(oid: bigint): Promise<Buffer> {
+    return this.hashFile(this.p(oid));
+  }
+
+  private async hashFile(file: string): Promise<Buffer> {
     const h = createHash('sha1');
     try {
-      const fh = await fsp.open(this.p(oid), 'r');
+      const fh = await fsp.open(file, 'r');
       try {
         const buf = Buffer.allocUnsafe(1 << 20);
         let pos = 0;
@@ -154,8 +161,67 @@ export class PlainStore implements ObjectStore {
   async wipe(): Promise<void> {
     await this.fds.closeAll();
     for (const f of await fsp.readdir(this.objDir)) {
-      if (f === '.tmp') continue;
+      if (f === '.tmp' || f === '.stale') continue;
       await fsp.rm(path.join(this.objDir, f), { force: true, recursive: true });
+    }
+    await this.purgeStale();
+  }
+
+  private sp(oid: bigint): string {
+    return path.join(this.staleDir, oidToHex(oid));
+  }
+
+  async setAside(oid: bigint): Promise<void> {
+    this.fds.invalidate(this.p(oid));
+    try {
+      await fsp.rename(this.p(oid), this.sp(oid));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw this.mapErr(e);
+    }
+  }
+
+  async staleList(): Promise<bigint[]> {
+    const out: bigint[] = [];
+    for (const f of await fsp.readdir(this.staleDir)) if (/^[0-9a-f]{16}$/.test(f)) out.push(BigInt('0x' + f));
+    return out;
+  }
+
+  async staleRead(oid: bigint, off: number, len: number): Promise<Buffer> {
+    const buf = Buffer.alloc(len);
+    let fh;
+    try {
+      fh = await fsp.open(this.sp(oid), 'r');
+      let got = 0;
+      while (got < len) {
+        const { bytesRead } = await fh.read(buf, got, len - got, off + got);
+        if (!bytesRead) break;
+        got += bytesRead;
+      }
+    } catch (e) {
+      throw this.mapErr(e);
+    } finally {
+      await fh?.close();
+    }
+    return buf;
+  }
+
+  staleSha1(oid: bigint): Promise<Buffer> {
+    return this.hashFile(this.sp(oid));
+  }
+
+  async restoreStale(oid: bigint): Promise<boolean> {
+    try {
+      await fsp.rename(this.sp(oid), this.p(oid));
+      this.fds.invalidate(this.p(oid));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async purgeStale(): Promise<void> {
+    for (const f of await fsp.readdir(this.staleDir).catch(() => [] as string[])) {
+      await fsp.rm(path.join(this.staleDir, f), { force: true });
     }
   }
 

@@ -20,4 +20,14 @@ export interface ObjectStore {
   /** Remove every object (format). */
   wipe(): Promise<void>;
   close(): Promise<void>;
+
+  // Objects set aside as possibly stale (after rejoining a running cluster,
+  // or no longer ours): never served as current, kept until recovery is done.
+  setAside(oid: bigint): Promise<void>;
+  staleList(): Promise<bigint[]>;
+  staleRead(oid: bigint, off: number, len: number): Promise<Buffer>;
+  staleSha1(oid: bigint): Promise<Buffer>;
+  /** Move a set-aside object back into service. */
+  restoreStale(oid: bigint): Promise<boolean>;
+  purgeStale(): Promise<void>;
 }

@@ -134,7 +134,7 @@ export function parseOptions(sc: SubCommand, argv: string[]): { opts: Opts; args
 
 /** Turn commander's error text into getopt's wording. */
 function getoptMessage(m: string): string {
-  let x = /unknown option '(-[^-=\s]+|--[^=\s]+)/.exec(m);
+  let x = /unknown option '(-[^-=\s']+|--[^=\s']+)/.exec(m);
   if (x) {
     const o = x[1];
     return o.startsWith('--') ? `unrecognized option '${o}'` : `invalid option -- '${o.slice(1, 2)}'`;

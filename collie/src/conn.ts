@@ -9,6 +9,7 @@ import {
 } from '@sheepdog/common';
 import { CliError, EXIT_FAILURE, EXIT_SYSFAIL } from './exitcodes.js';
 import { Sink, processSink } from './output.js';
+import { writeStdout } from './io.js';
 
 export interface Target {
   host: string;
@@ -36,6 +37,11 @@ export class Ctx {
 
   out(s: string | Buffer): void {
     this.sink.out(s);
+  }
+  /** Bulk data to stdout, with back-pressure when writing to the process. */
+  async writeData(b: Buffer): Promise<void> {
+    if (this.sink === processSink) await writeStdout(b);
+    else this.sink.out(b);
   }
   err(s: string): void {
     this.sink.err(s.endsWith('\n') ? s : s + '\n');

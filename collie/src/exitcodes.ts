@@ -12,8 +12,10 @@ export const EXIT_USAGE = 64; // bad command line (sysexits.h EX_USAGE)
  * stderr; with EXIT_USAGE the subcommand's usage block follows it.
  */
 export class CliError extends Error {
-  constructor(readonly code: number, message = '') {
+  readonly showUsage: boolean;
+  constructor(readonly code: number, message = '', showUsage?: boolean) {
     super(message);
     this.name = 'CliError';
+    this.showUsage = showUsage ?? code === EXIT_USAGE;
   }
 }

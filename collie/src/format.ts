@@ -3,7 +3,7 @@
 import type { InodeHeader, SdNode, EpochLog, SdStat, RecoveryState, MdDisk } from '@sheepdog/common';
 import { addrToString } from '@sheepdog/common';
 import {
-  strnumber, rpad, lpad, hex, escapeName, localTime, localDate, localClock, ctime, redundancy,
+  strnumber, printfFixed, rpad, lpad, hex, escapeName, localTime, localDate, localClock, ctime, redundancy,
 } from './output.js';
 
 export const VDI_LIST_HEADER =
@@ -80,7 +80,7 @@ export const RECOVERY_HEADER = 'Nodes In Recovery:\n  Id   Host:Port         V-N
 export function recoveryLine(i: number, n: SdNode, st: RecoveryState, raw: boolean): string {
   if (raw) return `${i} ${nodeAddr(n)} ${n.nrVnodes} ${n.zone | 0} ${st.nrFinished} ${st.nrTotal}\n`;
   const pct = st.nrTotal === 0n ? 0 : Math.fround((100 * Math.fround(Number(st.nrFinished))) / Number(st.nrTotal));
-  return `${rpad(i, 4)}   ${lpad(nodeAddr(n), 20)}${rpad(n.nrVnodes, 5)}${rpad(n.zone | 0, 11)}${rpad(pct.toFixed(1), 11)}%\n`;
+  return `${rpad(i, 4)}   ${lpad(nodeAddr(n), 20)}${rpad(n.nrVnodes, 5)}${rpad(n.zone | 0, 11)}${rpad(printfFixed(pct, 1), 11)}%\n`;
 }
 
 export const STAT_HEADER = 'Request\tActive\tTotal\tWrite\tRead\tRemove\tFlush\tAll WR\tAll RD\n';

@@ -14,7 +14,35 @@ export function strnumber(bytes: bigint | number, raw = false): string {
     v /= 1024;
     i++;
   }
-  return v >= 10 ? `${v.toFixed(0)} ${units[i]}` : `${v.toFixed(1)} ${units[i]}`;
+  return v >= 10 ? `${printfFixed(v, 0)} ${units[i]}` : `${printfFixed(v, 1)} ${units[i]}`;
+}
+
+/**
+ * printf("%.Nf"): rounds the exact binary value, ties to even (glibc), unlike
+ * Number#toFixed which rounds ties away from zero.
+ */
+export function printfFixed(v: number, digits: number): string {
+  if (!Number.isFinite(v)) return String(v);
+  const neg = v < 0;
+  const exact = Math.abs(v).toFixed(Math.min(100, digits + 60)); // exact for our magnitudes
+  const [ip, fp = ''] = exact.split('.');
+  const keep = ip + fp.slice(0, digits);
+  const rest = fp.slice(digits);
+  let up = false;
+  if (rest[0] > '5') up = true;
+  else if (rest[0] === '5') up = /[1-9]/.test(rest.slice(1)) || Number(keep[keep.length - 1]) % 2 === 1;
+  let digitsStr = keep;
+  if (up) {
+    const arr = keep.split('').map(Number);
+    let k = arr.length - 1;
+    while (k >= 0) {
+      if (arr[k] === 9) { arr[k] = 0; k--; } else { arr[k]++; break; }
+    }
+    digitsStr = (k < 0 ? '1' : '') + arr.join('');
+  }
+  const il = digitsStr.length - digits;
+  const out = digits ? `${digitsStr.slice(0, il)}.${digitsStr.slice(il)}` : digitsStr;
+  return (neg ? '-' : '') + out;
 }
 
 /** printf("%Ns") */

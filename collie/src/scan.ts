@@ -164,7 +164,7 @@ export async function scanVdis(ctx: Ctx, withIndex: boolean, wantIndex?: (h: Ino
     if (withIndex && (!wantIndex || wantIndex(header))) {
       const bt = decodeBtreeHeader(r.data, SD_INODE_HEADER_SIZE);
       const len = indexMetaSize(header, bt);
-      let area = Buffer.alloc(0);
+      let area: Buffer = Buffer.alloc(0);
       if (len > 0) {
         const ir = await ctx.execOrFail({
           opcode: Op.READ_OBJ, flags: Flag.CMD_DIRECT, dataLength: Math.min(len, SD_INODE_SIZE - SD_INODE_HEADER_SIZE),

@@ -12,3 +12,4 @@ export * from './errors.js';
 export * from './framing.js';
 export * from './client.js';
 export * from './format.js';
+export * from './vdiio.js';

@@ -9,6 +9,8 @@ import { Sheep } from './sheep.js';
 import { SheepServer } from './server.js';
 import { createDriver } from './cluster/index.js';
 import { SHEEP_VERSION } from './version.js';
+import { NbdServer } from './nbd/server.js';
+import { SheepExports } from './nbd/exports.js';
 
 const EX_USAGE = 64;
 
@@ -26,6 +28,7 @@ interface Parsed {
   nosync: boolean;
   vnodes?: number;
   gateway: boolean;
+  nbd?: { host?: string; port: number };
 }
 
 function parseIntOpt(name: string, min: number, max: number) {
@@ -35,6 +38,14 @@ function parseIntOpt(name: string, min: number, max: number) {
     }
     return Number(v);
   };
+}
+
+/** --nbd [ADDR:]PORT (ADDR may be [v6]). */
+function parseNbdOpt(v: string): { host?: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]:|([^:]+):)?(\d+)$/.exec(v);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid NBD address '${v}' (expected [ADDR:]PORT)`);
+  return { host: m[1] ?? m[2], port };
 }
 
 export function parseArgs(argv: string[]): Parsed {
@@ -54,6 +65,7 @@ export function parseArgs(argv: string[]): Parsed {
     .option('-n, --nosync', 'do not sync every write to disk (faster, loses acknowledged writes on power loss)', false)
     .option('-V, --vnodes <count>', 'fixed number of virtual nodes (default: automatic from capacity)', parseIntOpt('vnodes', 1, 65535))
     .option('-g, --gateway', 'gateway only: store no objects', false)
+    .option('--nbd <[addr:]port>', 'also serve VDIs over NBD on this port (e.g. 10809 or 127.0.0.1:10809); export NAME = VDI, NAME:SNAPID or NAME:TAG = snapshot (read-only)', parseNbdOpt)
     .addOption(new Option('--daemon-child').hideHelp())
     .version(`Sheepdog daemon version ${SHEEP_VERSION}`, '-v, --version')
     .helpOption('-h, --help', 'display this help and exit')
@@ -75,7 +87,7 @@ export function parseArgs(argv: string[]): Parsed {
   return {
     dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
     foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
-    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway,
+    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd,
   };
 }
 
@@ -135,9 +147,14 @@ export async function main(argv: string[]): Promise<number> {
     dir: p.dir, host: p.myaddr, port: p.port, zone: p.zone, nosync: p.nosync, vnodes: p.vnodes, gateway: p.gateway,
   }, driver);
   const server = new SheepServer(sheep);
+  let nbd: NbdServer | undefined;
   try {
     await sheep.start();
     await server.listen(p.bindaddr, p.port);
+    if (p.nbd) {
+      nbd = new NbdServer(new SheepExports(sheep));
+      await nbd.listen(p.nbd.host ?? p.bindaddr, p.nbd.port);
+    }
   } catch (e) {
     const msg = `failed to start: ${(e as Error).message}`;
     log.err(msg);
@@ -155,6 +172,7 @@ export async function main(argv: string[]): Promise<number> {
     stopping = true;
     log.notice(`shutting down (${why})`);
     server.stopListening();
+    await nbd?.close();
     // let in-flight replies (e.g. the SHUTDOWN answer) leave first
     await new Promise((r) => setTimeout(r, 100));
     await server.close();

@@ -144,3 +144,44 @@ export async function startFormatted(copies = 1, args: string[] = []): Promise<S
   }
   return s;
 }
+
+export interface ClusterHandle {
+  spec: string;
+  nodes: SheepProc[];
+  /** Start one more sheep in this cluster. */
+  add(extra?: Partial<StartOptions>): Promise<SheepProc>;
+}
+
+/** n sheep in one cluster (default: a private local cluster, node i in zone i). */
+export async function startCluster(n: number, opts: { cluster?: string; args?: (i: number) => string[] } = {}): Promise<ClusterHandle> {
+  const spec = opts.cluster ?? `local:${uniqueClusterId()}`;
+  const h: ClusterHandle = {
+    spec,
+    nodes: [],
+    async add(extra = {}) {
+      const i = h.nodes.length;
+      // distinct zones, or placement caps copies at one (as upstream does)
+      const s = await startSheep({ cluster: spec, args: opts.args?.(i) ?? ['-z', String(i)], ...extra });
+      h.nodes.push(s);
+      return s;
+    },
+  };
+  for (let i = 0; i < n; i++) await h.add();
+  return h;
+}
+
+/** Poll until fn() returns truthy (or throw after timeoutMs). */
+export async function waitFor<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, what = 'condition'): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as T;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,97 @@
+// Parsers for option values and positional arguments, with dog's messages.
+import { CliError, EXIT_FAILURE, EXIT_USAGE } from './exitcodes.js';
+
+const isNumeric = (s: string) => /^[0-9]+$/.test(s);
+
+/**
+ * option_parse_size(): a number (decimals allowed) with an optional
+ * k/M/G/T/P/E/Z suffix (powers of 1024) or 'b'.
+ */
+export function parseSize(s: string): bigint | undefined {
+  const m = /^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.)([kKmMgGtTpPeEzZbB]?)$/.exec(s);
+  if (!m) return undefined;
+  const shifts: Record<string, number> = { '': 0, b: 0, k: 10, m: 20, g: 30, t: 40, p: 50, e: 60, z: 70 };
+  const shift = shifts[m[2].toLowerCase()];
+  if (/^[0-9]+$/.test(m[1])) return BigInt(m[1]) << BigInt(shift);
+  const v = Number(m[1]) * 2 ** shift;
+  if (!Number.isFinite(v)) return undefined;
+  return BigInt(Math.floor(v));
+}
+
+/** parseSize, or print dog's error and fail with EXIT_USAGE. */
+export function sizeArg(s: string): bigint {
+  const v = parseSize(s);
+  if (v === undefined) {
+    throw new CliError(
+      EXIT_USAGE,
+      `Invalid size '${s}'\nYou may use k, M, G, T, P, E or Z suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes, exabytes and zettabytes.`,
+    );
+  }
+  return v;
+}
+
+/** -s ID|TAG: a positive number is a snapshot id, anything else a tag. */
+export function parseSnapshot(s: string | undefined): { id: number; tag: string } {
+  if (s === undefined) return { id: 0, tag: '' };
+  if (isNumeric(s)) {
+    const id = Number(s);
+    if (id === 0) throw new CliError(EXIT_FAILURE, 'The snapshot id must be larger than zero');
+    return { id, tag: '' };
+  }
+  return { id: 0, tag: s };
+}
+
+export const SD_EC_MAX_STRIP = 16;
+export const SD_MAX_COPIES = 31;
+
+/** -c N or -c D:P -> { copies, policy } (parse_copy). */
+export function parseCopies(str: string): { copies: number; policy: number } {
+  const [n1, n2, extra] = str.split(':');
+  if (!n1 || !isNumeric(n1) || (n2 !== undefined && !isNumeric(n2)) || extra !== undefined) {
+    throw new CliError(EXIT_FAILURE, `Invalid redundancy level ${str}.`);
+  }
+  const copy = Number(n1);
+  if (n2 === undefined) {
+    if (copy <= 0 || copy > SD_MAX_COPIES) {
+      throw new CliError(EXIT_FAILURE, `Invalid copies number, must be an integer between 1 and ${SD_MAX_COPIES}`);
+    }
+    return { copies: copy, policy: 0 };
+  }
+  if (![2, 4, 8, 16].includes(copy)) {
+    throw new CliError(EXIT_FAILURE, `Invalid data strips ${copy}.\nOnly 2, 4, 8, 16 are supported.`);
+  }
+  const parity = Number(n2);
+  if (parity >= SD_EC_MAX_STRIP || parity === 0) {
+    throw new CliError(EXIT_FAILURE, `Invalid parity strips ${parity}.\nParity should be in range of (0, ${SD_EC_MAX_STRIP})`);
+  }
+  return { copies: copy + parity, policy: ((copy / 2) << 4) + parity };
+}
+
+export function parseShift(s: string): number {
+  if (!isNumeric(s) || Number(s) < 20 || Number(s) > 31) {
+    throw new CliError(EXIT_FAILURE, 'Object Size is limited to 2^20 - 2^31');
+  }
+  return Number(s);
+}
+
+export function parseIndex(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  if (!isNumeric(s)) throw new CliError(EXIT_FAILURE, 'The index must be an integer');
+  const v = Number(s);
+  if (v > 0xffffffff) throw new CliError(EXIT_FAILURE, 'The index must be an integer');
+  return v;
+}
+
+export function parseOidArg(s: string | undefined): bigint | undefined {
+  if (s === undefined) return undefined;
+  const t = s.replace(/^0[xX]/, '');
+  if (!/^[0-9a-fA-F]{1,16}$/.test(t)) throw new CliError(EXIT_FAILURE, 'object id must be a hex integer');
+  return BigInt('0x' + t);
+}
+
+export function parsePort(s: string): number {
+  if (!isNumeric(s) || Number(s) < 1 || Number(s) > 65535) {
+    throw new CliError(EXIT_USAGE, `Invalid port number '${s}'`, false);
+  }
+  return Number(s);
+}

@@ -1,0 +1,191 @@
+// dog cluster ... (spec §14.3)
+import {
+  Op, Flag, Res, resultMessage, decodeEpochLogs, EpochLog, ClusterFlag, timestamp64, decodeClusterInfo,
+  SD_CLUSTER_INFO_SIZE, SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_MAX_NODES,
+} from '@sheepdog/common';
+import type { OptDef, SubCommand, Opts } from '../cli.js';
+import type { Ctx } from '../conn.js';
+import { CliError, EXIT_SUCCESS, EXIT_FAILURE, EXIT_SYSFAIL, EXIT_USAGE } from '../exitcodes.js';
+import { parseCopies, parseShift } from '../args.js';
+import { clusterInfoText } from '../format.js';
+import { scanVdis, isSnapshot } from '../scan.js';
+import { confirm } from './common.js';
+import { checkVdi } from './vdi.js';
+
+export const clusterOptions: OptDef[] = [
+  { ch: 'b', name: 'store', hasArg: true, desc: 'specify backend store' },
+  { ch: 'c', name: 'copies', hasArg: true, desc: 'specify the default data redundancy (number of copies)' },
+  { ch: 'd', name: 'diff', hasArg: false, desc: 'show only the differences between epochs' },
+  { ch: 'f', name: 'force', hasArg: false, desc: 'do not prompt for confirmation' },
+  { ch: 't', name: 'strict', hasArg: false, desc: 'do not serve write request if number of nodes is not sufficient' },
+  { ch: 'z', name: 'block_size_shift', hasArg: true, desc: 'specify the shift num of default data object size' },
+  { ch: 'V', name: 'fixedvnodes', hasArg: false, desc: 'disable automatic vnodes calculation' },
+  { ch: 'R', name: 'recycle-vid', hasArg: false, desc: 'enable recycling of deleted VDI ids' },
+  { ch: 'F', name: 'avoid-diskfull', hasArg: false, desc: 'avoid recovery that could fill up disks' },
+  { ch: 'l', name: 'lock', hasArg: false, desc: 'Lock vdi to exclude multiple users' },
+];
+
+function fail(msg: string, code = EXIT_FAILURE): never {
+  throw new CliError(code, msg);
+}
+
+/** STAT_CLUSTER with room for every epoch; doubles the node slots on BUFFER_SMALL. */
+export async function statClusterLogs(ctx: Ctx): Promise<{ result: number; logs: EpochLog[] }> {
+  let nodesNr = ctx.nodes.length;
+  for (;;) {
+    const stride = SD_EPOCH_LOG_HEADER_SIZE + nodesNr * SD_NODE_SIZE;
+    const r = await ctx.execOrFail({ opcode: Op.STAT_CLUSTER, dataLength: ctx.epoch * stride, cluster: { nodesNr } });
+    if (r.rsp.result === Res.BUFFER_SMALL && nodesNr < SD_MAX_NODES) {
+      nodesNr = Math.min(SD_MAX_NODES, Math.max(1, nodesNr * 2));
+      continue;
+    }
+    return { result: r.rsp.result, logs: decodeEpochLogs(r.data, nodesNr) };
+  }
+}
+
+async function clusterInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
+  const { result, logs } = await statClusterLogs(ctx);
+  ctx.out(clusterInfoText({
+    result, resultText: resultMessage(result), logs, verbose: ctx.verbose, raw: ctx.raw, diff: o.d === true,
+  }));
+  return EXIT_SUCCESS;
+}
+
+async function clusterFormat(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
+  const fixed = o.V === true;
+  const cp = o.c ? parseCopies(o.c as string) : { copies: 0, policy: 0 };
+  const shift = o.z ? parseShift(o.z as string) : 0;
+  for (const n of ctx.nodes) {
+    const r = await ctx.execOrFail({ opcode: Op.CLUSTER_INFO, dataLength: SD_CLUSTER_INFO_SIZE }, undefined, ctx.nodeTarget(n));
+    if (r.rsp.result !== Res.SUCCESS) fail(resultMessage(r.rsp.result));
+    const ci = decodeClusterInfo(r.data);
+    if (n.nrVnodes !== 0) {
+      const auto = (ci.flags & ClusterFlag.AUTO_VNODES) !== 0;
+      if (auto && fixed) fail("Can not apply the option of '-V', because there are vnode strategy of sheep is auto");
+      if (!auto && !fixed) fail("Need to specify the option of '-V' to avoid the cluster vnode strategy being auto");
+    }
+  }
+  const vr = await ctx.execOrFail({ opcode: Op.READ_VDIS, dataLength: SD_VDI_BITMAP_SIZE });
+  if (!o.f && vr.data.some((b) => b !== 0)) {
+    await confirm(ctx,
+      "    __\n   ()'`;\n   /\\|`  Caution! The cluster is not empty. Formatting it will\n" +
+      '  /  |   destroy all the data in the cluster.\n(/_)_|_  Are you sure you want to continue? [yes/no]: ');
+  }
+  let flags = 0;
+  if (o.t) flags |= ClusterFlag.STRICT;
+  if (o.l) flags |= ClusterFlag.USE_LOCK;
+  if (o.R) flags |= ClusterFlag.RECYCLE_VID;
+  if (!fixed) flags |= ClusterFlag.AUTO_VNODES;
+  if (o.F) flags |= ClusterFlag.AVOID_DISKFULL;
+  const store = typeof o.b === 'string' && o.b ? o.b : 'plain';
+  if (Buffer.byteLength(store) >= 16) fail(`Store name is too long: ${store}`, EXIT_USAGE);
+  const payload = Buffer.from(store + '\0');
+  ctx.out(`using backend ${store} store\n`);
+  const r = await ctx.execOrFail({
+    opcode: Op.MAKE_FS, flags: Flag.CMD_WRITE, dataLength: payload.length,
+    cluster: { copies: cp.copies, copyPolicy: cp.policy, ctime: timestamp64(), flags, blockSizeShift: shift },
+  }, payload);
+  if (r.rsp.result !== Res.SUCCESS) {
+    ctx.err(`Format failed: ${resultMessage(r.rsp.result)}`);
+    if (r.rsp.result !== Res.NO_STORE) return EXIT_SYSFAIL;
+    const l = await ctx.execOrFail({ opcode: Op.GET_STORE_LIST, dataLength: 512 });
+    if (l.rsp.result !== Res.SUCCESS) fail(`Restore failed: ${resultMessage(l.rsp.result)}`);
+    ctx.out(`Available stores:\n---------------------------------------\n${l.data.toString('latin1').replace(/\0.*$/s, '')}\n`);
+    return EXIT_FAILURE;
+  }
+  return EXIT_SUCCESS;
+}
+
+async function clusterShutdown(ctx: Ctx): Promise<number> {
+  if (!(await ctx.lightReq({ opcode: Op.SHUTDOWN }))) fail('failed to shutdown the cluster');
+  return EXIT_SUCCESS;
+}
+
+async function recoverForce(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
+  if (!o.f) {
+    await confirm(ctx,
+      'Caution! Please try starting all the cluster nodes normally before\nrunning this command.\n\n' +
+      'The cluster may need to be force recovered if:\n' +
+      '  - the master node fails to start because of epoch mismatch; or\n' +
+      '  - some nodes fail to start after a cluster shutdown.\n\n' +
+      'Are you sure you want to continue? [yes/no]: ');
+  }
+  const r = await ctx.execOrFail({ opcode: Op.FORCE_RECOVER, dataLength: SD_MAX_NODES * SD_NODE_SIZE });
+  if (r.rsp.result !== Res.SUCCESS) fail(`failed to execute request, ${resultMessage(r.rsp.result)}`);
+  return EXIT_SUCCESS;
+}
+
+async function recoverSet(ctx: Ctx, enable: boolean): Promise<number> {
+  if (!(await ctx.lightReq({ opcode: enable ? Op.ENABLE_RECOVER : Op.DISABLE_RECOVER }))) return EXIT_FAILURE;
+  ctx.out(enable ? 'Cluster recovery: enable\n' : '*Note*: Only disable the recovery caused by JOIN envets\nCluster recovery: disable\n');
+  return EXIT_SUCCESS;
+}
+
+async function clusterReweight(ctx: Ctx): Promise<number> {
+  return (await ctx.lightReq({ opcode: Op.REWEIGHT })) ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+async function clusterAlterCopy(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
+  if (!o.c) fail('Please specify the redundancy level with -c', EXIT_USAGE);
+  const cp = parseCopies(o.c as string);
+  if (cp.policy) fail('Changing the default redundancy to erasure coding is not supported');
+  if (cp.copies > ctx.nodes.length) {
+    fail(`There are not enough nodes(${ctx.nodes.length}) to hold the copies(${cp.copies})`);
+  }
+  const s = await ctx.execOrFail({ opcode: Op.STAT_CLUSTER, dataLength: 48, cluster: { nodesNr: 0 } });
+  if (s.rsp.result !== Res.SUCCESS) fail(resultMessage(s.rsp.result));
+  const old = s.data.length >= 26 ? s.data[25] : 0;
+  if (old === cp.copies) {
+    ctx.out(`The cluster's redundancy level is already set to ${cp.copies}.\n`);
+    return EXIT_SUCCESS;
+  }
+  if (!o.f) {
+    await confirm(ctx,
+      "    __\n   ()'`;\n   /\\|`  Caution! Changing the cluster's redundancy level will\n" +
+      '  /  |   affect only the VDIs created afterwards.\n(/_)_|_  Are you sure you want to continue? [yes/no]: ');
+  }
+  if (!(await ctx.lightReq({ opcode: Op.ALTER_CLUSTER_COPY, cluster: { copies: cp.copies, copyPolicy: 0 } }))) {
+    fail("Failed to change the cluster's redundancy level");
+  }
+  return EXIT_SUCCESS;
+}
+
+async function clusterCheck(ctx: Ctx): Promise<number> {
+  const vdis = await scanVdis(ctx, true);
+  let rc = EXIT_SUCCESS;
+  for (const v of vdis) {
+    const h = v.header;
+    if (isSnapshot(h)) ctx.out(`fix snapshot ${h.name} (id: ${h.snapId}, tag: "${h.tag}")\n`);
+    else ctx.out(`fix vdi ${h.name}\n`);
+    try {
+      const r = await checkVdi(ctx, h.name, isSnapshot(h) ? h.snapId : 0, '', false);
+      if (r !== EXIT_SUCCESS) rc = r;
+    } catch (e) {
+      if (e instanceof CliError && e.code !== EXIT_SYSFAIL) {
+        if (e.message) ctx.err(e.message);
+        rc = e.code;
+        continue;
+      }
+      throw e;
+    }
+  }
+  return rc;
+}
+
+export const clusterCommands: SubCommand[] = [
+  { name: 'info', opts: 'aprhvd', desc: 'show cluster information', needNodeList: true, run: clusterInfo },
+  { name: 'format', opts: 'bcfaphtzVRFl', desc: 'create a Sheepdog store', needNodeList: true, run: clusterFormat },
+  { name: 'shutdown', opts: 'aph', desc: 'stop Sheepdog', run: (c) => clusterShutdown(c) },
+  {
+    name: 'recover', opts: 'afph', desc: "See 'dog cluster recover' for more information", needArg: true,
+    sub: [
+      { name: 'force', desc: 'force recover cluster immediately', run: recoverForce },
+      { name: 'enable', desc: 'enable automatic recovery and run once recover if necessary', run: (c) => recoverSet(c, true) },
+      { name: 'disable', desc: 'disable automatic recovery caused by JOIN events (excluding LEAVE events now)', run: (c) => recoverSet(c, false) },
+    ],
+  },
+  { name: 'reweight', opts: 'aph', desc: 'reweight the cluster', run: (c) => clusterReweight(c) },
+  { name: 'check', opts: 'aph', desc: 'check and repair cluster', needNodeList: true, run: (c) => clusterCheck(c) },
+  { name: 'alter-copy', opts: 'aphcf', desc: "set the cluster's redundancy level", needNodeList: true, run: clusterAlterCopy },
+];
+for (const c of clusterCommands) c.options = clusterOptions;

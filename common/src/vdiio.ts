@@ -1,0 +1,390 @@
+// Block I/O on one VDI, the way QEMU's sheepdog driver does it (spec §13.2):
+// reads follow the inode index (zeros for unallocated objects), writes are
+// split at object boundaries into create / COW-create / plain writes, and
+// the index entries a request allocated are written back in ONE coalesced
+// inode update before the request completes. Discard zeroes index entries
+// of whole objects (§13.4).
+//
+// Many requests may be in flight. Requests that allocate an object are
+// serialised per object index, so two creates of one object never race;
+// plain writes and reads of allocated objects run fully in parallel.
+//
+// The object access itself is behind VdiBackend: one implementation talks
+// to a sheep over the wire (ClientVdiBackend below), the daemon's NBD server
+// uses one over its in-process gateway.
+import { Op, Flag, Res, SD_INODE_HEADER_SIZE, SD_INODE_QEMU_SIZE, MAX_DATA_OBJS } from './constants.js';
+import { vidToDataOid, vidToVdiOid } from './oid.js';
+import { InodeHeader, decodeInodeHeader } from './inode.js';
+import { SheepdogError } from './errors.js';
+import { SheepClient } from './client.js';
+import { encodeFixedString } from './wire.js';
+
+export interface VdiBackend {
+  /** READ_OBJ: exactly len bytes at off of oid. */
+  readObj(oid: bigint, off: number, len: number, copies: number): Promise<Buffer>;
+  /** WRITE_OBJ into an existing object. */
+  writeObj(oid: bigint, off: number, data: Buffer, copies: number): Promise<void>;
+  /** CREATE_AND_WRITE_OBJ; cowOid != 0n makes the rest of the object a copy of cowOid. */
+  createObj(oid: bigint, cowOid: bigint, off: number, data: Buffer, copies: number): Promise<void>;
+  /** WRITE_OBJ of data_vdi_id[first .. first+entries.length/4) into the inode of vid. */
+  writeIndex(vid: number, first: number, entries: Buffer, copies: number): Promise<void>;
+  /** FLUSH_VDI (optional; absent = every acknowledged write is already stable). */
+  flush?(vid: number): Promise<void>;
+}
+
+export interface VdiIOOptions {
+  /** Refuse writes (snapshot exports). */
+  readonly?: boolean;
+  /**
+   * Called when a write hits READONLY on an object of the current VDI (someone
+   * snapshotted it): return the header of the name's current working VDI.
+   * Without it READONLY fails the request.
+   */
+  reload?: () => Promise<InodeHeader>;
+}
+
+interface Piece {
+  idx: number;
+  off: number; // in object
+  len: number;
+  pos: number; // in request buffer
+}
+
+/** One request's allocation state: indices it holds and its dirty range. */
+class WriteCtx {
+  owns?: number[];
+  done?: Promise<void>;
+  release?: () => void;
+  min = -1;
+  max = -1;
+  hold(busy: Map<number, Promise<void>>, idx: number): void {
+    if (!this.owns) {
+      this.owns = [];
+      this.done = new Promise<void>((r) => (this.release = r));
+    }
+    if (!this.owns.includes(idx)) {
+      this.owns.push(idx);
+      busy.set(idx, this.done!);
+    }
+  }
+  holds(idx: number): boolean {
+    return this.owns !== undefined && this.owns.includes(idx);
+  }
+  dirty(idx: number): void {
+    if (this.min < 0 || idx < this.min) this.min = idx;
+    if (idx > this.max) this.max = idx;
+  }
+  finish(busy: Map<number, Promise<void>>): void {
+    if (!this.owns) return;
+    for (const i of this.owns) if (busy.get(i) === this.done) busy.delete(i);
+    this.release!();
+  }
+}
+
+export class VdiIO {
+  header: InodeHeader;
+  /** data_vdi_id[] as this client knows it (updated as it allocates). */
+  readonly index: Uint32Array;
+  readonly objectSize: number;
+  private readonly shift: number;
+  readonly readonly: boolean;
+  private busy = new Map<number, Promise<void>>();
+  private reloading?: Promise<void>;
+
+  constructor(readonly backend: VdiBackend, header: InodeHeader, index: Uint32Array, private readonly opts: VdiIOOptions = {}) {
+    this.header = header;
+    this.index = index;
+    this.shift = header.blockSizeShift || 22;
+    this.objectSize = 2 ** this.shift;
+    this.readonly = !!opts.readonly;
+  }
+
+  /** Read the 4,198,968-byte QEMU view of vid's inode and build a VdiIO. */
+  static async open(backend: VdiBackend, vid: number, opts: VdiIOOptions = {}): Promise<VdiIO> {
+    const b = await backend.readObj(vidToVdiOid(vid), 0, SD_INODE_QEMU_SIZE, 0);
+    return new VdiIO(backend, decodeInodeHeader(b), decodeIndex(b), opts);
+  }
+
+  get vid(): number {
+    return this.header.vdiId;
+  }
+  get size(): number {
+    return Number(this.header.vdiSize);
+  }
+  get copies(): number {
+    return this.header.nrCopies;
+  }
+
+  private split(offset: number, len: number): Piece[] {
+    const out: Piece[] = [];
+    const os = this.objectSize;
+    let pos = 0;
+    while (pos < len) {
+      const o = offset + pos;
+      const idx = Math.floor(o / os);
+      const off = o - idx * os;
+      const l = Math.min(os - off, len - pos);
+      out.push({ idx, off, len: l, pos });
+      pos += l;
+    }
+    return out;
+  }
+
+  private check(offset: number, len: number): void {
+    if (offset < 0 || len < 0 || offset + len > this.size || !Number.isSafeInteger(offset + len)) {
+      throw new SheepdogError(Res.INVALID_PARMS, `request [${offset}, +${len}) outside the VDI (${this.size} bytes)`);
+    }
+    if (Math.ceil((offset + len) / this.objectSize) > MAX_DATA_OBJS) throw new SheepdogError(Res.INVALID_PARMS);
+  }
+
+  async read(offset: number, len: number): Promise<Buffer> {
+    this.check(offset, len);
+    if (len === 0) return Buffer.alloc(0);
+    const os = this.objectSize;
+    const idx = Math.floor(offset / os);
+    const off = offset - idx * os;
+    if (off + len <= os) return this.readPiece(idx, off, len);
+    const out = Buffer.allocUnsafe(len);
+    await Promise.all(this.split(offset, len).map(async (p) => {
+      const b = await this.readPiece(p.idx, p.off, p.len);
+      b.copy(out, p.pos);
+    }));
+    return out;
+  }
+
+  private async readPiece(idx: number, off: number, len: number): Promise<Buffer> {
+    for (;;) {
+      const owner = this.index[idx];
+      if (!owner) return Buffer.alloc(len);
+      try {
+        return await this.backend.readObj(vidToDataOid(owner, idx), off, len, this.copies);
+      } catch (e) {
+        // discarded (or reallocated) meanwhile: follow the index again
+        if (e instanceof SheepdogError && e.result === Res.NO_OBJ && this.index[idx] !== owner) continue;
+        throw e;
+      }
+    }
+  }
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    if (this.readonly) throw new SheepdogError(Res.READONLY);
+    this.check(offset, data.length);
+    if (data.length === 0) return;
+    const ctx = new WriteCtx();
+    try {
+      const os = this.objectSize;
+      const idx = Math.floor(offset / os);
+      const off = offset - idx * os;
+      if (off + data.length <= os) await this.writePiece(ctx, idx, off, data);
+      else await Promise.all(this.split(offset, data.length).map((p) => this.writePiece(ctx, p.idx, p.off, data.subarray(p.pos, p.pos + p.len))));
+      await this.commitIndex(ctx);
+    } finally {
+      ctx.finish(this.busy);
+    }
+  }
+
+  private async writePiece(ctx: WriteCtx, idx: number, off: number, data: Buffer): Promise<void> {
+    for (;;) {
+      const b = this.busy.get(idx);
+      if (b && !ctx.holds(idx)) { await b; continue; }
+      const v = this.vid;
+      const owner = this.index[idx];
+      if (owner === v) {
+        try {
+          await this.backend.writeObj(vidToDataOid(v, idx), off, data, this.copies);
+          return;
+        } catch (e) {
+          if (!(e instanceof SheepdogError)) throw e;
+          if (e.result === Res.READONLY) { await this.afterReadonly(v, e); continue; }
+          if (e.result === Res.NO_OBJ && this.index[idx] !== v) continue;
+          throw e;
+        }
+      }
+      ctx.hold(this.busy, idx);
+      try {
+        await this.backend.createObj(vidToDataOid(v, idx), owner ? vidToDataOid(owner, idx) : 0n, off, data, this.copies);
+      } catch (e) {
+        if (e instanceof SheepdogError && e.result === Res.READONLY) { await this.afterReadonly(v, e); continue; }
+        throw e;
+      }
+      this.index[idx] = v;
+      ctx.dirty(idx);
+      return;
+    }
+  }
+
+  /** One WRITE_OBJ of the inode covering every index entry the request set. */
+  private async commitIndex(ctx: WriteCtx): Promise<void> {
+    if (ctx.min < 0) return;
+    const n = ctx.max - ctx.min + 1;
+    const b = Buffer.allocUnsafe(4 * n);
+    for (let i = 0; i < n; i++) b.writeUInt32LE(this.index[ctx.min + i], 4 * i);
+    await this.backend.writeIndex(this.vid, ctx.min, b, this.copies);
+  }
+
+  /** Our working VDI became a snapshot: switch to the name's new working VDI. */
+  private async afterReadonly(failedVid: number, e: SheepdogError): Promise<void> {
+    if (this.vid !== failedVid) return;
+    if (!this.opts.reload) throw e;
+    if (!this.reloading) {
+      this.reloading = this.opts.reload().then((h) => {
+        if (h.vdiId === failedVid) throw e;
+        // keep the in-memory index (identical to the new VDI's), take its header
+        this.header = h;
+      }).finally(() => { this.reloading = undefined; });
+    }
+    await this.reloading;
+  }
+
+  /** Zero the index entries of every whole object in the range (partial objects are left alone). */
+  async discard(offset: number, len: number): Promise<void> {
+    if (this.readonly) throw new SheepdogError(Res.READONLY);
+    this.check(offset, len);
+    const os = this.objectSize;
+    const first = Math.ceil(offset / os);
+    const end = Math.floor((offset + len) / os); // exclusive
+    const lastObj = Math.ceil(this.size / os);
+    // the tail object counts as whole when the range reaches the end of the VDI
+    const stop = offset + len >= this.size ? lastObj : end;
+    await this.dropIndices(first, stop);
+  }
+
+  private async dropIndices(first: number, stop: number): Promise<void> {
+    if (stop <= first) return;
+    const ctx = new WriteCtx();
+    try {
+      for (let i = first; i < stop; i++) {
+        if (!this.index[i]) continue;
+        for (;;) {
+          const b = this.busy.get(i);
+          if (!b || ctx.holds(i)) break;
+          await b;
+        }
+        if (!this.index[i]) continue;
+        ctx.hold(this.busy, i);
+        this.index[i] = 0;
+        ctx.dirty(i);
+      }
+      // coalesce into runs no longer than 4096 entries of mostly-zero span
+      if (ctx.min < 0) return;
+      await this.commitIndex(ctx);
+    } finally {
+      ctx.finish(this.busy);
+    }
+  }
+
+  /**
+   * Make [offset, offset+len) read as zeros. Whole objects are unmapped
+   * unless noHole; unallocated pieces need nothing; the rest is written.
+   */
+  async writeZeroes(offset: number, len: number, noHole = false): Promise<void> {
+    if (this.readonly) throw new SheepdogError(Res.READONLY);
+    this.check(offset, len);
+    const pieces = this.split(offset, len);
+    const whole: number[] = [];
+    const partial: Piece[] = [];
+    for (const p of pieces) {
+      if (!noHole && (p.len === this.objectSize || (p.off === 0 && offset + len >= this.size && p.pos + p.len === len))) whole.push(p.idx);
+      else partial.push(p);
+    }
+    const jobs: Promise<void>[] = [];
+    if (whole.length) {
+      // contiguous by construction
+      jobs.push(this.dropIndices(whole[0], whole[whole.length - 1] + 1));
+    }
+    for (const p of partial) {
+      if (!this.index[p.idx] && !this.busy.has(p.idx)) continue; // already reads as zeros
+      jobs.push(this.write(offset + p.pos, zeroBuf(p.len)));
+    }
+    await Promise.all(jobs);
+  }
+
+  flush(): Promise<void> {
+    return this.backend.flush ? this.backend.flush(this.vid) : Promise.resolve();
+  }
+
+  /** Allocation status of the object backing byte offset o. */
+  allocated(o: number): boolean {
+    return this.index[Math.floor(o / this.objectSize)] !== 0;
+  }
+}
+
+let zeros = Buffer.alloc(0);
+function zeroBuf(n: number): Buffer {
+  if (zeros.length < n) zeros = Buffer.alloc(Math.max(n, 1 << 20));
+  return zeros.subarray(0, n);
+}
+
+/** data_vdi_id[] out of a buffer holding at least the QEMU view of an inode. */
+export function decodeIndex(b: Buffer): Uint32Array {
+  const out = new Uint32Array(MAX_DATA_OBJS);
+  const n = Math.max(0, Math.min(b.length, SD_INODE_QEMU_SIZE) - SD_INODE_HEADER_SIZE) >> 2;
+  for (let i = 0; i < n; i++) {
+    const o = SD_INODE_HEADER_SIZE + 4 * i;
+    out[i] = b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24);
+  }
+  return out;
+}
+
+/** VdiBackend over the wire (a pipelined SheepClient), with QEMU's request shapes. */
+export class ClientVdiBackend implements VdiBackend {
+  /** CMD_CACHE (QEMU's default) or CMD_DIRECT; switches to DIRECT when a flush says INVALID_PARMS. */
+  cacheFlags: number;
+  constructor(readonly client: SheepClient, cacheFlags: number = Flag.CMD_CACHE) {
+    this.cacheFlags = cacheFlags;
+  }
+
+  private async req(f: Parameters<SheepClient['send']>[0], payload?: Buffer): Promise<Buffer> {
+    const r = await this.client.send(f, payload);
+    if (r.rsp.result !== Res.SUCCESS) throw new SheepdogError(r.rsp.result);
+    return r.data;
+  }
+
+  readObj(oid: bigint, off: number, len: number, copies: number): Promise<Buffer> {
+    return this.req({ opcode: Op.READ_OBJ, protoVer: 0, flags: this.cacheFlags, dataLength: len, obj: { oid, offset: off, copies } });
+  }
+
+  async writeObj(oid: bigint, off: number, data: Buffer, copies: number): Promise<void> {
+    await this.req({ opcode: Op.WRITE_OBJ, protoVer: 0, flags: Flag.CMD_WRITE | this.cacheFlags, obj: { oid, offset: off, copies } }, data);
+  }
+
+  async createObj(oid: bigint, cowOid: bigint, off: number, data: Buffer, copies: number): Promise<void> {
+    await this.req({
+      opcode: Op.CREATE_AND_WRITE_OBJ, protoVer: 0, flags: Flag.CMD_WRITE | (cowOid ? Flag.CMD_COW : 0) | this.cacheFlags,
+      obj: { oid, cowOid, offset: off, copies },
+    }, data);
+  }
+
+  writeIndex(vid: number, first: number, entries: Buffer, copies: number): Promise<void> {
+    return this.writeObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE + 4 * first, entries, copies);
+  }
+
+  async flush(vid: number): Promise<void> {
+    if (!(this.cacheFlags & Flag.CMD_CACHE)) return;
+    const r = await this.client.send({ opcode: Op.FLUSH_VDI, protoVer: 0, flags: Flag.CMD_CACHE, obj: { oid: vidToVdiOid(vid) } });
+    if (r.rsp.result === Res.INVALID_PARMS) { this.cacheFlags = Flag.CMD_DIRECT; return; }
+    if (r.rsp.result !== Res.SUCCESS) throw new SheepdogError(r.rsp.result);
+  }
+}
+
+/** Resolve NAME [+ snapid | tag] with GET_VDI_INFO (proto_ver 1, as QEMU). */
+export async function lookupVdi(client: SheepClient, name: string, snapid = 0, tag = ''): Promise<number> {
+  const payload = Buffer.concat([encodeFixedString(name, 256), encodeFixedString(tag, 256)]);
+  const r = await client.send({ opcode: Op.GET_VDI_INFO, protoVer: 1, flags: Flag.CMD_WRITE, vdi: { snapid } }, payload);
+  if (r.rsp.result !== Res.SUCCESS) throw new SheepdogError(r.rsp.result);
+  return r.rsp.vdi.vdiId;
+}
+
+/** Open a VDI by name over a client; the working VDI reloads itself after an external snapshot. */
+export async function openVdi(client: SheepClient, name: string, o: { snapid?: number; tag?: string; cacheFlags?: number } = {}): Promise<VdiIO> {
+  const snap = !!(o.snapid || o.tag);
+  const vid = await lookupVdi(client, name, o.snapid ?? 0, o.tag ?? '');
+  const backend = new ClientVdiBackend(client, o.cacheFlags);
+  return VdiIO.open(backend, vid, {
+    readonly: snap,
+    reload: snap ? undefined : async () => {
+      const v = await lookupVdi(client, name);
+      return decodeInodeHeader(await backend.readObj(vidToVdiOid(v), 0, SD_INODE_HEADER_SIZE, 0));
+    },
+  });
+}

@@ -1,0 +1,428 @@
+// NBD server (fixed newstyle, simple replies): one export per VDI, snapshots
+// read-only. Requests on a connection run concurrently and are answered in
+// completion order, matched by the client's handle.
+//
+// Connections to the same export share one VdiIO (in-memory index,
+// allocation locks, flush), so a FLUSH on any connection covers writes
+// completed on every connection: NBD_FLAG_CAN_MULTI_CONN is honest.
+import * as net from 'node:net';
+import { ByteQueue, SheepdogError, Res, VdiIO } from '@sheepdog/common';
+import {
+  NBDMAGIC, IHAVEOPT, OPT_REPLY_MAGIC, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, HandshakeFlag, ClientFlag, Opt, Rep, Info,
+  TxFlag, Cmd, CmdFlag, Errno, MAX_REQUEST, MAX_OPTION,
+} from './proto.js';
+import type { ExportSource, ExportRef } from './exports.js';
+import { log } from '../log.js';
+
+interface OpenExport {
+  io: VdiIO;
+  refs: number;
+}
+
+/** Pause reading a connection when this many requests are in flight. */
+const HIGH_WATER = 256;
+const LOW_WATER = 64;
+
+export class NbdServer {
+  private servers: net.Server[] = [];
+  private conns = new Set<net.Socket>();
+  private exports = new Map<string, Promise<OpenExport>>();
+
+  constructor(private readonly source: ExportSource) {}
+
+  async listen(host: string | undefined, port: number): Promise<number> {
+    const hosts = host ? [host] : ['::', '0.0.0.0'];
+    let bound = port;
+    for (const h of hosts) {
+      const srv = net.createServer({ noDelay: true }, (sock) => this.onConnection(sock));
+      try {
+        await new Promise<void>((resolve, reject) => {
+          srv.once('error', reject);
+          srv.listen({ host: h, port: bound, ipv6Only: h === '::' }, () => { srv.off('error', reject); resolve(); });
+        });
+        bound = (srv.address() as net.AddressInfo).port;
+        this.servers.push(srv);
+      } catch (e) {
+        if (hosts.length > 1 && h === '::') continue;
+        throw e;
+      }
+    }
+    if (!this.servers.length) throw new Error(`cannot listen on NBD port ${port}`);
+    return bound;
+  }
+
+  async close(): Promise<void> {
+    const closed = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    for (const c of this.conns) c.destroy();
+    await closed;
+  }
+
+  private acquire(ref: ExportRef): Promise<OpenExport> {
+    let p = this.exports.get(ref.key);
+    if (!p) {
+      p = ref.open().then((io) => ({ io, refs: 0 }));
+      this.exports.set(ref.key, p);
+      p.catch(() => this.exports.delete(ref.key));
+    }
+    return p.then((e) => { e.refs++; return e; });
+  }
+
+  private release(key: string, e: OpenExport): void {
+    if (--e.refs > 0) return;
+    // flush whatever the last user left, then forget the export
+    this.exports.delete(key);
+    e.io.flush().catch((err) => log.warn(`NBD: flush of ${key} on close failed: ${(err as Error).message}`));
+  }
+
+  private onConnection(sock: net.Socket): void {
+    this.conns.add(sock);
+    sock.setNoDelay(true);
+    new NbdConnection(this, sock, this.source).start();
+    sock.on('close', () => this.conns.delete(sock));
+  }
+
+  /** @internal */
+  attach(ref: ExportRef): Promise<OpenExport> {
+    return this.acquire(ref);
+  }
+  /** @internal */
+  detach(ref: ExportRef, e: OpenExport): void {
+    this.release(ref.key, e);
+  }
+}
+
+function errnoOf(e: unknown): number {
+  if (e instanceof SheepdogError) {
+    switch (e.result) {
+      case Res.READONLY: return Errno.EPERM;
+      case Res.NO_SPACE: return Errno.ENOSPC;
+      case Res.INVALID_PARMS: return Errno.EINVAL;
+      case Res.SHUTDOWN: return Errno.ESHUTDOWN;
+      default: return Errno.EIO;
+    }
+  }
+  return Errno.EIO;
+}
+
+type Phase = 'clientflags' | 'options' | 'transmission' | 'closed';
+
+class NbdConnection {
+  private rx = new ByteQueue();
+  private phase: Phase = 'clientflags';
+  private noZeroes = false;
+  private ref?: ExportRef;
+  private exp?: OpenExport;
+  private io?: VdiIO;
+  private busy = false; // an option is being processed asynchronously
+  private inflight = 0;
+  private paused = false;
+  private disconnecting = false;
+  private detached = false;
+  private optHdr?: { opt: number; len: number };
+  // transmission request being assembled
+  private req?: { flags: number; type: number; handle: Buffer; offset: number; length: number };
+
+  constructor(private readonly server: NbdServer, private readonly sock: net.Socket, private readonly source: ExportSource) {}
+
+  start(): void {
+    const hello = Buffer.alloc(18);
+    hello.writeBigUInt64BE(NBDMAGIC, 0);
+    hello.writeBigUInt64BE(IHAVEOPT, 8);
+    hello.writeUInt16BE(HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES, 16);
+    this.sock.write(hello);
+    this.sock.on('data', (b: Buffer) => {
+      if (this.phase === 'closed') return;
+      this.rx.push(b);
+      this.pump();
+    });
+    this.sock.on('error', (e) => log.debug(`NBD connection error: ${e.message}`));
+    this.sock.on('close', () => this.onClose());
+  }
+
+  private onClose(): void {
+    this.phase = 'closed';
+    this.maybeFinish();
+  }
+
+  /** Drop the export once the socket is gone (or DISC was sent) and nothing is in flight. */
+  private maybeFinish(): void {
+    if (this.inflight !== 0) return;
+    if (this.disconnecting && this.phase !== 'closed') this.sock.end();
+    if (this.phase === 'closed' && this.exp && this.ref && !this.detached) {
+      this.detached = true;
+      this.server.detach(this.ref, this.exp);
+    }
+  }
+
+  private hangup(why: string): void {
+    if (this.phase === 'closed') return;
+    log.info(`NBD: closing connection from ${this.sock.remoteAddress}: ${why}`);
+    this.phase = 'closed';
+    this.sock.end();
+    this.sock.destroySoon?.();
+  }
+
+  private pump(): void {
+    try {
+      for (;;) {
+        if (this.phase === 'closed' || this.busy) return;
+        if (this.phase === 'clientflags') {
+          if (this.rx.length < 4) return;
+          const f = this.rx.take(4).readUInt32BE(0);
+          if (!(f & ClientFlag.FIXED_NEWSTYLE)) return this.hangup('client does not speak fixed newstyle');
+          if (f & ~(ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES)) return this.hangup(`unknown client flags 0x${f.toString(16)}`);
+          this.noZeroes = (f & ClientFlag.NO_ZEROES) !== 0;
+          this.phase = 'options';
+          continue;
+        }
+        if (this.phase === 'options') {
+          if (!this.optHdr) {
+            if (this.rx.length < 16) return;
+            const h = this.rx.take(16);
+            if (h.readBigUInt64BE(0) !== IHAVEOPT) return this.hangup('bad option magic');
+            this.optHdr = { opt: h.readUInt32BE(8), len: h.readUInt32BE(12) };
+            if (this.optHdr.len > MAX_OPTION) return this.hangup(`option ${this.optHdr.opt} with ${this.optHdr.len} bytes`);
+          }
+          const { opt, len } = this.optHdr;
+          if (this.rx.length < len) return;
+          this.optHdr = undefined;
+          const data = Buffer.from(this.rx.take(len));
+          this.busy = true;
+          this.option(opt, data).then(() => {
+            this.busy = false;
+            this.pump();
+          }, (e) => {
+            this.busy = false;
+            this.hangup(`option ${opt} failed: ${(e as Error).message}`);
+          });
+          return;
+        }
+        // transmission
+        if (this.disconnecting) { this.rx.skip(this.rx.length); return; }
+        if (!this.req) {
+          if (this.rx.length < 28) return;
+          const h = this.rx.take(28);
+          if (h.readUInt32BE(0) !== REQUEST_MAGIC) return this.hangup('bad request magic');
+          const offHi = h.readUInt32BE(16);
+          const offLo = h.readUInt32BE(20);
+          this.req = {
+            flags: h.readUInt16BE(4), type: h.readUInt16BE(6), handle: Buffer.from(h.subarray(8, 16)),
+            offset: offHi * 0x100000000 + offLo, length: h.readUInt32BE(24),
+          };
+          if (this.req.type === Cmd.WRITE && this.req.length > MAX_REQUEST) return this.hangup(`write of ${this.req.length} bytes`);
+        }
+        const r = this.req;
+        const payload = r.type === Cmd.WRITE ? r.length : 0;
+        if (this.rx.length < payload) return;
+        this.req = undefined;
+        const data = payload ? this.rx.take(payload) : undefined;
+        this.command(r.type, r.flags, r.handle, r.offset, r.length, data);
+        if (this.inflight >= HIGH_WATER && !this.paused) { this.paused = true; this.sock.pause(); }
+      }
+    } catch (e) {
+      this.hangup(`internal error: ${(e as Error).message}`);
+    }
+  }
+
+  // ---- handshake -----------------------------------------------------
+
+  private optReply(opt: number, type: number, data: Buffer = Buffer.alloc(0)): void {
+    const h = Buffer.alloc(20);
+    h.writeBigUInt64BE(OPT_REPLY_MAGIC, 0);
+    h.writeUInt32BE(opt, 8);
+    h.writeUInt32BE(type >>> 0, 12);
+    h.writeUInt32BE(data.length, 16);
+    this.sock.write(data.length ? Buffer.concat([h, data]) : h);
+  }
+
+  private optError(opt: number, type: number, msg: string): void {
+    this.optReply(opt, type, Buffer.from(msg));
+  }
+
+  private txFlags(ro: boolean): number {
+    let f = TxFlag.HAS_FLAGS | TxFlag.SEND_FLUSH | TxFlag.SEND_FUA | TxFlag.CAN_MULTI_CONN;
+    if (ro) f |= TxFlag.READ_ONLY;
+    else f |= TxFlag.SEND_TRIM | TxFlag.SEND_WRITE_ZEROES;
+    return f;
+  }
+
+  private async open(name: string): Promise<{ ref: ExportRef; exp: OpenExport } | string> {
+    let ref: ExportRef;
+    try {
+      ref = await this.source.resolve(name);
+    } catch (e) {
+      return `no such export '${name}': ${(e as Error).message}`;
+    }
+    try {
+      const exp = await this.server.attach(ref);
+      return { ref, exp };
+    } catch (e) {
+      return `cannot open export '${name}': ${(e as Error).message}`;
+    }
+  }
+
+  private enterTransmission(ref: ExportRef, exp: OpenExport): void {
+    this.ref = ref;
+    this.exp = exp;
+    this.io = exp.io;
+    this.phase = 'transmission';
+    log.info(`NBD: ${this.sock.remoteAddress} attached to '${ref.name}' (${ref.readonly ? 'read-only' : 'read-write'})`);
+  }
+
+  private async option(opt: number, data: Buffer): Promise<void> {
+    switch (opt) {
+      case Opt.EXPORT_NAME: {
+        const r = await this.open(data.toString('utf8'));
+        if (typeof r === 'string') return this.hangup(r); // the only answer EXPORT_NAME allows
+        const b = Buffer.alloc(10 + (this.noZeroes ? 0 : 124));
+        b.writeBigUInt64BE(BigInt(r.exp.io.size), 0);
+        b.writeUInt16BE(this.txFlags(r.ref.readonly || r.exp.io.readonly), 8);
+        this.sock.write(b);
+        this.enterTransmission(r.ref, r.exp);
+        return;
+      }
+      case Opt.ABORT:
+        this.optReply(opt, Rep.ACK);
+        return this.hangup('client aborted');
+      case Opt.LIST: {
+        if (data.length) return this.optError(opt, Rep.ERR_INVALID, 'LIST takes no data');
+        for (const n of await this.source.list()) {
+          const nb = Buffer.from(n);
+          const d = Buffer.alloc(4 + nb.length);
+          d.writeUInt32BE(nb.length, 0);
+          nb.copy(d, 4);
+          this.optReply(opt, Rep.SERVER, d);
+        }
+        return this.optReply(opt, Rep.ACK);
+      }
+      case Opt.INFO:
+      case Opt.GO: {
+        if (data.length < 6) return this.optError(opt, Rep.ERR_INVALID, 'short option');
+        const nlen = data.readUInt32BE(0);
+        if (4 + nlen + 2 > data.length) return this.optError(opt, Rep.ERR_INVALID, 'bad name length');
+        const name = data.toString('utf8', 4, 4 + nlen);
+        const nreq = data.readUInt16BE(4 + nlen);
+        if (4 + nlen + 2 + 2 * nreq !== data.length) return this.optError(opt, Rep.ERR_INVALID, 'bad info request list');
+        const wanted = new Set<number>();
+        for (let i = 0; i < nreq; i++) wanted.add(data.readUInt16BE(4 + nlen + 2 + 2 * i));
+        const r = await this.open(name);
+        if (typeof r === 'string') return this.optError(opt, Rep.ERR_UNKNOWN, r);
+        const io = r.exp.io;
+        const ex = Buffer.alloc(12);
+        ex.writeUInt16BE(Info.EXPORT, 0);
+        ex.writeBigUInt64BE(BigInt(io.size), 2);
+        ex.writeUInt16BE(this.txFlags(r.ref.readonly || io.readonly), 10);
+        this.optReply(opt, Rep.INFO, ex);
+        if (wanted.has(Info.NAME)) {
+          const nb = Buffer.from(name);
+          const d = Buffer.alloc(2 + nb.length);
+          d.writeUInt16BE(Info.NAME, 0);
+          nb.copy(d, 2);
+          this.optReply(opt, Rep.INFO, d);
+        }
+        if (wanted.has(Info.DESCRIPTION)) {
+          const nb = Buffer.from(`sheepdog VDI ${io.header.name} (vid ${io.vid.toString(16)})`);
+          const d = Buffer.alloc(2 + nb.length);
+          d.writeUInt16BE(Info.DESCRIPTION, 0);
+          nb.copy(d, 2);
+          this.optReply(opt, Rep.INFO, d);
+        }
+        if (wanted.has(Info.BLOCK_SIZE)) {
+          const d = Buffer.alloc(14);
+          d.writeUInt16BE(Info.BLOCK_SIZE, 0);
+          d.writeUInt32BE(1, 2);
+          d.writeUInt32BE(4096, 6);
+          d.writeUInt32BE(MAX_REQUEST, 10);
+          this.optReply(opt, Rep.INFO, d);
+        }
+        this.optReply(opt, Rep.ACK);
+        if (opt === Opt.GO) this.enterTransmission(r.ref, r.exp);
+        else this.server.detach(r.ref, r.exp);
+        return;
+      }
+      case Opt.STARTTLS:
+        return this.optError(opt, Rep.ERR_POLICY, 'TLS is not supported');
+      default:
+        return this.optError(opt, Rep.ERR_UNSUP, `option ${opt} is not supported`);
+    }
+  }
+
+  // ---- transmission ----------------------------------------------------
+
+  private reply(handle: Buffer, err: number, data?: Buffer): void {
+    if (this.phase === 'closed' || this.sock.destroyed) return;
+    const h = Buffer.allocUnsafe(16);
+    h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+    h.writeUInt32BE(err, 4);
+    handle.copy(h, 8);
+    if (data && !err) {
+      this.sock.cork();
+      this.sock.write(h);
+      this.sock.write(data);
+      this.sock.uncork();
+    } else {
+      this.sock.write(h);
+    }
+  }
+
+  private done(): void {
+    this.inflight--;
+    if (this.paused && this.inflight <= LOW_WATER) { this.paused = false; this.sock.resume(); }
+    if (this.inflight === 0) this.maybeFinish();
+  }
+
+  private command(type: number, flags: number, handle: Buffer, offset: number, length: number, data?: Buffer): void {
+    const io = this.io!;
+    if (type === Cmd.DISC) {
+      // finish what is in flight, then close
+      this.disconnecting = true;
+      this.maybeFinish();
+      return;
+    }
+    this.inflight++;
+    let p: Promise<Buffer | void>;
+    const ro = io.readonly || this.ref!.readonly;
+    const end = offset + length;
+    const outside = end > io.size;
+    switch (type) {
+      case Cmd.READ:
+        if (length > MAX_REQUEST || outside) { this.reply(handle, Errno.EINVAL); this.done(); return; }
+        p = io.read(offset, length);
+        break;
+      case Cmd.WRITE:
+        if (ro) { this.reply(handle, Errno.EPERM); this.done(); return; }
+        if (outside) { this.reply(handle, Errno.ENOSPC); this.done(); return; }
+        p = io.write(offset, data!);
+        if (flags & CmdFlag.FUA) p = p.then(() => io.flush());
+        break;
+      case Cmd.FLUSH:
+        p = io.flush();
+        break;
+      case Cmd.TRIM:
+        if (ro) { this.reply(handle, Errno.EPERM); this.done(); return; }
+        if (outside) { this.reply(handle, Errno.ENOSPC); this.done(); return; }
+        p = io.discard(offset, length);
+        if (flags & CmdFlag.FUA) p = p.then(() => io.flush());
+        break;
+      case Cmd.WRITE_ZEROES:
+        if (ro) { this.reply(handle, Errno.EPERM); this.done(); return; }
+        if (outside) { this.reply(handle, Errno.ENOSPC); this.done(); return; }
+        p = io.writeZeroes(offset, length, (flags & CmdFlag.NO_HOLE) !== 0);
+        if (flags & CmdFlag.FUA) p = p.then(() => io.flush());
+        break;
+      default:
+        this.reply(handle, Errno.EINVAL);
+        this.done();
+        return;
+    }
+    p.then((d) => {
+      this.reply(handle, 0, type === Cmd.READ ? (d as Buffer) : undefined);
+      this.done();
+    }, (e) => {
+      const errno = errnoOf(e);
+      if (errno === Errno.EIO) log.warn(`NBD: command ${type} at ${offset}+${length} failed: ${(e as Error).message}`);
+      this.reply(handle, errno);
+      this.done();
+    });
+  }
+}

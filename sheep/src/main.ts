@@ -96,13 +96,13 @@ function daemonize(argv: string[]): Promise<number> {
   const script = fileURLToPath(new URL('../bin/sheep.js', import.meta.url));
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [script, ...argv, '--daemon-child'], {
-      detached: true, stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      detached: true, stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
     });
-    child.on('message', (m: { ready?: boolean; error?: string }) => {
+    child.on('message', (m: { ready?: boolean; error?: string; code?: number }) => {
       if (m.error) process.stderr.write(`sheep: ${m.error}\n`);
       child.disconnect();
       child.unref();
-      resolve(m.ready ? 0 : 1);
+      resolve(m.ready ? 0 : m.code ?? 1);
     });
     child.on('exit', (code) => resolve(code || 1));
   });
@@ -123,7 +123,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const isChild = argv.includes('--daemon-child');
   if (!p.foreground && !isChild) return daemonize(argv);
-  const tell = (m: object) => { if (isChild && process.send) process.send(m); };
+  const tell = (m: object) => new Promise<void>((resolve) => {
+    if (isChild && process.send) process.send(m, undefined, {}, () => resolve());
+    else resolve();
+  });
 
   try {
     mkdirSync(p.dir, { recursive: true });
@@ -131,7 +134,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     const msg = `cannot create ${p.dir}: ${(e as Error).message}`;
     process.stderr.write(`sheep: ${msg}\n`);
-    tell({ error: msg });
+    await tell({ error: msg });
     return 1;
   }
   initLogger({ dir: p.logDir, level: p.logLevel, foreground: p.foreground && !isChild });
@@ -140,7 +143,7 @@ export async function main(argv: string[]): Promise<number> {
     driver = await createDriver(p.cluster);
   } catch (e) {
     process.stderr.write(`sheep: ${(e as Error).message}\n`);
-    tell({ error: (e as Error).message });
+    await tell({ error: (e as Error).message, code: EX_USAGE });
     return EX_USAGE;
   }
   const sheep = new Sheep({
@@ -149,8 +152,9 @@ export async function main(argv: string[]): Promise<number> {
   const server = new SheepServer(sheep);
   let nbd: NbdServer | undefined;
   try {
-    await sheep.start();
+    await sheep.init();
     await server.listen(p.bindaddr, p.port);
+    await sheep.join();
     if (p.nbd) {
       nbd = new NbdServer(new SheepExports(sheep));
       await nbd.listen(p.nbd.host ?? p.bindaddr, p.nbd.port);
@@ -159,7 +163,7 @@ export async function main(argv: string[]): Promise<number> {
     const msg = `failed to start: ${(e as Error).message}`;
     log.err(msg);
     process.stderr.write(`sheep: ${msg}\n`);
-    tell({ error: msg });
+    await tell({ error: msg });
     await closeLogger();
     return 1;
   }
@@ -185,7 +189,7 @@ export async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGHUP', () => undefined);
-  tell({ ready: true });
+  await tell({ ready: true });
   if (isChild) {
     process.disconnect?.();
   }

@@ -163,7 +163,8 @@ export class Sheep implements PlacementView {
   createRanges(oid: bigint, r: { off: number; data: Buffer }[], copies?: number) { return this.gw.createRanges(oid, r, copies); }
   decref(vid: number, idx: number, g: number, c: number) { return this.gw.decref(vid, idx, g, c); }
 
-  async start(): Promise<void> {
+  /** Open the store and load persistent state; does not join yet. */
+  async init(): Promise<void> {
     await this.store.init();
     await this.cfg.init();
     this.config = await this.cfg.load();
@@ -177,6 +178,11 @@ export class Sheep implements PlacementView {
       if (r) this.epochs.set(e, { epoch: e, ...r });
     }
     await this.loadVdis();
+    this.status = this.formatted ? 'wait_join' : 'wait_format';
+  }
+
+  /** Join the cluster (after the listener is up, so peers can reach us). */
+  async join(): Promise<void> {
     const info: JoinInfo = {
       t: 'join_info', config: this.config, epoch: this.epochNr, record: this.epochs.get(this.epochNr), vnodes: this.selfNode.nrVnodes,
     };

@@ -22,3 +22,5 @@ export async function createDriver(spec: string): Promise<ClusterDriver> {
   if (!f) throw new Error(`unknown cluster driver '${name}' (available: ${driverNames().join(', ')})`);
   return f(args);
 }
+
+registerDriver('zookeeper', async (args) => new (await import('./zookeeper.js')).ZooKeeperDriver(args));

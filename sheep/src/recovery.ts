@@ -125,15 +125,18 @@ export class Recovery {
       }
       // 2. what placement gives us that we lack
       const all = new Set<bigint>([...run.holders.keys(), ...run.staleHolders.keys()]);
-      for (const oid of all) {
-        if (mine.has(oid)) continue;
+      // progress counts every object we must hold, like upstream: the ones
+      // already here are done at once
+      for (const oid of new Set([...all, ...mine])) {
         const targets = run.ring.placeOid(oid, s.copiesOf(oid));
-        if (targets.some((t) => this.isSelf(t))) run.pending.add(oid);
+        if (!targets.some((t) => this.isSelf(t))) continue;
+        run.total++;
+        if (mine.has(oid)) run.done++;
+        else run.pending.add(oid);
       }
-      run.total = run.pending.size;
       run.phase = RecoveryPhase.RECOVERING;
       prepared();
-      if (run.total) log.info(`recovery for epoch ${run.epoch}: ${run.total} object(s) to fetch`);
+      if (run.pending.size) log.info(`recovery for epoch ${run.epoch}: ${run.pending.size} of ${run.total} object(s) to fetch`);
       // 3. fetch, bounded
       const started = Date.now();
       const queue = [...run.pending];

@@ -350,7 +350,11 @@ async function getRecovery(s: Sheep): Promise<Reply> {
 
 async function setRecovery(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
   if (data.length < 24) fail(Res.INVALID_PARMS);
-  s.recoveryThrottle = decodeThrottling(data);
+  // applied cluster-wide (and handed to joiners), so that a node that
+  // joins later recovers at the pace the operator chose
+  const t = decodeThrottling(data);
+  if (s.status === 'wait_format' || s.status === 'wait_join') s.recoveryThrottle = t;
+  else await s.cluster.notify({ t: 'throttle', maxExecCount: t.maxExecCount, queueWorkInterval: t.queueWorkInterval, throttling: t.throttling });
   return ok();
 }
 

@@ -65,6 +65,7 @@ interface StateMsg extends ClusterMessage {
   vdiStates: VdiStateEntry[];
   lockQueue: { id: string; node: SdNode }[];
   recoveryDone: string[];
+  throttle: { maxExecCount: number; queueWorkInterval: bigint; throttling: boolean };
 }
 
 export class Sheep implements PlacementView {
@@ -345,7 +346,7 @@ export class Sheep implements PlacementView {
       t: 'state', to, config: { ...this.config }, status: this.status, epoch: this.epochNr,
       records: [...this.epochs.values()], expected: this.expected, inUse: [...this.vdis.inUse.setBits()],
       deleted: [...this.vdis.deleted.setBits()], vdiStates, lockQueue: [...this.lockQueue],
-      recoveryDone: [...this.recoveryDone],
+      recoveryDone: [...this.recoveryDone], throttle: { ...this.recoveryThrottle },
     };
   }
 
@@ -374,6 +375,7 @@ export class Sheep implements PlacementView {
     for (const s of st.vdiStates) this.vdis.states.set(s.vid, { ...s, participants: s.participants ?? [] });
     this.lockQueue = st.lockQueue;
     this.recoveryDone = new Set(st.recoveryDone);
+    if (st.throttle) this.recoveryThrottle = { ...st.throttle };
     if (this.status === 'ok') this.ring = new VnodeRing(this.epochs.get(this.epochNr)?.nodes ?? []);
     else this.ring = new VnodeRing(this.withVnodes(this.present));
     // our local objects may be older than the cluster's: never serve them
@@ -456,6 +458,9 @@ export class Sheep implements PlacementView {
       case 'lock_rel':
         this.lockQueue = this.lockQueue.filter((l) => l.id !== m.id);
         this.checkLockHead();
+        return;
+      case 'throttle':
+        this.recoveryThrottle = { maxExecCount: m.maxExecCount as number, queueWorkInterval: m.queueWorkInterval as bigint, throttling: m.throttling as boolean };
         return;
       case 'force_recover':
         if (this.status === 'wait_join' && this.formatted) {

@@ -1,140 +1,84 @@
-// collie cluster/node commands against a real sheep, from unformatted to shutdown.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { randomBytes } from 'node:crypto';
-import { startSheep, stopAll, runCollie, SheepProc } from '../helpers/cluster.js';
+// collie against a multi-node cluster: the upstream-format outputs of
+// node list, cluster info and node recovery, through node loss and rejoin.
+import { describe, it, expect, afterAll } from 'vitest';
+import { randomBytes, createHash } from 'node:crypto';
+import { startCluster, stopAll, runCollie, waitFor, startSheep } from '../helpers/cluster.js';
 
-let s: SheepProc;
-const localId = () => `local:collie-${process.pid}-${randomBytes(4).toString('hex')}`;
-const dog = (args: string[], input?: string) => runCollie(args, { port: s.port, input });
+const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
+const DATE = '\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d';
 
-beforeAll(async () => {
-  s = await startSheep({ args: ['-c', localId(), '-z', '0'] });
-});
-afterAll(async () => {
-  await stopAll();
-});
+describe('collie on a 3-node cluster', () => {
+  afterAll(() => stopAll());
 
-describe('collie cluster and node commands', () => {
-  it('before format', async () => {
-    const info = await dog(['cluster', 'info']);
-    expect(info.code).toBe(0);
-    expect(info.stdout).toBe('Cluster status: Waiting for cluster to be formatted\n\n');
+  it('shows membership, epochs and recovery like upstream dog', async () => {
+    const c = await startCluster(3);
+    const [a, b, d] = c.nodes;
+    let port = a.port;
+    await waitFor(async () => (await runCollie(['node', 'list', '-r'], { port })).stdout.trim().split('\n').length === 3, 10_000, '3 nodes');
 
-    const nl = await dog(['node', 'list']);
-    expect(nl.code).toBe(0);
-    expect(nl.stdout).toBe(`  Id   Host:Port         V-Nodes       Zone\n   0   ${`127.0.0.1:${s.port}`.padEnd(20)}\t128          0\n`);
-
-    const c = await dog(['vdi', 'create', 'NotYet', '10M'], 'yes\n');
-    expect(c.code).toBe(1);
-    expect(c.stderr).toBe('Failed to create VDI NotYet: Waiting for cluster to be formatted\n');
-  });
-
-  it('format with an unknown store lists the stores', async () => {
-    const f = await dog(['cluster', 'format', '-b', 'nosuch', '-f']);
-    expect(f.code).toBe(1);
-    expect(f.stdout.split('\n').slice(0, 3)).toEqual(['using backend nosuch store', 'Available stores:', '---------------------------------------']);
-    expect(f.stdout).toMatch(/plain/);
-    expect(f.stderr).toBe('Format failed: Targeted backend store is not found\n');
-  });
-
-  it('format and info', async () => {
-    const f = await dog(['cluster', 'format', '--copies', '1']);
-    expect(f.code).toBe(0);
-    expect(f.stdout).toBe('using backend plain store\n');
-
-    const info = await dog(['cluster', 'info']);
-    expect(info.code).toBe(0);
-    const lines = info.stdout.split('\n');
-    expect(lines[0]).toBe('Cluster status: running, auto-recovery enabled');
-    expect(lines[1]).toBe('');
-    expect(lines[2]).toMatch(/^Cluster created at \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$/);
-    expect(lines[3]).toBe('');
-    expect(lines[4]).toBe('Epoch Time           Version [Host:Port:V-Nodes,,,]');
-    expect(lines[5]).toMatch(new RegExp(`^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d      1 \\[127\\.0\\.0\\.1:${s.port}:128\\]$`));
-    expect(lines.length).toBe(7);
-
-    const v = await dog(['cluster', 'info', '-v']);
-    expect(v.stdout.split('\n').slice(0, 5)).toEqual([
-      'Cluster status: running, auto-recovery enabled',
-      'Cluster store: plain with 1 redundancy policy',
-      'Cluster vnodes strategy: auto',
-      'Cluster vnode mode: node',
-      lines[2],
-    ]);
-
-    const r = await dog(['cluster', 'info', '-r']);
-    expect(r.stdout).toMatch(new RegExp(`^running, auto-recovery enabled\\n\\n\\d+ 1 \\[127\\.0\\.0\\.1:${s.port}:128\\]\\n$`));
-    const sec = Number(/\n\n(\d+) /.exec(r.stdout)![1]);
-    expect(Math.abs(sec - Date.now() / 1000)).toBeLessThan(60);
-  });
-
-  it('node list -r and node info', async () => {
-    expect((await dog(['node', 'list', '-r'])).stdout).toBe(`0 127.0.0.1:${s.port} 128 0\n`);
-    const info = await dog(['node', 'info']);
-    expect(info.code).toBe(0);
-    const l = info.stdout.split('\n');
-    expect(l[0]).toBe('Id\tSize\tUsed\tAvail\tUse%');
-    expect(l[1]).toMatch(/^ 0\t\d+(\.\d)? [MGTP]B\t\d+(\.\d)? [MGTP]B\t\d+(\.\d)? [MGTP]B\t *\d+%$/);
-    expect(l[2]).toMatch(/^Total\t/);
-    expect(l[3]).toBe('');
-    expect(l[4]).toBe('Total virtual image size\t0.0 MB');
-
-    const raw = await dog(['node', 'info', '-r']);
-    const m = /^0 (\d+) (\d+) (\d+) (\d+)%\nTotal (\d+) (\d+) (\d+) (\d+)% (\d+)\n$/.exec(raw.stdout);
-    expect(m).not.toBeNull();
-    const [size, used, avail] = [m![1], m![2], m![3]].map(BigInt);
-    expect(size).toBeGreaterThan(0n);
-    expect(used + avail).toBe(size);
-    expect(m![5]).toBe(m![1]);
-    expect(m![9]).toBe('0');
-  });
-
-  it('node stat / recovery / throttle / log level', async () => {
-    const st = await dog(['node', 'stat']);
-    expect(st.code).toBe(0);
-    const l = st.stdout.split('\n');
-    expect(l[0]).toBe('Request\tActive\tTotal\tWrite\tRead\tRemove\tFlush\tAll WR\tAll RD');
-    expect(l[1]).toMatch(/^Client(\t\d+){6}\t\S+ [MGT]B\t\S+ [MGT]B$/);
-    expect(l[2]).toMatch(/^Peer(\t\d+){6}\t\S+ [MGT]B\t\S+ [MGT]B$/);
-
-    const rec = await dog(['node', 'recovery']);
-    expect(rec.stdout).toBe('Nodes In Recovery:\n  Id   Host:Port         V-Nodes       Zone       Progress\n');
-    expect((await dog(['node', 'recovery', '-P'])).code).toBe(0);
-
-    expect((await dog(['node', 'recovery', 'set-throttle', '1', '100'])).code).toBe(0);
-    expect((await dog(['node', 'recovery', 'get-throttle'])).stdout).toBe('max (1), interval (100)\n');
-    expect((await dog(['node', 'recovery', 'set-throttle', '0', '0'])).code).toBe(0);
-    expect((await dog(['node', 'recovery', 'get-throttle'])).stdout).toBe('max (0), interval (0)\n');
-
-    expect((await dog(['node', 'log', 'level', 'set', 'debug'])).code).toBe(0);
-    expect((await dog(['node', 'log', 'level', 'get'])).stdout).toBe('debug (7)\n');
-    expect((await dog(['node', 'log', 'level', 'set', '6'])).code).toBe(0);
-    expect((await dog(['node', 'log', 'level', 'get'])).stdout).toBe('info (6)\n');
-    const bad = await dog(['node', 'log', 'level', 'set', 'loud']);
-    expect(bad.code).toBe(64);
-    expect(bad.stderr.split('\n')[0]).toBe('Invalid log level: loud');
-  });
-
-  it('recover enable/disable, alter-copy, reweight', async () => {
-    const d = await dog(['cluster', 'recover', 'disable']);
-    expect(d.code).toBe(0);
-    expect((await dog(['cluster', 'info'])).stdout.split('\n')[0]).toBe('Cluster status: running, auto-recovery disabled');
-    expect((await dog(['cluster', 'recover', 'enable'])).stdout).toBe('Cluster recovery: enable\n');
-    expect((await dog(['cluster', 'info'])).stdout.split('\n')[0]).toBe('Cluster status: running, auto-recovery enabled');
-    const a = await dog(['cluster', 'alter-copy', '-c', '1']);
-    expect(a.stdout).toBe("The cluster's redundancy level is already set to 1.\n");
-    const too = await dog(['cluster', 'alter-copy', '-c', '2']);
-    expect(too.code).toBe(1);
-    expect(too.stderr).toBe('There are not enough nodes(1) to hold the copies(2)\n');
-    expect((await dog(['cluster', 'reweight'])).code).toBe(0);
-  });
-
-  it('shutdown', async () => {
-    const r = await dog(['cluster', 'shutdown']);
+    let r = await runCollie(['cluster', 'info'], { port });
+    expect(r.stdout).toBe('Cluster status: Waiting for cluster to be formatted\n\n');
+    r = await runCollie(['node', 'list'], { port });
     expect(r.code).toBe(0);
-    await s.exited;
-    const nl = await dog(['node', 'list']);
-    expect(nl.code).toBe(2);
-    expect(nl.stderr).toBe(`failed to connect to 127.0.0.1:${s.port}: Connection refused\n`.repeat(2) + 'Failed to get node list\n');
+    const lines = r.stdout.split('\n');
+    expect(lines[0]).toBe('  Id   Host:Port         V-Nodes       Zone');
+    const ports = [a.port, b.port, d.port].sort((x, y) => x - y);
+    const zone = (p: number) => c.nodes.findIndex((s) => s.port === p);
+    ports.forEach((p, i) => expect(lines[1 + i]).toBe(`${String(i).padStart(4)}   ${`127.0.0.1:${p}`.padEnd(20)}\t128${String(zone(p)).padStart(11)}`));
+
+    r = await runCollie(['cluster', 'format', '--copies=3'], { port });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('using backend plain store\n');
+
+    r = await runCollie(['cluster', 'info'], { port: b.port });
+    const members = ports.map((p) => `127.0.0.1:${p}:128`).join(', ');
+    expect(r.stdout).toMatch(new RegExp(`^Cluster status: running, auto-recovery enabled\\n\\nCluster created at \\w{3} \\w{3} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d \\d{4}\\n\\nEpoch Time           Version \\[Host:Port:V-Nodes,,,\\]\\n${DATE}      1 \\[${members}\\]\\n$`));
+
+    const data = randomBytes(12 << 20);
+    expect((await runCollie(['vdi', 'create', 'Alice', '1G'], { port })).code).toBe(0);
+    expect((await runCollie(['vdi', 'write', 'Alice', '0', String(data.length)], { port, input: data })).code).toBe(0);
+
+    // lose the node with the highest port
+    const victim = c.nodes.find((s) => s.port === ports[2])!;
+    await victim.kill();
+    const alive = c.nodes.filter((s) => s !== victim);
+    port = alive[0].port;
+    await waitFor(async () => (await runCollie(['node', 'list', '-r'], { port })).stdout.trim().split('\n').length === 2, 5_000, '2 nodes');
+    r = await runCollie(['cluster', 'info'], { port });
+    const lines2 = r.stdout.split('\n');
+    expect(lines2[5]).toMatch(new RegExp(`^${DATE}      2 \\[127.0.0.1:${ports[0]}:128, 127.0.0.1:${ports[1]}:128\\]$`));
+    expect(lines2[6]).toMatch(new RegExp(`^${DATE}      1 \\[${members}\\]$`));
+    r = await runCollie(['cluster', 'info', '-d'], { port });
+    expect(r.stdout).toContain(`      2 [-127.0.0.1:${ports[2]}]`);
+    expect(r.stdout).toContain('      1 [formated]');
+    r = await runCollie(['vdi', 'read', 'Alice', '0', String(data.length)], { port: alive[1].port });
+    expect(r.stderr).toBe('');
+    expect(md5(r.stdoutBuf)).toBe(md5(data));
+
+    // rejoin, throttled so that progress is visible
+    expect((await runCollie(['node', 'recovery', 'set-throttle', '1', '400'], { port })).code).toBe(0);
+    r = await runCollie(['node', 'recovery', 'get-throttle'], { port });
+    expect(r.stdout).toBe('max (1), interval (400)\n');
+    const back = await startSheep({ dir: victim.dir, port: victim.port, cluster: c.spec, args: ['-z', String(zone(victim.port))] });
+    // the throttle is cluster-wide: the rejoined node got it when it joined
+    expect((await runCollie(['node', 'recovery', 'get-throttle'], { port: back.port })).stdout).toBe('max (1), interval (400)\n');
+    await waitFor(async () => / {6}3 \[/.test((await runCollie(['cluster', 'info'], { port })).stdout), 10_000, 'epoch 3');
+    let sawProgress = false;
+    await waitFor(async () => {
+      const rr = await runCollie(['node', 'recovery'], { port });
+      expect(rr.stdout.startsWith('Nodes In Recovery:\n  Id   Host:Port         V-Nodes       Zone       Progress\n')).toBe(true);
+      const rows = rr.stdout.split('\n').slice(2).filter(Boolean);
+      for (const row of rows) {
+        expect(row).toMatch(/^ {3}\d   127\.0\.0\.1:\d+ +\d+ +\d+ +\d+\.\d%$/);
+        sawProgress = true;
+      }
+      return rows.length > 0 || sawProgress;
+    }, 10_000, 'a recovery progress line');
+    await runCollie(['node', 'recovery', 'set-throttle', '0', '0'], { port });
+    await waitFor(async () => (await runCollie(['node', 'recovery'], { port })).stdout.split('\n').filter(Boolean).length === 2, 30_000, 'recovery done');
+    r = await runCollie(['vdi', 'read', 'Alice', '0', String(data.length)], { port: back.port });
+    expect(md5(r.stdoutBuf)).toBe(md5(data));
+    r = await runCollie(['vdi', 'object', 'location', '-i', '0', 'Alice'], { port });
+    expect(r.stdout.match(/has the object/g)?.length).toBe(3);
   });
 });

@@ -34,6 +34,7 @@ export class Ctx {
   ring?: VnodeRing;
 
   private clients = new Map<string, SheepClient>();
+  private busy = new Map<SheepClient, number>();
 
   out(s: string | Buffer): void {
     this.sink.out(s);
@@ -85,14 +86,20 @@ export class Ctx {
   /** One request to a node (default: the -a/-p node); any result. */
   async exec(fields: RequestFields, payload?: Buffer, target: Target = this.local): Promise<Response> {
     const c = await this.client(target);
+    // dog sends id 0; we do too unless another request is in flight on this
+    // connection (pipelined transfers need distinct ids).
+    const busy = this.busy.get(c) ?? 0;
+    this.busy.set(c, busy + 1);
     try {
-      return await c.send(fields, payload);
+      return await c.send({ ...fields, id: fields.id ?? (busy === 0 ? 0 : undefined) }, payload);
     } catch (e) {
       if (e instanceof ConnectionError && !(e instanceof ReportedConnectionError)) {
         this.err(`failed to communicate with ${c.address}: ${e.message}`);
         throw new ReportedConnectionError(e.message);
       }
       throw e;
+    } finally {
+      this.busy.set(c, (this.busy.get(c) ?? 1) - 1);
     }
   }
 

@@ -61,7 +61,7 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
   }
   const [cmd, subcmd, ...tail] = rest;
   if (!cmd) {
-    ctx.err(`Try '${prog} --help' for more information.`);
+    ctx.sink.err(mainUsage(prog, VERSION, commandGroups));
     return EXIT_USAGE;
   }
   const group = commandGroups.find((g) => g.name === cmd);

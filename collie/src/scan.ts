@@ -2,7 +2,7 @@
 // index views for flat and hyper (B-tree) VDIs.
 import {
   Op, Flag, Res, decodeInodeHeader, InodeHeader, vidToVdiOid, SD_VDI_BITMAP_SIZE, SD_INODE_HEADER_SIZE,
-  SD_INODE_SIZE, MAX_DATA_OBJS, SD_INODE_DATA_INDEX_SIZE,
+  SD_INODE_SIZE, MAX_DATA_OBJS, SD_INODE_DATA_INDEX_SIZE, resultMessage,
 } from '@sheepdog/common';
 import { Ctx, readObject } from './conn.js';
 import { CliError, EXIT_SYSFAIL } from './exitcodes.js';
@@ -121,13 +121,11 @@ export interface ScannedVdi {
 async function readBitmap(ctx: Ctx, opcode: number): Promise<Buffer> {
   const r = await ctx.execOrFail({ opcode, dataLength: SD_VDI_BITMAP_SIZE });
   if (r.rsp.result !== Res.SUCCESS) {
-    throw new CliError(EXIT_SYSFAIL, `Failed to read VDIs: ${resultText(r.rsp.result)}`);
+    throw new CliError(EXIT_SYSFAIL, `Failed to read VDIs: ${resultMessage(r.rsp.result)}`);
   }
   return r.data;
 }
 
-import { resultMessage } from '@sheepdog/common';
-const resultText = (r: number) => resultMessage(r);
 
 /** ids set in `inuse` and clear in `deleted`, ascending. */
 export function liveVids(inuse: Buffer, deleted: Buffer): number[] {

@@ -28,7 +28,7 @@ afterAll(async () => {
   await stopAll();
 });
 
-describe('collie vdi', () => {
+describe('collie vdi', { timeout: 240_000 }, () => {
   it('create, duplicate, preallocate, size limits', async () => {
     const c = await dog(['vdi', 'create', 'Alice', '1G']);
     expect(c.code).toBe(0);

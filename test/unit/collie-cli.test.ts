@@ -178,3 +178,31 @@ describe('value parsers', () => {
     expect(parseSnapshot(undefined)).toEqual({ id: 0, tag: '' });
   });
 });
+
+import { Progress, renderBar } from '../../collie/src/progress.js';
+import { PassThrough } from 'node:stream';
+describe('progress bar', () => {
+  it('renders percentage, bar and sizes', () => {
+    expect(renderBar(0n, 100n << 20n, 80)).toBe('  0.0 % [>                                       ] 0.0/100.0 MB');
+    expect(renderBar(50n << 20n, 100n << 20n, 80)).toBe(' 50.0 % [====================>                   ] 50.0/100.0 MB');
+    expect(renderBar(100n << 20n, 100n << 20n, 80)).toBe('100.0 % [========================================] 100.0/100.0 MB');
+  });
+  it('is silent unless stderr is a terminal and the transfer is big', () => {
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (b) => (text += b));
+    const quiet = new Progress(100n << 20n, { stream: out as unknown as NodeJS.WriteStream });
+    quiet.update(1n);
+    quiet.finish();
+    expect(text).toBe('');
+    const tty = Object.assign(out, { isTTY: true, columns: 80 }) as unknown as NodeJS.WriteStream;
+    const small = new Progress(1n << 20n, { stream: tty });
+    small.update(1n);
+    expect(text).toBe('');
+    const big = new Progress(8n << 20n, { stream: tty });
+    big.update(4n << 20n);
+    big.update(4n << 20n); // unchanged: not redrawn
+    big.finish();
+    expect(text).toBe('\r' + renderBar(4n << 20n, 8n << 20n, 80) + '\r' + renderBar(8n << 20n, 8n << 20n, 80) + '\n');
+  });
+});

@@ -24,3 +24,4 @@ export async function createDriver(spec: string): Promise<ClusterDriver> {
 }
 
 registerDriver('zookeeper', async (args) => new (await import('./zookeeper.js')).ZooKeeperDriver(args));
+registerDriver('corosync', async (args) => new (await import('./corosync.js')).CorosyncDriver(args));

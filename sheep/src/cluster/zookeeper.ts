@@ -336,9 +336,9 @@ export class ZooKeeperDriver implements ClusterDriver {
         this.fatal(new FatalError('ZooKeeper authentication failed'));
         break;
       case 'DISCONNECTED': {
+        if (this.disconnectTimer) break; // still trying; the clock runs from the first loss
         log.warn('zookeeper driver: disconnected from ZooKeeper, reconnecting');
         const limit = this.client?.getSessionTimeout() || this.spec.timeout;
-        clearTimeout(this.disconnectTimer);
         this.disconnectTimer = setTimeout(
           () => this.fatal(new FatalError(`cut off from ZooKeeper for longer than the session timeout (${limit} ms)`)),
           limit,
@@ -380,7 +380,6 @@ export class ZooKeeperDriver implements ClusterDriver {
       await this.create(this.memberPath, Buffer.from(encodeMessage({ node: self, p: null })), CreateMode.EPHEMERAL);
       // catch up and clear out members that died while nobody watched, so
       // our join does not list ghosts
-      await this.readNow();
       await this.readNow();
       await this.enqueue({ t: 'join', inst: this.inst, node: self, info });
     } catch (e) {
@@ -424,9 +423,9 @@ export class ZooKeeperDriver implements ClusterDriver {
             this.queueDirty = false;
             await this.readQueue();
           }
-          if (this.membersDirty && this.lastSeq !== undefined) {
+          if (this.membersDirty) {
             this.membersDirty = false;
-            await this.checkMembers();
+            if (this.lastSeq !== undefined) await this.checkMembers();
           }
         }
       } catch (e) {
@@ -450,6 +449,7 @@ export class ZooKeeperDriver implements ClusterDriver {
     } finally {
       this.reading = false;
       for (const r of this.readerIdle.splice(0)) r();
+      if (this.queueDirty || this.membersDirty) this.kick();
     }
   }
 
@@ -644,7 +644,8 @@ export class ZooKeeperDriver implements ClusterDriver {
       const names = await this.getChildren(this.queueDir);
       const doomed = names.filter((n) => n.startsWith('ev-') && seqOf(n) <= min);
       await Promise.all(doomed.map((n) => this.remove(`${this.queueDir}/${n}`)));
-      this.compactedAt = upto;
+      // done until there is more to read, unless someone lagged behind
+      this.compactedAt = min;
     } catch (e) {
       if (!this.dead && !this.leaving) log.warn(`zookeeper driver: queue compaction failed: ${String(e)}`);
     } finally {

@@ -147,7 +147,10 @@ class NbdConnection {
   /** Drop the export once the socket is gone (or DISC was sent) and nothing is in flight. */
   private maybeFinish(): void {
     if (this.inflight !== 0) return;
-    if (this.disconnecting && this.phase !== 'closed') this.sock.end();
+    if (this.disconnecting && this.phase !== 'closed') {
+      if (this.flushScheduled) { setImmediate(() => this.maybeFinish()); return; }
+      this.sock.end();
+    }
     if (this.phase === 'closed' && this.exp && this.ref && !this.detached) {
       this.detached = true;
       this.server.detach(this.ref, this.exp);
@@ -349,19 +352,35 @@ class NbdConnection {
 
   // ---- transmission ----------------------------------------------------
 
+  /**
+   * Replies completed in one event-loop turn leave in one writev: they are
+   * queued and flushed from setImmediate, after the poll phase has run every
+   * completion that was ready.
+   */
+  private outq: Buffer[] = [];
+  private flushScheduled = false;
+  private readonly flushOut = () => {
+    this.flushScheduled = false;
+    const q = this.outq;
+    this.outq = [];
+    if (this.phase === 'closed' || this.sock.destroyed) return;
+    if (q.length === 1) { this.sock.write(q[0]); return; }
+    this.sock.cork();
+    for (const b of q) this.sock.write(b);
+    this.sock.uncork();
+  };
+
   private reply(handle: Buffer, err: number, data?: Buffer): void {
     if (this.phase === 'closed' || this.sock.destroyed) return;
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     h.writeUInt32BE(err, 4);
     handle.copy(h, 8);
-    if (data && !err) {
-      this.sock.cork();
-      this.sock.write(h);
-      this.sock.write(data);
-      this.sock.uncork();
-    } else {
-      this.sock.write(h);
+    this.outq.push(h);
+    if (data && !err) this.outq.push(data);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushOut);
     }
   }
 

@@ -102,7 +102,7 @@ export class Gateway implements ObjectIO {
     const targets = this.replicas(oid, copies);
     const local = targets.find((n) => this.isLocal(n));
     const order = local ? [local, ...targets.filter((n) => n !== local)] : shuffle(targets);
-    let lastErr: unknown = new SheepdogError(Res.NO_OBJ);
+    let lastErr: unknown;
     for (const n of order) {
       try {
         if (this.isLocal(n)) return await this.localRead(oid, off, len);
@@ -113,7 +113,7 @@ export class Gateway implements ObjectIO {
       }
     }
     // one replica's NO_OBJ is a real answer only if none has it
-    throw lastErr;
+    throw lastErr ?? new SheepdogError(Res.NO_OBJ);
   }
 
   async write(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {

@@ -353,7 +353,7 @@ async function setRecovery(s: Sheep, _h: RequestHeader, data: Buffer): Promise<R
   // applied cluster-wide (and handed to joiners), so that a node that
   // joins later recovers at the pace the operator chose
   const t = decodeThrottling(data);
-  if (s.status === 'wait_format' || s.status === 'wait_join') s.recoveryThrottle = t;
+  if (!s.ready || s.status === 'wait_format' || s.status === 'wait_join') s.recoveryThrottle = t;
   else await s.cluster.notify({ t: 'throttle', maxExecCount: t.maxExecCount, queueWorkInterval: t.queueWorkInterval, throttling: t.throttling });
   return ok();
 }
@@ -529,7 +529,7 @@ export async function execute(s: Sheep, h: RequestHeader, data: Buffer): Promise
   const def = OPS.get(h.opcode);
   if (!def) return { result: Res.INVALID_PARMS };
   try {
-    s.gate(!!def.force);
+    s.gate(!!def.force, def.kind === 'cluster');
     if (def.kind === 'gateway') s.stats.gwTotal++;
     if (def.kind === 'peer') s.stats.peerTotal++;
     return await def.handler(s, h, data);

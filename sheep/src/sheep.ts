@@ -90,6 +90,8 @@ export class Sheep implements PlacementView {
   onShutdown?: (why: 'shutdown' | 'killed') => void;
 
   private joining = false; // own join seen, waiting for the state message
+  /** Our join is complete: we may take part in cluster operations. */
+  ready = false;
   private joinInfo?: JoinInfo;
   private held: ClusterEvent[] = [];
   private lockQueue: { id: string; node: SdNode }[] = [];
@@ -123,6 +125,7 @@ export class Sheep implements PlacementView {
 
   /** Members of the current epoch (sorted, vnodes adjusted). */
   get members(): SdNode[] {
+    if (!this.ready) return []; // not part of a cluster yet
     if (this.status === 'ok') return this.epochs.get(this.epochNr)?.nodes ?? [];
     return this.withVnodes(this.present);
   }
@@ -218,10 +221,12 @@ export class Sheep implements PlacementView {
   // ---- the ordered event stream ----------------------------------------
 
   private async onEvent(e: ClusterEvent): Promise<void> {
+    log.debug(`cluster event ${e.type} ${e.type === 'message' ? `${e.msg.t} from ${nodeToString(e.from)}` : nodeToString(e.node)}${this.joining ? ' (held: joining)' : ''}`);
     if (this.joining) {
       if (e.type === 'message' && e.msg.t === 'state' && this.isSelf((e.msg as StateMsg).to)) {
         await this.applyState(e.msg as StateMsg);
         this.joining = false;
+        this.ready = true;
         for (const h of this.held.splice(0)) await this.onEvent(h);
       } else {
         this.held.push(e);
@@ -246,6 +251,7 @@ export class Sheep implements PlacementView {
       }
       // first member: our own disk is the cluster's state
       this.present = [node];
+      this.ready = true;
       if (!this.formatted) {
         this.status = 'wait_format';
         this.ring = new VnodeRing(this.withVnodes(this.present));
@@ -527,7 +533,9 @@ export class Sheep implements PlacementView {
   }
 
   /** The gate of §6.1 step 2. */
-  gate(force: boolean): void {
+  gate(force: boolean, clusterOp = false): void {
+    // before our own join is complete we cannot order anything cluster-wide
+    if (clusterOp && !this.ready) throw new SheepdogError(Res.WAIT_FOR_JOIN);
     if (this.status === 'killed') throw new SheepdogError(Res.KILLED);
     if (this.status === 'shutdown') throw new SheepdogError(Res.SHUTDOWN);
     if (!force && this.status === 'wait_format') throw new SheepdogError(Res.WAIT_FOR_FORMAT);

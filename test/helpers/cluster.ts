@@ -35,6 +35,24 @@ export async function waitForPort(port: number, timeoutMs = 15000, host = '127.0
   }
 }
 
+/** The port answers and the node lists itself: it has joined its cluster. */
+async function waitForJoined(port: number, timeoutMs = 30_000): Promise<void> {
+  await waitForPort(port, timeoutMs);
+  const { SheepClient, Op, decodeNodes } = await import('@sheepdog/common');
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const c = new SheepClient({ port, timeout: 5000 });
+    try {
+      const r = await c.send({ opcode: Op.GET_NODE_LIST, dataLength: 491520 });
+      if (decodeNodes(r.data).some((n) => n.port === port)) return;
+    } catch { /* not yet */ } finally {
+      c.close();
+    }
+    if (Date.now() > end) throw new Error(`sheep on ${port} did not join its cluster within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export interface SheepProc {
   port: number;
   dir: string;
@@ -87,7 +105,7 @@ export async function startSheep(opts: StartOptions = {}): Promise<SheepProc> {
   };
   started.add(sp);
   await Promise.race([
-    waitForPort(port),
+    waitForJoined(port),
     exited.then((c) => { throw new Error(`sheep exited early (${c}): ${out}`); }),
   ]);
   return sp;

@@ -328,6 +328,7 @@ export class LocalDriver implements ClusterDriver {
   }
 
   notify(msg: ClusterMessage): Promise<void> {
+    if (!this.joined || this.leaving) return Promise.reject(new Error('local driver: not a cluster member'));
     const mid = randomBytes(8).toString('hex');
     return new Promise((resolve) => {
       this.pending.set(mid, { msg, resolve });

@@ -656,7 +656,7 @@ export class ZooKeeperDriver implements ClusterDriver {
   // ------------------------------------------------------------ the API
 
   notify(msg: ClusterMessage): Promise<void> {
-    if (this.dead) return Promise.reject(new Error('zookeeper driver: not a cluster member'));
+    if (this.dead || !this.joined) return Promise.reject(new Error('zookeeper driver: not a cluster member'));
     const mid = `${this.inst}.${randomBytes(6).toString('hex')}`;
     return new Promise<void>((resolve, reject) => {
       this.pending.set(mid, { resolve, reject });

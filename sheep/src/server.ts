@@ -62,14 +62,24 @@ export class SheepServer {
       if (s.stats) {
         s.stats.gwBytesOut += BigInt(len);
       }
-      if (len) {
-        sock.cork();
-        sock.write(rh);
-        sock.write(data!);
-        process.nextTick(() => sock.uncork());
-      } else {
-        sock.write(rh);
+      // Replies finished in the same turn of the event loop leave in one
+      // writev instead of a syscall each.
+      out.push(rh);
+      if (len) out.push(data!);
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
       }
+    };
+    const out: Buffer[] = [];
+    let flushScheduled = false;
+    const flush = () => {
+      flushScheduled = false;
+      if (dead || sock.destroyed) { out.length = 0; return; }
+      sock.cork();
+      for (const b of out) sock.write(b);
+      out.length = 0;
+      sock.uncork();
     };
 
     const run = (h: RequestHeader, data: Buffer) => {

@@ -247,7 +247,13 @@ export function clusterScenarios(name: string, specFor: () => Promise<string>) {
       ];
       expect(await clusterStatus(back[0].port)).toBe(Res.WAIT_FOR_JOIN);
       await withWire(back[1].port, async (w) => {
-        expect((await w.send({ opcode: Op.FORCE_RECOVER, dataLength: 491520 })).rsp.result).toBe(Res.SUCCESS);
+        // WAIT_FOR_JOIN until back[1] has got the cluster state from back[0]
+        // (it serves its port before that; slower drivers show the window)
+        const r = await waitFor(async () => {
+          const res = (await w.send({ opcode: Op.FORCE_RECOVER, dataLength: 491520 })).rsp.result;
+          return res !== Res.WAIT_FOR_JOIN && { res };
+        }, 10_000, 'back[1] joined');
+        expect(r.res).toBe(Res.SUCCESS);
       });
       await waitFor(async () => (await clusterStatus(back[0].port)) === Res.SUCCESS, 10_000, 'running after force');
       await settle(back, vdiOids(vid, [0, 1]), 2, 2);

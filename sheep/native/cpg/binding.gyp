@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "cpg",
+      "sources": ["src/cpg.c"],
+      "libraries": ["-lcpg"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

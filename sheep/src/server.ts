@@ -107,6 +107,7 @@ export class SheepServer {
             log.warn(`closing connection from ${sock.remoteAddress}: ${opName(hdr.opcode)} with data_length ${hdr.dataLength}`);
             const h = hdr;
             reply(h, { result: Res.INVALID_PARMS });
+            flush();
             dead = true;
             sock.end();
             return;

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { oidToHex, SheepdogError, Res } from '@sheepdog/common';
 import type { ObjectStore } from './store.js';
-import { FdCache } from './fdcache.js';
+import { FdCache, preadFull, pwriteFull } from './fdcache.js';
 
 export class PlainStore implements ObjectStore {
   readonly name: string = 'plain';
@@ -35,14 +35,7 @@ export class PlainStore implements ObjectStore {
   async read(oid: bigint, off: number, len: number): Promise<Buffer> {
     const buf = Buffer.alloc(len);
     try {
-      await this.fds.use(this.p(oid), async (fh) => {
-        let got = 0;
-        while (got < len) {
-          const { bytesRead } = await fh.read(buf, got, len - got, off + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-      });
+      await this.fds.use(this.p(oid), (fd) => preadFull(fd, buf, 0, len, off));
     } catch (e) {
       throw this.mapErr(e);
     }
@@ -51,12 +44,8 @@ export class PlainStore implements ObjectStore {
 
   async write(oid: bigint, off: number, data: Buffer): Promise<void> {
     try {
-      await this.fds.use(this.p(oid), async (fh, e) => {
-        let done = 0;
-        while (done < data.length) {
-          const { bytesWritten } = await fh.write(data, done, data.length - done, off + done);
-          done += bytesWritten;
-        }
+      await this.fds.use(this.p(oid), async (fd, e) => {
+        await pwriteFull(fd, data, off);
         if (!this.nosync) await this.fds.sync(e);
       });
     } catch (e) {

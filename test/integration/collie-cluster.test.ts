@@ -34,7 +34,7 @@ describe('collie on a 3-node cluster', () => {
     const members = ports.map((p) => `127.0.0.1:${p}:128`).join(', ');
     expect(r.stdout).toMatch(new RegExp(`^Cluster status: running, auto-recovery enabled\\n\\nCluster created at \\w{3} \\w{3} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d \\d{4}\\n\\nEpoch Time           Version \\[Host:Port:V-Nodes,,,\\]\\n${DATE}      1 \\[${members}\\]\\n$`));
 
-    const data = randomBytes(12 << 20);
+    const data = randomBytes(24 << 20);
     expect((await runCollie(['vdi', 'create', 'Alice', '1G'], { port })).code).toBe(0);
     expect((await runCollie(['vdi', 'write', 'Alice', '0', String(data.length)], { port, input: data })).code).toBe(0);
 
@@ -56,12 +56,12 @@ describe('collie on a 3-node cluster', () => {
     expect(md5(r.stdoutBuf)).toBe(md5(data));
 
     // rejoin, throttled so that progress is visible
-    expect((await runCollie(['node', 'recovery', 'set-throttle', '1', '400'], { port })).code).toBe(0);
+    expect((await runCollie(['node', 'recovery', 'set-throttle', '1', '1000'], { port })).code).toBe(0);
     r = await runCollie(['node', 'recovery', 'get-throttle'], { port });
-    expect(r.stdout).toBe('max (1), interval (400)\n');
+    expect(r.stdout).toBe('max (1), interval (1000)\n');
     const back = await startSheep({ dir: victim.dir, port: victim.port, cluster: c.spec, args: ['-z', String(zone(victim.port))] });
     // the throttle is cluster-wide: the rejoined node got it when it joined
-    expect((await runCollie(['node', 'recovery', 'get-throttle'], { port: back.port })).stdout).toBe('max (1), interval (400)\n');
+    expect((await runCollie(['node', 'recovery', 'get-throttle'], { port: back.port })).stdout).toBe('max (1), interval (1000)\n');
     await waitFor(async () => / {6}3 \[/.test((await runCollie(['cluster', 'info'], { port })).stdout), 10_000, 'epoch 3');
     let sawProgress = false;
     await waitFor(async () => {

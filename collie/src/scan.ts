@@ -4,110 +4,21 @@ import {
   Op, Flag, Res, decodeInodeHeader, InodeHeader, vidToVdiOid, SD_VDI_BITMAP_SIZE, SD_INODE_HEADER_SIZE,
   SD_INODE_SIZE, MAX_DATA_OBJS, SD_INODE_DATA_INDEX_SIZE, resultMessage,
 } from '@sheepdog/common';
+import {
+  INODE_HEADER_PLUS_BTREE, decodeBtreeHeader, indexMetaSize, liveVids, buildIndexWith, VdiIndex,
+} from '@sheepdog/common';
 import { Ctx, readObject } from './conn.js';
 import { CliError, EXIT_SYSFAIL } from './exitcodes.js';
 
-export const BTREE_MAGIC = 0x6274;
-export const INODE_HEADER_PLUS_BTREE = SD_INODE_HEADER_SIZE + 8; // 4672
+export {
+  BTREE_MAGIC, INODE_HEADER_PLUS_BTREE, FlatIndex, SparseIndex, decodeBtreeHeader, indexMetaSize, objectSize, nrDataObjs,
+  isSnapshot, liveVids, statDataObjs,
+} from '@sheepdog/common';
+export type { VdiIndex, BtreeHeader } from '@sheepdog/common';
 
-/** Allocated entries of a VDI's index: data_vdi_id[idx] = owner vid. */
-export interface VdiIndex {
-  get(idx: number): number;
-  /** Non-zero entries in ascending index order. */
-  entries(): Iterable<[number, number]>;
-}
-
-export class FlatIndex implements VdiIndex {
-  constructor(readonly ids: Uint32Array) {}
-  static fromBuffer(b: Buffer, count: number, off = 0): FlatIndex {
-    const n = Math.min(count, Math.floor((b.length - off) / 4));
-    const ids = new Uint32Array(count);
-    for (let i = 0; i < n; i++) ids[i] = b.readUInt32LE(off + 4 * i);
-    return new FlatIndex(ids);
-  }
-  get(idx: number): number {
-    return idx < this.ids.length ? this.ids[idx] : 0;
-  }
-  set(idx: number, vid: number): void {
-    this.ids[idx] = vid;
-  }
-  *entries(): Iterable<[number, number]> {
-    for (let i = 0; i < this.ids.length; i++) if (this.ids[i]) yield [i, this.ids[i]];
-  }
-}
-
-export class SparseIndex implements VdiIndex {
-  readonly map = new Map<number, number>();
-  get(idx: number): number {
-    return this.map.get(idx) ?? 0;
-  }
-  *entries(): Iterable<[number, number]> {
-    const keys = [...this.map.keys()].sort((a, b) => a - b);
-    for (const k of keys) {
-      const v = this.map.get(k)!;
-      if (v) yield [k, v];
-    }
-  }
-}
-
-export interface BtreeHeader {
-  magic: number;
-  depth: number;
-  entries: number;
-}
-export function decodeBtreeHeader(b: Buffer, off: number): BtreeHeader {
-  if (b.length < off + 8) return { magic: 0, depth: 0, entries: 0 };
-  return { magic: b.readUInt16LE(off), depth: b.readUInt16LE(off + 2), entries: b.readUInt32LE(off + 4) };
-}
-
-/** Bytes of index metadata after the header (sd_inode_get_meta_size). */
-export function indexMetaSize(h: InodeHeader, bt: BtreeHeader): number {
-  if (h.storePolicy === 0) return 4 * nrDataObjs(h);
-  if (bt.magic !== BTREE_MAGIC) return 0;
-  return 8 + bt.entries * (bt.depth === 1 ? 8 : 16);
-}
-
-export function objectSize(h: InodeHeader): number {
-  return 2 ** (h.blockSizeShift || 22);
-}
-
-/** ceil(vdi_size / object_size), capped for flat VDIs. */
-export function nrDataObjs(h: InodeHeader): number {
-  const os = BigInt(objectSize(h));
-  const n = Number((h.vdiSize + os - 1n) / os);
-  return h.storePolicy === 0 ? Math.min(n, MAX_DATA_OBJS) : n;
-}
-
-export const isSnapshot = (h: InodeHeader): boolean => h.snapCtime !== 0n;
-
-/**
- * Build the index of a VDI from its data_vdi_id area (`area` starts at
- * offset 4664 of the inode). Hyper volumes with depth 2 read their leaf
- * node objects.
- */
-export async function buildIndex(ctx: Ctx, h: InodeHeader, area: Buffer): Promise<VdiIndex> {
-  if (h.storePolicy === 0) return FlatIndex.fromBuffer(area, nrDataObjs(h));
-  const idx = new SparseIndex();
-  const bt = decodeBtreeHeader(area, 0);
-  if (bt.magic !== BTREE_MAGIC) return idx;
-  const addLeaf = (b: Buffer, off: number, n: number) => {
-    for (let i = 0; i < n && off + 8 * i + 8 <= b.length; i++) {
-      idx.map.set(b.readUInt32LE(off + 8 * i), b.readUInt32LE(off + 8 * i + 4));
-    }
-  };
-  if (bt.depth === 1) {
-    addLeaf(area, 8, bt.entries);
-  } else {
-    for (let i = 0; i < bt.entries; i++) {
-      const off = 8 + 16 * i;
-      if (off + 16 > area.length) break;
-      const oid = area.readBigUInt64LE(off + 8);
-      const node = await readObject(ctx, oid, SD_INODE_DATA_INDEX_SIZE, 0, true);
-      const nh = decodeBtreeHeader(node, 0);
-      if (nh.magic === BTREE_MAGIC) addLeaf(node, 8, nh.entries);
-    }
-  }
-  return idx;
+/** Build the index of a VDI from its data_vdi_id area (see buildIndexWith). */
+export function buildIndex(ctx: Ctx, h: InodeHeader, area: Buffer): Promise<VdiIndex> {
+  return buildIndexWith((oid) => readObject(ctx, oid, SD_INODE_DATA_INDEX_SIZE, 0, true), h, area);
 }
 
 export interface ScannedVdi {
@@ -126,17 +37,6 @@ async function readBitmap(ctx: Ctx, opcode: number): Promise<Buffer> {
   return r.data;
 }
 
-
-/** ids set in `inuse` and clear in `deleted`, ascending. */
-export function liveVids(inuse: Buffer, deleted: Buffer): number[] {
-  const out: number[] = [];
-  for (let byte = 0; byte < inuse.length; byte++) {
-    const v = inuse[byte] & ~(byte < deleted.length ? deleted[byte] : 0);
-    if (!v) continue;
-    for (let bit = 0; bit < 8; bit++) if (v & (1 << bit)) out.push(byte * 8 + bit);
-  }
-  return out;
-}
 
 /**
  * parse_vdi(): READ_VDIS, READ_DEL_VDIS, then per live id READ_OBJ of 4672
@@ -188,16 +88,6 @@ export async function scanVdis(ctx: Ctx, withIndex: boolean, wantIndex?: (h: Ino
   }
   await Promise.all(workers);
   return results.filter((x): x is ScannedVdi => x !== undefined);
-}
-
-/** Objects owned by the VDI itself and objects shared from others. */
-export function statDataObjs(vid: number, index: VdiIndex): { mine: number; cow: number } {
-  let mine = 0, cow = 0;
-  for (const [, owner] of index.entries()) {
-    if (owner === vid) mine++;
-    else cow++;
-  }
-  return { mine, cow };
 }
 
 /** READ_INODE(full) and decode header + index. */

@@ -13,3 +13,5 @@ export * from './framing.js';
 export * from './client.js';
 export * from './format.js';
 export * from './vdiio.js';
+export * from './vdiscan.js';
+export * from './cacheinfo.js';

@@ -125,7 +125,8 @@ export class Gateway implements ObjectIO {
     return this.indexUpdate(oid, off, data, copies);
   }
 
-  private rawWrite(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+  /** Write into an existing object on every replica (no read-only or index bookkeeping; the object cache flushes with it). */
+  rawWrite(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
     return this.retrying(() => {
       const ep = this.view.epoch();
       return this.forAll(this.replicas(oid, copies),

@@ -11,6 +11,7 @@ import { createDriver } from './cluster/index.js';
 import { SHEEP_VERSION } from './version.js';
 import { NbdServer } from './nbd/server.js';
 import { SheepExports } from './nbd/exports.js';
+import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
 
 const EX_USAGE = 64;
 
@@ -29,6 +30,7 @@ interface Parsed {
   vnodes?: number;
   gateway: boolean;
   nbd?: { host?: string; port: number };
+  cache?: { sizeMB: number; dir?: string; directio: boolean };
 }
 
 function parseIntOpt(name: string, min: number, max: number) {
@@ -65,6 +67,9 @@ export function parseArgs(argv: string[]): Parsed {
     .option('-n, --nosync', 'do not sync every write to disk (faster, loses acknowledged writes on power loss)', false)
     .option('-V, --vnodes <count>', 'fixed number of virtual nodes (default: automatic from capacity)', parseIntOpt('vnodes', 1, 65535))
     .option('-g, --gateway', 'gateway only: store no objects', false)
+    .option('-w, --cache <spec>', "object cache: 'size=MB[,dir=PATH][,directio]' - write-back cache of VDI objects for the clients of this node (dir defaults to PATH/cache; directio writes cache files with O_DSYNC); flushed on FLUSH_VDI, NBD FLUSH/FUA and before snapshots", (v: string) => {
+      try { return parseCacheOpt(v); } catch (e) { throw new CommanderError(EX_USAGE, 'sheep.usage', (e as Error).message); }
+    })
     .option('--nbd <[addr:]port>', 'also serve VDIs over NBD on this port (e.g. 10809 or 127.0.0.1:10809); export NAME = VDI, NAME:SNAPID or NAME:TAG = snapshot (read-only)', parseNbdOpt)
     .addOption(new Option('--daemon-child').hideHelp())
     .version(`Sheepdog daemon version ${SHEEP_VERSION}`, '-v, --version')
@@ -87,7 +92,7 @@ export function parseArgs(argv: string[]): Parsed {
   return {
     dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
     foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
-    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd,
+    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, cache: o.cache,
   };
 }
 
@@ -153,10 +158,11 @@ export async function main(argv: string[]): Promise<number> {
   let nbd: NbdServer | undefined;
   try {
     await sheep.init();
+    if (p.cache) await attachCache(sheep, p.cache);
     await server.listen(p.bindaddr, p.port);
     await sheep.join();
     if (p.nbd) {
-      nbd = new NbdServer(new SheepExports(sheep));
+      nbd = new NbdServer(new SheepExports(sheep, sheep.cache ? () => new CacheBackend(sheep.cache!) : undefined));
       await nbd.listen(p.nbd.host ?? p.bindaddr, p.nbd.port);
     }
   } catch (e) {
@@ -180,6 +186,7 @@ export async function main(argv: string[]): Promise<number> {
     // let in-flight replies (e.g. the SHUTDOWN answer) leave first
     await new Promise((r) => setTimeout(r, 100));
     await server.close();
+    await sheep.cache?.close(); // write back what the cache holds
     await sheep.close();
     if (p.pidfile) rmSync(p.pidfile, { force: true });
     await closeLogger();
@@ -189,6 +196,8 @@ export async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGHUP', () => undefined);
+  // A stray rejected promise must not take the node down; log it loudly.
+  process.on('unhandledRejection', (e) => log.err(`unhandled rejection: ${(e as Error)?.stack ?? e}`));
   await tell({ ready: true });
   if (isChild) {
     process.disconnect?.();

@@ -10,6 +10,7 @@ import type { Sheep, MakeFsMsg } from './sheep.js';
 import { STORE_DRIVERS } from './sheep.js';
 import { getLogLevel, setLogLevel, LOG_LEVELS, log } from './log.js';
 import { SheepClient } from '@sheepdog/common';
+import { flushVdiOp, deleteCacheOp, getCacheInfoOp, cachePurgeOp } from './cache/index.js';
 
 export type Kind = 'gateway' | 'local' | 'cluster' | 'peer';
 
@@ -43,7 +44,7 @@ function nameAndTag(data: Buffer, h: RequestHeader): { name: string; tag: string
 async function createAndWrite(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   const o = h.obj;
   const cow = h.flags & Flag.CMD_COW ? o.cowOid : 0n;
-  await s.gw.create(o.oid, o.offset, data, cow, o.copies || undefined);
+  await (s.cache?.io(h.flags) ?? s.gw).create(o.oid, o.offset, data, cow, o.copies || undefined);
   s.stats.gwWrite++;
   return ok();
 }
@@ -52,14 +53,14 @@ async function readObj(s: Sheep, h: RequestHeader): Promise<Reply> {
   const o = h.obj;
   const size = s.gw.sizeOf(o.oid);
   if (o.offset + h.dataLength > size) fail(Res.INVALID_PARMS);
-  const data = await s.gw.read(o.oid, o.offset, h.dataLength, o.copies || undefined);
+  const data = await (s.cache?.io(h.flags) ?? s.gw).read(o.oid, o.offset, h.dataLength, o.copies || undefined);
   s.stats.gwRead++;
   return ok({ data });
 }
 
 async function writeObj(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   const o = h.obj;
-  await s.gw.write(o.oid, o.offset, data, o.copies || undefined);
+  await (s.cache?.io(h.flags) ?? s.gw).write(o.oid, o.offset, data, o.copies || undefined);
   s.stats.gwWrite++;
   return ok();
 }
@@ -86,6 +87,7 @@ async function newVdi(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> 
   const name = decodeFixedString(data, 0, 256);
   if (!name) fail(Res.INVALID_PARMS);
   if (v.copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
+  await s.cache?.beforeNewVdi(name, v.baseVdiId, v.snapid !== 0); // dirty cached data belongs in the snapshot
   const r = await s.withClusterLock(() => s.vdis.newVdi({
     name, vdiSize: v.vdiSize, baseVdiId: v.baseVdiId, copies: v.copies, copyPolicy: v.copyPolicy,
     storePolicy: v.storePolicy, blockSizeShift: v.blockSizeShift, snapshot: v.snapid !== 0,
@@ -135,7 +137,9 @@ async function releaseVdi(s: Sheep, h: RequestHeader): Promise<Reply> {
 
 async function delVdi(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   const { name, tag } = nameAndTag(data, h);
+  await s.cache?.beforeDelVdi(name, h.vdi.snapid, tag);
   const vid = await s.withClusterLock(() => s.vdis.delVdi(name, h.vdi.snapid, tag, publish(s)));
+  s.cache?.forget(vid);
   log.info(`deleted VDI ${name} (${vid.toString(16)})`);
   return ok({ vdi: { vdiId: vid } });
 }
@@ -442,12 +446,6 @@ async function decrefObj(s: Sheep, h: RequestHeader): Promise<Reply> {
   return ok();
 }
 
-async function flushVdi(): Promise<Reply> {
-  // No client-side object cache: every acknowledged write is already
-  // durable. INVALID_PARMS tells QEMU to stop sending flushes (§6.9).
-  return { result: Res.INVALID_PARMS };
-}
-
 async function getClusterDefault(s: Sheep): Promise<Reply> {
   return ok({ clusterDefault: { nrCopies: s.config.copies, copyPolicy: s.config.copyPolicy, blockSizeShift: s.formatted ? s.config.blockSizeShift : 0 } });
 }
@@ -466,7 +464,7 @@ export const OPS = new Map<number, OpDef>([
   [Op.RELEASE_VDI, { name: 'RELEASE_VDI', kind: 'cluster', handler: releaseVdi }],
   [Op.GET_VDI_INFO, { name: 'GET_VDI_INFO', kind: 'cluster', handler: getVdiInfo }],
   [Op.READ_VDIS, { name: 'READ_VDIS', kind: 'local', force: true, handler: (s, h) => readVdis(s, h, s.vdis.inUse.bytes) }],
-  [Op.FLUSH_VDI, { name: 'FLUSH_VDI', kind: 'local', handler: flushVdi }],
+  [Op.FLUSH_VDI, { name: 'FLUSH_VDI', kind: 'local', handler: flushVdiOp }],
   [Op.DEL_VDI, { name: 'DEL_VDI', kind: 'cluster', handler: delVdi }],
   [Op.GET_CLUSTER_DEFAULT, { name: 'GET_CLUSTER_DEFAULT', kind: 'local', force: true, handler: getClusterDefault }],
   [Op.GET_NODE_LIST, { name: 'GET_NODE_LIST', kind: 'local', force: true, handler: getNodeList }],
@@ -497,7 +495,9 @@ export const OPS = new Map<number, OpDef>([
   [Op.GET_VDI_COPIES, { name: 'GET_VDI_COPIES', kind: 'local', force: true, handler: getVdiCopies }],
   [Op.COMPLETE_RECOVERY, { name: 'COMPLETE_RECOVERY', kind: 'cluster', force: true, handler: noop }],
   [Op.NOTIFY_VDI_ADD, { name: 'NOTIFY_VDI_ADD', kind: 'cluster', force: true, handler: notifyVdiAdd }],
-  [Op.DELETE_CACHE, { name: 'DELETE_CACHE', kind: 'cluster', handler: noop }],
+  [Op.DELETE_CACHE, { name: 'DELETE_CACHE', kind: 'cluster', handler: deleteCacheOp }],
+  [Op.GET_CACHE_INFO, { name: 'GET_CACHE_INFO', kind: 'local', handler: getCacheInfoOp }],
+  [Op.CACHE_PURGE, { name: 'CACHE_PURGE', kind: 'local', handler: cachePurgeOp }],
   [Op.MD_INFO, { name: 'MD_INFO', kind: 'local', handler: mdInfo }],
   [Op.MD_PLUG, { name: 'MD_PLUG', kind: 'local', handler: unsupported }],
   [Op.MD_UNPLUG, { name: 'MD_UNPLUG', kind: 'local', handler: unsupported }],

@@ -19,6 +19,7 @@ import { VdiRegistry, VdiNotice, VdiStateEntry } from './vdi.js';
 import { Gateway, PlacementView } from './gateway.js';
 import { PeerPool } from './peer.js';
 import { Recovery } from './recovery.js';
+import type { ObjectCache } from './cache/cache.js';
 import type { ClusterDriver, ClusterEvent, ClusterMessage } from './cluster/driver.js';
 import { log } from './log.js';
 
@@ -85,6 +86,8 @@ export class Sheep implements PlacementView {
   readonly peers = new PeerPool();
   readonly gw: Gateway;
   readonly recovery: Recovery;
+  /** The object cache (sheep -w), when enabled. */
+  cache?: ObjectCache;
   readonly stats: SdStat = emptyStat();
   recoveryThrottle = { maxExecCount: 0, queueWorkInterval: 0n, throttling: false };
   onShutdown?: (why: 'shutdown' | 'killed') => void;

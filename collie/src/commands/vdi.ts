@@ -3,6 +3,7 @@ import {
   Op, Flag, Res, resultMessage, vidToVdiOid, vidToDataOid, vidToAttrOid, oidToVid, dataOidToIdx, isDataObj,
   encodeAttr, decodeAttr, encodeInodeHeader, InodeHeader, SD_INODE_HEADER_SIZE, SD_INODE_SIZE, SD_ATTR_OBJ_SIZE,
   MAX_DATA_OBJS, SD_MAX_VDI_SIZE_HYPER, SD_VDI_STATE_SIZE, addrToString, SdNode, VnodeRing, ConnectionError,
+  decodeCacheInfo, CacheInfoFlag, CACHE_INFO_HEADER_SIZE, CACHE_INFO_RECORD_SIZE, sizeToStr,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import {
@@ -890,10 +891,31 @@ async function cacheOp(ctx: Ctx, args: string[], o: Opts, opcode: number, what: 
   return EXIT_SUCCESS;
 }
 
+async function cachePurgeAll(ctx: Ctx): Promise<number> {
+  if (!(await ctx.lightReq({ opcode: Op.CACHE_PURGE }))) fail('Failed to purge the cache');
+  return EXIT_SUCCESS;
+}
+
 async function cacheInfo(ctx: Ctx): Promise<number> {
-  const r = await ctx.execOrFail({ opcode: Op.GET_CACHE_INFO, dataLength: 4096 });
+  const r = await ctx.execOrFail({ opcode: Op.GET_CACHE_INFO, dataLength: CACHE_INFO_HEADER_SIZE + CACHE_INFO_RECORD_SIZE * 16384 });
   if (r.rsp.result !== Res.SUCCESS) fail(`failed to get cache infomation: ${resultMessage(r.rsp.result)}`);
-  ctx.out(`${r.data.toString('hex')}\n`);
+  const info = decodeCacheInfo(r.data);
+  if (!(info.flags & CacheInfoFlag.ENABLED)) fail('The object cache is not enabled on this node (start sheep with -w)');
+  const size = (n: bigint) => sizeToStr(n, ctx.raw);
+  ctx.out('Name\tTag\tTotal\tDirty\n');
+  for (const v of info.vdis) {
+    let name = `(vid ${v.vid.toString(16)})`;
+    let tag = '';
+    let os = 1n << 22n;
+    try {
+      const { header } = await readInodeHeader(ctx, v.vid);
+      name = header.name;
+      tag = header.tag;
+      os = BigInt(objectSize(header));
+    } catch { /* deleted meanwhile */ }
+    ctx.out(`${name}\t${tag}\t${size(BigInt(v.objects) * os)}\t${size(BigInt(v.dirty) * os)}\n`);
+  }
+  ctx.out(`\nCache size ${size(info.size)}, used ${size(info.used)}, ${info.flags & CacheInfoFlag.DIRECTIO ? 'directio' : 'non-directio'}\n`);
   return EXIT_SUCCESS;
 }
 
@@ -928,6 +950,7 @@ export const vdiCommands: SubCommand[] = [
       { name: 'flush', desc: 'flush the cache of the vdi specified.', needArg: true, run: (c, a, o) => cacheOp(c, a, o, Op.FLUSH_VDI, 'flush') },
       { name: 'delete', desc: 'delete the cache of the vdi specified in all nodes.', needArg: true, run: (c, a, o) => cacheOp(c, a, o, Op.DELETE_CACHE, 'delete') },
       { name: 'info', desc: 'show usage of the cache', run: (c) => cacheInfo(c) },
+      { name: 'purge', desc: 'flush and drop the cache of the vdi specified (all vdis without a name).', run: (c, a, o) => (a.length ? cacheOp(c, a, o, Op.CACHE_PURGE, 'purge') : cachePurgeAll(c)) },
     ],
   },
   { name: 'alter-copy', arg: '<vdiname>', opts: 'caph', desc: "set the vdi's redundancy level", needNodeList: true, needArg: true, run: vdiAlterCopy },

@@ -30,7 +30,8 @@ const procs = [];
 export async function startSheep({ cluster, zone, args = [] }) {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'sheep-bench-'));
-  const p = spawn(process.execPath, [SHEEP, '-f', '-b', '127.0.0.1', '-p', String(port), '-c', cluster, '-z', String(zone), ...args, dir], { stdio: 'ignore' });
+  const nodeArgs = process.env.BENCH_SHEEP_NODE_ARGS ? process.env.BENCH_SHEEP_NODE_ARGS.split(' ') : [];
+  const p = spawn(process.execPath, [...nodeArgs, SHEEP, '-f', '-b', '127.0.0.1', '-p', String(port), '-c', cluster, '-z', String(zone), ...args, dir], { stdio: 'ignore' });
   const exited = new Promise((r) => p.once('exit', r));
   const h = { port, dir, proc: p, exited, kill: async () => { p.kill('SIGKILL'); await exited; } };
   procs.push(h);

@@ -1,0 +1,4 @@
+#!/usr/bin/env node
+const { main } = await import('../dist/main.js');
+const code = await main(process.argv.slice(2));
+if (code >= 0) process.exit(code);

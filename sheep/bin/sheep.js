@@ -4,11 +4,6 @@
 // 32 threads on 2 cores), so size it to the machine unless told otherwise.
 import { availableParallelism } from 'node:os';
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism()));
-// libuv submits file I/O through io_uring when allowed (Node 20 turns it off
-// by default because io_uring ignores setuid changes, which sheep never
-// makes): cached 4K reads through NBD went from ~22k to ~37k IOPS here.
-// libuv falls back to the thread pool where the kernel refuses io_uring.
-process.env.UV_USE_IO_URING ??= '1';
 const { main } = await import('../dist/main.js');
 const code = await main(process.argv.slice(2));
 if (code >= 0) process.exit(code);

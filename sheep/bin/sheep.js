@@ -1,9 +1,16 @@
 #!/usr/bin/env node
-// libuv's pool serves our disk I/O. More threads than cores mostly adds
-// contention (measured: 4K reads/s fall from ~80k to ~29k going from 4 to
-// 32 threads on 2 cores), so size it to the machine unless told otherwise.
-import { availableParallelism } from 'node:os';
-process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism()));
-const { main } = await import('../dist/main.js');
-const code = await main(process.argv.slice(2));
-if (code >= 0) process.exit(code);
+// CommonJS on purpose (sheep/bin/package.json): Node sizes libuv's pool on
+// its first use, and loading an ES module entry point already uses it, so
+// the size must be set here, before any ES module is loaded.
+//
+// The pool serves our disk reads and writes (syncs run on their own worker
+// threads, store/syncpool.ts). More threads than cores mostly adds
+// contention: on 2 cores, cached 4K NBD reads ran at 21k IOPS with 4
+// threads, 32k with 2, 46k with 1.
+'use strict';
+const { availableParallelism } = require('node:os');
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(2, availableParallelism()));
+import('../dist/main.js').then(async ({ main }) => {
+  const code = await main(process.argv.slice(2));
+  if (code >= 0) process.exit(code);
+});

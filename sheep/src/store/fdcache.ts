@@ -3,6 +3,7 @@
 // Raw descriptors with callback fs calls: the hot path allocates no
 // FileHandle promises.
 import * as fs from 'node:fs';
+import { syncPool } from './syncpool.js';
 
 export interface FdEntry {
   fd: number;
@@ -115,8 +116,7 @@ export class FdCache {
    */
   sync(e: FdEntry): Promise<void> {
     if (!e.syncing) {
-      e.syncing = new Promise<void>((resolve, reject) => fs.fdatasync(e.fd, (err) => (err ? reject(err) : resolve())))
-        .finally(() => { e.syncing = undefined; });
+      e.syncing = syncPool.fdatasync(e.fd).finally(() => { e.syncing = undefined; });
       return e.syncing;
     }
     if (!e.syncQueued) {

@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { oidToHex, SheepdogError, Res } from '@sheepdog/common';
 import type { ObjectStore } from './store.js';
 import { FdCache, preadFull, pwriteFull } from './fdcache.js';
+import { syncPool } from './syncpool.js';
 
 export class PlainStore implements ObjectStore {
   readonly name: string = 'plain';
@@ -64,7 +65,7 @@ export class PlainStore implements ObjectStore {
         const { bytesWritten } = await fh.write(data, done, data.length - done, off + done);
         done += bytesWritten;
       }
-      if (!this.nosync) await fh.datasync();
+      if (!this.nosync) await syncPool.fdatasync(fh.fd);
       await fh.close();
       fh = undefined;
       await fsp.rename(tmp, this.p(oid));

@@ -2,12 +2,13 @@
 // parsing, construction, the NBD backend and the cache opcodes.
 import * as path from 'node:path';
 import {
-  Res, RequestHeader, VdiBackend, vidToVdiOid, oidToVid, SD_INODE_HEADER_SIZE, encodeCacheInfo,
+  Res, RequestHeader, oidToVid, encodeCacheInfo,
   CACHE_INFO_HEADER_SIZE, CacheInfoFlag,
 } from '@sheepdog/common';
 import type { Sheep } from '../sheep.js';
 import type { Reply } from '../ops.js';
 import { ObjectCache, CacheOptions, ObjIO } from './cache.js';
+import { GatewayBackend } from '../nbd/backend.js';
 
 export { ObjectCache, CacheOptions, ObjIO };
 
@@ -46,22 +47,9 @@ export async function attachCache(s: Sheep, o: { sizeMB: number; dir?: string; d
 }
 
 /** VdiBackend for NBD exports through the cache (QEMU's cache=writeback path). */
-export class CacheBackend implements VdiBackend {
-  private readonly io: ObjIO;
+export class CacheBackend extends GatewayBackend {
   constructor(private readonly cache: ObjectCache) {
-    this.io = cache.cached;
-  }
-  readObj(oid: bigint, off: number, len: number, copies: number): Promise<Buffer> {
-    return this.io.read(oid, off, len, copies || undefined);
-  }
-  writeObj(oid: bigint, off: number, data: Buffer, copies: number): Promise<void> {
-    return this.io.write(oid, off, data, copies || undefined);
-  }
-  createObj(oid: bigint, cowOid: bigint, off: number, data: Buffer, copies: number): Promise<void> {
-    return this.io.create(oid, off, data, cowOid, copies || undefined);
-  }
-  writeIndex(vid: number, first: number, entries: Buffer, copies: number): Promise<void> {
-    return this.io.write(vidToVdiOid(vid), SD_INODE_HEADER_SIZE + 4 * first, entries, copies || undefined);
+    super(cache.cached);
   }
   flush(vid: number): Promise<void> {
     return this.cache.flushVdi(vid);

@@ -7,25 +7,10 @@ import {
   vidToVdiOid, decodeInodeHeader, SD_INODE_HEADER_SIZE,
 } from '@sheepdog/common';
 import type { Sheep } from '../sheep.js';
-import type { Gateway } from '../gateway.js';
 import { execute } from '../ops.js';
 
-/** VdiBackend over the in-process Gateway. */
-export class GatewayBackend implements VdiBackend {
-  constructor(private readonly gw: Gateway) {}
-  readObj(oid: bigint, off: number, len: number, copies: number): Promise<Buffer> {
-    return this.gw.read(oid, off, len, copies || undefined);
-  }
-  writeObj(oid: bigint, off: number, data: Buffer, copies: number): Promise<void> {
-    return this.gw.write(oid, off, data, copies || undefined);
-  }
-  createObj(oid: bigint, cowOid: bigint, off: number, data: Buffer, copies: number): Promise<void> {
-    return this.gw.create(oid, off, data, cowOid, copies || undefined);
-  }
-  writeIndex(vid: number, first: number, entries: Buffer, copies: number): Promise<void> {
-    return this.gw.write(vidToVdiOid(vid), SD_INODE_HEADER_SIZE + 4 * first, entries, copies || undefined);
-  }
-}
+export { GatewayBackend, GatewayIO } from './backend.js';
+import { GatewayBackend } from './backend.js';
 
 export interface ExportRef {
   /** Connections to the same key share one VdiIO (index, allocation locks, cache). */

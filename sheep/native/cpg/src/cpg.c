@@ -343,7 +343,9 @@ static int get_name(napi_env env, napi_value v, struct cpg_name *n) {
   return 0;
 }
 
-static napi_value js_join(napi_env env, napi_callback_info info) {
+/* join(name) and leave(name): the same call shape around a different cpg function */
+static napi_value name_call(napi_env env, napi_callback_info info,
+                            cs_error_t (*fn)(cpg_handle_t, const struct cpg_name *)) {
   size_t argc = 1;
   napi_value argv[1];
   struct cpg *c = unwrap(env, info, &argc, argv);
@@ -351,19 +353,12 @@ static napi_value js_join(napi_env env, napi_callback_info info) {
   if (!c->initialized) return make_u32(env, CS_ERR_BAD_HANDLE);
   struct cpg_name n;
   if (argc < 1 || get_name(env, argv[0], &n)) return NULL;
-  return make_u32(env, cpg_join(c->handle, &n));
+  return make_u32(env, fn(c->handle, &n));
 }
 
-static napi_value js_leave(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  struct cpg *c = unwrap(env, info, &argc, argv);
-  if (!c) return NULL;
-  if (!c->initialized) return make_u32(env, CS_ERR_BAD_HANDLE);
-  struct cpg_name n;
-  if (argc < 1 || get_name(env, argv[0], &n)) return NULL;
-  return make_u32(env, cpg_leave(c->handle, &n));
-}
+static napi_value js_join(napi_env env, napi_callback_info info) { return name_call(env, info, cpg_join); }
+
+static napi_value js_leave(napi_env env, napi_callback_info info) { return name_call(env, info, cpg_leave); }
 
 static napi_value js_mcast(napi_env env, napi_callback_info info) {
   size_t argc = 1;

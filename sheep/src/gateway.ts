@@ -2,7 +2,7 @@
 // replica the placement names (local store or peer sheep), reads from one
 // replica with fallback, and does copy-on-write and index bookkeeping.
 import {
-  Res, SheepdogError, Op, Flag, SD_SHEEP_PROTO_VER, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, MAX_DATA_OBJS,
+  Res, SheepdogError, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, MAX_DATA_OBJS,
   isVdiObj, isDataObj, oidToVid, objectStoredSize, vidToDataOid, vidToVdiOid, dataOidToLedgerOid,
   SD_LEDGER_OBJ_SIZE, SdNode, sameNode,
 } from '@sheepdog/common';
@@ -248,4 +248,3 @@ function shuffle<T>(a: T[]): T[] {
   return b;
 }
 
-export { Op, Flag, SD_SHEEP_PROTO_VER };

@@ -4,7 +4,7 @@ import {
   SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_CLUSTER_INFO_SIZE, SD_ATTR_OBJ_SIZE,
   SD_VDI_STATE_SIZE, SD_MAX_COPIES, encodeNodes, encodeEpochLog, encodeClusterInfo, encodeRecoveryState,
   encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeFixedString,
-  decodeNode, addrToString, isDataObj, oidToVid, LockState, timestamp64,
+  addrToString, isDataObj, oidToVid, LockState, timestamp64,
 } from '@sheepdog/common';
 import type { Sheep, MakeFsMsg } from './sheep.js';
 import { STORE_DRIVERS } from './sheep.js';
@@ -117,7 +117,7 @@ async function lockVdi(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply>
       if (st) {
         if (!shared && st.lockState !== LockState.UNLOCKED) fail(Res.VDI_LOCKED);
         if (shared && st.lockState === LockState.LOCKED) fail(Res.VDI_LOCKED);
-        await s.cluster.notify({ t: 'lock', vid, state: shared ? LockState.SHARED : LockState.LOCKED, owner: s.selfNode.port, ownerAddr: addrToString(s.selfNode.addr) });
+        await s.cluster.notify({ t: 'lock', vid, state: shared ? LockState.SHARED : LockState.LOCKED });
       }
     }
     return vdiInfoReply(s, vid);
@@ -540,4 +540,3 @@ export async function execute(s: Sheep, h: RequestHeader, data: Buffer): Promise
   }
 }
 
-export { decodeNode };

@@ -31,7 +31,6 @@ interface Run {
 
 export class Recovery {
   private run?: Run;
-  private lastDoneEpoch = 0;
 
   constructor(private readonly s: Sheep) {}
 
@@ -160,7 +159,6 @@ export class Recovery {
     } finally {
       prepared();
       if (!run.cancelled) {
-        this.lastDoneEpoch = run.epoch;
         if (this.run === run) this.run = undefined;
         await s.cluster.notify({ t: 'recovery_done', epoch: run.epoch }).catch(() => undefined);
       }
@@ -265,9 +263,5 @@ export class Recovery {
       await s.store.purgeStale();
       if (removed) log.info(`epoch ${epoch}: removed ${removed} object(s) this node no longer owns`);
     })().catch((e) => log.warn(`cleanup failed: ${(e as Error).message}`));
-  }
-
-  get lastCompletedEpoch(): number {
-    return this.lastDoneEpoch;
   }
 }

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   SdNode, makeNode, sortNodes, VnodeRing, autoVnodes, ClusterFlag, ClusterStatus, Res, SheepdogError,
-  decodeInodeHeader, isVdiObj, oidToVid, SD_DEFAULT_VNODES, emptyStat, SdStat, timestamp64, sameNode,
+  decodeInodeHeader, isVdiObj, oidToVid, SD_DEFAULT_VNODES, emptyStat, SdStat, sameNode,
   nodeToString, LockState,
 } from '@sheepdog/common';
 import type { ObjectStore } from './store/store.js';
@@ -110,11 +110,11 @@ export class Sheep implements PlacementView {
       zone: opts.zone,
       nrVnodes: opts.gateway ? 0 : opts.vnodes ?? SD_DEFAULT_VNODES,
     });
-    this.vdis = new VdiRegistry(this, () => ({
+    this.gw = new Gateway(this.store, this, this.peers);
+    this.vdis = new VdiRegistry(this.gw, () => ({
       copies: this.config.copies, copyPolicy: this.config.copyPolicy,
       blockSizeShift: this.config.blockSizeShift, flags: this.config.flags,
     }));
-    this.gw = new Gateway(this.store, this, this.peers);
     this.recovery = new Recovery(this);
   }
 
@@ -164,20 +164,14 @@ export class Sheep implements PlacementView {
     return this.vdis.state(oidToVid(oid))?.nrCopies || this.config.copies || 1;
   }
 
-  // ---- ObjectIO used by VDI code ---------------------------------------
-  read(oid: bigint, off: number, len: number) { return this.gw.read(oid, off, len); }
-  write(oid: bigint, off: number, data: Buffer, copies?: number) { return this.gw.write(oid, off, data, copies); }
-  createRanges(oid: bigint, r: { off: number; data: Buffer }[], copies?: number) { return this.gw.createRanges(oid, r, copies); }
-  decref(vid: number, idx: number, g: number, c: number) { return this.gw.decref(vid, idx, g, c); }
-
   /** Open the store and load persistent state; does not join yet. */
   async init(): Promise<void> {
     await this.store.init();
     await this.cfg.init();
     this.config = await this.cfg.load();
     if (!this.opts.gateway) {
-      const u = await this.store.usage();
-      this.selfNode.space = u.size;
+      // capacity only: start-up must not stat every object
+      this.selfNode.space = (await this.store.capacity()).size;
     }
     this.epochNr = await this.cfg.latestEpoch();
     for (let e = 1; e <= this.epochNr; e++) {
@@ -569,4 +563,3 @@ export interface MakeFsMsg {
   store: string;
 }
 
-export { timestamp64, VdiStateEntry };

@@ -3,7 +3,7 @@
 import {
   Res, SheepdogError, hash24, SD_NR_VDIS, SD_INODE_SIZE, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET,
   SD_ATTR_OBJ_SIZE, Inode, InodeHeader, emptyInodeHeader, encodeInodeHeader, decodeInodeHeader, timestamp64,
-  vidToVdiOid, vidToAttrOid, attrHash, attrSameKey, encodeFixedString, MAX_DATA_OBJS, LockState, SdNode,
+  vidToVdiOid, vidToAttrOid, attrHash, attrSameKey, MAX_DATA_OBJS, LockState, SdNode,
   Flag, ClusterFlag, INODE_OFF,
 } from '@sheepdog/common';
 import { VdiBitmap } from './bitmap.js';
@@ -318,7 +318,6 @@ export class VdiRegistry {
     } catch {
       throw new SheepdogError(Res.VDI_WRITE);
     }
-    ino = undefined as unknown as Inode;
     return { vid: newVid, copies, blockSizeShift: shift };
   }
 
@@ -408,4 +407,3 @@ export class VdiRegistry {
   }
 }
 
-export const nameBuf = (s: string) => encodeFixedString(s, 256);

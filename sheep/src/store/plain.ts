@@ -116,10 +116,12 @@ export class PlainStore implements ObjectStore {
         used += BigInt(st.blocks) * 512n;
       } catch { /* removed meanwhile */ }
     }
+    return { used, ...(await this.capacity()) };
+  }
+
+  async capacity(): Promise<{ size: bigint; free: bigint }> {
     const sf = await fsp.statfs(this.baseDir);
-    const size = BigInt(sf.blocks) * BigInt(sf.bsize);
-    const free = BigInt(sf.bavail) * BigInt(sf.bsize);
-    return { used, size, free };
+    return { size: BigInt(sf.blocks) * BigInt(sf.bsize), free: BigInt(sf.bavail) * BigInt(sf.bsize) };
   }
 
   sha1(oid: bigint): Promise<Buffer> {

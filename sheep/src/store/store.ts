@@ -16,6 +16,8 @@ export interface ObjectStore {
   list(): Promise<bigint[]>;
   /** Bytes used on disk by objects, and the store's capacity / free space. */
   usage(): Promise<{ used: bigint; size: bigint; free: bigint }>;
+  /** The filesystem's size and free space, without counting objects. */
+  capacity(): Promise<{ size: bigint; free: bigint }>;
   sha1(oid: bigint): Promise<Buffer>;
   /** Remove every object (format). */
   wipe(): Promise<void>;

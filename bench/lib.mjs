@@ -33,7 +33,9 @@ export async function startSheep({ cluster, zone, args = [] }) {
   const nodeArgs = process.env.BENCH_SHEEP_NODE_ARGS ? process.env.BENCH_SHEEP_NODE_ARGS.split(' ') : [];
   const p = spawn(process.execPath, [...nodeArgs, SHEEP, '-f', '-b', '127.0.0.1', '-p', String(port), '-c', cluster, '-z', String(zone), ...args, dir], { stdio: 'ignore' });
   const exited = new Promise((r) => p.once('exit', r));
-  const h = { port, dir, proc: p, exited, kill: async () => { p.kill('SIGKILL'); await exited; } };
+  // with node args (e.g. --cpu-prof) stop gracefully so node can write its output
+  const sig = nodeArgs.length ? 'SIGTERM' : 'SIGKILL';
+  const h = { port, dir, proc: p, exited, kill: async () => { p.kill(sig); await exited; } };
   procs.push(h);
   await waitPort(port);
   return h;

@@ -4,7 +4,9 @@
 // (sequential offsets). Ratios are sheep / nbdkit.
 //
 // Env: BENCH_SECS (default 5), BENCH_NBD_CONFIGS (comma list of
-// "1x1-nosync,1x1-sync,3x3-nosync"; default all), BENCH_NBD_SIZE_MB (256).
+// "1x1-nosync,1x1-sync,3x3-nosync"; default all), BENCH_NBD_SIZE_MB (256),
+// BENCH_NBD_ONLY (comma list of workload keys, e.g. "randread-4k,write-1m"),
+// BENCH_NBD_REF=0 (skip the nbdkit run, for quick A/B of sheep alone).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -53,11 +55,14 @@ function prefill(uri) {
   if (r.status !== 0) throw new Error(`prefill failed: ${r.stderr}`);
 }
 
+const ONLY = process.env.BENCH_NBD_ONLY ? new Set(process.env.BENCH_NBD_ONLY.split(',')) : undefined;
+const want = (k) => !ONLY || ONLY.has(k);
+
 function measure(uri) {
   const out = {};
-  for (const w of WORKLOADS) out[w.key] = fio(uri, w);
-  out['qemu-img-read-4k'] = qemuBench(uri, false);
-  out['qemu-img-write-4k'] = qemuBench(uri, true);
+  for (const w of WORKLOADS) if (want(w.key)) out[w.key] = fio(uri, w);
+  if (want('qemu-img-read-4k')) out['qemu-img-read-4k'] = qemuBench(uri, false);
+  if (want('qemu-img-write-4k')) out['qemu-img-write-4k'] = qemuBench(uri, true);
   return out;
 }
 
@@ -101,8 +106,7 @@ const fmt = (v) => (v >= 100 ? Math.round(v).toString() : v.toFixed(1));
 const dir = mkdtempSync(path.join(tmpdir(), 'nbd-bench-'));
 try {
   console.log(`NBD bench: ${SECS}s per fio run, ${SIZE >> 20} MiB device, prefilled`);
-  const ref = await nbdkitFile(dir);
-  const rows = Object.keys(ref);
+  const ref = process.env.BENCH_NBD_REF === '0' ? undefined : await nbdkitFile(dir);
   const cols = [];
   for (const cfg of CONFIGS) {
     const m = /^(\d+)x(\d+)-(nosync|sync)$/.exec(cfg.trim());
@@ -113,9 +117,11 @@ try {
       console.log(`${cfg}: failed: ${e.message}`);
     }
   }
+  const rows = Object.keys(ref ?? cols[0]?.res ?? {});
   const unit = (k) => (k.includes('1m') ? 'MB/s' : 'IOPS');
-  const header = ['workload', 'nbdkit-file', ...cols.flatMap((c) => [`sheep ${c.cfg}`, 'ratio'])];
-  const table = rows.map((k) => [`${k} (${unit(k)})`, fmt(ref[k]), ...cols.flatMap((c) => [fmt(c.res[k]), (c.res[k] / ref[k]).toFixed(2) + 'x'])]);
+  const header = ['workload', ...(ref ? ['nbdkit-file'] : []), ...cols.flatMap((c) => [`sheep ${c.cfg}`, ...(ref ? ['ratio'] : [])])];
+  const table = rows.map((k) => [`${k} (${unit(k)})`, ...(ref ? [fmt(ref[k])] : []),
+    ...cols.flatMap((c) => [fmt(c.res[k]), ...(ref ? [(c.res[k] / ref[k]).toFixed(2) + 'x'] : [])])]);
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
   const line = (r) => r.map((x, i) => (i === 0 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ');
   console.log(line(header));

@@ -1,8 +1,11 @@
 // Accumulates socket chunks and hands out exact byte counts without
-// concatenating on every chunk.
+// concatenating on every chunk. Consumed chunks are dropped by advancing an
+// index (Array#shift is linear in the queue length, and a peer sending a
+// payload in thousands of tiny segments would make that quadratic).
 export class ByteQueue {
   private chunks: Buffer[] = [];
-  private head = 0; // consumed bytes of chunks[0]
+  private ci = 0; // first unconsumed chunk
+  private head = 0; // consumed bytes of chunks[ci]
   length = 0;
 
   push(b: Buffer): void {
@@ -11,27 +14,41 @@ export class ByteQueue {
     this.length += b.length;
   }
 
-  /** Remove and return exactly n bytes (caller checks length first). */
-  take(n: number): Buffer {
+  private advance(): void {
+    this.ci++;
+    this.head = 0;
+    if (this.ci === this.chunks.length) {
+      this.chunks = [];
+      this.ci = 0;
+    } else if (this.ci >= 1024 && this.ci * 2 >= this.chunks.length) {
+      this.chunks = this.chunks.slice(this.ci);
+      this.ci = 0;
+    }
+  }
+
+  /**
+   * Remove and return exactly n bytes (caller checks length first): a view of
+   * the received chunk when they lie in one, else a copy into alloc(n).
+   */
+  take(n: number, alloc: (n: number) => Buffer = Buffer.allocUnsafe): Buffer {
     if (n === 0) return Buffer.alloc(0);
-    const first = this.chunks[0];
+    const first = this.chunks[this.ci];
     if (first.length - this.head >= n) {
       const out = first.subarray(this.head, this.head + n);
       this.head += n;
-      if (this.head === first.length) { this.chunks.shift(); this.head = 0; }
+      if (this.head === first.length) this.advance();
       this.length -= n;
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = alloc(n);
     let got = 0;
     while (got < n) {
-      const c = this.chunks[0];
-      const avail = c.length - this.head;
-      const want = Math.min(avail, n - got);
+      const c = this.chunks[this.ci];
+      const want = Math.min(c.length - this.head, n - got);
       c.copy(out, got, this.head, this.head + want);
       got += want;
       this.head += want;
-      if (this.head === c.length) { this.chunks.shift(); this.head = 0; }
+      if (this.head === c.length) this.advance();
     }
     this.length -= n;
     return out;
@@ -41,12 +58,11 @@ export class ByteQueue {
   skip(n: number): void {
     let left = n;
     while (left > 0) {
-      const c = this.chunks[0];
-      const avail = c.length - this.head;
-      const d = Math.min(avail, left);
+      const c = this.chunks[this.ci];
+      const d = Math.min(c.length - this.head, left);
       this.head += d;
       left -= d;
-      if (this.head === c.length) { this.chunks.shift(); this.head = 0; }
+      if (this.head === c.length) this.advance();
     }
     this.length -= n;
   }

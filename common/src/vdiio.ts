@@ -20,8 +20,11 @@ import { SheepClient } from './client.js';
 import { encodeFixedString } from './wire.js';
 
 export interface VdiBackend {
-  /** READ_OBJ: exactly len bytes at off of oid. */
-  readObj(oid: bigint, off: number, len: number, copies: number): Promise<Buffer>;
+  /**
+   * READ_OBJ: exactly len bytes at off of oid. A backend may read straight
+   * into `into` (len bytes) and return it, or ignore it and return its own.
+   */
+  readObj(oid: bigint, off: number, len: number, copies: number, into?: Buffer): Promise<Buffer>;
   /** WRITE_OBJ into an existing object. */
   writeObj(oid: bigint, off: number, data: Buffer, copies: number): Promise<void>;
   /** CREATE_AND_WRITE_OBJ; cowOid != 0n makes the rest of the object a copy of cowOid. */
@@ -137,27 +140,33 @@ export class VdiIO {
     if (Math.ceil((offset + len) / this.objectSize) > MAX_DATA_OBJS) throw new SheepdogError(Res.INVALID_PARMS);
   }
 
-  async read(offset: number, len: number): Promise<Buffer> {
+  /** Read len bytes at offset; into (len bytes, optional) is filled and returned. */
+  async read(offset: number, len: number, into?: Buffer): Promise<Buffer> {
     this.check(offset, len);
     if (len === 0) return Buffer.alloc(0);
     const os = this.objectSize;
     const idx = Math.floor(offset / os);
     const off = offset - idx * os;
-    if (off + len <= os) return this.readPiece(idx, off, len);
-    const out = Buffer.allocUnsafe(len);
+    if (off + len <= os) {
+      const b = await this.readPiece(idx, off, len, into);
+      if (into && b !== into) b.copy(into);
+      return into ?? b;
+    }
+    const out = into ?? Buffer.allocUnsafe(len);
     await Promise.all(this.split(offset, len).map(async (p) => {
-      const b = await this.readPiece(p.idx, p.off, p.len);
-      b.copy(out, p.pos);
+      const dst = out.subarray(p.pos, p.pos + p.len);
+      const b = await this.readPiece(p.idx, p.off, p.len, dst);
+      if (b !== dst) b.copy(out, p.pos);
     }));
     return out;
   }
 
-  private async readPiece(idx: number, off: number, len: number): Promise<Buffer> {
+  private async readPiece(idx: number, off: number, len: number, into?: Buffer): Promise<Buffer> {
     for (;;) {
       const owner = this.index[idx];
-      if (!owner) return Buffer.alloc(len);
+      if (!owner) return into ? into.fill(0) : Buffer.alloc(len);
       try {
-        return await this.backend.readObj(vidToDataOid(owner, idx), off, len, this.copies);
+        return await this.backend.readObj(vidToDataOid(owner, idx), off, len, this.copies, into);
       } catch (e) {
         // discarded (or reallocated) meanwhile: follow the index again
         if (e instanceof SheepdogError && e.result === Res.NO_OBJ && this.index[idx] !== owner) continue;

@@ -59,9 +59,9 @@ export class Gateway implements ObjectIO {
     }
   }
 
-  private async localRead(oid: bigint, off: number, len: number): Promise<Buffer> {
+  private async localRead(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer> {
     await this.view.ensureLocal(oid);
-    return this.store.read(oid, off, len);
+    return this.store.read(oid, off, len, into);
   }
 
   private copiesFor(oid: bigint, requested?: number): number {
@@ -94,18 +94,19 @@ export class Gateway implements ObjectIO {
     if (bad) throw bad.reason;
   }
 
-  read(oid: bigint, off: number, len: number, copies?: number): Promise<Buffer> {
-    return this.retrying(() => this.readOnce(oid, off, len, copies));
+  /** Read from one replica; into (len bytes, optional) may be filled and returned. */
+  read(oid: bigint, off: number, len: number, copies?: number, into?: Buffer): Promise<Buffer> {
+    return this.retrying(() => this.readOnce(oid, off, len, copies, into));
   }
 
-  private async readOnce(oid: bigint, off: number, len: number, copies?: number): Promise<Buffer> {
+  private async readOnce(oid: bigint, off: number, len: number, copies?: number, into?: Buffer): Promise<Buffer> {
     const targets = this.replicas(oid, copies);
     const local = targets.find((n) => this.isLocal(n));
     const order = local ? [local, ...targets.filter((n) => n !== local)] : shuffle(targets);
     let lastErr: unknown;
     for (const n of order) {
       try {
-        if (this.isLocal(n)) return await this.localRead(oid, off, len);
+        if (this.isLocal(n)) return await this.localRead(oid, off, len, into);
         return await this.peers.readPeer(n, oid, off, len, this.view.epoch());
       } catch (e) {
         lastErr = e;

@@ -71,6 +71,8 @@ export interface StartOptions {
   args?: string[];
   /** Cluster driver spec; by default a private local cluster per sheep. */
   cluster?: string;
+  /** Extra environment for the daemon. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** A cluster id no other test uses, for `-c local:ID`. */
@@ -84,6 +86,7 @@ export async function startSheep(opts: StartOptions = {}): Promise<SheepProc> {
   const cluster = opts.cluster ?? `local:${uniqueClusterId()}`;
   const proc = spawn(process.execPath, [SHEEP_BIN, '-f', '-b', '127.0.0.1', '-p', String(port), '-c', cluster, ...(opts.args ?? []), dir], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: opts.env ? { ...process.env, ...opts.env } : process.env,
   });
   let out = '';
   proc.stdout!.on('data', (b) => (out += b));
@@ -150,8 +153,8 @@ export function runCollie(args: string[], opts: { port?: number; input?: Buffer 
 }
 
 /** A formatted single-node cluster. */
-export async function startFormatted(copies = 1, args: string[] = []): Promise<SheepProc> {
-  const s = await startSheep({ args });
+export async function startFormatted(copies = 1, args: string[] = [], env?: NodeJS.ProcessEnv): Promise<SheepProc> {
+  const s = await startSheep({ args, env });
   const { SheepClient, Op, Flag, timestamp64, ClusterFlag, Res } = await import('@sheepdog/common');
   const c = new SheepClient({ port: s.port });
   try {

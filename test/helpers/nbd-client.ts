@@ -1,5 +1,6 @@
 // A small raw NBD client for protocol tests (fixed newstyle, simple replies).
 import * as net from 'node:net';
+import { ByteQueue } from '@sheepdog/common';
 
 export const NBD = {
   IHAVEOPT: 0x49484156454f5054n,
@@ -15,27 +16,25 @@ export const NBD = {
 
 export class RawConn {
   sock: net.Socket;
-  buf = Buffer.alloc(0);
+  private rx = new ByteQueue();
   closed = false;
   private waiters: (() => void)[] = [];
   constructor(port: number) {
     this.sock = net.connect({ host: '127.0.0.1', port });
-    this.sock.on('data', (b) => { this.buf = Buffer.concat([this.buf, b]); this.wake(); });
+    this.sock.on('data', (b: Buffer) => { this.rx.push(b); this.wake(); });
     this.sock.on('close', () => { this.closed = true; this.wake(); });
     this.sock.on('error', () => undefined);
   }
   private wake() { const w = this.waiters; this.waiters = []; w.forEach((f) => f()); }
   async read(n: number, ms = 5000): Promise<Buffer> {
     const end = Date.now() + ms;
-    while (this.buf.length < n) {
-      if (this.closed) throw new Error(`connection closed with ${this.buf.length}/${n} bytes`);
+    while (this.rx.length < n) {
+      if (this.closed) throw new Error(`connection closed with ${this.rx.length}/${n} bytes`);
       const left = end - Date.now();
-      if (left <= 0) throw new Error(`timeout waiting for ${n} bytes (have ${this.buf.length})`);
+      if (left <= 0) throw new Error(`timeout waiting for ${n} bytes (have ${this.rx.length})`);
       await new Promise<void>((r) => { this.waiters.push(r); setTimeout(r, left); });
     }
-    const out = this.buf.subarray(0, n);
-    this.buf = this.buf.subarray(n);
-    return out;
+    return this.rx.take(n);
   }
   async waitClosed(ms = 5000): Promise<boolean> {
     const end = Date.now() + ms;
@@ -85,7 +84,8 @@ export class RawConn {
     }
   }
   private handle = 0n;
-  request(type: number, offset: number, length: number, data?: Buffer, flags = 0): bigint {
+  /** The bytes of one request (not sent), with a fresh handle. */
+  frame(type: number, offset: number, length: number, data?: Buffer, flags = 0): { handle: bigint; bytes: Buffer } {
     const h = Buffer.alloc(28);
     h.writeUInt32BE(NBD.REQ_MAGIC, 0);
     h.writeUInt16BE(flags, 4);
@@ -94,8 +94,21 @@ export class RawConn {
     h.writeBigUInt64BE(handle, 8);
     h.writeBigUInt64BE(BigInt(offset), 16);
     h.writeUInt32BE(length, 24);
-    this.write(data ? Buffer.concat([h, data]) : h);
-    return handle;
+    return { handle, bytes: data ? Buffer.concat([h, data]) : h };
+  }
+  request(type: number, offset: number, length: number, data?: Buffer, flags = 0): bigint {
+    const f = this.frame(type, offset, length, data, flags);
+    this.write(f.bytes);
+    return f.handle;
+  }
+  /** Send bytes in pieces of random size (1..max), yielding to the event loop between them. */
+  async writeFragmented(b: Buffer, max: number): Promise<void> {
+    for (let pos = 0; pos < b.length;) {
+      const n = Math.min(b.length - pos, 1 + Math.floor(Math.random() * max));
+      await new Promise<void>((r) => this.sock.write(b.subarray(pos, pos + n), () => r()));
+      pos += n;
+      if (Math.random() < 0.01) await new Promise((r) => setTimeout(r, 1));
+    }
   }
   /** Read one simple reply; readLen = payload length if this answers a successful READ. */
   async reply(readLens: Map<bigint, number> = new Map()): Promise<{ handle: bigint; error: number; data?: Buffer }> {

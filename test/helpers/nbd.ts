@@ -9,9 +9,9 @@ export interface NbdSheep {
   uri: (exportName: string) => string;
 }
 
-export async function startNbdSheep(copies = 1, extraArgs: string[] = []): Promise<NbdSheep> {
+export async function startNbdSheep(copies = 1, extraArgs: string[] = [], env?: NodeJS.ProcessEnv): Promise<NbdSheep> {
   const nbdPort = await freePort();
-  const s = await startFormatted(copies, ['--nbd', `127.0.0.1:${nbdPort}`, ...extraArgs]);
+  const s = await startFormatted(copies, ['--nbd', `127.0.0.1:${nbdPort}`, ...extraArgs], env);
   await waitForPort(nbdPort);
   return { s, nbdPort, uri: (e) => `nbd://127.0.0.1:${nbdPort}/${encodeURIComponent(e)}` };
 }

@@ -10,8 +10,8 @@ export type GatewayIO = Pick<Gateway, 'read' | 'write' | 'create'>;
 /** VdiBackend over the in-process Gateway. */
 export class GatewayBackend implements VdiBackend {
   constructor(private readonly gw: GatewayIO) {}
-  readObj(oid: bigint, off: number, len: number, copies: number): Promise<Buffer> {
-    return this.gw.read(oid, off, len, copies || undefined);
+  readObj(oid: bigint, off: number, len: number, copies: number, into?: Buffer): Promise<Buffer> {
+    return this.gw.read(oid, off, len, copies || undefined, into);
   }
   writeObj(oid: bigint, off: number, data: Buffer, copies: number): Promise<void> {
     return this.gw.write(oid, off, data, copies || undefined);

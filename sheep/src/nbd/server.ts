@@ -6,13 +6,14 @@
 // allocation locks, flush), so a FLUSH on any connection covers writes
 // completed on every connection: NBD_FLAG_CAN_MULTI_CONN is honest.
 import * as net from 'node:net';
-import { ByteQueue, SheepdogError, Res, VdiIO } from '@sheepdog/common';
+import { ByteQueue, SheepdogError, Res, VdiIO, bufferPool, POOL_MIN } from '@sheepdog/common';
 import {
   NBDMAGIC, IHAVEOPT, OPT_REPLY_MAGIC, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, HandshakeFlag, ClientFlag, Opt, Rep, Info,
   TxFlag, Cmd, CmdFlag, Errno, MAX_REQUEST, MAX_OPTION,
 } from './proto.js';
 import type { ExportSource, ExportRef } from './exports.js';
 import { log } from '../log.js';
+import { rewrapForDirectReads, DirectReader } from './direct-socket.js';
 
 interface OpenExport {
   io: VdiIO;
@@ -34,7 +35,7 @@ export class NbdServer {
     const hosts = host ? [host] : ['::', '0.0.0.0'];
     let bound = port;
     for (const h of hosts) {
-      const srv = net.createServer({ noDelay: true }, (sock) => this.onConnection(sock));
+      const srv = net.createServer({ noDelay: true, pauseOnConnect: true }, (sock) => this.onConnection(sock));
       try {
         await new Promise<void>((resolve, reject) => {
           srv.once('error', reject);
@@ -74,11 +75,13 @@ export class NbdServer {
     e.io.flush().catch((err) => log.warn(`NBD: flush of ${key} on close failed: ${(err as Error).message}`));
   }
 
-  private onConnection(sock: net.Socket): void {
+  private onConnection(accepted: net.Socket): void {
+    const c = new NbdConnection(this, this.source);
+    const sock = rewrapForDirectReads(accepted, c) ?? accepted;
     this.conns.add(sock);
     sock.setNoDelay(true);
-    new NbdConnection(this, sock, this.source).start();
     sock.on('close', () => this.conns.delete(sock));
+    c.start(sock, sock !== accepted);
   }
 
   /** @internal */
@@ -90,6 +93,8 @@ export class NbdServer {
     this.release(ref.key, e);
   }
 }
+
+const poolAlloc = (n: number) => bufferPool.get(n);
 
 function errnoOf(e: unknown): number {
   if (e instanceof SheepdogError) {
@@ -106,8 +111,27 @@ function errnoOf(e: unknown): number {
 
 type Phase = 'clientflags' | 'options' | 'transmission' | 'closed';
 
-class NbdConnection {
+/** Reads land here (in direct mode) unless a write payload is being filled. */
+const STAGE_SIZE = 256 * 1024;
+const STAGE_MIN_READ = 16 * 1024;
+
+/** A write whose payload the socket is filling in place (direct mode). */
+interface Filling {
+  flags: number;
+  handle: Buffer;
+  offset: number;
+  buf: Buffer;
+  got: number;
+}
+
+class NbdConnection implements DirectReader {
+  private sock!: net.Socket;
   private rx = new ByteQueue();
+  /** Direct mode: receive buffers are ours (stage, or a payload being filled). */
+  private direct = false;
+  private stage?: Buffer;
+  private stagePos = 0;
+  private filling?: Filling;
   private phase: Phase = 'clientflags';
   private noZeroes = false;
   private ref?: ExportRef;
@@ -122,21 +146,55 @@ class NbdConnection {
   // transmission request being assembled
   private req?: { flags: number; type: number; handle: Buffer; offset: number; length: number };
 
-  constructor(private readonly server: NbdServer, private readonly sock: net.Socket, private readonly source: ExportSource) {}
+  constructor(private readonly server: NbdServer, private readonly source: ExportSource) {}
 
-  start(): void {
+  /** direct: sock was built with this connection as its onread reader. */
+  start(sock: net.Socket, direct: boolean): void {
+    this.sock = sock;
+    this.direct = direct;
     const hello = Buffer.alloc(18);
     hello.writeBigUInt64BE(NBDMAGIC, 0);
     hello.writeBigUInt64BE(IHAVEOPT, 8);
     hello.writeUInt16BE(HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES, 16);
-    this.sock.write(hello);
-    this.sock.on('data', (b: Buffer) => {
-      if (this.phase === 'closed') return;
-      this.rx.push(b);
-      this.pump();
-    });
-    this.sock.on('error', (e) => log.debug(`NBD connection error: ${e.message}`));
-    this.sock.on('close', () => this.onClose());
+    sock.write(hello);
+    if (!direct) {
+      sock.on('data', (b: Buffer) => {
+        if (this.phase === 'closed') return;
+        this.rx.push(b);
+        this.pump();
+      });
+      sock.resume(); // accepted paused
+    }
+    sock.on('error', (e) => log.debug(`NBD connection error: ${e.message}`));
+    sock.on('close', () => this.onClose());
+  }
+
+  buffer(): Buffer {
+    const f = this.filling;
+    if (f) return f.buf.subarray(f.got);
+    // bytes left in rx after a read were copied out of the stage, so it can be reused from the start
+    if (!this.stage || this.stage.length - this.stagePos < STAGE_MIN_READ) {
+      this.stage ??= Buffer.allocUnsafe(STAGE_SIZE);
+      this.stagePos = 0;
+    }
+    return this.stage.subarray(this.stagePos);
+  }
+
+  received(n: number, buf: Buffer): void {
+    if (this.phase === 'closed') return;
+    const f = this.filling;
+    if (f) {
+      f.got += n;
+      if (f.got < f.buf.length) return;
+      this.filling = undefined;
+      this.dispatch(Cmd.WRITE, f.flags, f.handle, f.offset, f.buf.length, f.buf);
+    } else {
+      this.stagePos += n;
+      this.rx.push(buf.subarray(0, n));
+    }
+    this.pump();
+    // what pump left behind must not live in the stage, which the next reads overwrite
+    if (this.rx.length) this.rx.push(Buffer.from(this.rx.take(this.rx.length)));
   }
 
   private onClose(): void {
@@ -216,11 +274,19 @@ class NbdConnection {
         }
         const r = this.req;
         const payload = r.type === Cmd.WRITE ? r.length : 0;
-        if (this.rx.length < payload) return;
+        if (this.rx.length < payload) {
+          if (!this.direct || payload < POOL_MIN) return;
+          // let the socket fill the rest of the payload in place
+          const buf = bufferPool.get(payload);
+          const got = this.rx.length;
+          if (got) this.rx.take(got).copy(buf);
+          this.filling = { flags: r.flags, handle: r.handle, offset: r.offset, buf, got };
+          this.req = undefined;
+          return;
+        }
         this.req = undefined;
-        const data = payload ? this.rx.take(payload) : undefined;
-        this.command(r.type, r.flags, r.handle, r.offset, r.length, data);
-        if (this.inflight >= HIGH_WATER && !this.paused) { this.paused = true; this.sock.pause(); }
+        const data = payload ? this.rx.take(payload, poolAlloc) : undefined;
+        this.dispatch(r.type, r.flags, r.handle, r.offset, r.length, data);
       }
     } catch (e) {
       this.hangup(`internal error: ${(e as Error).message}`);
@@ -358,30 +424,45 @@ class NbdConnection {
    * completion that was ready.
    */
   private outq: Buffer[] = [];
+  /** Pooled read buffers in outq, returned once the socket has taken them. */
+  private outPooled: Buffer[] = [];
   private flushScheduled = false;
   private readonly flushOut = () => {
     this.flushScheduled = false;
     const q = this.outq;
+    const pooled = this.outPooled;
     this.outq = [];
+    if (pooled.length) this.outPooled = [];
     if (this.phase === 'closed' || this.sock.destroyed) return;
-    if (q.length === 1) { this.sock.write(q[0]); return; }
+    // writes complete in order: the last one's callback covers the batch
+    const done = pooled.length ? (err?: Error | null) => { if (!err) for (const b of pooled) bufferPool.put(b); } : undefined;
+    if (q.length === 1) { this.sock.write(q[0], done); return; }
     this.sock.cork();
-    for (const b of q) this.sock.write(b);
+    for (let i = 0; i < q.length - 1; i++) this.sock.write(q[i]);
+    this.sock.write(q[q.length - 1], done);
     this.sock.uncork();
   };
 
-  private reply(handle: Buffer, err: number, data?: Buffer): void {
+  private reply(handle: Buffer, err: number, data?: Buffer, pooled = false): void {
     if (this.phase === 'closed' || this.sock.destroyed) return;
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     h.writeUInt32BE(err, 4);
     handle.copy(h, 8);
     this.outq.push(h);
-    if (data && !err) this.outq.push(data);
+    if (data && !err) {
+      this.outq.push(data);
+      if (pooled) this.outPooled.push(data);
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flushOut);
     }
+  }
+
+  private dispatch(type: number, flags: number, handle: Buffer, offset: number, length: number, data?: Buffer): void {
+    this.command(type, flags, handle, offset, length, data);
+    if (this.inflight >= HIGH_WATER && !this.paused) { this.paused = true; this.sock.pause(); }
   }
 
   private done(): void {
@@ -406,7 +487,7 @@ class NbdConnection {
     switch (type) {
       case Cmd.READ:
         if (length > MAX_REQUEST || outside) { this.reply(handle, Errno.EINVAL); this.done(); return; }
-        p = io.read(offset, length);
+        p = io.read(offset, length, length >= POOL_MIN ? bufferPool.get(length) : undefined);
         break;
       case Cmd.WRITE:
         if (ro) { this.reply(handle, Errno.EPERM); this.done(); return; }
@@ -434,8 +515,14 @@ class NbdConnection {
         this.done();
         return;
     }
+    // A failed request may leave I/O in flight on its buffer: only a
+    // successful one gives its pooled buffer back.
     p.then((d) => {
-      this.reply(handle, 0, type === Cmd.READ ? (d as Buffer) : undefined);
+      if (type === Cmd.READ) this.reply(handle, 0, d as Buffer, length >= POOL_MIN);
+      else {
+        if (data) bufferPool.put(data);
+        this.reply(handle, 0);
+      }
       this.done();
     }, (e) => {
       const errno = errnoOf(e);

@@ -4,6 +4,7 @@
 // FileHandle promises.
 import * as fs from 'node:fs';
 import { syncPool } from './syncpool.js';
+import { tryReadNow } from './nowait.js';
 
 export interface FdEntry {
   fd: number;
@@ -16,8 +17,10 @@ export interface FdEntry {
 const closeQuietly = (fd: number) => fs.close(fd, () => undefined);
 
 export function preadFull(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  const now = tryReadNow(fd, buf, off, len, pos);
+  if (now === len) return Promise.resolve(len);
   return new Promise((resolve, reject) => {
-    let got = 0;
+    let got = now > 0 ? now : 0;
     const step = () => {
       fs.read(fd, buf, off + got, len - got, pos + got, (err, n) => {
         if (err) return reject(err);

@@ -33,10 +33,11 @@ export class PlainStore implements ObjectStore {
     return path.join(this.objDir, oidToHex(oid));
   }
 
-  async read(oid: bigint, off: number, len: number): Promise<Buffer> {
-    const buf = Buffer.alloc(len);
+  async read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer> {
+    const buf = into ?? Buffer.allocUnsafe(len);
     try {
-      await this.fds.use(this.p(oid), (fd) => preadFull(fd, buf, 0, len, off));
+      const got = await this.fds.use(this.p(oid), (fd) => preadFull(fd, buf, 0, len, off));
+      if (got < len) buf.fill(0, got); // past the end of a short file reads as zeros
     } catch (e) {
       throw this.mapErr(e);
     }

@@ -3,8 +3,8 @@
 export interface ObjectStore {
   readonly name: string;
   init(): Promise<void>;
-  /** Read len bytes at off; bytes past the stored length read as zero. */
-  read(oid: bigint, off: number, len: number): Promise<Buffer>;
+  /** Read len bytes at off (into `into` when given); bytes past the stored length read as zero. */
+  read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer>;
   /** Write into an existing object; NO_OBJ if it does not exist. */
   write(oid: bigint, off: number, data: Buffer): Promise<void>;
   /** Atomically (re)create an object of `size` bytes: zeros + data at off. */

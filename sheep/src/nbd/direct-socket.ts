@@ -1,0 +1,46 @@
+// Receive into buffers we choose. A 1 MiB NBD write otherwise arrives as
+// sixteen freshly allocated 64 KiB chunks that are then copied into one
+// buffer: the allocations keep V8's collector busy and the copy is a second
+// pass over every byte. With net's `onread` option the kernel copies each
+// payload straight into its final (pooled) buffer, as a C server's recv()
+// would.
+//
+// `net.Server` does not offer `onread` for accepted sockets, so the accepted
+// socket's handle is moved into a new Socket that has it. This leans on
+// net.Socket's `_handle` (stable since Node 0.x, and what `onread` itself is
+// built on); where it is missing the caller keeps the ordinary socket.
+import * as net from 'node:net';
+
+export interface DirectReader {
+  /** The buffer the next read fills (called after every read, and once at start). */
+  buffer(): Buffer;
+  /** n bytes arrived at the start of the buffer last returned by buffer(). */
+  received(n: number, buf: Buffer): void;
+}
+
+interface HandleLike {
+  readStart(): number;
+  readStop(): number;
+  useUserBuffer(b: Buffer): void;
+}
+
+/**
+ * Re-wrap a socket accepted with `pauseOnConnect: true`; returns the new
+ * socket, or undefined (and leaves `sock` untouched) when this Node cannot.
+ */
+export function rewrapForDirectReads(sock: net.Socket, reader: DirectReader): net.Socket | undefined {
+  const s = sock as unknown as { _handle: HandleLike | null };
+  const handle = s._handle;
+  if (process.env.SHEEP_NBD_DIRECT === '0' || !handle || typeof handle.useUserBuffer !== 'function' || typeof handle.readStart !== 'function') return undefined;
+  // detach, so that destroying the old wrapper releases the server's
+  // connection count without closing the connection
+  s._handle = null;
+  sock.destroy();
+  const opts = {
+    handle,
+    readable: true,
+    writable: true,
+    onread: { buffer: () => reader.buffer(), callback: (n: number, b: Buffer) => { reader.received(n, b); } },
+  };
+  return new net.Socket(opts as unknown as net.SocketConstructorOpts);
+}

@@ -3,8 +3,9 @@
 // Node headers. Run by the root `npm run build` (and `npm run build:native
 // -w @sheepdog/sheep`).
 //
-//   nowait  preadv2(RWF_NOWAIT): page-cache hits served on the event loop
-//           (store/nowait.ts); needs only a C compiler and Node's headers.
+//   fileio  page-cache hits read on the event loop (preadv2 RWF_NOWAIT) and
+//           batched writes (store/fileio.ts, store/writequeue.ts); needs only
+//           a C compiler and Node's headers.
 //   cpg     corosync's CPG for `-c corosync` (cluster/corosync.ts); needs
 //           libcpg-dev.
 //
@@ -23,7 +24,7 @@ const requireAll = process.env.SHEEP_REQUIRE_NATIVE === '1';
 const cpgHeader = process.env.CPG_HEADER ?? '/usr/include/corosync/cpg.h';
 
 const ADDONS = [
-  { name: 'nowait', sources: ['binding.gyp', 'src/nowait.c'], prereq: [], without: 'disk reads all go through the thread pool' },
+  { name: 'fileio', sources: ['binding.gyp', 'src/fileio.c'], prereq: [], without: 'every disk read and write is its own thread-pool request' },
   {
     name: 'cpg', sources: ['binding.gyp', 'src/cpg.c'], prereq: [cpgHeader], without: 'sheep -c corosync will be unavailable',
     missing: `${cpgHeader} not found (install libcpg-dev to build the corosync driver)`, required: process.env.SHEEP_REQUIRE_CPG === '1',

@@ -12,7 +12,7 @@ import { SHEEP_VERSION } from './version.js';
 import { NbdServer } from './nbd/server.js';
 import { SheepExports } from './nbd/exports.js';
 import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
-import { nowaitStatus } from './store/nowait.js';
+import { fileioStatus } from './store/fileio.js';
 
 const EX_USAGE = 64;
 
@@ -176,7 +176,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (p.pidfile) writeFileSync(p.pidfile, `${process.pid}\n`);
   log.notice(`sheep ${SHEEP_VERSION} serving ${p.bindaddr ?? '*'}:${p.port}, data in ${p.dir}`);
-  log.info(`disk reads: ${nowaitStatus()}`);
+  log.info(`file I/O: ${fileioStatus()}`);
 
   let stopping = false;
   const stop = async (why: string, code = 0) => {

@@ -1,7 +1,8 @@
 // The NBD data path under stress, in both receive modes (payloads filled in
-// place by the socket, or assembled from stream chunks) and both read modes
-// (page-cache hits served inline with RWF_NOWAIT, or all reads on libuv's
-// pool): requests split at every possible point, large payloads spanning
+// place by the socket, or assembled from stream chunks) and both file I/O
+// modes (native: page-cache hits read inline with RWF_NOWAIT and writes
+// batched per file; or one libuv request per read and write): requests
+// split at every possible point, large payloads spanning
 // objects, and pooled buffers under socket backpressure must never mix up
 // bytes between requests.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
@@ -17,8 +18,16 @@ const MB = 1 << 20;
 const SIZE = 64 * MB;
 
 describe.each([
-  { mode: 'direct receive, inline reads', env: { SHEEP_NBD_DIRECT: '1', SHEEP_NOWAIT: '1' }, reads: /disk reads: page-cache hits up to \d+ bytes inline/ },
-  { mode: 'stream receive, pool reads', env: { SHEEP_NBD_DIRECT: '0', SHEEP_NOWAIT: '0' }, reads: /disk reads: all on the thread pool \(SHEEP_NOWAIT=0\)/ },
+  {
+    mode: 'direct receive, native file I/O',
+    env: { SHEEP_NBD_DIRECT: '1', SHEEP_NATIVE_IO: '1' },
+    reads: /file I\/O: native: page-cache hits up to \d+ bytes read inline/,
+  },
+  {
+    mode: 'stream receive, one pool request per I/O',
+    env: { SHEEP_NBD_DIRECT: '0', SHEEP_NATIVE_IO: '0' },
+    reads: /file I\/O: one thread-pool request per read and write \(SHEEP_NATIVE_IO=0\)/,
+  },
 ])('NBD data path ($mode)', ({ env, reads }) => {
   let n: NbdSheep;
   let w: Wire;

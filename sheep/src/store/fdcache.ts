@@ -4,7 +4,7 @@
 // FileHandle promises.
 import * as fs from 'node:fs';
 import { syncPool } from './syncpool.js';
-import { tryReadNow } from './nowait.js';
+import { tryReadNow } from './fileio.js';
 
 export interface FdEntry {
   fd: number;

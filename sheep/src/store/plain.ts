@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { oidToHex, SheepdogError, Res } from '@sheepdog/common';
 import type { ObjectStore } from './store.js';
-import { FdCache, preadFull, pwriteFull } from './fdcache.js';
+import { FdCache, preadFull } from './fdcache.js';
+import { queuedWrite } from './writequeue.js';
 import { syncPool } from './syncpool.js';
 
 export class PlainStore implements ObjectStore {
@@ -47,7 +48,7 @@ export class PlainStore implements ObjectStore {
   async write(oid: bigint, off: number, data: Buffer): Promise<void> {
     try {
       await this.fds.use(this.p(oid), async (fd, e) => {
-        await pwriteFull(fd, data, off);
+        await queuedWrite(fd, data, off);
         if (!this.nosync) await this.fds.sync(e);
       });
     } catch (e) {

@@ -1,8 +1,8 @@
 {
   "targets": [
     {
-      "target_name": "nowait",
-      "sources": ["src/nowait.c"],
+      "target_name": "fileio",
+      "sources": ["src/fileio.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]

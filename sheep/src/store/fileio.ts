@@ -1,0 +1,55 @@
+// Native file I/O for the store's hot path (native/fileio): reads the page
+// cache can serve complete inline on the event loop (preadv2 RWF_NOWAIT;
+// anything that would wait for the disk is refused and goes to libuv's
+// pool), and writes go to the pool in batches, one job per file at a time
+// (see writequeue.ts). The loop never waits on a disk.
+//
+// Optional: without the addon (not built, or SHEEP_NATIVE_IO=0) every read
+// and write is one libuv request, as Node does it.
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface FileIOAddon {
+  readNow(fd: number, buf: Buffer, off: number, len: number, pos: number): number;
+  writeBatch(fd: number, bufs: Buffer[], positions: Float64Array, status: Int32Array, done: () => void): void;
+}
+
+export const FILEIO_ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/fileio/build/Release/fileio.node');
+
+let why = '';
+function load(): FileIOAddon | undefined {
+  if (process.env.SHEEP_NATIVE_IO === '0') {
+    why = 'SHEEP_NATIVE_IO=0';
+    return undefined;
+  }
+  try {
+    return createRequire(import.meta.url)(FILEIO_ADDON_PATH) as FileIOAddon;
+  } catch (e) {
+    why = `addon not loaded: ${(e as Error).message.split('\n')[0]}; \`npm run build\` builds it`;
+    return undefined;
+  }
+}
+
+export const fileio = load();
+
+/** Inline reads above this size would hold the loop longer than the pool round trip they save. */
+export const INLINE_READ_MAX = Number(process.env.SHEEP_INLINE_READ_MAX ?? 256 * 1024);
+
+/**
+ * Read inline if the page cache holds the data: returns bytes read (which
+ * may be short of len), or -1 when the caller must use the pool.
+ */
+export function tryReadNow(fd: number, buf: Buffer, off: number, len: number, pos: number): number {
+  if (!fileio || len > INLINE_READ_MAX) return -1;
+  const n = fileio.readNow(fd, buf, off, len, pos);
+  // EAGAIN (not cached) or any error: the pool's read waits, or reports it properly
+  return n >= 0 ? n : -1;
+}
+
+/** One line for the log: how the store does file I/O. */
+export function fileioStatus(): string {
+  return fileio
+    ? `native: page-cache hits up to ${INLINE_READ_MAX} bytes read inline (RWF_NOWAIT), writes batched per file`
+    : `one thread-pool request per read and write (${why})`;
+}

@@ -36,9 +36,31 @@ export class VnodeRing {
     this.nrZones = new Set(nodes.filter((n) => n.nrVnodes > 0).map((n) => n.zone)).size;
   }
 
-  /** Replica nodes for an object; copies is capped at the number of zones. */
+  /** Placements already computed on this ring, per copies; bounded. */
+  private placed = new Map<number, Map<bigint, SdNode[]>>();
+  private nPlaced = 0;
+
+  /**
+   * Replica nodes for an object; copies is capped at the number of zones.
+   * Computed once per object on a ring (every object request asks), so the
+   * array is shared: callers must not modify it.
+   */
   placeOid(oid: bigint, copies: number): SdNode[] {
-    return this.place(sdHashOid(oid), copies);
+    let m = this.placed.get(copies);
+    if (!m) this.placed.set(copies, (m = new Map()));
+    let t = m.get(oid);
+    if (!t) {
+      if (this.nPlaced >= 1 << 16) {
+        this.placed.clear();
+        this.placed.set(copies, m);
+        m.clear();
+        this.nPlaced = 0;
+      }
+      t = this.place(sdHashOid(oid), copies);
+      m.set(oid, t);
+      this.nPlaced++;
+    }
+    return t;
   }
 
   /** The ring positions chosen, for tests against spec vectors. */

@@ -80,7 +80,8 @@ export class VdiRegistry {
   /** Object size of data objects owned by vid. */
   objectSize(vid: number): number {
     const s = this.states.get(vid);
-    return 2 ** (s?.blockSizeShift || this.defaults().blockSizeShift || 22);
+    const shift = s?.blockSizeShift || this.defaults().blockSizeShift || 22;
+    return shift < 31 ? 1 << shift : 2 ** shift; // `**` with a variable exponent calls pow() on every request
   }
 
   isSnapshot(vid: number): boolean {

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import {
-  fnv1a, hash24, sdHashOid, sdHash, mix, nodeHash, VnodeRing, makeNode, encodeAddr, defaultZone, autoVnodes,
+  fnv1a, fold64, FNV1A_64_INIT, hash24, sdHashOid, sdHash, mix, nodeHash, VnodeRing, makeNode, encodeAddr, defaultZone, autoVnodes,
   attrHash, encodeAttr, vidToVdiOid, vidToDataOid, vidToVmstateOid, vidToAttrOid, oidToVid, dataOidToIdx,
   encodeRequest, encodeResponse, decodeRequest, Op, Flag, SD_INODE_SIZE, SD_INODE_QEMU_SIZE, SD_CLUSTER_INFO_SIZE,
   Inode, encodeInodeHeader, decodeInodeHeader, emptyInodeHeader, encodeNode, decodeNode, addrToString,
@@ -39,6 +39,11 @@ describe('§17.2 object hashes', () => {
     [0x007c2b2500000001n, 0xed0c37b076d586acn],
   ];
   for (const [oid, h] of cases) it(oid.toString(16), () => expect(sdHashOid(oid)).toBe(h));
+  it('the fast placement hash equals the BigInt definition mix(fold64(oid)) for any oid', () => {
+    const edge = [0n, 1n, 0xffffffffn, 0x100000000n, 0xffffffffffffffffn, 0x8000000000000000n];
+    const rnd = Array.from({ length: 5000 }, () => (BigInt(Math.floor(Math.random() * 2 ** 32)) << 32n) | BigInt(Math.floor(Math.random() * 2 ** 32)));
+    for (const oid of [...edge, ...rnd]) expect(sdHashOid(oid)).toBe(mix(fold64(oid, FNV1A_64_INIT)));
+  });
 });
 
 describe('§17.3 node hash and vnodes', () => {

@@ -48,13 +48,27 @@ export function pwriteFull(fd: number, buf: Buffer, pos: number): Promise<void> 
   });
 }
 
+/** Open descriptors by object id; the path is built only to open one. */
 export class FdCache {
-  private map = new Map<string, FdEntry>();
-  private opening = new Map<string, Promise<FdEntry>>();
-  constructor(private readonly max = 256) {}
+  private map = new Map<bigint, FdEntry>();
+  private opening = new Map<bigint, Promise<FdEntry>>();
+  constructor(private readonly pathOf: (oid: bigint) => string, private readonly max = 256) {}
 
-  async use<T>(path: string, fn: (fd: number, e: FdEntry) => Promise<T>): Promise<T> {
-    const e = await this.acquire(path);
+  use<T>(oid: bigint, fn: (fd: number, e: FdEntry) => Promise<T>): Promise<T> {
+    const hit = this.map.get(oid);
+    if (hit && !hit.dead) {
+      this.map.delete(oid);
+      this.map.set(oid, hit);
+      hit.refs++;
+      return this.run(hit, fn);
+    }
+    return this.open(oid).then((e) => {
+      e.refs++;
+      return this.run(e, fn);
+    });
+  }
+
+  private async run<T>(e: FdEntry, fn: (fd: number, e: FdEntry) => Promise<T>): Promise<T> {
     try {
       return await fn(e.fd, e);
     } finally {
@@ -62,32 +76,22 @@ export class FdCache {
     }
   }
 
-  private acquire(path: string): Promise<FdEntry> | FdEntry {
-    const hit = this.map.get(path);
-    if (hit && !hit.dead) {
-      this.map.delete(path);
-      this.map.set(path, hit);
-      hit.refs++;
-      return hit;
-    }
-    let p = this.opening.get(path);
+  private open(oid: bigint): Promise<FdEntry> {
+    let p = this.opening.get(oid);
     if (!p) {
       p = new Promise<FdEntry>((resolve, reject) => {
-        fs.open(path, 'r+', (err, fd) => {
-          this.opening.delete(path);
+        fs.open(this.pathOf(oid), 'r+', (err, fd) => {
+          this.opening.delete(oid);
           if (err) return reject(err);
           const e: FdEntry = { fd, refs: 0, dead: false };
-          this.map.set(path, e);
+          this.map.set(oid, e);
           this.evict();
           resolve(e);
         });
       });
-      this.opening.set(path, p);
+      this.opening.set(oid, p);
     }
-    return p.then((e) => {
-      e.refs++;
-      return e;
-    });
+    return p;
   }
 
   private release(e: FdEntry): void {
@@ -97,18 +101,18 @@ export class FdCache {
 
   private evict(): void {
     while (this.map.size > this.max) {
-      const [k, e] = this.map.entries().next().value as [string, FdEntry];
+      const [k, e] = this.map.entries().next().value as [bigint, FdEntry];
       this.map.delete(k);
       e.dead = true;
       if (e.refs === 0) closeQuietly(e.fd);
     }
   }
 
-  /** Forget a path (after rename-over or unlink); open users keep their descriptor. */
-  invalidate(path: string): void {
-    const e = this.map.get(path);
+  /** Forget an object's descriptor (after rename-over or unlink); open users keep theirs. */
+  invalidate(oid: bigint): void {
+    const e = this.map.get(oid);
     if (!e) return;
-    this.map.delete(path);
+    this.map.delete(oid);
     e.dead = true;
     if (e.refs === 0) closeQuietly(e.fd);
   }

@@ -15,7 +15,7 @@ export class PlainStore implements ObjectStore {
   readonly objDir: string;
   readonly tmpDir: string;
   readonly staleDir: string;
-  private fds = new FdCache(512);
+  private fds = new FdCache((oid) => this.p(oid), 512);
 
   constructor(readonly baseDir: string, readonly nosync: boolean) {
     this.objDir = path.join(baseDir, 'obj');
@@ -37,7 +37,7 @@ export class PlainStore implements ObjectStore {
   async read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer> {
     const buf = into ?? Buffer.allocUnsafe(len);
     try {
-      const got = await this.fds.use(this.p(oid), (fd) => preadFull(fd, buf, 0, len, off));
+      const got = await this.fds.use(oid, (fd) => preadFull(fd, buf, 0, len, off));
       if (got < len) buf.fill(0, got); // past the end of a short file reads as zeros
     } catch (e) {
       throw this.mapErr(e);
@@ -47,7 +47,7 @@ export class PlainStore implements ObjectStore {
 
   async write(oid: bigint, off: number, data: Buffer): Promise<void> {
     try {
-      await this.fds.use(this.p(oid), async (fd, e) => {
+      await this.fds.use(oid, async (fd, e) => {
         await queuedWrite(fd, data, off);
         if (!this.nosync) await this.fds.sync(e);
       });
@@ -71,7 +71,7 @@ export class PlainStore implements ObjectStore {
       await fh.close();
       fh = undefined;
       await fsp.rename(tmp, this.p(oid));
-      this.fds.invalidate(this.p(oid));
+      this.fds.invalidate(oid);
     } catch (e) {
       if (fh) await fh.close().catch(() => undefined);
       await fsp.rm(tmp, { force: true }).catch(() => undefined);
@@ -84,7 +84,7 @@ export class PlainStore implements ObjectStore {
   }
 
   async remove(oid: bigint): Promise<boolean> {
-    this.fds.invalidate(this.p(oid));
+    this.fds.invalidate(oid);
     try {
       await fsp.unlink(this.p(oid));
       return true;
@@ -166,7 +166,7 @@ export class PlainStore implements ObjectStore {
   }
 
   async setAside(oid: bigint): Promise<void> {
-    this.fds.invalidate(this.p(oid));
+    this.fds.invalidate(oid);
     try {
       await fsp.rename(this.p(oid), this.sp(oid));
     } catch (e) {
@@ -206,7 +206,7 @@ export class PlainStore implements ObjectStore {
   async restoreStale(oid: bigint): Promise<boolean> {
     try {
       await fsp.rename(this.sp(oid), this.p(oid));
-      this.fds.invalidate(this.p(oid));
+      this.fds.invalidate(oid);
       return true;
     } catch {
       return false;

@@ -3,10 +3,17 @@
 // QD 32, 1 MiB sequential read/write at QD 8; qemu-img bench: 4 KiB at QD 32
 // (sequential offsets). Ratios are sheep / nbdkit.
 //
-// Env: BENCH_SECS (default 5), BENCH_NBD_CONFIGS (comma list of
-// "1x1-nosync,1x1-sync,3x3-nosync"; default all), BENCH_NBD_SIZE_MB (256),
-// BENCH_NBD_ONLY (comma list of workload keys, e.g. "randread-4k,write-1m"),
-// BENCH_NBD_REF=0 (skip the nbdkit run, for quick A/B of sheep alone).
+// Every server is started and prefilled first; then each workload runs on
+// each server in turn (the order rotating between repeats), after a `sync`,
+// so that neither side measures in the other's write-back, and a noisy
+// moment hits one workload of every server alike rather than one server's
+// whole column. With BENCH_REPEAT > 1 the table shows medians.
+//
+// Env: BENCH_SECS (default 5), BENCH_REPEAT (1), BENCH_NBD_CONFIGS (comma
+// list of "1x1-nosync,1x1-sync,3x3-nosync"; default all), BENCH_NBD_SIZE_MB
+// (256), BENCH_NBD_ONLY (comma list of workload keys, e.g.
+// "randread-4k,write-1m"), BENCH_NBD_REF=0 (skip nbdkit, for quick A/B of
+// sheep alone).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -17,6 +24,7 @@ import { startSheep, cleanup, format, freePort, waitPort } from './lib.mjs';
 const SECS = Number(process.env.BENCH_SECS ?? 5);
 const SIZE = Number(process.env.BENCH_NBD_SIZE_MB ?? 256) << 20;
 const CONFIGS = (process.env.BENCH_NBD_CONFIGS ?? '1x1-nosync,1x1-sync,3x3-nosync').split(',');
+const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 1));
 
 const have = (c) => spawnSync('sh', ['-c', `command -v ${c}`]).status === 0;
 for (const t of ['fio', 'nbdkit', 'qemu-img']) {
@@ -58,13 +66,12 @@ function prefill(uri) {
 const ONLY = process.env.BENCH_NBD_ONLY ? new Set(process.env.BENCH_NBD_ONLY.split(',')) : undefined;
 const want = (k) => !ONLY || ONLY.has(k);
 
-function measure(uri) {
-  const out = {};
-  for (const w of WORKLOADS) if (want(w.key)) out[w.key] = fio(uri, w);
-  if (want('qemu-img-read-4k')) out['qemu-img-read-4k'] = qemuBench(uri, false);
-  if (want('qemu-img-write-4k')) out['qemu-img-write-4k'] = qemuBench(uri, true);
-  return out;
-}
+/** Every workload as key -> (uri) => number. */
+const RUNS = [
+  ...WORKLOADS.map((w) => [w.key, (uri) => fio(uri, w)]),
+  ['qemu-img-read-4k', (uri) => qemuBench(uri, false)],
+  ['qemu-img-write-4k', (uri) => qemuBench(uri, true)],
+].filter(([k]) => want(k));
 
 async function nbdkitFile(dir) {
   const file = path.join(dir, 'nbdkit.img');
@@ -75,13 +82,11 @@ async function nbdkitFile(dir) {
   await waitPort(port);
   const uri = `nbd://127.0.0.1:${port}`;
   prefill(uri);
-  const res = measure(uri);
-  p.kill('SIGTERM');
-  return res;
+  return { name: 'nbdkit-file', uri, stop: async () => { p.kill('SIGTERM'); } };
 }
 
 /** sheep cluster of `nodes` with `copies`; nosync adds -n. Hook for more layouts: add entries to CONFIGS. */
-async function sheepRun(nodes, copies, nosync) {
+async function sheepCluster(cfg, nodes, copies, nosync) {
   const cluster = `local:nbdbench-${process.pid}-${nodes}-${nosync ? 'n' : 's'}`;
   const nbdPort = await freePort();
   const hs = [];
@@ -97,37 +102,58 @@ async function sheepRun(nodes, copies, nosync) {
   await waitPort(nbdPort);
   const uri = `nbd://127.0.0.1:${nbdPort}/bench`;
   prefill(uri);
-  const res = measure(uri);
-  for (const h of hs) await h.kill();
-  return res;
+  return { name: `sheep ${cfg}`, uri, stop: async () => { for (const h of hs) await h.kill(); } };
 }
 
-const fmt = (v) => (v >= 100 ? Math.round(v).toString() : v.toFixed(1));
+const median = (xs) => {
+  const a = [...xs].sort((x, y) => x - y);
+  return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+};
+
+const fmt = (v) => (Number.isNaN(v) ? '-' : v >= 100 ? Math.round(v).toString() : v.toFixed(1));
 const dir = mkdtempSync(path.join(tmpdir(), 'nbd-bench-'));
+const targets = [];
 try {
-  console.log(`NBD bench: ${SECS}s per fio run, ${SIZE >> 20} MiB device, prefilled`);
+  console.log(`NBD bench: ${SECS}s per fio run, ${SIZE >> 20} MiB device, prefilled, ${REPEAT} repeat(s)${REPEAT > 1 ? ' (medians)' : ''}`);
   const ref = process.env.BENCH_NBD_REF === '0' ? undefined : await nbdkitFile(dir);
-  const cols = [];
+  if (ref) targets.push(ref);
   for (const cfg of CONFIGS) {
     const m = /^(\d+)x(\d+)-(nosync|sync)$/.exec(cfg.trim());
     if (!m) { console.log(`unknown config ${cfg}`); continue; }
     try {
-      cols.push({ cfg, res: await sheepRun(Number(m[1]), Number(m[2]), m[3] === 'nosync') });
+      targets.push(await sheepCluster(cfg.trim(), Number(m[1]), Number(m[2]), m[3] === 'nosync'));
     } catch (e) {
-      console.log(`${cfg}: failed: ${e.message}`);
+      console.log(`${cfg}: failed to start: ${e.message}`);
     }
   }
-  const rows = Object.keys(ref ?? cols[0]?.res ?? {});
+  const res = new Map(targets.map((t) => [t, {}]));
+  for (const [key, run] of RUNS) {
+    for (let r = 0; r < REPEAT; r++) {
+      for (let i = 0; i < targets.length; i++) {
+        const t = targets[(i + r) % targets.length];
+        spawnSync('sync');
+        try {
+          (res.get(t)[key] ??= []).push(run(t.uri));
+        } catch (e) {
+          console.log(`${t.name} ${key}: ${e.message}`);
+        }
+      }
+    }
+  }
+  const val = (t, k) => (res.get(t)[k]?.length ? median(res.get(t)[k]) : NaN);
+  const cols = targets.filter((t) => t !== ref);
+  const rows = RUNS.map(([k]) => k);
   const unit = (k) => (k.includes('1m') ? 'MB/s' : 'IOPS');
-  const header = ['workload', ...(ref ? ['nbdkit-file'] : []), ...cols.flatMap((c) => [`sheep ${c.cfg}`, ...(ref ? ['ratio'] : [])])];
-  const table = rows.map((k) => [`${k} (${unit(k)})`, ...(ref ? [fmt(ref[k])] : []),
-    ...cols.flatMap((c) => [fmt(c.res[k]), ...(ref ? [(c.res[k] / ref[k]).toFixed(2) + 'x'] : [])])]);
+  const header = ['workload', ...(ref ? [ref.name] : []), ...cols.flatMap((c) => [c.name, ...(ref ? ['ratio'] : [])])];
+  const table = rows.map((k) => [`${k} (${unit(k)})`, ...(ref ? [fmt(val(ref, k))] : []),
+    ...cols.flatMap((c) => [fmt(val(c, k)), ...(ref ? [(val(c, k) / val(ref, k)).toFixed(2) + 'x'] : [])])]);
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
   const line = (r) => r.map((x, i) => (i === 0 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ');
   console.log(line(header));
   for (const r of table) console.log(line(r));
   console.log('(nodes x copies; ratio = sheep / nbdkit file plugin; nbdkit file does no fsync per write either)');
 } finally {
+  for (const t of targets) await t.stop().catch(() => undefined);
   rmSync(dir, { recursive: true, force: true });
   await cleanup();
 }

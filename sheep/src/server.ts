@@ -2,7 +2,7 @@
 // writes responses in completion order (spec §1).
 import * as net from 'node:net';
 import {
-  RequestHeader, encodeResponse, ByteQueue, SD_REQ_HEADER_SIZE, Flag, Res, opName,
+  RequestHeader, encodeResponse, ByteQueue, SD_REQ_HEADER_SIZE, Flag, Res, Op, opName, bufferPool, POOL_MIN,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import { execute, Reply } from './ops.js';
@@ -10,6 +10,14 @@ import { log } from './log.js';
 
 /** Largest payload a request may carry; an object of shift 31 is 2 GiB. */
 export const MAX_PAYLOAD = 2 ** 31;
+
+/**
+ * Object writes whose large payloads are assembled in pooled buffers (a
+ * fresh megabyte costs more than copying one) and given back when the
+ * request succeeds: none of these keeps its payload past completion.
+ */
+const POOLED_PAYLOAD = new Set<number>([Op.WRITE_OBJ, Op.CREATE_AND_WRITE_OBJ, Op.WRITE_PEER, Op.CREATE_AND_WRITE_PEER]);
+const poolAlloc = (n: number) => bufferPool.get(n);
 
 export class SheepServer {
   private servers: net.Server[] = [];
@@ -82,10 +90,12 @@ export class SheepServer {
       sock.uncork();
     };
 
-    const run = (h: RequestHeader, data: Buffer) => {
+    const run = (h: RequestHeader, data: Buffer, pooled: boolean) => {
       s.stats.gwActive++;
       execute(s, h, data).then((r) => {
         s.stats.gwActive--;
+        // a failed request may still have I/O in flight on its payload
+        if (pooled && (r.result ?? Res.SUCCESS) === Res.SUCCESS) bufferPool.put(data);
         reply(h, r);
       }, (e) => {
         s.stats.gwActive--;
@@ -114,11 +124,12 @@ export class SheepServer {
           }
         }
         if (rx.length < payloadLen) return;
-        const data = payloadLen ? rx.take(payloadLen) : Buffer.alloc(0);
         const h = hdr;
+        const pooled = payloadLen >= POOL_MIN && POOLED_PAYLOAD.has(h.opcode);
+        const data = payloadLen ? rx.take(payloadLen, pooled ? poolAlloc : undefined) : Buffer.alloc(0);
         hdr = undefined;
         s.stats.gwBytesIn += BigInt(data.length);
-        run(h, data);
+        run(h, data, pooled);
       }
     });
     sock.on('error', (e) => log.debug(`connection error: ${e.message}`));

@@ -21,6 +21,8 @@ export interface PlacementView {
   isSnapshot(vid: number): boolean;
   /** Wait until a pending recovery of this object (on this node) is done. */
   ensureLocal(oid: bigint): Promise<void>;
+  /** Whether a recovery is under way (else ensureLocal has nothing to wait for). */
+  recovering(): boolean;
   waitEpoch(pred: (e: number) => boolean, timeoutMs: number): Promise<boolean>;
 }
 
@@ -94,8 +96,15 @@ export class Gateway implements ObjectIO {
     if (bad) throw bad.reason;
   }
 
+  /** The only replica is this node and nothing is being recovered: the store can serve it directly. */
+  private soleLocal(oid: bigint, copies?: number): boolean {
+    const t = this.view.targets(oid, this.copiesFor(oid, copies));
+    return t.length === 1 && !this.view.recovering() && this.isLocal(t[0]);
+  }
+
   /** Read from one replica; into (len bytes, optional) may be filled and returned. */
   read(oid: bigint, off: number, len: number, copies?: number, into?: Buffer): Promise<Buffer> {
+    if (this.soleLocal(oid, copies)) return this.store.read(oid, off, len, into);
     return this.retrying(() => this.readOnce(oid, off, len, copies, into));
   }
 
@@ -128,6 +137,7 @@ export class Gateway implements ObjectIO {
 
   /** Write into an existing object on every replica (no read-only or index bookkeeping; the object cache flushes with it). */
   rawWrite(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+    if (this.soleLocal(oid, copies)) return this.store.write(oid, off, data);
     return this.retrying(() => {
       const ep = this.view.epoch();
       return this.forAll(this.replicas(oid, copies),

@@ -157,6 +157,7 @@ export class Sheep implements PlacementView {
   objectSize(vid: number): number { return this.vdis.objectSize(vid); }
   isSnapshot(vid: number): boolean { return this.vdis.isSnapshot(vid); }
   ensureLocal(oid: bigint): Promise<void> { return this.recovery.ensure(oid); }
+  recovering(): boolean { return this.recovery.active; }
   waitEpochAbove(epoch: number, timeoutMs: number): Promise<boolean> { return this.waitEpoch((e) => e > epoch, timeoutMs); }
 
   /** Copies an object should have: its VDI's, else the cluster default. */

@@ -132,6 +132,7 @@ class NbdConnection implements DirectReader {
   private stage?: Buffer;
   private stagePos = 0;
   private filling?: Filling;
+  private headerNext = false;
   private phase: Phase = 'clientflags';
   private noZeroes = false;
   private ref?: ExportRef;
@@ -177,6 +178,10 @@ class NbdConnection implements DirectReader {
       this.stage ??= Buffer.allocUnsafe(STAGE_SIZE);
       this.stagePos = 0;
     }
+    // Right after a large write, read just the next header: if another large
+    // write follows, its payload then lands in place instead of partly in the
+    // stage (to be copied). One more read() call, but not a copy of up to 256 KiB.
+    if (this.headerNext && this.rx.length === 0) return this.stage.subarray(this.stagePos, this.stagePos + 28);
     return this.stage.subarray(this.stagePos);
   }
 
@@ -187,8 +192,10 @@ class NbdConnection implements DirectReader {
       f.got += n;
       if (f.got < f.buf.length) return;
       this.filling = undefined;
+      this.headerNext = true;
       this.dispatch(Cmd.WRITE, f.flags, f.handle, f.offset, f.buf.length, f.buf);
     } else {
+      this.headerNext = false;
       this.stagePos += n;
       this.rx.push(buf.subarray(0, n));
     }

@@ -948,7 +948,7 @@ export const vdiCommands: SubCommand[] = [
     name: 'cache', arg: '<vdiname>', opts: 'saph', desc: "Run 'dog vdi cache' for more information", needArg: true,
     sub: [
       { name: 'flush', desc: 'flush the cache of the vdi specified.', needArg: true, run: (c, a, o) => cacheOp(c, a, o, Op.FLUSH_VDI, 'flush') },
-      { name: 'delete', desc: 'delete the cache of the vdi specified in all nodes.', needArg: true, run: (c, a, o) => cacheOp(c, a, o, Op.DELETE_CACHE, 'delete') },
+      { name: 'delete', desc: 'delete the cache of the vdi specified (on the sheep at -a/-p).', needArg: true, run: (c, a, o) => cacheOp(c, a, o, Op.DELETE_CACHE, 'delete') },
       { name: 'info', desc: 'show usage of the cache', run: (c) => cacheInfo(c) },
       { name: 'purge', desc: 'flush and drop the cache of the vdi specified (all vdis without a name).', run: (c, a, o) => (a.length ? cacheOp(c, a, o, Op.CACHE_PURGE, 'purge') : cachePurgeAll(c)) },
     ],

@@ -109,7 +109,18 @@ export class PlainStore implements ObjectStore {
     return out;
   }
 
-  async usage(): Promise<{ used: bigint; size: bigint; free: bigint }> {
+  private usageScan?: Promise<{ used: bigint; size: bigint; free: bigint }>;
+
+  /**
+   * Callers that arrive while a scan is running share it (it stats every
+   * object file), so node statistics polled by many clients cost one scan.
+   */
+  usage(): Promise<{ used: bigint; size: bigint; free: bigint }> {
+    this.usageScan ??= this.scanUsage().finally(() => { this.usageScan = undefined; });
+    return this.usageScan;
+  }
+
+  private async scanUsage(): Promise<{ used: bigint; size: bigint; free: bigint }> {
     let used = 0n;
     for (const f of await fsp.readdir(this.objDir)) {
       if (!/^[0-9a-f]{16}$/.test(f)) continue;

@@ -32,15 +32,21 @@ export function rewrapForDirectReads(sock: net.Socket, reader: DirectReader): ne
   const s = sock as unknown as { _handle: HandleLike | null };
   const handle = s._handle;
   if (process.env.SHEEP_NBD_DIRECT === '0' || !handle || typeof handle.useUserBuffer !== 'function' || typeof handle.readStart !== 'function') return undefined;
-  // detach, so that destroying the old wrapper releases the server's
-  // connection count without closing the connection
-  s._handle = null;
-  sock.destroy();
   const opts = {
     handle,
     readable: true,
     writable: true,
     onread: { buffer: () => reader.buffer(), callback: (n: number, b: Buffer) => { reader.received(n, b); } },
   };
-  return new net.Socket(opts as unknown as net.SocketConstructorOpts);
+  let direct: net.Socket;
+  try {
+    direct = new net.Socket(opts as unknown as net.SocketConstructorOpts);
+  } catch {
+    return undefined; // the old wrapper still owns the handle
+  }
+  // detach, so that destroying the old wrapper releases the server's
+  // connection count without closing the connection
+  s._handle = null;
+  sock.destroy();
+  return direct;
 }

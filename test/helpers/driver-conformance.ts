@@ -7,6 +7,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { ROOT, freePort } from './cluster.js';
+import { onJsonLines } from './json-lines.js';
 
 const NODE_BIN = path.join(ROOT, 'test/helpers/driver-node.mjs');
 const DIST = path.join(ROOT, 'sheep/dist/cluster/index.js');
@@ -28,21 +29,11 @@ export class Member {
   readonly gone: Promise<void>;
 
   private constructor(readonly port: number, readonly proc: ChildProcess) {
-    let buf = '';
-    proc.stdout!.setEncoding('utf8');
-    proc.stdout!.on('data', (chunk: string) => {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (!line) continue;
-        const o = JSON.parse(line);
-        if (o.type === 'started') this.started = true;
-        else if (o.type === 'left') this.left = true;
-        else this.events.push(o as Ev);
-        this.wake();
-      }
+    onJsonLines(proc.stdout!, (o) => {
+      if (o.type === 'started') this.started = true;
+      else if (o.type === 'left') this.left = true;
+      else this.events.push(o as unknown as Ev);
+      this.wake();
     });
     proc.stderr!.on('data', (b) => (this.stderr += b));
     proc.stdin!.on('error', () => undefined);

@@ -10,6 +10,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { startCorosync, hasCorosync, canNetns, makeTestNet, quorate, CorosyncServer, TestNet } from '../helpers/corosync.js';
 import { ROOT } from '../helpers/cluster.js';
+import { onJsonLines } from '../helpers/json-lines.js';
 
 const NODE_BIN = path.join(ROOT, 'test/helpers/driver-node.mjs');
 const supported = hasCorosync() && canNetns();
@@ -24,19 +25,9 @@ class NsMember {
   readonly proc: ChildProcess;
   constructor(ns: string, spec: string, readonly port: number) {
     this.proc = spawn('ip', ['netns', 'exec', ns, process.execPath, NODE_BIN, spec, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let buf = '';
-    this.proc.stdout!.setEncoding('utf8');
-    this.proc.stdout!.on('data', (c: string) => {
-      buf += c;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (!line) continue;
-        const o = JSON.parse(line);
-        if (o.type === 'started') this.started = true;
-        else this.events.push(o);
-      }
+    onJsonLines(this.proc.stdout!, (o) => {
+      if (o.type === 'started') this.started = true;
+      else this.events.push(o as unknown as Ev);
     });
     this.proc.stderr!.on('data', (b) => (this.stderr += b));
     this.proc.stdin!.on('error', () => undefined);

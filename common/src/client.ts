@@ -88,7 +88,11 @@ export class SheepClient {
       }
       const h = this.hdr;
       if (this.rx.length < h.dataLength) return;
-      const data = h.dataLength ? Buffer.from(this.rx.take(h.dataLength)) : Buffer.alloc(0);
+      // Large data: a view of one received chunk, or a fresh buffer when it
+      // spans several, with no second copy. Small data is copied out so that
+      // a kept 4-byte answer does not keep a 64 KiB socket chunk alive.
+      const n = h.dataLength;
+      const data = n === 0 ? Buffer.alloc(0) : n < 4096 ? Buffer.from(this.rx.take(n)) : this.rx.take(n);
       this.hdr = undefined;
       const p = this.pending.get(h.id);
       if (!p) {

@@ -24,6 +24,9 @@ export class BufferPool {
     return c;
   }
 
+  /** get() as a free-standing function, for ByteQueue.take(n, alloc). */
+  readonly alloc = (n: number): Buffer => this.get(n);
+
   /** An uninitialised buffer of exactly n bytes (pooled when n >= POOL_MIN). */
   get(n: number): Buffer {
     if (n < POOL_MIN) return Buffer.allocUnsafe(n);

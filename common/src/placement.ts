@@ -47,19 +47,17 @@ export class VnodeRing {
    */
   placeOid(oid: bigint, copies: number): SdNode[] {
     let m = this.placed.get(copies);
-    if (!m) this.placed.set(copies, (m = new Map()));
-    let t = m.get(oid);
-    if (!t) {
-      if (this.nPlaced >= 1 << 16) {
-        this.placed.clear();
-        this.placed.set(copies, m);
-        m.clear();
-        this.nPlaced = 0;
-      }
-      t = this.place(sdHashOid(oid), copies);
-      m.set(oid, t);
-      this.nPlaced++;
+    let t = m?.get(oid);
+    if (t) return t;
+    if (this.nPlaced >= 1 << 16) {
+      this.placed.clear();
+      this.nPlaced = 0;
+      m = undefined;
     }
+    if (!m) this.placed.set(copies, (m = new Map()));
+    t = this.place(sdHashOid(oid), copies);
+    m.set(oid, t);
+    this.nPlaced++;
     return t;
   }
 

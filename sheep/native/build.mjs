@@ -77,7 +77,8 @@ for (const a of ADDONS) {
     continue;
   }
   const args = gypArgs(gyp);
-  say(`building with ${args.slice(0, 1).join(' ')}${args.find((x) => x.startsWith('--nodedir')) ? ` (${args.at(-1)})` : ''}`);
+  const nodedir = args.find((x) => x.startsWith('--nodedir'));
+  say(`building with ${gyp}${nodedir ? ` (${nodedir})` : ''}`);
   const r = spawnSync(process.execPath, args, { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
   if (r.status !== 0 || !existsSync(out)) {
     say(`build failed (exit ${r.status}); ${a.without}`);

@@ -17,7 +17,6 @@ export const MAX_PAYLOAD = 2 ** 31;
  * request succeeds: none of these keeps its payload past completion.
  */
 const POOLED_PAYLOAD = new Set<number>([Op.WRITE_OBJ, Op.CREATE_AND_WRITE_OBJ, Op.WRITE_PEER, Op.CREATE_AND_WRITE_PEER]);
-const poolAlloc = (n: number) => bufferPool.get(n);
 
 export class SheepServer {
   private servers: net.Server[] = [];
@@ -126,7 +125,7 @@ export class SheepServer {
         if (rx.length < payloadLen) return;
         const h = hdr;
         const pooled = payloadLen >= POOL_MIN && POOLED_PAYLOAD.has(h.opcode);
-        const data = payloadLen ? rx.take(payloadLen, pooled ? poolAlloc : undefined) : Buffer.alloc(0);
+        const data = payloadLen ? rx.take(payloadLen, pooled ? bufferPool.alloc : undefined) : Buffer.alloc(0);
         hdr = undefined;
         s.stats.gwBytesIn += BigInt(data.length);
         run(h, data, pooled);

@@ -7,7 +7,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { ROOT, freePort } from './cluster.js';
-import { onJsonLines } from './json-lines.js';
+import { lineReader } from '../../sheep/src/util.js';
 
 const NODE_BIN = path.join(ROOT, 'test/helpers/driver-node.mjs');
 const DIST = path.join(ROOT, 'sheep/dist/cluster/index.js');
@@ -29,10 +29,11 @@ export class Member {
   readonly gone: Promise<void>;
 
   private constructor(readonly port: number, readonly proc: ChildProcess) {
-    onJsonLines(proc.stdout!, (o) => {
+    lineReader(proc.stdout!, (line) => {
+      const o = JSON.parse(line);
       if (o.type === 'started') this.started = true;
       else if (o.type === 'left') this.left = true;
-      else this.events.push(o as unknown as Ev);
+      else this.events.push(o as Ev);
       this.wake();
     });
     proc.stderr!.on('data', (b) => (this.stderr += b));

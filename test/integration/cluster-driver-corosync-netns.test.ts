@@ -10,7 +10,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { startCorosync, hasCorosync, canNetns, makeTestNet, quorate, CorosyncServer, TestNet } from '../helpers/corosync.js';
 import { ROOT } from '../helpers/cluster.js';
-import { onJsonLines } from '../helpers/json-lines.js';
+import { lineReader } from '../../sheep/src/util.js';
 
 const NODE_BIN = path.join(ROOT, 'test/helpers/driver-node.mjs');
 const supported = hasCorosync() && canNetns();
@@ -25,9 +25,10 @@ class NsMember {
   readonly proc: ChildProcess;
   constructor(ns: string, spec: string, readonly port: number) {
     this.proc = spawn('ip', ['netns', 'exec', ns, process.execPath, NODE_BIN, spec, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
-    onJsonLines(this.proc.stdout!, (o) => {
+    lineReader(this.proc.stdout!, (line) => {
+      const o = JSON.parse(line);
       if (o.type === 'started') this.started = true;
-      else this.events.push(o as unknown as Ev);
+      else this.events.push(o);
     });
     this.proc.stderr!.on('data', (b) => (this.stderr += b));
     this.proc.stdin!.on('error', () => undefined);

@@ -68,19 +68,21 @@ describe('native file I/O', () => {
     writeFileSync(f, Buffer.alloc(4 << 20));
     const want = Buffer.alloc(4 << 20);
     const fd = openSync(f, 'r+');
+    const file = { fd };
     const writes: Promise<void>[] = [];
     for (let i = 0; i < 500; i++) {
       const pos = Math.floor(Math.random() * 1023) * 4096;
       const b = randomBytes(4096);
       b.copy(want, pos);
-      writes.push(queuedWrite(fd, b, pos)); // issued in order: the later write to a place wins
+      writes.push(queuedWrite(file, b, pos)); // issued in order: the later write to a place wins
     }
     await Promise.all(writes);
     closeSync(fd);
     expect(readFileSync(f).equals(want)).toBe(true);
 
     const ro = openSync(f, 'r');
-    const bad = await Promise.allSettled([queuedWrite(ro, Buffer.alloc(8), 0), queuedWrite(ro, Buffer.alloc(8), 8)]);
+    const roFile = { fd: ro };
+    const bad = await Promise.allSettled([queuedWrite(roFile, Buffer.alloc(8), 0), queuedWrite(roFile, Buffer.alloc(8), 8)]);
     closeSync(ro);
     for (const r of bad) {
       expect(r.status).toBe('rejected');

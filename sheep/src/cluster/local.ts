@@ -14,6 +14,7 @@ import { SdNode, sameNode, nodeToString } from '@sheepdog/common';
 import type { ClusterDriver, ClusterMessage, ClusterEvent, EventHandler } from './driver.js';
 import { encodeMessage, decodeMessage } from './driver.js';
 import { log } from '../log.js';
+import { lineReader } from '../util.js';
 
 interface WireEvent {
   seq: number;
@@ -35,20 +36,6 @@ type FromCoord = { op: 'event'; ev: WireEvent } | { op: 'coord'; node: SdNode };
 const TAIL = 512;
 const RESYNC_WAIT_MS = 1000;
 
-/** Newline-delimited JSON over a stream socket. */
-function lineReader(sock: net.Socket, onLine: (s: string) => void): void {
-  let buf = '';
-  sock.setEncoding('utf8');
-  sock.on('data', (chunk: string) => {
-    buf += chunk;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line) onLine(line);
-    }
-  });
-}
 const send = (sock: net.Socket, o: unknown) => { if (!sock.destroyed) sock.write(encodeMessage(o) + '\n'); };
 
 /** The sequencer, living inside whichever sheep won the name. */

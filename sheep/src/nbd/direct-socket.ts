@@ -20,7 +20,6 @@ export interface DirectReader {
 
 interface HandleLike {
   readStart(): number;
-  readStop(): number;
   useUserBuffer(b: Buffer): void;
 }
 

@@ -94,8 +94,6 @@ export class NbdServer {
   }
 }
 
-const poolAlloc = (n: number) => bufferPool.get(n);
-
 function errnoOf(e: unknown): number {
   if (e instanceof SheepdogError) {
     switch (e.result) {
@@ -292,7 +290,7 @@ class NbdConnection implements DirectReader {
           return;
         }
         this.req = undefined;
-        const data = payload ? this.rx.take(payload, poolAlloc) : undefined;
+        const data = payload ? this.rx.take(payload, bufferPool.alloc) : undefined;
         this.dispatch(r.type, r.flags, r.handle, r.offset, r.length, data);
       }
     } catch (e) {

@@ -5,9 +5,12 @@
 import * as fs from 'node:fs';
 import { syncPool } from './syncpool.js';
 import { tryReadNow } from './fileio.js';
+import type { WriteQueue } from './writequeue.js';
 
 export interface FdEntry {
   fd: number;
+  /** Writes waiting for or with the thread pool (writequeue.ts). */
+  writes?: WriteQueue;
   refs: number;
   dead: boolean;
   syncing?: Promise<void>;

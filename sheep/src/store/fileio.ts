@@ -1,7 +1,7 @@
 // Native file I/O for the store's hot path (native/fileio): reads the page
 // cache can serve complete inline on the event loop (preadv2 RWF_NOWAIT;
 // anything that would wait for the disk is refused and goes to libuv's
-// pool), and writes go to the pool in batches, one job per file at a time
+// pool), and writes go to the pool in batches per file, one job per batch
 // (see writequeue.ts). The loop never waits on a disk.
 //
 // Optional: without the addon (not built, or SHEEP_NATIVE_IO=0) every read

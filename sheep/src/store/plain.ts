@@ -47,8 +47,8 @@ export class PlainStore implements ObjectStore {
 
   async write(oid: bigint, off: number, data: Buffer): Promise<void> {
     try {
-      await this.fds.use(oid, async (fd, e) => {
-        await queuedWrite(fd, data, off);
+      await this.fds.use(oid, async (_fd, e) => {
+        await queuedWrite(e, data, off);
         if (!this.nosync) await this.fds.sync(e);
       });
     } catch (e) {

@@ -17,6 +17,7 @@
 // Concurrent writes never had an order among themselves (each went to the
 // pool on its own), so batching them changes no guarantee; each write
 // settles with its own result once its batch is done.
+import { getSystemErrorName } from 'node:util';
 import { fileio } from './fileio.js';
 import { pwriteFull } from './fdcache.js';
 
@@ -27,33 +28,33 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-interface FileQueue {
+export interface WriteQueue {
   inflight: number;
   waiting: Pending[];
+}
+
+/** An open file as the queue sees it: its descriptor, and the queue kept with it. */
+export interface QueuedFile {
+  fd: number;
+  writes?: WriteQueue;
 }
 
 /** Batches of one file with the pool at once. */
 const MAX_INFLIGHT = 2;
 
-const files = new Map<number, FileQueue>();
-
-/** Write all of data at pos of the open file fd (which must stay open until this settles). */
-export function queuedWrite(fd: number, data: Buffer, pos: number): Promise<void> {
-  if (!fileio) return pwriteFull(fd, data, pos);
+/** Write all of data at pos of the open file f (which must stay open until this settles). */
+export function queuedWrite(f: QueuedFile, data: Buffer, pos: number): Promise<void> {
+  if (!fileio) return pwriteFull(f.fd, data, pos);
   return new Promise((resolve, reject) => {
-    let q = files.get(fd);
-    if (!q) files.set(fd, (q = { inflight: 0, waiting: [] }));
+    const q = (f.writes ??= { inflight: 0, waiting: [] });
     q.waiting.push({ pos, data, resolve, reject });
-    if (q.inflight < MAX_INFLIGHT) submit(fd, q);
+    if (q.inflight < MAX_INFLIGHT) submit(f.fd, q);
   });
 }
 
-function submit(fd: number, q: FileQueue): void {
+function submit(fd: number, q: WriteQueue): void {
   const batch = q.waiting;
-  if (batch.length === 0) {
-    if (q.inflight === 0) files.delete(fd);
-    return;
-  }
+  if (batch.length === 0) return;
   q.waiting = [];
   q.inflight++;
   if (batch.length > 1) batch.sort((a, b) => a.pos - b.pos);
@@ -75,10 +76,8 @@ function submit(fd: number, q: FileQueue): void {
   });
 }
 
-const ERRNO_CODES: Record<number, string> = { 5: 'EIO', 9: 'EBADF', 27: 'EFBIG', 28: 'ENOSPC', 122: 'EDQUOT', 125: 'ECANCELED' };
-
 function errnoError(errno: number): NodeJS.ErrnoException {
-  const code = ERRNO_CODES[errno] ?? `E${errno}`;
+  const code = getSystemErrorName(-errno);
   const e: NodeJS.ErrnoException = new Error(`${code}: write failed (errno ${errno})`);
   e.code = code;
   e.errno = -errno;

@@ -13,8 +13,7 @@
 //   back-to-back ranges as one pwritev, short writes finished, EINTR
 //   retried. status[i] (an Int32Array) receives 0 or -errno for each
 //   buffer; callback() runs on the loop when all are done. One job per
-//   batch costs one thread wake-up instead of one per write, and one file's
-//   writes stop contending for its inode lock from several threads.
+//   batch costs one thread wake-up instead of one per write.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>

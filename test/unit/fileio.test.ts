@@ -69,16 +69,16 @@ describe('native file I/O', () => {
     const want = Buffer.alloc(4 << 20);
     const fd = openSync(f, 'r+');
     const file = { fd };
-    // 500 distinct 4 KiB slots of 1024, in random order (adjacent ones merge into runs).
-    // Distinct, because writes in flight together have no order (two batches may be
-    // with the pool at once), so overlapping ones would have no defined result.
-    const slots = Array.from({ length: 1024 }, (_, i) => i).sort(() => Math.random() - 0.5).slice(0, 500);
+    // 2000 writes of 1-12 KiB at random 512-byte offsets of 4 MiB: many overlap, with
+    // different starts, in one batch and across the two batches the pool may hold
     const writes: Promise<void>[] = [];
-    for (const slot of slots) {
-      const pos = slot * 4096;
-      const b = randomBytes(4096);
+    for (let i = 0; i < 2000; i++) {
+      const len = 1024 * (1 + Math.floor(Math.random() * 12));
+      const pos = 512 * Math.floor(Math.random() * ((4 << 20) - len) / 512);
+      const b = randomBytes(len);
       b.copy(want, pos);
-      writes.push(queuedWrite(file, b, pos));
+      writes.push(queuedWrite(file, b, pos)); // issued in order: the later write to a place wins
+      if (i % 97 === 0) await new Promise((r) => setImmediate(r)); // let batches go out meanwhile
     }
     await Promise.all(writes);
     closeSync(fd);

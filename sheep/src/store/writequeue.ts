@@ -1,7 +1,8 @@
 // Writes to one file go to the thread pool in batches, at most two batches
 // per file at a time. While both are out, later writes to the file wait
 // here; when one completes, everything waiting goes out as the next batch,
-// in one pool job (native writeBatch: back-to-back ranges as one pwritev).
+// in one pool job (native writeBatch: back-to-back ranges as one pwritev;
+// without the addon, a batch is its writes one pool request after another).
 // A write to a file with fewer than two batches out goes at once, so
 // nothing waits that did not have to, and different files run in parallel.
 //
@@ -45,9 +46,31 @@ export interface QueuedFile {
 /** Batches of one file with the pool at once. */
 const MAX_INFLIGHT = 2;
 
+type BatchWriter = (fd: number, bufs: Buffer[], positions: Float64Array, status: Int32Array, done: () => void, overlapping: boolean) => void;
+
+/**
+ * The batch writer: the addon's one pool job per batch (which writes in
+ * array order), or without it the same contract in JS, one pool request per
+ * write: all at once when they are disjoint, else one after another.
+ */
+const writeBatch: BatchWriter = fileio?.writeBatch ?? ((fd, bufs, positions, status, done, overlapping) => {
+  const one = (i: number) => pwriteFull(fd, bufs[i], positions[i]).then(
+    () => { status[i] = 0; },
+    (e: NodeJS.ErrnoException) => { status[i] = e.errno ?? -5; },
+  );
+  if (!overlapping) {
+    void Promise.all(bufs.map((_, i) => one(i))).then(done);
+    return;
+  }
+  const next = (i: number): void => {
+    if (i === bufs.length) done();
+    else void one(i).then(() => next(i + 1));
+  };
+  next(0);
+});
+
 /** Write all of data at pos of the open file f (which must stay open until this settles). */
 export function queuedWrite(f: QueuedFile, data: Buffer, pos: number): Promise<void> {
-  if (!fileio) return pwriteFull(f.fd, data, pos);
   return new Promise((resolve, reject) => {
     const q = (f.writes ??= { inflight: [], waiting: [] });
     q.waiting.push({ pos, data, resolve, reject });
@@ -90,14 +113,14 @@ function submit(fd: number, q: WriteQueue): void {
     positions[i] = batch[i].pos;
     bufs[i] = batch[i].data;
   }
-  fileio!.writeBatch(fd, bufs, positions, status, () => {
+  writeBatch(fd, bufs, positions, status, () => {
     for (let i = 0; i < n; i++) {
       if (status[i] === 0) batch[i].resolve();
       else batch[i].reject(errnoError(-status[i]));
     }
     q.inflight.splice(q.inflight.indexOf(spans), 1);
     submit(fd, q);
-  });
+  }, overlap);
 }
 
 function intersects(a: Spans, b: Spans): boolean {

@@ -128,6 +128,22 @@ describe.each([
     expect((await readBack(c, 40 * MB, 24 * MB)).equals(model.subarray(40 * MB, 64 * MB))).toBe(true);
   });
 
+  it('keeps the bytes of many small writes in flight at once (more than any receive buffer holds)', async () => {
+    const c = await attach();
+    // 1024 writes of 4 KiB into 4 objects, all sent before any reply is read:
+    // 4 MiB of payloads that wait in the server's queues while later ones arrive
+    const base = 44 * MB;
+    const writes = Array.from({ length: 1024 }, (_, i) => ({ off: base + ((i * 389) % 1024) * 4 * KB, data: randomBytes(4 * KB) }));
+    c.write(Buffer.concat(writes.map((x) => c.frame(NBD.CMD.WRITE, x.off, x.data.length, x.data).bytes)));
+    for (let i = 0; i < writes.length; i++) expect((await c.reply()).error).toBe(0);
+    for (const x of writes) x.data.copy(model, x.off);
+    const got = await readBack(c, base, 4 * MB);
+    for (const x of writes) {
+      const at = x.off - base;
+      if (!got.subarray(at, at + x.data.length).equals(x.data)) throw new Error(`the 4 KiB written at ${x.off} read back different`);
+    }
+  });
+
   it('drops a connection that hangs up mid-payload and serves the next one', async () => {
     const c = await attach();
     const f = c.frame(NBD.CMD.WRITE, 8 * MB, MB, randomBytes(MB));

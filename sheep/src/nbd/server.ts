@@ -171,9 +171,11 @@ class NbdConnection implements DirectReader {
   buffer(): Buffer {
     const f = this.filling;
     if (f) return f.buf.subarray(f.got);
-    // bytes left in rx after a read were copied out of the stage, so it can be reused from the start
+    // A stage is filled once, front to back, and never reused: small write
+    // payloads and unparsed bytes are views into it and live on in queues
+    // (a write may wait for its file's earlier batches) after it is full.
     if (!this.stage || this.stage.length - this.stagePos < STAGE_MIN_READ) {
-      this.stage ??= Buffer.allocUnsafe(STAGE_SIZE);
+      this.stage = Buffer.allocUnsafe(STAGE_SIZE);
       this.stagePos = 0;
     }
     // Right after a large write, read just the next header: if another large
@@ -198,8 +200,6 @@ class NbdConnection implements DirectReader {
       this.rx.push(buf.subarray(0, n));
     }
     this.pump();
-    // what pump left behind must not live in the stage, which the next reads overwrite
-    if (this.rx.length) this.rx.push(Buffer.from(this.rx.take(this.rx.length)));
   }
 
   private onClose(): void {

@@ -25,6 +25,12 @@ export interface VdiBackend {
    * into `into` (len bytes) and return it, or ignore it and return its own.
    */
   readObj(oid: bigint, off: number, len: number, copies: number, into?: Buffer): Promise<Buffer>;
+  /**
+   * Optional page-cache hit path of readObj: fill into[at, at+len)
+   * synchronously if the bytes are at hand without waiting; false if not
+   * (into is then undefined, and readObj must be used).
+   */
+  readCached?(oid: bigint, off: number, len: number, copies: number, into: Buffer, at: number): boolean;
   /** WRITE_OBJ into an existing object. */
   writeObj(oid: bigint, off: number, data: Buffer, copies: number): Promise<void>;
   /** CREATE_AND_WRITE_OBJ; cowOid != 0n makes the rest of the object a copy of cowOid. */
@@ -161,6 +167,26 @@ export class VdiIO {
     return out;
   }
 
+  /**
+   * read() without waiting, when it can be done so: a range within one
+   * object that is unallocated (zeros) or that the backend has at hand
+   * (readCached). Fills into[at, at+len) and returns true, or returns false
+   * and read() must be used. Checks as read() does.
+   */
+  readCached(offset: number, len: number, into: Buffer, at: number): boolean {
+    this.check(offset, len);
+    const os = this.objectSize;
+    const idx = Math.floor(offset / os);
+    const off = offset - idx * os;
+    if (off + len > os) return false;
+    const owner = this.index[idx];
+    if (!owner) {
+      into.fill(0, at, at + len);
+      return true;
+    }
+    return this.backend.readCached !== undefined && this.backend.readCached(vidToDataOid(owner, idx), off, len, this.copies, into, at);
+  }
+
   private async readPiece(idx: number, off: number, len: number, into?: Buffer): Promise<Buffer> {
     for (;;) {
       const owner = this.index[idx];
@@ -175,7 +201,33 @@ export class VdiIO {
     }
   }
 
-  async write(offset: number, data: Buffer): Promise<void> {
+  /**
+   * Write data at offset. The common case, a write within one object this
+   * VDI already owns and no request is allocating, is a single object write
+   * with no bookkeeping: it is handed to the backend without an async step
+   * of its own (this is every guest write's path). Anything else goes
+   * through writeAll, and so does a plain write that meets a snapshot or a
+   * discard of its object meanwhile.
+   */
+  write(offset: number, data: Buffer): Promise<void> {
+    const len = data.length;
+    const idx = Math.floor(offset / this.objectSize);
+    const off = offset - idx * this.objectSize;
+    const v = this.vid;
+    if (this.readonly || len === 0 || offset < 0 || offset + len > this.size || off + len > this.objectSize ||
+        this.index[idx] !== v || this.busy.has(idx)) return this.writeAll(offset, data);
+    return this.backend.writeObj(vidToDataOid(v, idx), off, data, this.copies).catch((e) => this.rewrite(e, v, idx, offset, data));
+  }
+
+  /** After a plain write of object idx (of vid v) failed with e: write again the full way if e says the index moved on. */
+  private async rewrite(e: unknown, v: number, idx: number, offset: number, data: Buffer): Promise<void> {
+    if (!(e instanceof SheepdogError)) throw e;
+    if (e.result === Res.READONLY) await this.afterReadonly(v, e);
+    else if (!(e.result === Res.NO_OBJ && this.index[idx] !== v)) throw e;
+    return this.writeAll(offset, data);
+  }
+
+  private async writeAll(offset: number, data: Buffer): Promise<void> {
     if (this.readonly) throw new SheepdogError(Res.READONLY);
     this.check(offset, data.length);
     if (data.length === 0) return;

@@ -76,7 +76,8 @@ export class Gateway implements ObjectIO {
   }
 
   private isLocal(n: SdNode): boolean {
-    return sameNode(n, this.view.self());
+    const self = this.view.self();
+    return n === self || (n.port === self.port && sameNode(n, self));
   }
 
   private replicas(oid: bigint, copies?: number): SdNode[] {
@@ -85,8 +86,9 @@ export class Gateway implements ObjectIO {
     return t;
   }
 
-  private checkWritable(oid: bigint): void {
-    if (isDataObj(oid) && this.view.isSnapshot(oidToVid(oid))) throw new SheepdogError(Res.READONLY);
+  /** Data of a snapshot is immutable. */
+  private isReadonly(oid: bigint): boolean {
+    return isDataObj(oid) && this.view.isSnapshot(oidToVid(oid));
   }
 
   /** Run op on every replica; fail if any fails (first error wins). */
@@ -100,6 +102,18 @@ export class Gateway implements ObjectIO {
   private soleLocal(oid: bigint, copies?: number): boolean {
     const t = this.view.targets(oid, this.copiesFor(oid, copies));
     return t.length === 1 && !this.view.recovering() && this.isLocal(t[0]);
+  }
+
+  /**
+   * The page-cache hit path of read (see ObjectStore.readCached): this node
+   * holds a replica and no recovery is under way, so the local copy is
+   * current, and the store had the bytes at hand.
+   */
+  readCached(oid: bigint, off: number, len: number, copies: number | undefined, into: Buffer, at: number): boolean {
+    if (!this.store.readCached || this.view.recovering()) return false;
+    const t = this.view.targets(oid, this.copiesFor(oid, copies));
+    for (let i = 0; i < t.length; i++) if (this.isLocal(t[i])) return this.store.readCached(oid, off, len, into, at);
+    return false;
   }
 
   /** Read from one replica; into (len bytes, optional) may be filled and returned. */
@@ -126,9 +140,11 @@ export class Gateway implements ObjectIO {
     throw lastErr ?? new SheepdogError(Res.NO_OBJ);
   }
 
-  async write(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
-    this.checkWritable(oid);
-    if (off + data.length > this.sizeOf(oid)) throw new SheepdogError(Res.INVALID_PARMS);
+  // Not async: a write to a data object returns the store's (or the
+  // replicas') promise itself, without wrapping it in one more.
+  write(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+    if (this.isReadonly(oid)) return Promise.reject(new SheepdogError(Res.READONLY));
+    if (off + data.length > this.sizeOf(oid)) return Promise.reject(new SheepdogError(Res.INVALID_PARMS));
     const idxUpdate = isVdiObj(oid) && off >= SD_INODE_HEADER_SIZE && off + data.length <= SD_INODE_HEADER_SIZE + 4 * MAX_DATA_OBJS &&
       (off - SD_INODE_HEADER_SIZE) % 4 === 0 && data.length % 4 === 0 && data.length > 0;
     if (!idxUpdate) return this.rawWrite(oid, off, data, copies);
@@ -172,7 +188,7 @@ export class Gateway implements ObjectIO {
   }
 
   async create(oid: bigint, off: number, data: Buffer, cowOid: bigint, copies?: number): Promise<void> {
-    this.checkWritable(oid);
+    if (this.isReadonly(oid)) throw new SheepdogError(Res.READONLY);
     const size = this.sizeOf(oid);
     if (off + data.length > size) throw new SheepdogError(Res.INVALID_PARMS);
     if (cowOid && data.length !== size) {

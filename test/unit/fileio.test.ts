@@ -7,7 +7,11 @@ import { openSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { dir as tmpDir, DirectoryResult } from 'tmp-promise';
 import { fileio, tryReadNow } from '../../sheep/src/store/fileio.js';
-import { queuedWrite } from '../../sheep/src/store/writequeue.js';
+import { WriteQueue } from '../../sheep/src/store/writequeue.js';
+
+const queue = new WriteQueue();
+const queuedWrite = (fd: number, data: Buffer, pos: number) =>
+  new Promise<void>((resolve, reject) => queue.write(fd, data, pos, (err) => (err ? reject(err) : resolve())));
 
 const EBADF = 9;
 
@@ -37,60 +41,71 @@ describe('native file I/O', () => {
     expect(fileio!.readNow(fd, Buffer.alloc(10), 0, 10, 0)).toBe(-EBADF);
   });
 
-  it('writes a batch of adjacent, scattered and overlapping pieces with a result for each', async () => {
-    const f = path.join(d.path, 'w');
-    writeFileSync(f, Buffer.alloc(1 << 20));
-    const want = Buffer.alloc(1 << 20);
-    const pieces: [number, Buffer][] = [
-      [0, randomBytes(4096)], [4096, randomBytes(4096)], [8192, randomBytes(100)], // one run
-      [500_000, randomBytes(70_000)],
-      [900_000, randomBytes(10)], [900_005, randomBytes(10)], // overlapping: the later one wins
+  it('writes a batch of adjacent, scattered and overlapping pieces of several files with a result for each', async () => {
+    const files = ['w0', 'w1'].map((n) => path.join(d.path, n));
+    for (const f of files) writeFileSync(f, Buffer.alloc(1 << 20));
+    const want = files.map(() => Buffer.alloc(1 << 20));
+    // [file, position, bytes]
+    const pieces: [number, number, Buffer][] = [
+      [0, 0, randomBytes(4096)], [0, 4096, randomBytes(4096)], [0, 8192, randomBytes(100)], // one run
+      [1, 8292, randomBytes(5000)], // back to back with the run, but in the other file
+      [0, 500_000, randomBytes(70_000)],
+      [1, 0, randomBytes(300)],
+      [0, 900_000, randomBytes(10)], [0, 900_005, randomBytes(10)], // overlapping: the later one wins
     ];
-    for (const [pos, b] of pieces) b.copy(want, pos);
-    const fd = openSync(f, 'r+');
+    for (const [f, pos, b] of pieces) b.copy(want[f], pos);
+    const fds = files.map((f) => openSync(f, 'r+'));
     const status = new Int32Array(pieces.length).fill(1);
-    await new Promise<void>((r) => fileio!.writeBatch(fd, pieces.map((p) => p[1]), Float64Array.from(pieces.map((p) => p[0])), status, r));
-    closeSync(fd);
+    await new Promise<void>((r) => fileio!.writeBatch(Int32Array.from(pieces.map((p) => fds[p[0]])), pieces.map((p) => p[2]),
+      Float64Array.from(pieces.map((p) => p[1])), status, r));
+    fds.forEach((fd) => closeSync(fd));
     expect([...status]).toEqual(pieces.map(() => 0));
-    expect(readFileSync(f).equals(want)).toBe(true);
+    files.forEach((f, i) => expect(readFileSync(f).equals(want[i])).toBe(true));
 
-    const ro = openSync(f, 'r');
-    const st = new Int32Array(2);
-    await new Promise<void>((r) => fileio!.writeBatch(ro, [Buffer.alloc(4), Buffer.alloc(4)], Float64Array.from([0, 100]), st, r));
+    // a failing file fails its own pieces only
+    const ro = openSync(files[0], 'r');
+    const rw = openSync(files[1], 'r+');
+    const st = new Int32Array(3);
+    const ok = randomBytes(4);
+    await new Promise<void>((r) => fileio!.writeBatch(Int32Array.from([ro, ro, rw]), [Buffer.alloc(4), Buffer.alloc(4), ok], Float64Array.from([0, 100, 104]), st, r));
     closeSync(ro);
-    expect([...st]).toEqual([-EBADF, -EBADF]);
-    expect(() => fileio!.writeBatch(ro, [], new Float64Array(0), new Int32Array(0), () => undefined)).toThrow(TypeError);
-    expect(() => fileio!.writeBatch(ro, [Buffer.alloc(1)], new Float64Array(1), new Int32Array(0), () => undefined)).toThrow(TypeError);
+    closeSync(rw);
+    expect([...st]).toEqual([-EBADF, -EBADF, 0]);
+    expect(readFileSync(files[1]).subarray(104, 108).equals(ok)).toBe(true);
+    const one = Int32Array.from([ro]);
+    expect(() => fileio!.writeBatch(new Int32Array(0), [], new Float64Array(0), new Int32Array(0), () => undefined)).toThrow(TypeError);
+    expect(() => fileio!.writeBatch(one, [Buffer.alloc(1)], new Float64Array(1), new Int32Array(0), () => undefined)).toThrow(TypeError);
+    expect(() => fileio!.writeBatch([ro] as never, [Buffer.alloc(1)], new Float64Array(1), new Int32Array(1), () => undefined)).toThrow(TypeError);
   });
 
-  it('queues writes per file: all land, each settles, errors reach their writers', async () => {
-    const f = path.join(d.path, 'q');
-    writeFileSync(f, Buffer.alloc(4 << 20));
-    const want = Buffer.alloc(4 << 20);
-    const fd = openSync(f, 'r+');
-    const file = { fd };
-    // 2000 writes of 1-12 KiB at random 512-byte offsets of 4 MiB: many overlap, with
-    // different starts, in one batch and across the two batches the pool may hold
+  it('queues writes to many files: all land, each settles, errors reach their writers', async () => {
+    const files = ['q0', 'q1', 'q2'].map((n) => path.join(d.path, n));
+    for (const f of files) writeFileSync(f, Buffer.alloc(4 << 20));
+    const want = files.map(() => Buffer.alloc(4 << 20));
+    const fds = files.map((f) => openSync(f, 'r+'));
+    // 3000 writes of 1-12 KiB at random 512-byte offsets of three 4 MiB files: many
+    // overlap, with different starts, in one batch and across the two batches the
+    // pool may hold
     const writes: Promise<void>[] = [];
-    for (let i = 0; i < 2000; i++) {
+    for (let i = 0; i < 3000; i++) {
+      const f = Math.floor(Math.random() * files.length);
       const len = 1024 * (1 + Math.floor(Math.random() * 12));
       const pos = 512 * Math.floor(Math.random() * ((4 << 20) - len) / 512);
       const b = randomBytes(len);
-      b.copy(want, pos);
-      writes.push(queuedWrite(file, b, pos)); // issued in order: the later write to a place wins
+      b.copy(want[f], pos);
+      writes.push(queuedWrite(fds[f], b, pos)); // issued in order: the later write to a place wins
       if (i % 97 === 0) await new Promise((r) => setImmediate(r)); // let batches go out meanwhile
     }
     await Promise.all(writes);
-    closeSync(fd);
-    expect(readFileSync(f).equals(want)).toBe(true);
+    fds.forEach((fd) => closeSync(fd));
+    files.forEach((f, i) => expect(readFileSync(f).equals(want[i])).toBe(true));
 
-    const ro = openSync(f, 'r');
-    const roFile = { fd: ro };
-    const bad = await Promise.allSettled([queuedWrite(roFile, Buffer.alloc(8), 0), queuedWrite(roFile, Buffer.alloc(8), 8)]);
+    const ro = openSync(files[0], 'r');
+    const rw = openSync(files[1], 'r+');
+    const bad = await Promise.allSettled([queuedWrite(ro, Buffer.alloc(8), 0), queuedWrite(rw, Buffer.alloc(8), 0), queuedWrite(ro, Buffer.alloc(8), 8)]);
     closeSync(ro);
-    for (const r of bad) {
-      expect(r.status).toBe('rejected');
-      expect(((r as PromiseRejectedResult).reason as NodeJS.ErrnoException).code).toBe('EBADF');
-    }
+    closeSync(rw);
+    expect(bad.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'rejected']);
+    for (const r of [bad[0], bad[2]]) expect(((r as PromiseRejectedResult).reason as NodeJS.ErrnoException).code).toBe('EBADF');
   });
 });

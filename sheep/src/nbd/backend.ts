@@ -5,13 +5,16 @@ import { VdiBackend, vidToVdiOid, SD_INODE_HEADER_SIZE } from '@sheepdog/common'
 import type { Gateway } from '../gateway.js';
 
 /** Object I/O with the gateway's signatures (the gateway itself, or the object cache above it). */
-export type GatewayIO = Pick<Gateway, 'read' | 'write' | 'create'>;
+export type GatewayIO = Pick<Gateway, 'read' | 'write' | 'create'> & Partial<Pick<Gateway, 'readCached'>>;
 
 /** VdiBackend over the in-process Gateway. */
 export class GatewayBackend implements VdiBackend {
   constructor(private readonly gw: GatewayIO) {}
   readObj(oid: bigint, off: number, len: number, copies: number, into?: Buffer): Promise<Buffer> {
     return this.gw.read(oid, off, len, copies || undefined, into);
+  }
+  readCached(oid: bigint, off: number, len: number, copies: number, into: Buffer, at: number): boolean {
+    return this.gw.readCached?.(oid, off, len, copies || undefined, into, at) ?? false;
   }
   writeObj(oid: bigint, off: number, data: Buffer, copies: number): Promise<void> {
     return this.gw.write(oid, off, data, copies || undefined);

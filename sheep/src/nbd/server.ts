@@ -6,7 +6,7 @@
 // allocation locks, flush), so a FLUSH on any connection covers writes
 // completed on every connection: NBD_FLAG_CAN_MULTI_CONN is honest.
 import * as net from 'node:net';
-import { ByteQueue, SheepdogError, Res, VdiIO, bufferPool, POOL_MIN } from '@sheepdog/common';
+import { ByteQueue, SheepdogError, Res, VdiIO, bufferPool, POOL_MIN, ReplyWriter } from '@sheepdog/common';
 import {
   NBDMAGIC, IHAVEOPT, OPT_REPLY_MAGIC, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, HandshakeFlag, ClientFlag, Opt, Rep, Info,
   TxFlag, Cmd, CmdFlag, Errno, MAX_REQUEST, MAX_OPTION,
@@ -109,6 +109,15 @@ function errnoOf(e: unknown): number {
 
 type Phase = 'clientflags' | 'options' | 'transmission' | 'closed';
 
+/** The client's 8-byte request handle, as two 32-bit halves (no buffer per request). */
+interface Handle {
+  hi: number;
+  lo: number;
+}
+
+/** Reads up to this size try the page cache straight into the reply slab. */
+const SLAB_READ_MAX = ReplyWriter.MAX_PIECE - 16;
+
 /** Reads land here (in direct mode) unless a write payload is being filled. */
 const STAGE_SIZE = 256 * 1024;
 const STAGE_MIN_READ = 16 * 1024;
@@ -116,7 +125,7 @@ const STAGE_MIN_READ = 16 * 1024;
 /** A write whose payload the socket is filling in place (direct mode). */
 interface Filling {
   flags: number;
-  handle: Buffer;
+  handle: Handle;
   offset: number;
   buf: Buffer;
   got: number;
@@ -143,13 +152,15 @@ class NbdConnection implements DirectReader {
   private detached = false;
   private optHdr?: { opt: number; len: number };
   // transmission request being assembled
-  private req?: { flags: number; type: number; handle: Buffer; offset: number; length: number };
+  private req?: { flags: number; type: number; handle: Handle; offset: number; length: number };
+  private out!: ReplyWriter;
 
   constructor(private readonly server: NbdServer, private readonly source: ExportSource) {}
 
   /** direct: sock was built with this connection as its onread reader. */
   start(sock: net.Socket, direct: boolean): void {
     this.sock = sock;
+    this.out = new ReplyWriter(sock);
     this.direct = direct;
     const hello = Buffer.alloc(18);
     hello.writeBigUInt64BE(NBDMAGIC, 0);
@@ -211,7 +222,7 @@ class NbdConnection implements DirectReader {
   private maybeFinish(): void {
     if (this.inflight !== 0) return;
     if (this.disconnecting && this.phase !== 'closed') {
-      if (this.flushScheduled) { setImmediate(() => this.maybeFinish()); return; }
+      if (this.out.scheduled) { setImmediate(() => this.maybeFinish()); return; }
       this.sock.end();
     }
     if (this.phase === 'closed' && this.exp && this.ref && !this.detached) {
@@ -272,7 +283,7 @@ class NbdConnection implements DirectReader {
           const offHi = h.readUInt32BE(16);
           const offLo = h.readUInt32BE(20);
           this.req = {
-            flags: h.readUInt16BE(4), type: h.readUInt16BE(6), handle: Buffer.from(h.subarray(8, 16)),
+            flags: h.readUInt16BE(4), type: h.readUInt16BE(6), handle: { hi: h.readUInt32BE(8), lo: h.readUInt32BE(12) },
             offset: offHi * 0x100000000 + offLo, length: h.readUInt32BE(24),
           };
           if (this.req.type === Cmd.WRITE && this.req.length > MAX_REQUEST) return this.hangup(`write of ${this.req.length} bytes`);
@@ -423,49 +434,34 @@ class NbdConnection implements DirectReader {
 
   // ---- transmission ----------------------------------------------------
 
-  /**
-   * Replies completed in one event-loop turn leave in one writev: they are
-   * queued and flushed from setImmediate, after the poll phase has run every
-   * completion that was ready.
-   */
-  private outq: Buffer[] = [];
-  /** Pooled read buffers in outq, returned once the socket has taken them. */
-  private outPooled: Buffer[] = [];
-  private flushScheduled = false;
-  private readonly flushOut = () => {
-    this.flushScheduled = false;
-    const q = this.outq;
-    const pooled = this.outPooled;
-    this.outq = [];
-    if (pooled.length) this.outPooled = [];
-    if (this.phase === 'closed' || this.sock.destroyed) return;
-    // writes complete in order: the last one's callback covers the batch
-    const done = pooled.length ? (err?: Error | null) => { if (!err) for (const b of pooled) bufferPool.put(b); } : undefined;
-    if (q.length === 1) { this.sock.write(q[0], done); return; }
-    this.sock.cork();
-    for (let i = 0; i < q.length - 1; i++) this.sock.write(q[i]);
-    this.sock.write(q[q.length - 1], done);
-    this.sock.uncork();
-  };
-
-  private reply(handle: Buffer, err: number, data?: Buffer, pooled = false): void {
-    if (this.phase === 'closed' || this.sock.destroyed) return;
-    const h = Buffer.allocUnsafe(16);
-    h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
-    h.writeUInt32BE(err, 4);
-    handle.copy(h, 8);
-    this.outq.push(h);
-    if (data && !err) {
-      this.outq.push(data);
-      if (pooled) this.outPooled.push(data);
-    }
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(this.flushOut);
-    }
+  /** A simple reply header at buf[at, at+16). */
+  private static header(buf: Buffer, at: number, err: number, handle: Handle): void {
+    buf.writeUInt32BE(SIMPLE_REPLY_MAGIC, at);
+    buf.writeUInt32BE(err, at + 4);
+    buf.writeUInt32BE(handle.hi, at + 8);
+    buf.writeUInt32BE(handle.lo, at + 12);
   }
 
-  private dispatch(type: number, flags: number, handle: Buffer, offset: number, length: number, data?: Buffer): void {
+  /** Queue a reply (data: a READ's, sent after the header; pooled: a bufferPool buffer). */
+  private reply(handle: Handle, err: number, data?: Buffer, pooled = false): void {
+    if (this.phase === 'closed' || this.sock.destroyed) return;
+    const out = this.out;
+    NbdConnection.header(out.room(16), out.pos, err, handle);
+    out.commit(16);
+    if (data && !err) out.push(data, pooled);
+  }
+
+  /** Answer a READ from the page cache, header and data built in place in the reply slab; false if it must wait. */
+  private readNow(io: VdiIO, handle: Handle, offset: number, length: number): boolean {
+    const out = this.out;
+    const buf = out.room(16 + length);
+    if (!io.readCached(offset, length, buf, out.pos + 16)) return false;
+    NbdConnection.header(buf, out.pos, 0, handle);
+    out.commit(16 + length);
+    return true;
+  }
+
+  private dispatch(type: number, flags: number, handle: Handle, offset: number, length: number, data?: Buffer): void {
     this.command(type, flags, handle, offset, length, data);
     if (this.inflight >= HIGH_WATER && !this.paused) { this.paused = true; this.sock.pause(); }
   }
@@ -476,7 +472,7 @@ class NbdConnection implements DirectReader {
     if (this.inflight === 0) this.maybeFinish();
   }
 
-  private command(type: number, flags: number, handle: Buffer, offset: number, length: number, data?: Buffer): void {
+  private command(type: number, flags: number, handle: Handle, offset: number, length: number, data?: Buffer): void {
     const io = this.io!;
     if (type === Cmd.DISC) {
       // finish what is in flight, then close
@@ -492,6 +488,7 @@ class NbdConnection implements DirectReader {
     switch (type) {
       case Cmd.READ:
         if (length > MAX_REQUEST || outside) { this.reply(handle, Errno.EINVAL); this.done(); return; }
+        if (length <= SLAB_READ_MAX && this.phase !== 'closed' && this.readNow(io, handle, offset, length)) { this.done(); return; }
         p = io.read(offset, length, length >= POOL_MIN ? bufferPool.get(length) : undefined);
         break;
       case Cmd.WRITE:

@@ -1,16 +1,15 @@
-// An LRU of open object files. Entries are reference counted so that
+// A cache of open object files (CLOCK-evicted). Entries are reference counted so that
 // eviction never closes a descriptor that a read or write is still using.
 // Raw descriptors with callback fs calls: the hot path allocates no
 // FileHandle promises.
 import * as fs from 'node:fs';
 import { syncPool } from './syncpool.js';
 import { tryReadNow } from './fileio.js';
-import type { WriteQueue } from './writequeue.js';
 
 export interface FdEntry {
   fd: number;
-  /** Writes waiting for or with the thread pool (writequeue.ts). */
-  writes?: WriteQueue;
+  /** Used since the eviction sweep last passed it (CLOCK: a second chance). */
+  used: boolean;
   refs: number;
   dead: boolean;
   syncing?: Promise<void>;
@@ -59,9 +58,8 @@ export class FdCache {
 
   use<T>(oid: bigint, fn: (fd: number, e: FdEntry) => Promise<T>): Promise<T> {
     const hit = this.map.get(oid);
-    if (hit && !hit.dead) {
-      this.map.delete(oid);
-      this.map.set(oid, hit);
+    if (hit) {
+      hit.used = true;
       hit.refs++;
       return this.run(hit, fn);
     }
@@ -69,6 +67,35 @@ export class FdCache {
       e.refs++;
       return this.run(e, fn);
     });
+  }
+
+  /**
+   * The entry of oid with a reference taken, to be given back with
+   * release(): at once when the file is open, else once it is.
+   */
+  acquire(oid: bigint, cb: (err: NodeJS.ErrnoException | null, e?: FdEntry) => void): void {
+    const hit = this.map.get(oid);
+    if (hit) {
+      hit.used = true;
+      hit.refs++;
+      cb(null, hit);
+      return;
+    }
+    this.open(oid).then((e) => {
+      e.refs++;
+      cb(null, e);
+    }, (err: NodeJS.ErrnoException) => cb(err));
+  }
+
+  /**
+   * The open descriptor of oid, if there is one, for synchronous use only: no
+   * reference is taken, so nothing may wait between this call and the I/O.
+   */
+  peek(oid: bigint): number | undefined {
+    const e = this.map.get(oid);
+    if (!e) return undefined;
+    e.used = true;
+    return e.fd;
   }
 
   private async run<T>(e: FdEntry, fn: (fd: number, e: FdEntry) => Promise<T>): Promise<T> {
@@ -86,7 +113,7 @@ export class FdCache {
         fs.open(this.pathOf(oid), 'r+', (err, fd) => {
           this.opening.delete(oid);
           if (err) return reject(err);
-          const e: FdEntry = { fd, refs: 0, dead: false };
+          const e: FdEntry = { fd, used: false, refs: 0, dead: false };
           this.map.set(oid, e);
           this.evict();
           resolve(e);
@@ -97,15 +124,26 @@ export class FdCache {
     return p;
   }
 
-  private release(e: FdEntry): void {
+  release(e: FdEntry): void {
     e.refs--;
     if (e.dead && e.refs === 0) closeQuietly(e.fd);
   }
 
+  /**
+   * CLOCK eviction over the map's insertion order: a used entry goes to the
+   * back with its mark cleared, the first unused one is closed. (Moving every
+   * hit to the back, as a strict LRU does, costs a map delete and insert per
+   * request.)
+   */
   private evict(): void {
     while (this.map.size > this.max) {
       const [k, e] = this.map.entries().next().value as [bigint, FdEntry];
       this.map.delete(k);
+      if (e.used) {
+        e.used = false;
+        this.map.set(k, e);
+        continue;
+      }
       e.dead = true;
       if (e.refs === 0) closeQuietly(e.fd);
     }

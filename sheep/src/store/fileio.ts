@@ -1,7 +1,7 @@
 // Native file I/O for the store's hot path (native/fileio): reads the page
 // cache can serve complete inline on the event loop (preadv2 RWF_NOWAIT;
 // anything that would wait for the disk is refused and goes to libuv's
-// pool), and writes go to the pool in batches per file, one job per batch
+// pool), and writes go to the pool in batches, one job per batch
 // (see writequeue.ts). The loop never waits on a disk.
 //
 // Optional: without the addon (not built, or SHEEP_NATIVE_IO=0) every read
@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 export interface FileIOAddon {
   readNow(fd: number, buf: Buffer, off: number, len: number, pos: number): number;
-  writeBatch(fd: number, bufs: Buffer[], positions: Float64Array, status: Int32Array, done: () => void): void;
+  writeBatch(fds: Int32Array, bufs: Buffer[], positions: Float64Array, status: Int32Array, done: () => void): void;
 }
 
 export const FILEIO_ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/fileio/build/Release/fileio.node');
@@ -50,6 +50,6 @@ export function tryReadNow(fd: number, buf: Buffer, off: number, len: number, po
 /** One line for the log: how the store does file I/O. */
 export function fileioStatus(): string {
   return fileio
-    ? `native: page-cache hits up to ${INLINE_READ_MAX} bytes read inline (RWF_NOWAIT), writes batched per file`
+    ? `native: page-cache hits up to ${INLINE_READ_MAX} bytes read inline (RWF_NOWAIT), writes batched`
     : `one thread-pool request per read and write (${why})`;
 }

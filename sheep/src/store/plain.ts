@@ -7,8 +7,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { oidToHex, SheepdogError, Res } from '@sheepdog/common';
 import type { ObjectStore } from './store.js';
 import { FdCache, preadFull } from './fdcache.js';
-import { queuedWrite } from './writequeue.js';
+import { WriteQueue } from './writequeue.js';
 import { syncPool } from './syncpool.js';
+import { tryReadNow } from './fileio.js';
 
 export class PlainStore implements ObjectStore {
   readonly name: string = 'plain';
@@ -16,6 +17,7 @@ export class PlainStore implements ObjectStore {
   readonly tmpDir: string;
   readonly staleDir: string;
   private fds = new FdCache((oid) => this.p(oid), 512);
+  private writes = new WriteQueue();
 
   constructor(readonly baseDir: string, readonly nosync: boolean) {
     this.objDir = path.join(baseDir, 'obj');
@@ -45,15 +47,30 @@ export class PlainStore implements ObjectStore {
     return buf;
   }
 
-  async write(oid: bigint, off: number, data: Buffer): Promise<void> {
-    try {
-      await this.fds.use(oid, async (_fd, e) => {
-        await queuedWrite(e, data, off);
-        if (!this.nosync) await this.fds.sync(e);
+  readCached(oid: bigint, off: number, len: number, into: Buffer, at: number): boolean {
+    const fd = this.fds.peek(oid);
+    // a short read may be a page not cached or the end of the file: read() tells them apart
+    return fd !== undefined && tryReadNow(fd, into, at, len, off) === len;
+  }
+
+  // Callbacks rather than async steps: this is every write's path, and each
+  // await would cost a promise and a microtask turn.
+  write(oid: bigint, off: number, data: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.fds.acquire(oid, (err, e) => {
+        if (err) return reject(this.mapErr(err));
+        this.writes.write(e!.fd, data, off, (werr) => {
+          if (werr || this.nosync) {
+            this.fds.release(e!);
+            return werr ? reject(this.mapErr(werr)) : resolve();
+          }
+          this.fds.sync(e!).then(
+            () => { this.fds.release(e!); resolve(); },
+            (serr) => { this.fds.release(e!); reject(this.mapErr(serr)); },
+          );
+        });
       });
-    } catch (e) {
-      throw this.mapErr(e);
-    }
+    });
   }
 
   async create(oid: bigint, size: number, off: number, data: Buffer): Promise<void> {

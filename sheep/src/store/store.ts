@@ -5,6 +5,13 @@ export interface ObjectStore {
   init(): Promise<void>;
   /** Read len bytes at off (into `into` when given); bytes past the stored length read as zero. */
   read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer>;
+  /**
+   * The page-cache hit path of read: fill into[at, at+len) with len bytes at
+   * off, synchronously, when that needs no wait (the object's file is open
+   * and the page cache holds the bytes). false: nothing is promised about
+   * into, and read() must be used.
+   */
+  readCached?(oid: bigint, off: number, len: number, into: Buffer, at: number): boolean;
   /** Write into an existing object; NO_OBJ if it does not exist. */
   write(oid: bigint, off: number, data: Buffer): Promise<void>;
   /** Atomically (re)create an object of `size` bytes: zeros + data at off. */

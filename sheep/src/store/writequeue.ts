@@ -1,19 +1,20 @@
-// Writes to one file go to the thread pool in batches, at most two batches
-// per file at a time. While both are out, later writes to the file wait
-// here; when one completes, everything waiting goes out as the next batch,
-// in one pool job (native writeBatch: back-to-back ranges as one pwritev;
-// without the addon, a batch is its writes one pool request after another).
-// A write to a file with fewer than two batches out goes at once, so
-// nothing waits that did not have to, and different files run in parallel.
+// A store's writes go to the thread pool in batches, at most two batches
+// at a time for all its files. While both are out, later writes wait here;
+// when one completes, everything waiting goes out as the next batch, in one
+// pool job (native writeBatch: back-to-back ranges of a file as one
+// pwritev; without the addon, a batch is one pool request per write). A
+// write that finds fewer than two batches out goes at once, so nothing waits
+// that did not have to.
 //
-// Why: each pool request wakes a thread and then the loop, which on a
-// virtual machine costs ~30 µs of latency, far more than a 4 KiB copy; and
-// buffered writes to one file serialise on its inode lock, so many threads
-// writing one object mostly wait for each other. One batch per file left
-// the pool hop unoverlapped; two overlap one batch's hop with the other's
-// writing; more only contend for the lock. 4 KiB writes at queue depth 32
-// into one object (2 cores): one request per write ~30k IOPS (fio) and
-// ~24k (qemu-img bench); one batch at a time ~45k / ~30k; two ~65k / ~36k.
+// Why: each pool job wakes a thread and then the loop, which on a virtual
+// machine costs far more than a 4 KiB copy: ~20 µs of thread CPU per job
+// here, and as much again on the loop. Batching per file helped writes
+// that stay in one object (4 KiB sequential writes at queue depth 32,
+// 2 cores: one request per write ~30k IOPS with fio, one batch per file at
+// a time ~45k, two ~65k), but random writes touch a different object almost
+// every time and still paid one job each; batches that span files carry
+// them too. More than two batches only add threads contending for the
+// same inode locks and cores.
 //
 // Writes that overlap land in the order they were issued (see submit);
 // each write settles with its own result once its batch is done.
@@ -21,40 +22,32 @@ import { getSystemErrorName } from 'node:util';
 import { fileio } from './fileio.js';
 import { pwriteFull } from './fdcache.js';
 
+/** How a queued write reports: null, or the error that failed it. */
+export type WriteDone = (err: NodeJS.ErrnoException | null) => void;
+
 interface Pending {
-  pos: number;
-  data: Buffer;
-  resolve: () => void;
-  reject: (e: Error) => void;
-}
-
-/** The byte ranges a batch covers, ascending and disjoint. */
-type Spans = { pos: number; end: number }[];
-
-export interface WriteQueue {
-  /** Batches with the pool, by the ranges they cover. */
-  inflight: Spans[];
-  waiting: Pending[];
-}
-
-/** An open file as the queue sees it: its descriptor, and the queue kept with it. */
-export interface QueuedFile {
   fd: number;
-  writes?: WriteQueue;
+  pos: number;
+  end: number;
+  data: Buffer;
+  done: WriteDone;
 }
 
-/** Batches of one file with the pool at once. */
+/** Byte ranges by descriptor. */
+type Ranges = Map<number, { pos: number; end: number }[]>;
+
+/** Batches with the pool at once. */
 const MAX_INFLIGHT = 2;
 
-type BatchWriter = (fd: number, bufs: Buffer[], positions: Float64Array, status: Int32Array, done: () => void, overlapping: boolean) => void;
+type BatchWriter = (fds: Int32Array, bufs: Buffer[], positions: Float64Array, status: Int32Array, done: () => void, overlapping: boolean) => void;
 
 /**
  * The batch writer: the addon's one pool job per batch (which writes in
  * array order), or without it the same contract in JS, one pool request per
  * write: all at once when they are disjoint, else one after another.
  */
-const writeBatch: BatchWriter = fileio?.writeBatch ?? ((fd, bufs, positions, status, done, overlapping) => {
-  const one = (i: number) => pwriteFull(fd, bufs[i], positions[i]).then(
+const writeBatch: BatchWriter = fileio?.writeBatch ?? ((fds, bufs, positions, status, done, overlapping) => {
+  const one = (i: number) => pwriteFull(fds[i], bufs[i], positions[i]).then(
     () => { status[i] = 0; },
     (e: NodeJS.ErrnoException) => { status[i] = e.errno ?? -5; },
   );
@@ -69,68 +62,110 @@ const writeBatch: BatchWriter = fileio?.writeBatch ?? ((fd, bufs, positions, sta
   next(0);
 });
 
-/** Write all of data at pos of the open file f (which must stay open until this settles). */
-export function queuedWrite(f: QueuedFile, data: Buffer, pos: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const q = (f.writes ??= { inflight: [], waiting: [] });
-    q.waiting.push({ pos, data, resolve, reject });
-    submit(f.fd, q);
-  });
-}
+const byFileAndPosition = (a: Pending, b: Pending) => a.fd - b.fd || a.pos - b.pos;
 
-/**
- * Overlapping writes land in the order they were issued: a batch that
- * overlaps one still with the pool waits for it (two batches run on two
- * threads, in either order), and within a batch the writes keep their
- * issue order unless sorting them by position reorders no overlap.
- * (An inode index update rewrites entries a concurrent update may also
- * write; the later one must win.)
- */
-function submit(fd: number, q: WriteQueue): void {
-  if (q.waiting.length === 0 || q.inflight.length >= MAX_INFLIGHT) return;
-  const issued = q.waiting;
-  const sorted = issued.length > 1 ? [...issued].sort((a, b) => a.pos - b.pos) : issued;
-  const spans: Spans = [];
-  let overlap = false;
-  for (const w of sorted) {
-    const last = spans[spans.length - 1];
-    const end = w.pos + w.data.length;
-    if (last && w.pos < last.end) {
-      overlap = true;
-      last.end = Math.max(last.end, end);
-    } else if (last && w.pos === last.end) last.end = end;
-    else spans.push({ pos: w.pos, end });
-  }
-  if (q.inflight.some((other) => intersects(other, spans))) return; // submitted again when that batch is done
-  const batch = overlap ? issued : sorted;
-  q.waiting = [];
-  q.inflight.push(spans);
-  const n = batch.length;
-  const positions = new Float64Array(n);
-  const status = new Int32Array(n);
-  const bufs = new Array<Buffer>(n);
-  for (let i = 0; i < n; i++) {
-    positions[i] = batch[i].pos;
-    bufs[i] = batch[i].data;
-  }
-  writeBatch(fd, bufs, positions, status, () => {
-    for (let i = 0; i < n; i++) {
-      if (status[i] === 0) batch[i].resolve();
-      else batch[i].reject(errnoError(-status[i]));
+export class WriteQueue {
+  private waiting: Pending[] = [];
+  /** The ranges of each batch with the pool. */
+  private inflight: Ranges[] = [];
+
+  private kickQueued = false;
+  private readonly kick = () => {
+    this.kickQueued = false;
+    this.submit();
+  };
+
+  /**
+   * Write all of data at pos of fd (which must stay open until done is
+   * called). Submission waits for the end of the current callback (a
+   * microtask), so that the writes of all requests that arrived together
+   * leave as one batch rather than the first alone.
+   */
+  write(fd: number, data: Buffer, pos: number, done: WriteDone): void {
+    this.waiting.push({ fd, pos, end: pos + data.length, data, done });
+    if (!this.kickQueued) {
+      this.kickQueued = true;
+      queueMicrotask(this.kick);
     }
-    q.inflight.splice(q.inflight.indexOf(spans), 1);
-    submit(fd, q);
-  }, overlap);
+  }
+
+  /**
+   * Overlapping writes land in the order they were issued: a write that
+   * overlaps one still with the pool (two batches run on two threads, in
+   * either order), or one held back for that reason, waits for the next
+   * batch; within a batch the writes keep their issue order unless sorting
+   * them by file and position reorders no overlap. (An inode index update
+   * rewrites entries a concurrent update may also write; the later one must
+   * win.)
+   */
+  private submit(): void {
+    if (this.waiting.length === 0 || this.inflight.length >= MAX_INFLIGHT) return;
+    let batch: Pending[] = this.waiting;
+    let held: Pending[] = [];
+    if (this.inflight.length) {
+      batch = [];
+      let heldRanges: Ranges | undefined;
+      for (const w of this.waiting) {
+        if (this.inflight.some((r) => overlaps(r, w)) || (heldRanges && overlaps(heldRanges, w))) {
+          held.push(w);
+          heldRanges ??= new Map();
+          const list = heldRanges.get(w.fd);
+          if (list) list.push({ pos: w.pos, end: w.end });
+          else heldRanges.set(w.fd, [{ pos: w.pos, end: w.end }]);
+        } else batch.push(w);
+      }
+      if (batch.length === 0) return; // submitted again when a batch is done
+    }
+    this.waiting = held;
+    held = [];
+
+    const sorted = batch.length > 1 ? [...batch].sort(byFileAndPosition) : batch;
+    const ranges: Ranges = new Map();
+    let overlap = false;
+    for (const w of sorted) if (addRange(ranges, w)) overlap = true;
+    if (!overlap) batch = sorted;
+    this.inflight.push(ranges);
+
+    const n = batch.length;
+    const fds = new Int32Array(n);
+    const positions = new Float64Array(n);
+    const status = new Int32Array(n);
+    const bufs = new Array<Buffer>(n);
+    for (let i = 0; i < n; i++) {
+      fds[i] = batch[i].fd;
+      positions[i] = batch[i].pos;
+      bufs[i] = batch[i].data;
+    }
+    writeBatch(fds, bufs, positions, status, () => {
+      this.inflight.splice(this.inflight.indexOf(ranges), 1);
+      for (let i = 0; i < n; i++) batch[i].done(status[i] === 0 ? null : errnoError(-status[i]));
+      this.submit();
+    }, overlap);
+  }
 }
 
-function intersects(a: Spans, b: Spans): boolean {
-  let i = 0;
-  let j = 0;
-  while (i < a.length && j < b.length) {
-    if (a[i].end <= b[j].pos) i++;
-    else if (b[j].end <= a[i].pos) j++;
-    else return true;
+/** Add w's range to r, which is ascending and disjoint per file (w must not start before its file's last range); true if it overlapped. */
+function addRange(r: Ranges, w: Pending): boolean {
+  const list = r.get(w.fd);
+  if (!list) {
+    r.set(w.fd, [{ pos: w.pos, end: w.end }]);
+    return false;
   }
+  const last = list[list.length - 1];
+  if (w.pos < last.end && w.end > last.pos) {
+    last.pos = Math.min(last.pos, w.pos);
+    last.end = Math.max(last.end, w.end);
+    return true;
+  }
+  if (w.pos === last.end) last.end = w.end;
+  else list.push({ pos: w.pos, end: w.end });
+  return false;
+}
+
+function overlaps(r: Ranges, w: Pending): boolean {
+  const list = r.get(w.fd);
+  if (!list) return false;
+  for (const x of list) if (w.pos < x.end && w.end > x.pos) return true;
   return false;
 }
 

@@ -8,10 +8,10 @@
 //   everything else goes to the thread pool. The loop never waits on a disk.
 //   Returns the byte count (possibly short) or -errno.
 //
-// writeBatch(fd, bufs, positions, status, callback)
-//   Writes every bufs[i] at positions[i] of fd, in one thread-pool job:
-//   back-to-back ranges as one pwritev, short writes finished, EINTR
-//   retried. status[i] (an Int32Array) receives 0 or -errno for each
+// writeBatch(fds, bufs, positions, status, callback)
+//   Writes every bufs[i] at positions[i] of fds[i] (an Int32Array), in one
+//   thread-pool job, in array order: back-to-back ranges of one file as one
+//   pwritev, short writes finished, EINTR retried. status[i] (an Int32Array) receives 0 or -errno for each
 //   buffer; callback() runs on the loop when all are done. One job per
 //   batch costs one thread wake-up instead of one per write.
 #define _GNU_SOURCE
@@ -61,6 +61,7 @@ static napi_value read_now(napi_env env, napi_callback_info info) {
 }
 
 struct piece {
+  int fd;
   char *data;
   size_t len;
   int64_t pos;
@@ -68,17 +69,18 @@ struct piece {
 
 struct batch {
   napi_async_work work;
+  napi_ref fds_ref;
   napi_ref bufs_ref;   // keeps the buffers alive while the job runs
   napi_ref status_ref;
   napi_ref cb_ref;
-  int fd;
   uint32_t n;
   int32_t *status;
   struct piece p[];
 };
 
-// Write pieces [first, end) which are back to back, as few pwritev calls as the kernel allows.
-static int write_run(int fd, struct piece *p, uint32_t first, uint32_t end) {
+// Write pieces [first, end), back to back in one file, as few pwritev calls as the kernel allows.
+static int write_run(struct piece *p, uint32_t first, uint32_t end) {
+  int fd = p[first].fd;
   struct iovec iov[MAX_IOV];
   uint32_t i = first;
   size_t skip = 0; // bytes of p[i] already written
@@ -110,8 +112,8 @@ static void batch_execute(napi_env env, void *arg) {
   uint32_t i = 0;
   while (i < b->n) {
     uint32_t end = i + 1;
-    while (end < b->n && b->p[end].pos == b->p[end - 1].pos + (int64_t)b->p[end - 1].len) end++;
-    int r = write_run(b->fd, b->p, i, end);
+    while (end < b->n && b->p[end].fd == b->p[end - 1].fd && b->p[end].pos == b->p[end - 1].pos + (int64_t)b->p[end - 1].len) end++;
+    int r = write_run(b->p, i, end);
     for (uint32_t k = i; k < end; k++) b->status[k] = r;
     i = end;
   }
@@ -124,6 +126,7 @@ static void batch_complete(napi_env env, napi_status st, void *arg) {
   if (napi_get_reference_value(env, b->cb_ref, &cb) == napi_ok && napi_get_global(env, &global) == napi_ok)
     napi_call_function(env, global, cb, 0, NULL, NULL);
   napi_delete_reference(env, b->cb_ref);
+  napi_delete_reference(env, b->fds_ref);
   napi_delete_reference(env, b->bufs_ref);
   napi_delete_reference(env, b->status_ref);
   napi_delete_async_work(env, b->work);
@@ -133,31 +136,30 @@ static void batch_complete(napi_env env, napi_status st, void *arg) {
 static napi_value write_batch(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
-  const char *usage = "writeBatch(fd: number, bufs: Buffer[], positions: Float64Array, status: Int32Array, callback: () => void)";
+  const char *usage = "writeBatch(fds: Int32Array, bufs: Buffer[], positions: Float64Array, status: Int32Array, callback: () => void)";
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5) return throw_type(env, usage);
-  int32_t fd;
   uint32_t n;
   bool is_array;
   napi_valuetype cbt;
-  napi_typedarray_type pt, stt;
-  size_t plen, stlen;
-  void *pdata, *stdata;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+  napi_typedarray_type ft, pt, stt;
+  size_t flen, plen, stlen;
+  void *fdata, *pdata, *stdata;
+  if (napi_get_typedarray_info(env, argv[0], &ft, &flen, &fdata, NULL, NULL) != napi_ok || ft != napi_int32_array ||
       napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
       napi_get_array_length(env, argv[1], &n) != napi_ok ||
       napi_get_typedarray_info(env, argv[2], &pt, &plen, &pdata, NULL, NULL) != napi_ok || pt != napi_float64_array ||
       napi_get_typedarray_info(env, argv[3], &stt, &stlen, &stdata, NULL, NULL) != napi_ok || stt != napi_int32_array ||
       napi_typeof(env, argv[4], &cbt) != napi_ok || cbt != napi_function ||
-      plen < n || stlen < n || n == 0)
+      flen < n || plen < n || stlen < n || n == 0)
     return throw_type(env, usage);
   struct batch *b = calloc(1, sizeof(*b) + n * sizeof(struct piece));
   if (!b) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  b->fd = fd;
   b->n = n;
   b->status = stdata;
+  const int32_t *fds = fdata;
   const double *pos = pdata;
   for (uint32_t i = 0; i < n; i++) {
     napi_value e;
@@ -167,13 +169,15 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
       free(b);
       return throw_type(env, usage);
     }
+    b->p[i].fd = fds[i];
     b->p[i].data = d;
     b->p[i].len = l;
     b->p[i].pos = (int64_t)pos[i];
   }
   napi_value name;
   napi_create_string_utf8(env, "sheep.writeBatch", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[1], 1, &b->bufs_ref) != napi_ok ||
+  if (napi_create_reference(env, argv[0], 1, &b->fds_ref) != napi_ok ||
+      napi_create_reference(env, argv[1], 1, &b->bufs_ref) != napi_ok ||
       napi_create_reference(env, argv[3], 1, &b->status_ref) != napi_ok ||
       napi_create_reference(env, argv[4], 1, &b->cb_ref) != napi_ok ||
       napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work) != napi_ok ||

@@ -3,16 +3,19 @@
 // pressure makes V8 collect more often); requests that move 64 KiB or more
 // borrow a buffer here and give it back when the bytes have left.
 //
-// Only buffers this pool handed out are taken back (put() of anything else,
-// or a second put(), is ignored), so a caller that is unsure whether a buffer
-// is still referenced elsewhere can simply not return it.
+// A buffer may have several holders (a receive buffer and the request
+// payloads that are views into it): each retain() adds one, each put()
+// drops one, and the memory is reused when the last is gone. Only buffers
+// this pool handed out are counted (put() or retain() of anything else, or a
+// put() after the last, is ignored), so a holder that is unsure whether the
+// bytes are still referenced elsewhere can simply not return them.
 
 /** Requests below this size use ordinary allocation. */
 export const POOL_MIN = 64 * 1024;
 
 export class BufferPool {
   private free = new Map<number, Buffer[]>();
-  private owned = new WeakMap<ArrayBuffer, { full: Buffer; out: boolean }>();
+  private owned = new WeakMap<ArrayBuffer, { full: Buffer; refs: number }>();
   private freeBytes = 0;
 
   /** @param maxFreeBytes how much idle memory the pool may keep */
@@ -35,24 +38,29 @@ export class BufferPool {
     let full = list?.pop();
     if (full) {
       this.freeBytes -= c;
+      this.owned.get(full.buffer as ArrayBuffer)!.refs = 1;
     } else {
       full = Buffer.allocUnsafeSlow(c);
-      this.owned.set(full.buffer as ArrayBuffer, { full, out: true });
+      this.owned.set(full.buffer as ArrayBuffer, { full, refs: 1 });
     }
-    this.owned.get(full.buffer as ArrayBuffer)!.out = true;
     return n === c ? full : full.subarray(0, n);
   }
 
-  /** Give back a buffer from get() once nothing refers to its bytes any more. */
+  /** One more holder of the memory of b (a buffer from get(), or a view into one), who will put() it too. */
+  retain(b: Buffer): void {
+    const rec = this.owned.get(b.buffer as ArrayBuffer);
+    if (rec && rec.refs > 0) rec.refs++;
+  }
+
+  /** A holder is done with b (a buffer from get(), or a view into one); the last one gives the memory back. */
   put(b: Buffer): void {
     const rec = this.owned.get(b.buffer as ArrayBuffer);
-    if (!rec || !rec.out) return;
+    if (!rec || rec.refs === 0 || --rec.refs > 0) return;
     const c = rec.full.length;
     if (this.freeBytes + c > this.maxFreeBytes) {
       this.owned.delete(b.buffer as ArrayBuffer);
       return;
     }
-    rec.out = false;
     let list = this.free.get(c);
     if (!list) this.free.set(c, (list = []));
     list.push(rec.full);

@@ -10,23 +10,16 @@ import { bufferPool } from './bufpool.js';
 
 const SLAB_SIZE = 512 * 1024;
 
-interface Slab {
-  buf: Buffer;
-  /** Socket writes still holding bytes of it. */
-  writing: number;
-  /** No longer the slab being filled. */
-  retired: boolean;
-}
-
 export class ReplyWriter {
-  private slab?: Slab;
+  /** The slab being filled (its pool reference is ours; each send in flight holds another). */
+  private slab?: Buffer;
   /** Bytes of the slab before this offset are queued or sent. */
   private start = 0;
   /** Where the next piece goes in slab.buf (see room()). */
   pos = 0;
   private chunks: Buffer[] = [];
-  /** Slabs and pooled buffers the queued chunks refer to. */
-  private slabsQueued: Slab[] = [];
+  /** Slabs and pooled buffers the queued chunks refer to (each with a pool reference for the send). */
+  private slabsQueued: Buffer[] = [];
   private pooledQueued: Buffer[] = [];
   /** A send is scheduled (something is queued). */
   scheduled = false;
@@ -43,12 +36,15 @@ export class ReplyWriter {
    */
   room(n: number): Buffer {
     let s = this.slab;
-    if (!s || s.buf.length - this.pos < n) {
-      if (s) this.retire(s);
-      s = this.slab = { buf: bufferPool.get(SLAB_SIZE), writing: 0, retired: false };
+    if (!s || s.length - this.pos < n) {
+      if (s) {
+        this.cut();
+        bufferPool.put(s);
+      }
+      s = this.slab = bufferPool.get(SLAB_SIZE);
       this.start = this.pos = 0;
     }
-    return s.buf;
+    return s;
   }
 
   commit(n: number): void {
@@ -82,18 +78,12 @@ export class ReplyWriter {
   private cut(): void {
     const s = this.slab;
     if (!s || this.pos === this.start) return;
-    this.chunks.push(s.buf.subarray(this.start, this.pos));
+    this.chunks.push(s.subarray(this.start, this.pos));
     this.start = this.pos;
     if (this.slabsQueued[this.slabsQueued.length - 1] !== s) {
-      s.writing++;
+      bufferPool.retain(s);
       this.slabsQueued.push(s);
     }
-  }
-
-  private retire(s: Slab): void {
-    this.cut();
-    s.retired = true;
-    if (s.writing === 0) bufferPool.put(s.buf);
   }
 
   private readonly send = (): void => {
@@ -109,11 +99,10 @@ export class ReplyWriter {
     if (this.sock.destroyed) return;
     // writes complete in order: the last one's callback covers the batch
     const done = (err?: Error | null) => {
-      for (const s of slabs) {
-        // after a failed write the bytes may still be referenced: leave them to the collector
-        if (--s.writing === 0 && s.retired && !err) bufferPool.put(s.buf);
-      }
-      if (!err) for (const b of pooled) bufferPool.put(b);
+      // after a failed write the bytes may still be referenced: leave them to the collector
+      if (err) return;
+      for (const s of slabs) bufferPool.put(s);
+      for (const b of pooled) bufferPool.put(b);
     };
     if (q.length === 1) {
       this.sock.write(q[0], done);

@@ -28,6 +28,21 @@ describe('BufferPool', () => {
     expect(x.buffer).not.toBe(y.buffer);
   });
 
+  it('reuses memory only when every holder has returned it', () => {
+    const p = new BufferPool();
+    const stage = p.get(MB(1));
+    const view = stage.subarray(100, 4196); // a payload that outlives its receive buffer
+    p.retain(view);
+    p.put(stage); // the receive buffer is left
+    expect(p.get(MB(1)).buffer).not.toBe(stage.buffer); // the payload still holds it
+    p.put(view);
+    const again = p.get(MB(1));
+    expect(again.buffer).toBe(stage.buffer);
+    p.retain(Buffer.alloc(10)); // not ours: ignored
+    p.put(again);
+    expect(p.get(MB(1)).buffer).toBe(stage.buffer);
+  });
+
   it('allocates small requests normally and keeps at most maxFreeBytes idle', () => {
     const p = new BufferPool(MB(2));
     const small = p.get(100);

@@ -182,11 +182,13 @@ class NbdConnection implements DirectReader {
   buffer(): Buffer {
     const f = this.filling;
     if (f) return f.buf.subarray(f.got);
-    // A stage is filled once, front to back, and never reused: small write
-    // payloads and unparsed bytes are views into it and live on in queues
-    // (a write may wait for its file's earlier batches) after it is full.
+    // A stage is filled once, front to back. Small write payloads are views
+    // into it and live on in queues after it is full (a write may wait for
+    // earlier batches): each holds a pool reference to it, and it is reused
+    // when the last is done. Unparsed bytes are copied out when it is left.
     if (!this.stage || this.stage.length - this.stagePos < STAGE_MIN_READ) {
-      this.stage = Buffer.allocUnsafe(STAGE_SIZE);
+      if (this.stage) this.leaveStage();
+      this.stage = bufferPool.get(STAGE_SIZE);
       this.stagePos = 0;
     }
     // Right after a large write, read just the next header: if another large
@@ -213,7 +215,14 @@ class NbdConnection implements DirectReader {
     this.pump();
   }
 
+  private leaveStage(): void {
+    if (this.rx.length) this.rx.push(Buffer.from(this.rx.take(this.rx.length)));
+    bufferPool.put(this.stage!);
+    this.stage = undefined;
+  }
+
   private onClose(): void {
+    if (this.stage) this.leaveStage();
     this.phase = 'closed';
     this.maybeFinish();
   }
@@ -302,6 +311,8 @@ class NbdConnection implements DirectReader {
         }
         this.req = undefined;
         const data = payload ? this.rx.take(payload, bufferPool.alloc) : undefined;
+        // a view into the stage keeps it from reuse until the write is done (fresh buffers hold their own reference)
+        if (data && this.stage && data.buffer === this.stage.buffer) bufferPool.retain(data);
         this.dispatch(r.type, r.flags, r.handle, r.offset, r.length, data);
       }
     } catch (e) {
@@ -492,8 +503,12 @@ class NbdConnection implements DirectReader {
         p = io.read(offset, length, length >= POOL_MIN ? bufferPool.get(length) : undefined);
         break;
       case Cmd.WRITE:
-        if (ro) { this.reply(handle, Errno.EPERM); this.done(); return; }
-        if (outside) { this.reply(handle, Errno.ENOSPC); this.done(); return; }
+        if (ro || outside) {
+          bufferPool.put(data!);
+          this.reply(handle, ro ? Errno.EPERM : Errno.ENOSPC);
+          this.done();
+          return;
+        }
         p = io.write(offset, data!);
         if (flags & CmdFlag.FUA) p = p.then(() => io.flush());
         break;

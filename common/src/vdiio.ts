@@ -19,6 +19,33 @@ import { SheepdogError } from './errors.js';
 import { SheepClient } from './client.js';
 import { encodeFixedString } from './wire.js';
 
+/**
+ * Where a write's payload can be moved without a copy through user memory
+ * (see VdiIO.spliceTarget): put exactly the payload's bytes into the pipe,
+ * then commit(), or abort() if they will not come.
+ */
+export interface SplicedWrite {
+  /** Write end of a pipe that holds the whole payload. */
+  readonly pipe: number;
+  /** Write what the pipe holds; settles as write() would. */
+  commit(): Promise<void>;
+  abort(): void;
+}
+
+/**
+ * A backend's SplicedWrite for one object. The bytes arrive some time after
+ * it was offered, so commit() checks again that the write may still go this
+ * way (undefined if not: a snapshot, a membership change or a replaced file
+ * came in between), and drain() then takes the bytes back into memory.
+ */
+export interface SpliceTarget {
+  readonly pipe: number;
+  commit(): Promise<void> | undefined;
+  /** The payload, out of the pipe; releases the target. */
+  drain(): Promise<Buffer>;
+  abort(): void;
+}
+
 export interface VdiBackend {
   /**
    * READ_OBJ: exactly len bytes at off of oid. A backend may read straight
@@ -31,6 +58,12 @@ export interface VdiBackend {
    * (into is then undefined, and readObj must be used).
    */
   readCached?(oid: bigint, off: number, len: number, copies: number, into: Buffer, at: number): boolean;
+  /**
+   * Optional: a SpliceTarget for a plain write of len bytes at off of oid,
+   * if the backend can take one now (else undefined, and writeObj must be
+   * used).
+   */
+  spliceTarget?(oid: bigint, off: number, len: number, copies: number): SpliceTarget | undefined;
   /** WRITE_OBJ into an existing object. */
   writeObj(oid: bigint, off: number, data: Buffer, copies: number): Promise<void>;
   /** CREATE_AND_WRITE_OBJ; cowOid != 0n makes the rest of the object a copy of cowOid. */
@@ -217,6 +250,29 @@ export class VdiIO {
     if (this.readonly || len === 0 || offset < 0 || offset + len > this.size || off + len > this.objectSize ||
         this.index[idx] !== v || this.busy.has(idx)) return this.writeAll(offset, data);
     return this.backend.writeObj(vidToDataOid(v, idx), off, data, this.copies).catch((e) => this.rewrite(e, v, idx, offset, data));
+  }
+
+  /**
+   * A target that takes len bytes for offset without a copy (see
+   * SpliceTarget), when that write is the common case of write() (one
+   * object this VDI owns, no allocation under way) and the backend offers
+   * one; else undefined, and write() must be used.
+   */
+  spliceTarget(offset: number, len: number): SplicedWrite | undefined {
+    const idx = Math.floor(offset / this.objectSize);
+    const off = offset - idx * this.objectSize;
+    const v = this.vid;
+    const plain = () => this.vid === v && this.index[idx] === v && !this.busy.has(idx);
+    if (!this.backend.spliceTarget || this.readonly || len === 0 || offset < 0 || offset + len > this.size ||
+        off + len > this.objectSize || !plain()) return undefined;
+    const t = this.backend.spliceTarget(vidToDataOid(v, idx), off, len, this.copies);
+    if (!t) return undefined;
+    return {
+      pipe: t.pipe,
+      // still the common case (no snapshot, discard or allocation since): as offered; else the full way
+      commit: () => (plain() ? t.commit() : undefined) ?? t.drain().then((data) => this.write(offset, data)),
+      abort: () => t.abort(),
+    };
   }
 
   /** After a plain write of object idx (of vid v) failed with e: write again the full way if e says the index moved on. */

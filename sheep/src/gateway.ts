@@ -4,7 +4,7 @@
 import {
   Res, SheepdogError, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, MAX_DATA_OBJS,
   isVdiObj, isDataObj, oidToVid, objectStoredSize, vidToDataOid, vidToVdiOid, dataOidToLedgerOid,
-  SD_LEDGER_OBJ_SIZE, SdNode, sameNode,
+  SD_LEDGER_OBJ_SIZE, SdNode, sameNode, SpliceTarget,
 } from '@sheepdog/common';
 import type { ObjectStore } from './store/store.js';
 import type { ObjectIO } from './vdi.js';
@@ -114,6 +114,18 @@ export class Gateway implements ObjectIO {
     const t = this.view.targets(oid, this.copiesFor(oid, copies));
     for (let i = 0; i < t.length; i++) if (this.isLocal(t[i])) return this.store.readCached(oid, off, len, into, at);
     return false;
+  }
+
+  /**
+   * A zero-copy target for a plain write into a data object (see
+   * SpliceTarget), when it would go straight to the store (see soleLocal).
+   */
+  spliceTarget(oid: bigint, off: number, len: number, copies?: number): SpliceTarget | undefined {
+    const direct = () => !this.isReadonly(oid) && this.soleLocal(oid, copies);
+    if (!this.store.spliceTarget || !isDataObj(oid) || off + len > this.sizeOf(oid) || !direct()) return undefined;
+    const t = this.store.spliceTarget(oid, off, len);
+    if (!t) return undefined;
+    return { pipe: t.pipe, commit: () => (direct() ? t.commit() : undefined), drain: () => t.drain(), abort: () => t.abort() };
   }
 
   /** Read from one replica; into (len bytes, optional) may be filled and returned. */

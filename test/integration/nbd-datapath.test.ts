@@ -1,5 +1,6 @@
 // The NBD data path under stress, in both receive modes (payloads filled in
-// place by the socket, or assembled from stream chunks) and both file I/O
+// place by the socket, or spliced into the object file when large and the
+// object is allocated; or assembled from stream chunks) and both file I/O
 // modes (native: page-cache hits read inline with RWF_NOWAIT and writes
 // batched per file; or one libuv request per read and write): requests
 // split at every possible point, large payloads spanning
@@ -7,6 +8,7 @@
 // bytes between requests.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { Res } from '@sheepdog/common';
 import { stopAll } from '../helpers/cluster.js';
 import { Wire } from '../helpers/wire.js';
@@ -22,13 +24,15 @@ describe.each([
     mode: 'direct receive, native file I/O',
     env: { SHEEP_NBD_DIRECT: '1', SHEEP_NATIVE_IO: '1' },
     reads: /file I\/O: native: page-cache hits up to \d+ bytes read inline/,
+    splice: true,
   },
   {
     mode: 'stream receive, one pool request per I/O',
     env: { SHEEP_NBD_DIRECT: '0', SHEEP_NATIVE_IO: '0' },
     reads: /file I\/O: one thread-pool request per read and write \(SHEEP_NATIVE_IO=0\)/,
+    splice: false,
   },
-])('NBD data path ($mode)', ({ env, reads }) => {
+])('NBD data path ($mode)', ({ env, reads, splice }) => {
   let n: NbdSheep;
   let w: Wire;
   const conns: RawConn[] = [];
@@ -142,6 +146,68 @@ describe.each([
       const at = x.off - base;
       if (!got.subarray(at, at + x.data.length).equals(x.data)) throw new Error(`the 4 KiB written at ${x.off} read back different`);
     }
+  });
+
+  it('takes large payloads for allocated objects however they arrive, and none from a client that hangs up', async () => {
+    const pipes = () => readdirSync(`/proc/${n.s.proc.pid}/fd`).filter((f) => {
+      try { return readlinkSync(`/proc/${n.s.proc.pid}/fd/${f}`).startsWith('pipe:'); } catch { return false; }
+    }).length;
+    const c = await attach();
+    const base = 36 * MB; // one object, allocated first
+    for (let i = 0; i < 4; i++) {
+      const d = randomBytes(MB);
+      expect((await c.cmd(NBD.CMD.WRITE, base + i * MB, MB, d)).error).toBe(0);
+      d.copy(model, base + i * MB);
+    }
+    const pipesBefore = pipes();
+    // the header alone, then the payload in pieces of every size class, a while later
+    for (const [i, max] of [[0, 4096], [1, 1500], [2, 70_000], [3, MB]]) {
+      const d = randomBytes(i === 3 ? 512 * KB : MB);
+      const f = c.frame(NBD.CMD.WRITE, base + i * MB + 4096, d.length, d);
+      c.write(f.bytes.subarray(0, 28));
+      await new Promise((r) => setTimeout(r, 20));
+      await c.writeFragmented(f.bytes.subarray(28), max);
+      const r = await c.reply();
+      expect([r.handle, r.error]).toEqual([f.handle, 0]);
+      d.copy(model, base + i * MB + 4096);
+    }
+    // pipelined: each header follows a large payload
+    const burst = Array.from({ length: 6 }, (_, i) => ({ off: base + ((i * 5) % 12) * 256 * KB, data: randomBytes(256 * KB + 512 * (i % 3)) }));
+    c.write(Buffer.concat(burst.map((x) => c.frame(NBD.CMD.WRITE, x.off, x.data.length, x.data).bytes)));
+    for (let i = 0; i < burst.length; i++) expect((await c.reply()).error).toBe(0);
+    for (const x of burst) x.data.copy(model, x.off);
+    expect((await readBack(c, base, 4 * MB)).equals(model.subarray(base, base + 4 * MB))).toBe(true);
+    // the payloads went through pipes (which are kept for reuse) exactly when splicing is possible
+    if (splice) expect(pipes()).toBeGreaterThanOrEqual(pipesBefore + 2);
+    else expect(pipes()).toBe(pipesBefore);
+
+    // a snapshot taken while a payload is on its way: the write lands in the new working VDI only
+    const before = Buffer.from(model.subarray(base + 2 * MB, base + 3 * MB));
+    const oldVid = await w.vid('disk');
+    const late = randomBytes(MB);
+    const lf = c.frame(NBD.CMD.WRITE, base + 2 * MB, MB, late);
+    c.write(lf.bytes.subarray(0, 28));
+    await new Promise((r) => setTimeout(r, 20));
+    await c.writeFragmented(lf.bytes.subarray(28, 28 + 300 * KB), 64 * KB);
+    expect((await w.newVdi('disk', BigInt(SIZE), { base: oldVid, snapshot: true })).rsp.result).toBe(Res.SUCCESS);
+    await c.writeFragmented(lf.bytes.subarray(28 + 300 * KB), 64 * KB);
+    expect((await c.reply()).error).toBe(0);
+    late.copy(model, base + 2 * MB);
+    expect((await readBack(c, base + 2 * MB, MB)).equals(late)).toBe(true);
+    expect((await w.readVdi(oldVid, base + 2 * MB, MB)).equals(before)).toBe(true);
+    expect(await w.vid('disk')).not.toBe(oldVid);
+
+    // a client that sends half a payload and hangs up writes nothing
+    const h = await attach();
+    const f = h.frame(NBD.CMD.WRITE, base + MB, MB, randomBytes(MB));
+    h.write(f.bytes.subarray(0, 28));
+    await new Promise((r) => setTimeout(r, 20));
+    await h.writeFragmented(f.bytes.subarray(28, 28 + 600 * KB), 64 * KB);
+    await new Promise((r) => setTimeout(r, 20));
+    h.close();
+    const d = await attach();
+    expect((await readBack(d, base, 4 * MB)).equals(model.subarray(base, base + 4 * MB))).toBe(true);
+    expect(n.s.proc.exitCode).toBe(null);
   });
 
   it('drops a connection that hangs up mid-payload and serves the next one', async () => {

@@ -1,9 +1,11 @@
-// The store's native file I/O (sheep/native/fileio) on real files: inline
-// page-cache reads, batched writes with per-write results, and the write
-// queue that feeds batches one per file at a time.
+// The store's native file I/O (sheep/native/fileio) on real files and
+// sockets: inline page-cache reads, batched writes with per-write results,
+// the write queue that feeds batches to the pool, and zero-copy receive
+// (socket -> pipe -> file).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { openSync, closeSync, writeFileSync, readFileSync } from 'node:fs';
+import { openSync, closeSync, writeFileSync, readFileSync, writeSync, readSync } from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { dir as tmpDir, DirectoryResult } from 'tmp-promise';
 import { fileio, tryReadNow } from '../../sheep/src/store/fileio.js';
@@ -14,6 +16,8 @@ const queuedWrite = (fd: number, data: Buffer, pos: number) =>
   new Promise<void>((resolve, reject) => queue.write(fd, data, pos, (err) => (err ? reject(err) : resolve())));
 
 const EBADF = 9;
+const ECONNRESET = 104;
+const ECANCELED = 125;
 
 describe('native file I/O', () => {
   let d: DirectoryResult;
@@ -107,5 +111,87 @@ describe('native file I/O', () => {
     closeSync(rw);
     expect(bad.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'rejected']);
     for (const r of [bad[0], bad[2]]) expect(((r as PromiseRejectedResult).reason as NodeJS.ErrnoException).code).toBe('EBADF');
+  });
+
+  it('writes pieces that wait in a pipe, between ordinary ones', async () => {
+    const f = path.join(d.path, 'p');
+    writeFileSync(f, Buffer.alloc(1 << 20));
+    const [r, w, capacity] = fileio!.pipeOpen(1 << 20);
+    expect(capacity).toBeGreaterThanOrEqual(64 * 1024);
+    const a = randomBytes(4096);
+    const b = randomBytes(Math.min(capacity, 300_000));
+    const c = randomBytes(4096);
+    expect(writeSync(w, b)).toBe(b.length);
+    const fd = openSync(f, 'r+');
+    const status = new Int32Array(3).fill(1);
+    // a, the pipe's bytes right after a, c right after those: three runs, not one
+    await new Promise<void>((res) => fileio!.writeBatch(Int32Array.from([fd, fd, fd]), [a, { pipe: r, length: b.length }, c],
+      Float64Array.from([0, 4096, 4096 + b.length]), status, res));
+    closeSync(fd);
+    expect([...status]).toEqual([0, 0, 0]);
+    expect(readFileSync(f).subarray(0, 8192 + b.length).equals(Buffer.concat([a, b, c]))).toBe(true);
+    expect(() => fileio!.writeBatch(Int32Array.from([fd]), [{ pipe: -1, length: 1 }], new Float64Array(1), new Int32Array(1), () => undefined)).toThrow(TypeError);
+    closeSync(r);
+    closeSync(w);
+  });
+
+  it('moves exactly a payload from a socket into a pipe, whenever it arrives, and reports a peer that leaves', async () => {
+    const srv = net.createServer({ pauseOnConnect: true }); // nothing read but by the splicer, until resumed
+    await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
+    const port = (srv.address() as net.AddressInfo).port;
+    const accepted = new Promise<net.Socket>((res) => srv.once('connection', res));
+    const client = net.connect(port, '127.0.0.1');
+    const sock = await accepted;
+    const fdOf = (s: net.Socket) => (s as unknown as { _handle: { fd: number } })._handle.fd;
+    const sp = fileio!.splicerOpen(fdOf(sock));
+    const [r, w] = fileio!.pipeOpen(1 << 20);
+    try {
+      // all there already: done at once
+      const first = randomBytes(1000);
+      await new Promise<void>((res) => client.write(first, () => res()));
+      await new Promise((res) => setTimeout(res, 50));
+      expect(fileio!.splicerStart(sp, w, 1000, () => { throw new Error('not called when done at once'); })).toBe(1);
+      const got = Buffer.alloc(1000);
+      expect(readSync(r, got)).toBe(1000);
+      expect(got.equals(first)).toBe(true);
+
+      // in pieces, with bytes of the next message after it that must stay in the socket
+      const payload = randomBytes(200_000);
+      const after = Buffer.from('next request');
+      const done = new Promise<number>((res) => expect(fileio!.splicerStart(sp, w, payload.length, res)).toBe(0));
+      for (let off = 0; off < payload.length; off += 30_000) {
+        client.write(payload.subarray(off, off + 30_000));
+        await new Promise((res) => setTimeout(res, 5));
+      }
+      client.write(after);
+      expect(await done).toBe(0);
+      const moved = Buffer.alloc(payload.length);
+      let n = 0;
+      while (n < moved.length) n += readSync(r, moved, n, moved.length - n, null);
+      expect(moved.equals(payload)).toBe(true);
+      const rest = new Promise<Buffer>((res) => sock.once('data', res));
+      sock.resume();
+      expect((await rest).equals(after)).toBe(true);
+      sock.pause();
+
+      // cancelled while waiting
+      const cancelled = new Promise<number>((res) => fileio!.splicerStart(sp, w, 10, res));
+      fileio!.splicerClose(sp);
+      expect(await cancelled).toBe(-ECANCELED);
+      expect(() => fileio!.splicerStart(sp, w, 10, () => undefined)).toThrow(TypeError);
+
+      // the peer leaves before the payload is complete
+      const sp2 = fileio!.splicerOpen(fdOf(sock));
+      const short = new Promise<number>((res) => fileio!.splicerStart(sp2, w, 5000, res));
+      client.end(Buffer.alloc(100));
+      expect(await short).toBe(-ECONNRESET);
+      fileio!.splicerClose(sp2);
+    } finally {
+      closeSync(r);
+      closeSync(w);
+      client.destroy();
+      sock.destroy();
+      srv.close();
+    }
   });
 });

@@ -20,7 +20,9 @@ export interface DirectReader {
 
 interface HandleLike {
   readStart(): number;
+  readStop(): number;
   useUserBuffer(b: Buffer): void;
+  reading?: boolean;
 }
 
 /**
@@ -48,4 +50,19 @@ export function rewrapForDirectReads(sock: net.Socket, reader: DirectReader): ne
   s._handle = null;
   sock.destroy();
   return direct;
+}
+
+/**
+ * Stop or restart reading a socket from rewrapForDirectReads, at the handle:
+ * what net.Socket#pause/resume do for such sockets, without the stream
+ * state machine around it (a large write pauses and resumes the socket
+ * once per request). Keeps the handle's reading flag, which net.Socket
+ * consults, in step.
+ */
+export function setReading(sock: net.Socket, on: boolean): void {
+  const h = (sock as unknown as { _handle: HandleLike | null })._handle;
+  if (!h || sock.destroyed || h.reading === on) return;
+  h.reading = on;
+  const err = on ? h.readStart() : h.readStop();
+  if (err < 0) sock.destroy(new Error(`cannot ${on ? 'resume' : 'pause'} reading (${err})`));
 }

@@ -74,10 +74,8 @@ export class FdCache {
    * release(): at once when the file is open, else once it is.
    */
   acquire(oid: bigint, cb: (err: NodeJS.ErrnoException | null, e?: FdEntry) => void): void {
-    const hit = this.map.get(oid);
+    const hit = this.acquireOpen(oid);
     if (hit) {
-      hit.used = true;
-      hit.refs++;
       cb(null, hit);
       return;
     }
@@ -85,6 +83,15 @@ export class FdCache {
       e.refs++;
       cb(null, e);
     }, (err: NodeJS.ErrnoException) => cb(err));
+  }
+
+  /** acquire(), if the file is open now; else undefined. */
+  acquireOpen(oid: bigint): FdEntry | undefined {
+    const hit = this.map.get(oid);
+    if (!hit) return undefined;
+    hit.used = true;
+    hit.refs++;
+    return hit;
   }
 
   /**

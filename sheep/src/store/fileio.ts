@@ -10,9 +10,23 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** length bytes waiting in a pipe (read end), to be written somewhere. */
+export interface PipeSource {
+  pipe: number;
+  length: number;
+}
+
+/** A socket's zero-copy receiver (opaque). */
+export type Splicer = object;
+
 export interface FileIOAddon {
   readNow(fd: number, buf: Buffer, off: number, len: number, pos: number): number;
-  writeBatch(fds: Int32Array, bufs: Buffer[], positions: Float64Array, status: Int32Array, done: () => void): void;
+  writeBatch(fds: Int32Array, bufs: (Buffer | PipeSource)[], positions: Float64Array, status: Int32Array, done: () => void): void;
+  pipeOpen(size: number): [number, number, number];
+  splicerOpen(socketFd: number): Splicer;
+  /** 1: all moved now; 0: callback(status) follows; < 0: -errno. */
+  splicerStart(s: Splicer, pipeWriteFd: number, length: number, callback: (status: number) => void): number;
+  splicerClose(s: Splicer): void;
 }
 
 export const FILEIO_ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/fileio/build/Release/fileio.node');
@@ -50,6 +64,6 @@ export function tryReadNow(fd: number, buf: Buffer, off: number, len: number, po
 /** One line for the log: how the store does file I/O. */
 export function fileioStatus(): string {
   return fileio
-    ? `native: page-cache hits up to ${INLINE_READ_MAX} bytes read inline (RWF_NOWAIT), writes batched`
+    ? `native: page-cache hits up to ${INLINE_READ_MAX} bytes read inline (RWF_NOWAIT), writes batched, large NBD payloads spliced`
     : `one thread-pool request per read and write (${why})`;
 }

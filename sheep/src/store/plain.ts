@@ -4,12 +4,13 @@
 import { promises as fsp, constants as FS } from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { oidToHex, SheepdogError, Res } from '@sheepdog/common';
+import { oidToHex, SheepdogError, Res, SpliceTarget } from '@sheepdog/common';
 import type { ObjectStore } from './store.js';
-import { FdCache, preadFull } from './fdcache.js';
+import { FdCache, FdEntry, preadFull } from './fdcache.js';
+import { takePipe, givePipe, readPipe } from './pipes.js';
 import { WriteQueue } from './writequeue.js';
 import { syncPool } from './syncpool.js';
-import { tryReadNow } from './fileio.js';
+import { tryReadNow, PipeSource } from './fileio.js';
 
 export class PlainStore implements ObjectStore {
   readonly name: string = 'plain';
@@ -58,19 +59,66 @@ export class PlainStore implements ObjectStore {
   write(oid: bigint, off: number, data: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
       this.fds.acquire(oid, (err, e) => {
-        if (err) return reject(this.mapErr(err));
-        this.writes.write(e!.fd, data, off, (werr) => {
-          if (werr || this.nosync) {
-            this.fds.release(e!);
-            return werr ? reject(this.mapErr(werr)) : resolve();
-          }
-          this.fds.sync(e!).then(
-            () => { this.fds.release(e!); resolve(); },
-            (serr) => { this.fds.release(e!); reject(this.mapErr(serr)); },
-          );
-        });
+        if (err) reject(this.mapErr(err));
+        else this.queueWrite(e!, data, off, resolve, reject);
       });
     });
+  }
+
+  /** Write data at off through e (whose reference this gives back), synced unless nosync. */
+  private queueWrite(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void): void {
+    this.writes.write(e.fd, data, off, (werr) => {
+      written?.(!werr);
+      if (werr || this.nosync) {
+        this.fds.release(e);
+        return werr ? reject(this.mapErr(werr)) : resolve();
+      }
+      this.fds.sync(e).then(
+        () => { this.fds.release(e); resolve(); },
+        (serr) => { this.fds.release(e); reject(this.mapErr(serr)); },
+      );
+    });
+  }
+
+  /** The object's file must be open already: a target is offered only when nothing need wait. */
+  spliceTarget(oid: bigint, off: number, len: number): SpliceTarget | undefined {
+    const e = this.fds.acquireOpen(oid);
+    if (!e) return undefined;
+    const p = takePipe(len);
+    if (!p) {
+      this.fds.release(e);
+      return undefined;
+    }
+    let settled = false;
+    return {
+      pipe: p.w,
+      commit: () => {
+        if (e.dead) return undefined; // the object's file was replaced meanwhile: this descriptor is not it any more
+        settled = true;
+        return new Promise<void>((resolve, reject) => {
+          // a failed write may leave bytes in the pipe: then it is not reused
+          this.queueWrite(e, { pipe: p.r, length: len }, off, resolve, reject, (ok) => givePipe(p, ok));
+        });
+      },
+      drain: () => {
+        settled = true;
+        return readPipe(p, len).then((buf) => {
+          givePipe(p, true);
+          this.fds.release(e);
+          return buf;
+        }, (err) => {
+          givePipe(p, false);
+          this.fds.release(e);
+          throw this.mapErr(err);
+        });
+      },
+      abort: () => {
+        if (settled) return;
+        settled = true;
+        givePipe(p, false);
+        this.fds.release(e);
+      },
+    };
   }
 
   async create(oid: bigint, size: number, off: number, data: Buffer): Promise<void> {

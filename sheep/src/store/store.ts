@@ -1,5 +1,7 @@
 // The object store interface: one object = a byte array of fixed size,
 // addressed by oid. Drivers are chosen by name at format time.
+import type { SpliceTarget } from '@sheepdog/common';
+
 export interface ObjectStore {
   readonly name: string;
   init(): Promise<void>;
@@ -12,6 +14,11 @@ export interface ObjectStore {
    * into, and read() must be used.
    */
   readCached?(oid: bigint, off: number, len: number, into: Buffer, at: number): boolean;
+  /**
+   * Optional zero-copy write (see SpliceTarget): a target for len bytes at
+   * off of an existing object, if the store can take one now.
+   */
+  spliceTarget?(oid: bigint, off: number, len: number): SpliceTarget | undefined;
   /** Write into an existing object; NO_OBJ if it does not exist. */
   write(oid: bigint, off: number, data: Buffer): Promise<void>;
   /** Atomically (re)create an object of `size` bytes: zeros + data at off. */

@@ -19,7 +19,7 @@
 // Writes that overlap land in the order they were issued (see submit);
 // each write settles with its own result once its batch is done.
 import { getSystemErrorName } from 'node:util';
-import { fileio } from './fileio.js';
+import { fileio, PipeSource } from './fileio.js';
 import { pwriteFull } from './fdcache.js';
 
 /** How a queued write reports: null, or the error that failed it. */
@@ -29,7 +29,8 @@ interface Pending {
   fd: number;
   pos: number;
   end: number;
-  data: Buffer;
+  /** The bytes, or a pipe holding them (only with the addon, which splices them in). */
+  data: Buffer | PipeSource;
   done: WriteDone;
 }
 
@@ -39,7 +40,7 @@ type Ranges = Map<number, { pos: number; end: number }[]>;
 /** Batches with the pool at once. */
 const MAX_INFLIGHT = 2;
 
-type BatchWriter = (fds: Int32Array, bufs: Buffer[], positions: Float64Array, status: Int32Array, done: () => void, overlapping: boolean) => void;
+type BatchWriter = (fds: Int32Array, bufs: (Buffer | PipeSource)[], positions: Float64Array, status: Int32Array, done: () => void, overlapping: boolean) => void;
 
 /**
  * The batch writer: the addon's one pool job per batch (which writes in
@@ -47,7 +48,7 @@ type BatchWriter = (fds: Int32Array, bufs: Buffer[], positions: Float64Array, st
  * write: all at once when they are disjoint, else one after another.
  */
 const writeBatch: BatchWriter = fileio?.writeBatch ?? ((fds, bufs, positions, status, done, overlapping) => {
-  const one = (i: number) => pwriteFull(fds[i], bufs[i], positions[i]).then(
+  const one = (i: number) => pwriteFull(fds[i], bufs[i] as Buffer, positions[i]).then(
     () => { status[i] = 0; },
     (e: NodeJS.ErrnoException) => { status[i] = e.errno ?? -5; },
   );
@@ -81,7 +82,7 @@ export class WriteQueue {
    * microtask), so that the writes of all requests that arrived together
    * leave as one batch rather than the first alone.
    */
-  write(fd: number, data: Buffer, pos: number, done: WriteDone): void {
+  write(fd: number, data: Buffer | PipeSource, pos: number, done: WriteDone): void {
     this.waiting.push({ fd, pos, end: pos + data.length, data, done });
     if (!this.kickQueued) {
       this.kickQueued = true;
@@ -130,7 +131,7 @@ export class WriteQueue {
     const fds = new Int32Array(n);
     const positions = new Float64Array(n);
     const status = new Int32Array(n);
-    const bufs = new Array<Buffer>(n);
+    const bufs = new Array<Buffer | PipeSource>(n);
     for (let i = 0; i < n; i++) {
       fds[i] = batch[i].fd;
       positions[i] = batch[i].pos;

@@ -1,5 +1,5 @@
-// Two ways around libuv's one-request-per-thread-hop file I/O, for the
-// object store's hot path:
+// Ways around the costs of libuv's file and socket I/O on the object
+// store's hot path:
 //
 // readNow(fd, buf, off, len, pos)
 //   preadv2 with RWF_NOWAIT: the kernel completes the read only if it can
@@ -11,15 +11,40 @@
 // writeBatch(fds, bufs, positions, status, callback)
 //   Writes every bufs[i] at positions[i] of fds[i] (an Int32Array), in one
 //   thread-pool job, in array order: back-to-back ranges of one file as one
-//   pwritev, short writes finished, EINTR retried. status[i] (an Int32Array) receives 0 or -errno for each
-//   buffer; callback() runs on the loop when all are done. One job per
-//   batch costs one thread wake-up instead of one per write.
+//   pwritev, short writes finished, EINTR retried. status[i] (an
+//   Int32Array) receives 0 or -errno for each buffer; callback() runs on
+//   the loop when all are done. One job per batch costs one thread wake-up
+//   instead of one per write. A piece may instead be { pipe, length }:
+//   length bytes waiting in a pipe (see below), moved into the file with
+//   splice.
+//
+// Zero-copy receive of large write payloads: the kernel's copy from a
+// socket into user memory is most of the event loop's work for 1 MiB
+// writes; splice moves the received pages into a pipe without copying,
+// and the write then copies them into the file once, as pwrite would.
+//
+// pipeOpen(size) -> [readFd, writeFd, capacity]
+//   A pipe that holds up to capacity bytes (size, or what the system
+//   allows).
+//
+// splicerOpen(socketFd) -> splicer
+// splicerStart(splicer, pipeWriteFd, length, callback) -> 1 | 0 | -errno
+//   Move exactly length bytes from the socket into the pipe, on the loop,
+//   never waiting: what is there now moves at once (returns 1 when that was
+//   all of it, and callback is not called); the rest as it arrives (returns
+//   0; callback(status) follows: 0, or -errno, -ECONNRESET when the peer
+//   closed first). The socket's own reading must be stopped meanwhile.
+// splicerClose(splicer)
+//   Stop (a pending callback gets -ECANCELED) and release it.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <node_api.h>
+#include <uv.h>
 
 #ifndef RWF_NOWAIT
 #define RWF_NOWAIT 0x00000008
@@ -62,6 +87,7 @@ static napi_value read_now(napi_env env, napi_callback_info info) {
 
 struct piece {
   int fd;
+  int pipe;    // >= 0: the bytes come from this pipe, not data
   char *data;
   size_t len;
   int64_t pos;
@@ -107,12 +133,31 @@ static int write_run(struct piece *p, uint32_t first, uint32_t end) {
   return 0;
 }
 
+// Move a piece's bytes from its pipe into the file.
+static int write_from_pipe(struct piece *p) {
+  loff_t pos = p->pos;
+  size_t left = p->len;
+  while (left > 0) {
+    ssize_t n = splice(p->pipe, NULL, p->fd, &pos, left, SPLICE_F_MOVE);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    if (n == 0) return -EIO; // the pipe held less than promised
+    left -= (size_t)n;
+  }
+  return 0;
+}
+
 static void batch_execute(napi_env env, void *arg) {
   struct batch *b = arg;
   uint32_t i = 0;
   while (i < b->n) {
+    if (b->p[i].pipe >= 0) {
+      b->status[i] = write_from_pipe(&b->p[i]);
+      i++;
+      continue;
+    }
     uint32_t end = i + 1;
-    while (end < b->n && b->p[end].fd == b->p[end - 1].fd && b->p[end].pos == b->p[end - 1].pos + (int64_t)b->p[end - 1].len) end++;
+    while (end < b->n && b->p[end].pipe < 0 && b->p[end].fd == b->p[end - 1].fd && b->p[end].pos == b->p[end - 1].pos + (int64_t)b->p[end - 1].len) end++;
     int r = write_run(b->p, i, end);
     for (uint32_t k = i; k < end; k++) b->status[k] = r;
     i = end;
@@ -136,7 +181,7 @@ static void batch_complete(napi_env env, napi_status st, void *arg) {
 static napi_value write_batch(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
-  const char *usage = "writeBatch(fds: Int32Array, bufs: Buffer[], positions: Float64Array, status: Int32Array, callback: () => void)";
+  const char *usage = "writeBatch(fds: Int32Array, bufs: (Buffer | { pipe: number, length: number })[], positions: Float64Array, status: Int32Array, callback: () => void)";
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5) return throw_type(env, usage);
   uint32_t n;
   bool is_array;
@@ -162,16 +207,25 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
   const int32_t *fds = fdata;
   const double *pos = pdata;
   for (uint32_t i = 0; i < n; i++) {
-    napi_value e;
-    void *d;
-    size_t l;
-    if (napi_get_element(env, argv[1], i, &e) != napi_ok || napi_get_buffer_info(env, e, &d, &l) != napi_ok || pos[i] < 0) {
+    napi_value e, v;
+    void *d = NULL;
+    size_t l = 0;
+    bool isbuf = false;
+    int32_t pipefd = -1;
+    int64_t plen = -1;
+    if (napi_get_element(env, argv[1], i, &e) != napi_ok || napi_is_buffer(env, e, &isbuf) != napi_ok ||
+        (isbuf && napi_get_buffer_info(env, e, &d, &l) != napi_ok) ||
+        (!isbuf && (napi_get_named_property(env, e, "pipe", &v) != napi_ok || napi_get_value_int32(env, v, &pipefd) != napi_ok ||
+                    napi_get_named_property(env, e, "length", &v) != napi_ok || napi_get_value_int64(env, v, &plen) != napi_ok ||
+                    pipefd < 0 || plen < 0)) ||
+        pos[i] < 0) {
       free(b);
       return throw_type(env, usage);
     }
     b->p[i].fd = fds[i];
+    b->p[i].pipe = isbuf ? -1 : pipefd;
     b->p[i].data = d;
-    b->p[i].len = l;
+    b->p[i].len = isbuf ? l : (size_t)plen;
     b->p[i].pos = (int64_t)pos[i];
   }
   napi_value name;
@@ -188,11 +242,205 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---- pipes and the socket splicer ---------------------------------------
+
+static napi_value pipe_open(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out, v;
+  int64_t size;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int64(env, argv[0], &size) != napi_ok || size <= 0)
+    return throw_type(env, "pipeOpen(size: number)");
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    napi_throw_error(env, NULL, strerror(errno));
+    return NULL;
+  }
+  fcntl(fds[1], F_SETPIPE_SZ, (int)(size > 0x40000000 ? 0x40000000 : size)); // may be refused: capacity says what we got
+  int cap = fcntl(fds[1], F_GETPIPE_SZ);
+  napi_create_array_with_length(env, 3, &out);
+  napi_create_int32(env, fds[0], &v);
+  napi_set_element(env, out, 0, v);
+  napi_create_int32(env, fds[1], &v);
+  napi_set_element(env, out, 1, v);
+  napi_create_int32(env, cap < 0 ? 0 : cap, &v);
+  napi_set_element(env, out, 2, v);
+  return out;
+}
+
+struct splicer {
+  uv_poll_t poll;
+  int sock;       // our duplicate of the socket (epoll needs a descriptor of its own)
+  int pipe;
+  size_t left;
+  int active;     // a start is waiting for data
+  int closed;     // released: the poll handle is closing or closed
+  int uv_done;    // libuv is done with the poll handle
+  int finalized;  // the JS external is gone
+  napi_env env;
+  napi_ref cb;
+};
+
+// Move what the socket has now: 1 all moved, 0 the rest is not here yet, <0 -errno.
+static int splice_some(struct splicer *sp) {
+  while (sp->left > 0) {
+    ssize_t n = splice(sp->sock, NULL, sp->pipe, NULL, sp->left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) {
+      sp->left -= (size_t)n;
+      continue;
+    }
+    if (n == 0) return -ECONNRESET;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) return 0;
+    return -errno;
+  }
+  return 1;
+}
+
+static void splicer_finish(struct splicer *sp, int status) {
+  napi_env env = sp->env;
+  napi_value cb, global, arg;
+  napi_handle_scope hs;
+  sp->active = 0;
+  uv_poll_stop(&sp->poll);
+  napi_ref ref = sp->cb;
+  sp->cb = NULL;
+  if (!ref) return;
+  napi_open_handle_scope(env, &hs);
+  if (napi_get_reference_value(env, ref, &cb) == napi_ok && napi_get_global(env, &global) == napi_ok) {
+    napi_create_int32(env, status, &arg);
+    // a callback scope of its own, so that the promises it settles run now
+    napi_make_callback(env, NULL, global, cb, 1, &arg, NULL);
+  }
+  napi_delete_reference(env, ref);
+  napi_close_handle_scope(env, hs);
+}
+
+static void splicer_ready(uv_poll_t *h, int status, int events) {
+  struct splicer *sp = h->data;
+  if (!sp->active) return;
+  int r = status < 0 ? status : splice_some(sp);
+  if (r != 0) splicer_finish(sp, r < 0 ? r : 0);
+}
+
+// Freed when both libuv and the JS side are done with it.
+static void splicer_freed(uv_handle_t *h) {
+  struct splicer *sp = h->data;
+  sp->uv_done = 1;
+  if (sp->finalized) free(sp);
+}
+
+static void splicer_release(struct splicer *sp) {
+  if (sp->closed) return;
+  sp->closed = 1;
+  if (sp->active) splicer_finish(sp, -ECANCELED);
+  close(sp->sock);
+  uv_close((uv_handle_t *)&sp->poll, splicer_freed);
+}
+
+static void splicer_gc(napi_env env, void *data, void *hint) {
+  struct splicer *sp = data;
+  sp->finalized = 1;
+  if (!sp->closed) {
+    // collected without splicerClose: nobody can be waiting (a pending start holds its callback, not this)
+    if (sp->cb) napi_delete_reference(env, sp->cb);
+    sp->cb = NULL;
+    sp->active = 0;
+    splicer_release(sp);
+  } else if (sp->uv_done) {
+    free(sp);
+  }
+}
+
+static struct splicer *get_splicer(napi_env env, napi_value v) {
+  void *p = NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || !p) return NULL;
+  return ((struct splicer *)p)->closed ? NULL : p;
+}
+
+static napi_value splicer_open(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  int32_t fd;
+  uv_loop_t *loop;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
+    return throw_type(env, "splicerOpen(socketFd: number)");
+  struct splicer *sp = calloc(1, sizeof(*sp));
+  if (!sp) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  sp->env = env;
+  sp->sock = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (sp->sock < 0 || napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &sp->poll, sp->sock) != 0) {
+    int e = errno;
+    if (sp->sock >= 0) close(sp->sock);
+    free(sp);
+    napi_throw_error(env, NULL, strerror(e));
+    return NULL;
+  }
+  sp->poll.data = sp;
+  if (napi_create_external(env, sp, splicer_gc, NULL, &out) != napi_ok) {
+    sp->finalized = 1; // no external: libuv's close callback frees it
+    splicer_release(sp);
+    napi_throw_error(env, NULL, "cannot create the splicer");
+    return NULL;
+  }
+  return out;
+}
+
+static napi_value splicer_start(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], ret;
+  int32_t pipefd;
+  int64_t len;
+  napi_valuetype cbt;
+  const char *usage = "splicerStart(splicer, pipeWriteFd: number, length: number, callback: (status: number) => void)";
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
+      napi_get_value_int32(env, argv[1], &pipefd) != napi_ok || napi_get_value_int64(env, argv[2], &len) != napi_ok ||
+      napi_typeof(env, argv[3], &cbt) != napi_ok || cbt != napi_function || pipefd < 0 || len <= 0)
+    return throw_type(env, usage);
+  struct splicer *sp = get_splicer(env, argv[0]);
+  if (!sp) return throw_type(env, usage);
+  if (sp->active) {
+    napi_throw_error(env, NULL, "splicerStart: the splicer is busy");
+    return NULL;
+  }
+  sp->pipe = pipefd;
+  sp->left = (size_t)len;
+  int r = splice_some(sp);
+  if (r == 0) {
+    if (napi_create_reference(env, argv[3], 1, &sp->cb) != napi_ok ||
+        uv_poll_start(&sp->poll, UV_READABLE | UV_DISCONNECT, splicer_ready) != 0) {
+      napi_throw_error(env, NULL, "splicerStart: cannot wait for the socket");
+      return NULL;
+    }
+    sp->active = 1;
+  }
+  napi_create_int32(env, r, &ret);
+  return ret;
+}
+
+static napi_value splicer_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return throw_type(env, "splicerClose(splicer)");
+  struct splicer *sp = get_splicer(env, argv[0]);
+  if (sp) splicer_release(sp);
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
     { "readNow", NULL, read_now, NULL, NULL, NULL, napi_default, NULL },
     { "writeBatch", NULL, write_batch, NULL, NULL, NULL, napi_default, NULL },
+    { "pipeOpen", NULL, pipe_open, NULL, NULL, NULL, napi_default, NULL },
+    { "splicerOpen", NULL, splicer_open, NULL, NULL, NULL, napi_default, NULL },
+    { "splicerStart", NULL, splicer_start, NULL, NULL, NULL, napi_default, NULL },
+    { "splicerClose", NULL, splicer_close, NULL, NULL, NULL, napi_default, NULL },
   };
-  napi_define_properties(env, exports, 2, props);
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;
 }

@@ -1,0 +1,69 @@
+// Pipes that carry large write payloads from a socket to an object file
+// without a copy through user memory (see native/fileio: the splicer moves
+// received pages into a pipe, a write batch splices them into the file).
+// A few are kept open for reuse.
+import * as fs from 'node:fs';
+import { fileio } from './fileio.js';
+
+export interface Pipe {
+  r: number;
+  w: number;
+  capacity: number;
+}
+
+/** What a pipe is asked to hold (Linux lets an unprivileged process have 1 MiB, /proc/sys/fs/pipe-max-size). */
+const PIPE_SIZE = 1 << 20;
+const KEEP = 16;
+const idle: Pipe[] = [];
+/** The capacity pipes get here, once one has been made (the system may give less than asked). */
+let capacity = fileio ? PIPE_SIZE : 0;
+
+const closeQuietly = (fd: number) => fs.close(fd, () => undefined);
+
+/** A pipe that holds len bytes, or undefined (no addon, too large, or no descriptors left). */
+export function takePipe(len: number): Pipe | undefined {
+  if (len > capacity) return undefined;
+  let p = idle.pop();
+  if (!p) {
+    try {
+      const [r, w, cap] = fileio!.pipeOpen(PIPE_SIZE);
+      p = { r, w, capacity: cap };
+    } catch {
+      return undefined;
+    }
+    capacity = p.capacity;
+    if (len > p.capacity) {
+      givePipe(p, true);
+      return undefined;
+    }
+  }
+  return p;
+}
+
+/** Back for reuse if it is known to be empty; closed otherwise. */
+export function givePipe(p: Pipe, empty: boolean): void {
+  if (empty && idle.length < KEEP) {
+    idle.push(p);
+    return;
+  }
+  closeQuietly(p.r);
+  closeQuietly(p.w);
+}
+
+/** The len bytes a pipe holds, read out (through libuv's pool; they are all there). */
+export function readPipe(p: Pipe, len: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(len);
+  return new Promise((resolve, reject) => {
+    let got = 0;
+    const step = () => {
+      fs.read(p.r, buf, got, len - got, null, (err, n) => {
+        if (err) return reject(err);
+        if (n === 0) return reject(new Error(`the pipe held ${got} of ${len} bytes`));
+        got += n;
+        if (got === len) resolve(buf);
+        else step();
+      });
+    };
+    step();
+  });
+}

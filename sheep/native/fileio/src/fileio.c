@@ -14,7 +14,14 @@
 //   pwritev, short writes finished, EINTR retried. status[i] (an
 //   Int32Array) receives 0 or -errno for each buffer; callback() runs on
 //   the loop when all are done. One job per batch costs one thread wake-up
-//   instead of one per write. A piece may instead be { pipe, length }:
+//   instead of one per write. The jobs run on this addon's own writer
+//   threads rather than libuv's pool: a pool job costs an async resource
+//   and its bookkeeping on submission and a callback scope of its own on
+//   completion, and shares the pool's one mutex with every fs request
+//   (measured: 4 KiB write batches at queue depth 1, 56 -> 21 us per round
+//   trip, 19 -> 12 us of loop CPU). Batches that finish while the loop is
+//   busy are delivered together, from one wake-up. A piece may instead be
+//   { pipe, length }:
 //   length bytes waiting in a pipe (see below), moved into the file with
 //   splice.
 //
@@ -43,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <pthread.h>
 #include <node_api.h>
 #include <uv.h>
 
@@ -94,7 +102,7 @@ struct piece {
 };
 
 struct batch {
-  napi_async_work work;
+  struct batch *next;
   napi_ref fds_ref;
   napi_ref bufs_ref;   // keeps the buffers alive while the job runs
   napi_ref status_ref;
@@ -147,8 +155,7 @@ static int write_from_pipe(struct piece *p) {
   return 0;
 }
 
-static void batch_execute(napi_env env, void *arg) {
-  struct batch *b = arg;
+static void batch_execute(struct batch *b) {
   uint32_t i = 0;
   while (i < b->n) {
     if (b->p[i].pipe >= 0) {
@@ -164,18 +171,109 @@ static void batch_execute(napi_env env, void *arg) {
   }
 }
 
-static void batch_complete(napi_env env, napi_status st, void *arg) {
-  struct batch *b = arg;
-  napi_value cb, global;
-  if (st != napi_ok) for (uint32_t k = 0; k < b->n; k++) b->status[k] = -ECANCELED;
-  if (napi_get_reference_value(env, b->cb_ref, &cb) == napi_ok && napi_get_global(env, &global) == napi_ok)
-    napi_call_function(env, global, cb, 0, NULL, NULL);
-  napi_delete_reference(env, b->cb_ref);
-  napi_delete_reference(env, b->fds_ref);
-  napi_delete_reference(env, b->bufs_ref);
-  napi_delete_reference(env, b->status_ref);
-  napi_delete_async_work(env, b->work);
-  free(b);
+// ---- writer threads ---------------------------------------------------
+
+#define WRITERS 2
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t more;
+  struct batch *todo, *todo_tail;  // submitted, not started
+  struct batch *done, *done_tail;  // written, not yet delivered
+  unsigned pending;                // submitted and not yet delivered (loop thread only)
+  int running, stopping;
+  pthread_t th[WRITERS];
+  uv_async_t async;
+  napi_env env;
+  napi_async_context actx;
+  napi_ref resource;
+} W = { .mu = PTHREAD_MUTEX_INITIALIZER, .more = PTHREAD_COND_INITIALIZER };
+
+static void *writer_main(void *arg) {
+  pthread_mutex_lock(&W.mu);
+  for (;;) {
+    while (!W.todo && !W.stopping) pthread_cond_wait(&W.more, &W.mu);
+    if (W.stopping) break;
+    struct batch *b = W.todo;
+    W.todo = b->next;
+    if (!W.todo) W.todo_tail = NULL;
+    pthread_mutex_unlock(&W.mu);
+    batch_execute(b);
+    pthread_mutex_lock(&W.mu);
+    b->next = NULL;
+    int wake = W.done == NULL; // else a wake-up is already on its way
+    if (W.done_tail) W.done_tail->next = b;
+    else W.done = b;
+    W.done_tail = b;
+    if (wake) {
+      pthread_mutex_unlock(&W.mu);
+      uv_async_send(&W.async);
+      pthread_mutex_lock(&W.mu);
+    }
+  }
+  pthread_mutex_unlock(&W.mu);
+  return NULL;
+}
+
+// On the loop: the callbacks of every finished batch, in one callback scope
+// (the microtasks they queue run when it closes).
+static void deliver(uv_async_t *h) {
+  pthread_mutex_lock(&W.mu);
+  struct batch *b = W.done;
+  W.done = W.done_tail = NULL;
+  pthread_mutex_unlock(&W.mu);
+  if (!b) return;
+  napi_env env = W.env;
+  napi_handle_scope hs;
+  napi_callback_scope cs;
+  napi_value resource, global, cb;
+  napi_open_handle_scope(env, &hs);
+  napi_get_reference_value(env, W.resource, &resource);
+  napi_get_global(env, &global);
+  napi_open_callback_scope(env, resource, W.actx, &cs);
+  while (b) {
+    struct batch *next = b->next;
+    if (--W.pending == 0) uv_unref((uv_handle_t *)&W.async);
+    if (napi_get_reference_value(env, b->cb_ref, &cb) == napi_ok &&
+        napi_call_function(env, global, cb, 0, NULL, NULL) == napi_pending_exception) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err); // as an exception thrown by any other callback
+    }
+    napi_delete_reference(env, b->cb_ref);
+    napi_delete_reference(env, b->fds_ref);
+    napi_delete_reference(env, b->bufs_ref);
+    napi_delete_reference(env, b->status_ref);
+    free(b);
+    b = next;
+  }
+  napi_close_callback_scope(env, cs);
+  napi_close_handle_scope(env, hs);
+}
+
+static void writers_stop(void *arg) {
+  pthread_mutex_lock(&W.mu);
+  W.stopping = 1;
+  pthread_cond_broadcast(&W.more);
+  pthread_mutex_unlock(&W.mu);
+  for (int i = 0; i < WRITERS; i++) pthread_join(W.th[i], NULL);
+  uv_close((uv_handle_t *)&W.async, NULL);
+}
+
+static int writers_start(napi_env env) {
+  uv_loop_t *loop;
+  napi_value res, name;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_async_init(loop, &W.async, deliver) != 0) return -1;
+  uv_unref((uv_handle_t *)&W.async);
+  W.env = env;
+  if (napi_create_object(env, &res) != napi_ok || napi_create_reference(env, res, 1, &W.resource) != napi_ok ||
+      napi_create_string_utf8(env, "sheep.writeBatch", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, res, name, &W.actx) != napi_ok) return -1;
+  for (int i = 0; i < WRITERS; i++)
+    if (pthread_create(&W.th[i], NULL, writer_main, NULL) != 0) return -1;
+  napi_add_env_cleanup_hook(env, writers_stop, NULL);
+  W.running = 1;
+  return 0;
 }
 
 static napi_value write_batch(napi_env env, napi_callback_info info) {
@@ -228,17 +326,28 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
     b->p[i].len = isbuf ? l : (size_t)plen;
     b->p[i].pos = (int64_t)pos[i];
   }
-  napi_value name;
-  napi_create_string_utf8(env, "sheep.writeBatch", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[0], 1, &b->fds_ref) != napi_ok ||
+  if (W.running && W.env != env) {
+    // the writer threads deliver to the one environment (thread) that started them
+    free(b);
+    napi_throw_error(env, NULL, "writeBatch: in use by another thread of this process");
+    return NULL;
+  }
+  if ((!W.running && writers_start(env) != 0) ||
+      napi_create_reference(env, argv[0], 1, &b->fds_ref) != napi_ok ||
       napi_create_reference(env, argv[1], 1, &b->bufs_ref) != napi_ok ||
       napi_create_reference(env, argv[3], 1, &b->status_ref) != napi_ok ||
-      napi_create_reference(env, argv[4], 1, &b->cb_ref) != napi_ok ||
-      napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work) != napi_ok ||
-      napi_queue_async_work(env, b->work) != napi_ok) {
+      napi_create_reference(env, argv[4], 1, &b->cb_ref) != napi_ok) {
     napi_throw_error(env, NULL, "cannot queue the write batch");
-    return NULL; // references leak with b on this path, which does not happen short of memory exhaustion
+    return NULL; // references leak with b on this path, which does not happen short of resource exhaustion
   }
+  // pending work keeps the loop alive, as a pool request would
+  if (W.pending++ == 0) uv_ref((uv_handle_t *)&W.async);
+  pthread_mutex_lock(&W.mu);
+  if (W.todo_tail) W.todo_tail->next = b;
+  else W.todo = b;
+  W.todo_tail = b;
+  pthread_mutex_unlock(&W.mu);
+  pthread_cond_signal(&W.more);
   return NULL;
 }
 

@@ -3,9 +3,10 @@
 // its first use, and loading an ES module entry point already uses it, so
 // the size must be set here, before any ES module is loaded.
 //
-// The pool serves our disk writes (in batches per object file) and the reads
-// the page cache cannot serve inline (store/fileio.ts); syncs run on their
-// own worker threads (store/syncpool.ts). More threads than cores mostly
+// The pool serves the reads the page cache cannot serve inline
+// (store/fileio.ts), and disk writes when the native addon is not there
+// (with it, writes run on its own writer threads); syncs run on their own
+// worker threads (store/syncpool.ts). More threads than cores mostly
 // adds contention: on 2 cores, when every cached 4K NBD read still went
 // through the pool, they ran at 21k IOPS with 4 threads, 32k with 2.
 'use strict';

@@ -75,9 +75,17 @@ export class Gateway implements ObjectIO {
     return objectStoredSize(oid, this.view.objectSize(oidToVid(oid)));
   }
 
+  /** Whether each node (of the rings' placements, which are reused) is this one: asked for every request. */
+  private local = new WeakMap<SdNode, boolean>();
+
   private isLocal(n: SdNode): boolean {
-    const self = this.view.self();
-    return n === self || (n.port === self.port && sameNode(n, self));
+    let l = this.local.get(n);
+    if (l === undefined) {
+      const self = this.view.self();
+      l = n === self || sameNode(n, self);
+      this.local.set(n, l);
+    }
+    return l;
   }
 
   private replicas(oid: bigint, copies?: number): SdNode[] {

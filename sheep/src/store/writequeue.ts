@@ -63,12 +63,30 @@ const writeBatch: BatchWriter = fileio?.writeBatch ?? ((fds, bufs, positions, st
   next(0);
 });
 
+interface Slot {
+  fds: Int32Array;
+  positions: Float64Array;
+  status: Int32Array;
+  /** Exactly the batch's pieces (its length is the batch's). */
+  bufs: (Buffer | PipeSource)[];
+}
+
 const byFileAndPosition = (a: Pending, b: Pending) => a.fd - b.fd || a.pos - b.pos;
 
 export class WriteQueue {
   private waiting: Pending[] = [];
   /** The ranges of each batch with the pool. */
   private inflight: Ranges[] = [];
+
+  /** Argument arrays for batches, reused (one set per batch with the pool). */
+  private slots: Slot[] = [];
+
+  private slot(n: number): Slot {
+    const s = this.slots.pop();
+    if (s && s.fds.length >= n) return s;
+    const c = Math.max(n, 64);
+    return { fds: new Int32Array(c), positions: new Float64Array(c), status: new Int32Array(c), bufs: [] };
+  }
 
   private kickQueued = false;
   private readonly kick = () => {
@@ -118,7 +136,6 @@ export class WriteQueue {
       if (batch.length === 0) return; // submitted again when a batch is done
     }
     this.waiting = held;
-    held = [];
 
     const sorted = batch.length > 1 ? [...batch].sort(byFileAndPosition) : batch;
     const ranges: Ranges = new Map();
@@ -128,17 +145,18 @@ export class WriteQueue {
     this.inflight.push(ranges);
 
     const n = batch.length;
-    const fds = new Int32Array(n);
-    const positions = new Float64Array(n);
-    const status = new Int32Array(n);
-    const bufs = new Array<Buffer | PipeSource>(n);
+    const slot = this.slot(n);
+    const { fds, positions, status, bufs } = slot;
     for (let i = 0; i < n; i++) {
       fds[i] = batch[i].fd;
       positions[i] = batch[i].pos;
-      bufs[i] = batch[i].data;
+      status[i] = 0;
+      bufs.push(batch[i].data);
     }
     writeBatch(fds, bufs, positions, status, () => {
       this.inflight.splice(this.inflight.indexOf(ranges), 1);
+      bufs.length = 0;
+      this.slots.push(slot);
       for (let i = 0; i < n; i++) batch[i].done(status[i] === 0 ? null : errnoError(-status[i]));
       this.submit();
     }, overlap);

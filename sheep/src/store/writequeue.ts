@@ -73,6 +73,12 @@ interface Slot {
 
 const byFileAndPosition = (a: Pending, b: Pending) => a.fd - b.fd || a.pos - b.pos;
 
+/** Already sorted (sequential writes arrive so): no copy and sort needed. */
+function inOrder(ws: Pending[]): boolean {
+  for (let i = 1; i < ws.length; i++) if (byFileAndPosition(ws[i - 1], ws[i]) > 0) return false;
+  return true;
+}
+
 export class WriteQueue {
   private waiting: Pending[] = [];
   /** The ranges of each batch with the pool. */
@@ -137,7 +143,7 @@ export class WriteQueue {
     }
     this.waiting = held;
 
-    const sorted = batch.length > 1 ? [...batch].sort(byFileAndPosition) : batch;
+    const sorted = inOrder(batch) ? batch : [...batch].sort(byFileAndPosition);
     const ranges: Ranges = new Map();
     let overlap = false;
     for (const w of sorted) if (addRange(ranges, w)) overlap = true;

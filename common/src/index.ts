@@ -16,4 +16,4 @@ export * from './format.js';
 export * from './vdiio.js';
 export * from './vdiscan.js';
 export * from './cacheinfo.js';
-export * from './replywriter.js';
+export * from './sendqueue.js';

@@ -420,8 +420,7 @@ async function readPeer(s: Sheep, h: RequestHeader): Promise<Reply> {
 }
 async function writePeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   await checkPeerEpoch(s, h);
-  if (!(await s.store.exists(h.obj.oid))) fail(Res.NO_OBJ);
-  await s.store.write(h.obj.oid, h.obj.offset, data);
+  await s.store.write(h.obj.oid, h.obj.offset, data); // NO_OBJ if it is not here
   s.stats.peerWrite++;
   return ok();
 }

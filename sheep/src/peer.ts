@@ -6,9 +6,17 @@ import {
 
 export class PeerPool {
   private clients = new Map<string, SheepClient>();
+  /** The key of each node object (placements reuse them; formatting an address per request is not free). */
+  private keys = new WeakMap<SdNode, string>();
+
+  private key(n: SdNode): string {
+    let k = this.keys.get(n);
+    if (k === undefined) this.keys.set(n, (k = nodeToString(n)));
+    return k;
+  }
 
   private client(n: SdNode): SheepClient {
-    const key = nodeToString(n);
+    const key = this.key(n);
     let c = this.clients.get(key);
     if (!c) {
       const { host, port } = nodeConnectAddress(n);
@@ -53,7 +61,7 @@ export class PeerPool {
   }
 
   drop(n: SdNode): void {
-    const key = nodeToString(n);
+    const key = this.key(n);
     this.clients.get(key)?.close();
     this.clients.delete(key);
   }

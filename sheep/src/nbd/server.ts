@@ -7,7 +7,7 @@
 // completed on every connection: NBD_FLAG_CAN_MULTI_CONN is honest.
 import * as net from 'node:net';
 import { getSystemErrorName } from 'node:util';
-import { ByteQueue, SheepdogError, Res, VdiIO, bufferPool, POOL_MIN, ReplyWriter, SplicedWrite } from '@sheepdog/common';
+import { ByteQueue, SheepdogError, Res, VdiIO, bufferPool, POOL_MIN, SendQueue, SplicedWrite } from '@sheepdog/common';
 import { fileio, Splicer } from '../store/fileio.js';
 import {
   NBDMAGIC, IHAVEOPT, OPT_REPLY_MAGIC, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, HandshakeFlag, ClientFlag, Opt, Rep, Info,
@@ -118,7 +118,7 @@ interface Handle {
 }
 
 /** Reads up to this size try the page cache straight into the reply slab. */
-const SLAB_READ_MAX = ReplyWriter.MAX_PIECE - 16;
+const SLAB_READ_MAX = SendQueue.MAX_PIECE - 16;
 
 /** Reads land here (in direct mode) unless a write payload is being filled. */
 const STAGE_SIZE = 256 * 1024;
@@ -176,14 +176,14 @@ class NbdConnection implements DirectReader {
   private optHdr?: { opt: number; len: number };
   // transmission request being assembled
   private req?: Req;
-  private out!: ReplyWriter;
+  private out!: SendQueue;
 
   constructor(private readonly server: NbdServer, private readonly source: ExportSource) {}
 
   /** direct: sock was built with this connection as its onread reader. */
   start(sock: net.Socket, direct: boolean): void {
     this.sock = sock;
-    this.out = new ReplyWriter(sock);
+    this.out = new SendQueue(sock);
     this.direct = direct;
     const hello = Buffer.alloc(18);
     hello.writeBigUInt64BE(NBDMAGIC, 0);

@@ -1,16 +1,17 @@
-// The answers a server sends on one connection, assembled for few, large
-// socket writes. Small pieces (reply headers, and data a request could read
-// straight into place) are built in a slab, a pooled buffer the size of many
-// replies, so a reply costs no allocation of its own; larger data is queued
-// by reference. Everything queued during one turn of the event loop leaves in
-// one write (a writev when there is more than one piece), sent from
-// setImmediate, after the poll phase has run every completion that was ready.
+// What a program sends on one connection (a server's replies, a client's
+// requests), assembled for few, large socket writes. Small pieces (headers,
+// and data a request could read straight into place) are built in a slab,
+// a pooled buffer the size of many of them, so a piece costs no allocation
+// of its own; larger data is queued by reference. Everything queued during
+// one turn of the event loop leaves in one write (a writev when there is
+// more than one piece), sent from setImmediate, after the poll phase has run
+// every completion that was ready.
 import type * as net from 'node:net';
 import { bufferPool } from './bufpool.js';
 
 const SLAB_SIZE = 512 * 1024;
 
-export class ReplyWriter {
+export class SendQueue {
   /** The slab being filled (its pool reference is ours; each send in flight holds another). */
   private slab?: Buffer;
   /** Bytes of the slab before this offset are queued or sent. */

@@ -87,6 +87,11 @@ export class SendQueue {
     }
   }
 
+  /** Send what is queued now, not at the end of the turn (before ending the connection, say). */
+  flush(): void {
+    this.send();
+  }
+
   private readonly send = (): void => {
     this.scheduled = false;
     this.cut();

@@ -2,7 +2,7 @@
 // writes responses in completion order (spec §1).
 import * as net from 'node:net';
 import {
-  RequestHeader, encodeResponse, ByteQueue, SD_REQ_HEADER_SIZE, Flag, Res, Op, opName, bufferPool, POOL_MIN,
+  RequestHeader, encodeResponse, ByteQueue, SD_REQ_HEADER_SIZE, Flag, Res, Op, opName, bufferPool, POOL_MIN, SendQueue,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import { execute, Reply } from './ops.js';
@@ -69,25 +69,11 @@ export class SheepServer {
       if (s.stats) {
         s.stats.gwBytesOut += BigInt(len);
       }
-      // Replies finished in the same turn of the event loop leave in one
-      // writev instead of a syscall each.
+      // replies finished in the same turn of the event loop leave in one write
       out.push(rh);
       if (len) out.push(data!);
-      if (!flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flush);
-      }
     };
-    const out: Buffer[] = [];
-    let flushScheduled = false;
-    const flush = () => {
-      flushScheduled = false;
-      if (dead || sock.destroyed) { out.length = 0; return; }
-      sock.cork();
-      for (const b of out) sock.write(b);
-      out.length = 0;
-      sock.uncork();
-    };
+    const out = new SendQueue(sock);
 
     const run = (h: RequestHeader, data: Buffer, pooled: boolean) => {
       s.stats.gwActive++;
@@ -116,7 +102,7 @@ export class SheepServer {
             log.warn(`closing connection from ${sock.remoteAddress}: ${opName(hdr.opcode)} with data_length ${hdr.dataLength}`);
             const h = hdr;
             reply(h, { result: Res.INVALID_PARMS });
-            flush();
+            out.flush();
             dead = true;
             sock.end();
             return;

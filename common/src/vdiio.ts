@@ -29,6 +29,12 @@ export interface SplicedWrite {
   readonly pipe: number;
   /** Write what the pipe holds; settles as write() would. */
   commit(): Promise<void>;
+  /**
+   * The first n bytes of the payload, back out of the pipe into into[0, n)
+   * (at once: they are in memory), when the rest cannot come this way;
+   * releases the target.
+   */
+  takeBack(into: Buffer, n: number): void;
   abort(): void;
 }
 
@@ -43,6 +49,8 @@ export interface SpliceTarget {
   commit(): Promise<void> | undefined;
   /** The payload, out of the pipe; releases the target. */
   drain(): Promise<Buffer>;
+  /** As SplicedWrite.takeBack. */
+  takeBack(into: Buffer, n: number): void;
   abort(): void;
 }
 
@@ -271,6 +279,7 @@ export class VdiIO {
       pipe: t.pipe,
       // still the common case (no snapshot, discard or allocation since): as offered; else the full way
       commit: () => (plain() ? t.commit() : undefined) ?? t.drain().then((data) => this.write(offset, data)),
+      takeBack: (into, n) => t.takeBack(into, n),
       abort: () => t.abort(),
     };
   }

@@ -133,7 +133,9 @@ export class Gateway implements ObjectIO {
     if (!this.store.spliceTarget || !isDataObj(oid) || off + len > this.sizeOf(oid) || !direct()) return undefined;
     const t = this.store.spliceTarget(oid, off, len);
     if (!t) return undefined;
-    return { pipe: t.pipe, commit: () => (direct() ? t.commit() : undefined), drain: () => t.drain(), abort: () => t.abort() };
+    return {
+      pipe: t.pipe, commit: () => (direct() ? t.commit() : undefined), drain: () => t.drain(), takeBack: (into, n) => t.takeBack(into, n), abort: () => t.abort(),
+    };
   }
 
   /** Read from one replica; into (len bytes, optional) may be filled and returned. */

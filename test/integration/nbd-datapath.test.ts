@@ -220,3 +220,44 @@ describe.each([
     expect(n.s.proc.exitCode).toBe(null);
   });
 });
+
+describe('NBD data path: a spliced payload that outgrows its pipe', () => {
+  let n: NbdSheep;
+  let w: Wire;
+  const conns: RawConn[] = [];
+  beforeAll(async () => {
+    // pipes of 128 KiB: 32 pieces, fewer than a payload sent in 64 segments needs
+    n = await startNbdSheep(1, ['-l', 'level=debug'], { SHEEP_SPLICE_PIPE_SIZE: String(128 * KB) });
+    w = new Wire(n.s.port);
+    expect((await w.newVdi('disk', BigInt(16 * MB))).rsp.result).toBe(Res.SUCCESS);
+  });
+  afterAll(async () => {
+    conns.forEach((c) => c.close());
+    w?.close();
+    await stopAll();
+  });
+
+  it('receives the rest as usual and writes every byte', async () => {
+    const c = new RawConn(n.nbdPort);
+    conns.push(c);
+    await c.hello();
+    expect('error' in (await c.go('disk'))).toBe(false);
+    const first = randomBytes(MB);
+    expect((await c.cmd(NBD.CMD.WRITE, 0, MB, first)).error).toBe(0); // allocates the object
+    expect((await c.cmd(NBD.CMD.WRITE, 0, MB, first)).error).toBe(0); // and opens its file
+    const d = randomBytes(128 * KB);
+    const f = c.frame(NBD.CMD.WRITE, 64 * KB, d.length, d);
+    c.write(f.bytes.subarray(0, 28));
+    await new Promise((r) => setTimeout(r, 20));
+    for (let off = 0; off < d.length; off += 2 * KB) {
+      await new Promise<void>((r) => c.sock.write(d.subarray(off, off + 2 * KB), () => r()));
+      await new Promise((r) => setTimeout(r, 3));
+    }
+    const r = await c.reply();
+    expect([r.handle, r.error]).toEqual([f.handle, 0]);
+    d.copy(first, 64 * KB);
+    const back = await c.cmd(NBD.CMD.READ, 0, MB);
+    expect(back.data!.equals(first)).toBe(true);
+    expect(n.s.output()).toMatch(/pipe full after \d+, receiving the rest as usual/);
+  });
+});

@@ -169,10 +169,29 @@ describe('native file I/O', () => {
       let n = 0;
       while (n < moved.length) n += readSync(r, moved, n, moved.length - n, null);
       expect(moved.equals(payload)).toBe(true);
-      const rest = new Promise<Buffer>((res) => sock.once('data', res));
-      sock.resume();
-      expect((await rest).equals(after)).toBe(true);
-      sock.pause();
+      // what follows stays in the socket: read it there
+      const rest = Buffer.alloc(after.length);
+      expect(readSync(fdOf(sock), rest)).toBe(after.length);
+      expect(rest.equals(after)).toBe(true);
+
+      // a pipe with room for one piece, and a payload that arrives in two: full after the first
+      const [r1, w1, cap1] = fileio!.pipeOpen(4096);
+      expect(cap1).toBe(4096);
+      const two = randomBytes(4096);
+      const full = new Promise<number>((res) => expect(fileio!.splicerStart(sp, w1, 4096, res)).toBe(0));
+      client.write(two.subarray(0, 2000));
+      await new Promise((res) => setTimeout(res, 30));
+      client.write(two.subarray(2000));
+      expect(await full).toBe(2);
+      const inPipe = fileio!.splicerMoved(sp);
+      expect(inPipe).toBe(2000);
+      const head = Buffer.alloc(inPipe);
+      expect(readSync(r1, head)).toBe(inPipe);
+      const tail = Buffer.alloc(4096 - inPipe); // the rest is still in the socket
+      expect(readSync(fdOf(sock), tail)).toBe(tail.length);
+      expect(Buffer.concat([head, tail]).equals(two)).toBe(true);
+      closeSync(r1);
+      closeSync(w1);
 
       // cancelled while waiting
       const cancelled = new Promise<number>((res) => fileio!.splicerStart(sp, w, 10, res));

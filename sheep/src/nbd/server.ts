@@ -225,7 +225,16 @@ class NbdConnection implements DirectReader {
     if (this.phase === 'closed') return;
     const f = this.filling;
     if (f) {
-      f.got += n;
+      if (buf.buffer === f.buf.buffer && buf.byteOffset === f.buf.byteOffset + f.got) f.got += n;
+      else {
+        // The socket read into the stage: its next buffer was chosen before
+        // this payload began outside a read (a splice whose pipe filled up).
+        const k = Math.min(n, f.buf.length - f.got);
+        buf.copy(f.buf, f.got, 0, k);
+        f.got += k;
+        this.stagePos += n;
+        if (k < n) this.rx.push(buf.subarray(k, n));
+      }
       if (f.got < f.buf.length) return;
       this.filling = undefined;
       this.headerNext = true;
@@ -377,6 +386,23 @@ class NbdConnection implements DirectReader {
   private readonly spliced = (status: number): void => {
     const { r, t } = this.splicing!;
     this.splicing = undefined;
+    if (status === 2) {
+      // The pipe ran out of room (the payload came in many small segments):
+      // what it holds goes into an ordinary payload buffer, and the socket
+      // fills in the rest.
+      const got = fileio!.splicerMoved(this.splicer!);
+      const buf = bufferPool.get(r.length);
+      try {
+        t.takeBack(buf, got);
+      } catch (e) {
+        this.hangup(`write payload lost in its pipe: ${(e as Error).message}`);
+        return;
+      }
+      log.debug(`NBD: write of ${r.length} bytes at ${r.offset}: pipe full after ${got}, receiving the rest as usual`);
+      this.filling = { flags: r.flags, handle: r.handle, offset: r.offset, buf, got };
+      this.updateReading();
+      return;
+    }
     if (status !== 0) {
       t.abort();
       if (this.phase !== 'closed') this.hangup(`write payload not received: ${getSystemErrorName(status)}`);

@@ -24,8 +24,10 @@ export interface FileIOAddon {
   writeBatch(fds: Int32Array, bufs: (Buffer | PipeSource)[], positions: Float64Array, status: Int32Array, done: () => void): void;
   pipeOpen(size: number): [number, number, number];
   splicerOpen(socketFd: number): Splicer;
-  /** 1: all moved now; 0: callback(status) follows; < 0: -errno. */
+  /** 1: all moved now; 0: callback(status) follows (0 done); 2: the pipe is full, the rest is in the socket; < 0: -errno. */
   splicerStart(s: Splicer, pipeWriteFd: number, length: number, callback: (status: number) => void): number;
+  /** Bytes moved into the pipe by the last start. */
+  splicerMoved(s: Splicer): number;
   splicerClose(s: Splicer): void;
 }
 

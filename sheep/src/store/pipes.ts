@@ -11,8 +11,11 @@ export interface Pipe {
   capacity: number;
 }
 
-/** What a pipe is asked to hold (Linux lets an unprivileged process have 1 MiB, /proc/sys/fs/pipe-max-size). */
-const PIPE_SIZE = 1 << 20;
+/**
+ * What a pipe is asked to hold (Linux lets an unprivileged process have
+ * 1 MiB, /proc/sys/fs/pipe-max-size); payloads up to it are spliced.
+ */
+const PIPE_SIZE = Number(process.env.SHEEP_SPLICE_PIPE_SIZE ?? 1 << 20);
 const KEEP = 16;
 const idle: Pipe[] = [];
 /** The capacity pipes get here, once one has been made (the system may give less than asked). */
@@ -66,4 +69,17 @@ export function readPipe(p: Pipe, len: number): Promise<Buffer> {
     };
     step();
   });
+}
+
+/**
+ * n bytes that are in the pipe now, read into into[0, n) at once (a memory
+ * copy: the read cannot wait, the bytes are there).
+ */
+export function readPipeNow(p: Pipe, into: Buffer, n: number): void {
+  let got = 0;
+  while (got < n) {
+    const k = fs.readSync(p.r, into, got, n - got, null);
+    if (k === 0) throw new Error(`the pipe held ${got} of ${n} bytes`);
+    got += k;
+  }
 }

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { oidToHex, SheepdogError, Res, SpliceTarget } from '@sheepdog/common';
 import type { ObjectStore } from './store.js';
 import { FdCache, FdEntry, preadFull } from './fdcache.js';
-import { takePipe, givePipe, readPipe } from './pipes.js';
+import { takePipe, givePipe, readPipe, readPipeNow } from './pipes.js';
 import { WriteQueue } from './writequeue.js';
 import { syncPool } from './syncpool.js';
 import { tryReadNow, PipeSource } from './fileio.js';
@@ -111,6 +111,18 @@ export class PlainStore implements ObjectStore {
           this.fds.release(e);
           throw this.mapErr(err);
         });
+      },
+      takeBack: (into, n) => {
+        settled = true;
+        try {
+          readPipeNow(p, into, n);
+          givePipe(p, true);
+        } catch (err) {
+          givePipe(p, false);
+          throw err;
+        } finally {
+          this.fds.release(e);
+        }
       },
       abort: () => {
         if (settled) return;

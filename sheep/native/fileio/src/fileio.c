@@ -35,12 +35,17 @@
 //   allows).
 //
 // splicerOpen(socketFd) -> splicer
-// splicerStart(splicer, pipeWriteFd, length, callback) -> 1 | 0 | -errno
+// splicerStart(splicer, pipeWriteFd, length, callback) -> 1 | 0 | 2 | -errno
 //   Move exactly length bytes from the socket into the pipe, on the loop,
 //   never waiting: what is there now moves at once (returns 1 when that was
 //   all of it, and callback is not called); the rest as it arrives (returns
 //   0; callback(status) follows: 0, or -errno, -ECONNRESET when the peer
-//   closed first). The socket's own reading must be stopped meanwhile.
+//   closed first). 2 (returned, or the callback's status): the pipe is full
+//   before the payload is in (a pipe holds a number of pieces, and data
+//   that arrived in many small segments takes one each); splicerMoved tells
+//   how many bytes it holds, and the rest is still in the socket. The
+//   socket's own reading must be stopped meanwhile.
+// splicerMoved(splicer) -> bytes moved by the last start
 // splicerClose(splicer)
 //   Stop (a pending callback gets -ECANCELED) and release it.
 #define _GNU_SOURCE
@@ -50,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <sys/ioctl.h>
 #include <pthread.h>
 #include <node_api.h>
 #include <uv.h>
@@ -381,6 +387,7 @@ struct splicer {
   uv_poll_t poll;
   int sock;       // our duplicate of the socket (epoll needs a descriptor of its own)
   int pipe;
+  size_t len;
   size_t left;
   int active;     // a start is waiting for data
   int closed;     // released: the poll handle is closing or closed
@@ -390,7 +397,7 @@ struct splicer {
   napi_ref cb;
 };
 
-// Move what the socket has now: 1 all moved, 0 the rest is not here yet, <0 -errno.
+// Move what the socket has now: 1 all moved, 0 the rest is not here yet, 2 the pipe is full, <0 -errno.
 static int splice_some(struct splicer *sp) {
   while (sp->left > 0) {
     ssize_t n = splice(sp->sock, NULL, sp->pipe, NULL, sp->left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -400,7 +407,11 @@ static int splice_some(struct splicer *sp) {
     }
     if (n == 0) return -ECONNRESET;
     if (errno == EINTR) continue;
-    if (errno == EAGAIN) return 0;
+    if (errno == EAGAIN) {
+      // nothing to read, or no room in the pipe: only the second leaves bytes in the socket
+      int avail = 0;
+      return ioctl(sp->sock, FIONREAD, &avail) == 0 && avail > 0 ? 2 : 0;
+    }
     return -errno;
   }
   return 1;
@@ -429,7 +440,7 @@ static void splicer_ready(uv_poll_t *h, int status, int events) {
   struct splicer *sp = h->data;
   if (!sp->active) return;
   int r = status < 0 ? status : splice_some(sp);
-  if (r != 0) splicer_finish(sp, r < 0 ? r : 0);
+  if (r != 0) splicer_finish(sp, r == 1 ? 0 : r);
 }
 
 // Freed when both libuv and the JS side are done with it.
@@ -518,7 +529,7 @@ static napi_value splicer_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   sp->pipe = pipefd;
-  sp->left = (size_t)len;
+  sp->len = sp->left = (size_t)len;
   int r = splice_some(sp);
   if (r == 0) {
     if (napi_create_reference(env, argv[3], 1, &sp->cb) != napi_ok ||
@@ -529,6 +540,16 @@ static napi_value splicer_start(napi_env env, napi_callback_info info) {
     sp->active = 1;
   }
   napi_create_int32(env, r, &ret);
+  return ret;
+}
+
+static napi_value splicer_moved(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], ret;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return throw_type(env, "splicerMoved(splicer)");
+  struct splicer *sp = get_splicer(env, argv[0]);
+  if (!sp) return throw_type(env, "splicerMoved(splicer)");
+  napi_create_double(env, (double)(sp->len - sp->left), &ret);
   return ret;
 }
 
@@ -548,6 +569,7 @@ NAPI_MODULE_INIT() {
     { "pipeOpen", NULL, pipe_open, NULL, NULL, NULL, napi_default, NULL },
     { "splicerOpen", NULL, splicer_open, NULL, NULL, NULL, napi_default, NULL },
     { "splicerStart", NULL, splicer_start, NULL, NULL, NULL, napi_default, NULL },
+    { "splicerMoved", NULL, splicer_moved, NULL, NULL, NULL, napi_default, NULL },
     { "splicerClose", NULL, splicer_close, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -63,7 +63,7 @@ export interface VdiBackend {
   /**
    * Optional page-cache hit path of readObj: fill into[at, at+len)
    * synchronously if the bytes are at hand without waiting; false if not
-   * (into is then undefined, and readObj must be used).
+   * (what into then holds is unspecified, and readObj must be used).
    */
   readCached?(oid: bigint, off: number, len: number, copies: number, into: Buffer, at: number): boolean;
   /**

@@ -93,7 +93,8 @@ export class PlainStore implements ObjectStore {
     return {
       pipe: p.w,
       commit: () => {
-        if (e.dead) return undefined; // the object's file was replaced meanwhile: this descriptor is not it any more
+        // dropped from the cache meanwhile (the file replaced or removed, or just evicted): the full way reopens it
+        if (e.dead) return undefined;
         settled = true;
         return new Promise<void>((resolve, reject) => {
           // a failed write may leave bytes in the pipe: then it is not reused

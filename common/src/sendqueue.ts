@@ -16,7 +16,7 @@ export class SendQueue {
   private slab?: Buffer;
   /** Bytes of the slab before this offset are queued or sent. */
   private start = 0;
-  /** Where the next piece goes in slab.buf (see room()). */
+  /** Where the next piece goes in the slab (see room()). */
   pos = 0;
   private chunks: Buffer[] = [];
   /** Slabs and pooled buffers the queued chunks refer to (each with a pool reference for the send). */
@@ -59,14 +59,6 @@ export class SendQueue {
     this.chunks.push(data);
     if (pooled) this.pooledQueued.push(data);
     this.schedule();
-  }
-
-  /** Drop everything not yet sent (the connection is going away). */
-  discard(): void {
-    this.chunks = [];
-    this.slabsQueued = [];
-    this.pooledQueued = [];
-    this.start = this.pos;
   }
 
   private schedule(): void {

@@ -53,24 +53,6 @@ export function givePipe(p: Pipe, empty: boolean): void {
   closeQuietly(p.w);
 }
 
-/** The len bytes a pipe holds, read out (through libuv's pool; they are all there). */
-export function readPipe(p: Pipe, len: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(len);
-  return new Promise((resolve, reject) => {
-    let got = 0;
-    const step = () => {
-      fs.read(p.r, buf, got, len - got, null, (err, n) => {
-        if (err) return reject(err);
-        if (n === 0) return reject(new Error(`the pipe held ${got} of ${len} bytes`));
-        got += n;
-        if (got === len) resolve(buf);
-        else step();
-      });
-    };
-    step();
-  });
-}
-
 /**
  * n bytes that are in the pipe now, read into into[0, n) at once (a memory
  * copy: the read cannot wait, the bytes are there).

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { oidToHex, SheepdogError, Res, SpliceTarget } from '@sheepdog/common';
 import type { ObjectStore } from './store.js';
 import { FdCache, FdEntry, preadFull } from './fdcache.js';
-import { takePipe, givePipe, readPipe, readPipeNow } from './pipes.js';
+import { takePipe, givePipe, readPipeNow } from './pipes.js';
 import { WriteQueue } from './writequeue.js';
 import { syncPool } from './syncpool.js';
 import { tryReadNow, PipeSource } from './fileio.js';
@@ -90,6 +90,18 @@ export class PlainStore implements ObjectStore {
       return undefined;
     }
     let settled = false;
+    const takeBack = (into: Buffer, n: number): void => {
+      settled = true;
+      try {
+        readPipeNow(p, into, n);
+        givePipe(p, true);
+      } catch (err) {
+        givePipe(p, false);
+        throw err;
+      } finally {
+        this.fds.release(e);
+      }
+    };
     return {
       pipe: p.w,
       commit: () => {
@@ -102,29 +114,15 @@ export class PlainStore implements ObjectStore {
         });
       },
       drain: () => {
-        settled = true;
-        return readPipe(p, len).then((buf) => {
-          givePipe(p, true);
-          this.fds.release(e);
-          return buf;
-        }, (err) => {
-          givePipe(p, false);
-          this.fds.release(e);
-          throw this.mapErr(err);
-        });
-      },
-      takeBack: (into, n) => {
-        settled = true;
+        const buf = Buffer.allocUnsafe(len);
         try {
-          readPipeNow(p, into, n);
-          givePipe(p, true);
+          takeBack(buf, len);
         } catch (err) {
-          givePipe(p, false);
-          throw err;
-        } finally {
-          this.fds.release(e);
+          return Promise.reject(this.mapErr(err));
         }
+        return Promise.resolve(buf);
       },
+      takeBack,
       abort: () => {
         if (settled) return;
         settled = true;

@@ -1,12 +1,13 @@
-// A store's writes go to the thread pool in batches, at most two batches
-// at a time for all its files. While both are out, later writes wait here;
-// when one completes, everything waiting goes out as the next batch, in one
-// pool job (native writeBatch: back-to-back ranges of a file as one
-// pwritev; without the addon, a batch is one pool request per write). A
+// A store's writes go to other threads in batches, at most two batches at
+// a time for all its files. While both are out, later writes wait here;
+// when one completes, everything waiting goes out as the next batch, as one
+// job (native writeBatch, on the addon's writer threads: back-to-back
+// ranges of a file as one pwritev; without the addon, a batch is one libuv
+// pool request per write). A
 // write that finds fewer than two batches out goes at once, so nothing waits
 // that did not have to.
 //
-// Why: each pool job wakes a thread and then the loop, which on a virtual
+// Why: each job wakes a thread and then the loop, which on a virtual
 // machine costs far more than a 4 KiB copy: ~20 µs of thread CPU per job
 // here, and as much again on the loop. Batching per file helped writes
 // that stay in one object (4 KiB sequential writes at queue depth 32,
@@ -43,7 +44,7 @@ const MAX_INFLIGHT = 2;
 type BatchWriter = (fds: Int32Array, bufs: (Buffer | PipeSource)[], positions: Float64Array, status: Int32Array, done: () => void, overlapping: boolean) => void;
 
 /**
- * The batch writer: the addon's one pool job per batch (which writes in
+ * The batch writer: the addon's one writer-thread job per batch (which writes in
  * array order), or without it the same contract in JS, one pool request per
  * write: all at once when they are disjoint, else one after another.
  */

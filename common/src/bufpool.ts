@@ -17,6 +17,7 @@ export class BufferPool {
   private free = new Map<number, Buffer[]>();
   private owned = new WeakMap<ArrayBuffer, { full: Buffer; refs: number }>();
   private freeBytes = 0;
+  private allocate: (n: number) => Buffer = (n) => Buffer.allocUnsafeSlow(n);
 
   /** @param maxFreeBytes how much idle memory the pool may keep */
   constructor(private readonly maxFreeBytes = 64 << 20) {}
@@ -25,6 +26,15 @@ export class BufferPool {
     let c = POOL_MIN;
     while (c < n) c *= 2;
     return c;
+  }
+
+  /**
+   * Where the pool's new memory comes from from now on (sheep's is on huge
+   * pages, see native/fileio): fn(n) returns a Buffer of exactly n bytes
+   * that is its own ArrayBuffer (the pool tells its buffers apart by it).
+   */
+  setAllocator(fn: (n: number) => Buffer): void {
+    this.allocate = fn;
   }
 
   /** get() as a free-standing function, for ByteQueue.take(n, alloc). */
@@ -40,7 +50,7 @@ export class BufferPool {
       this.freeBytes -= c;
       this.owned.get(full.buffer as ArrayBuffer)!.refs = 1;
     } else {
-      full = Buffer.allocUnsafeSlow(c);
+      full = this.allocate(c);
       this.owned.set(full.buffer as ArrayBuffer, { full, refs: 1 });
     }
     return n === c ? full : full.subarray(0, n);

@@ -53,6 +53,21 @@ describe('BufferPool', () => {
     const reused = again.filter((b) => bufs.some((o) => o.buffer === b.buffer));
     expect(reused.length).toBe(2);
   });
+
+  it('takes new memory from the allocator it is given, and reuses that memory as its own', () => {
+    const p = new BufferPool();
+    const made: number[] = [];
+    p.setAllocator((n) => { made.push(n); return Buffer.alloc(n, 7); });
+    const a = p.get(MB(1) - 1);
+    expect(made).toEqual([MB(1)]); // the size class, not the request
+    expect(a.length).toBe(MB(1) - 1);
+    expect(a[0]).toBe(7);
+    p.put(a);
+    expect(p.get(MB(1)).buffer).toBe(a.buffer);
+    expect(made).toEqual([MB(1)]);
+    expect(p.get(100).length).toBe(100); // small requests never reach it
+    expect(made).toEqual([MB(1)]);
+  });
 });
 
 function MB(n: number): number {

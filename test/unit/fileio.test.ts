@@ -1,14 +1,15 @@
 // The store's native file I/O (sheep/native/fileio) on real files and
 // sockets: inline page-cache reads, batched writes with per-write results,
 // the write queue that feeds batches to the pool, and zero-copy receive
-// (socket -> pipe -> file).
+// (socket -> pipe -> file), and I/O buffers on huge pages.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { openSync, closeSync, writeFileSync, readFileSync, writeSync, readSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { dir as tmpDir, DirectoryResult } from 'tmp-promise';
-import { fileio, tryReadNow } from '../../sheep/src/store/fileio.js';
+import { spawnSync } from 'node:child_process';
+import { fileio, tryReadNow, FILEIO_ADDON_PATH } from '../../sheep/src/store/fileio.js';
 import { WriteQueue } from '../../sheep/src/store/writequeue.js';
 
 const queue = new WriteQueue();
@@ -212,5 +213,55 @@ describe('native file I/O', () => {
       sock.destroy();
       srv.close();
     }
+  });
+
+  it('hands out huge-page buffers of exactly the size asked, each its own memory', () => {
+    const sizes = [65536, 100_000, 1 << 20, 1 << 20, 1 << 21, 3 << 20, 5000];
+    const bufs = sizes.map((n) => fileio!.hugeAlloc(n));
+    bufs.forEach((b, i) => {
+      expect(b).toBeInstanceOf(Buffer);
+      expect(b.length).toBe(sizes[i]);
+      expect(b.byteOffset).toBe(0);
+      expect(b.buffer.byteLength).toBe(sizes[i]);
+      b.fill(i + 1);
+    });
+    bufs.forEach((b, i) => expect(b.every((x) => x === i + 1)).toBe(true)); // no two share bytes
+    expect(new Set(bufs.map((b) => b.buffer)).size).toBe(bufs.length);
+    for (const bad of [0, -1, 1.5, 2 ** 31, NaN]) expect(() => fileio!.hugeAlloc(bad)).toThrow(TypeError);
+    expect(() => (fileio!.hugeAlloc as unknown as (x: string) => Buffer)('1')).toThrow(TypeError);
+  });
+
+  it('puts huge-buffer memory on huge pages where the kernel has them, and gives it back when collected', () => {
+    // A child with gc exposed: allocates 2 GiB in all, keeping at most 64 MiB, and reports its memory.
+    const script = `
+      const addon = require(${JSON.stringify(FILEIO_ADDON_PATH)});
+      const { readFileSync } = require('node:fs');
+      const huge = () => Number(/AnonHugePages:\\s+(\\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))[1]);
+      const fallbacks = () => Number(/thp_fault_fallback (\\d+)/.exec(readFileSync('/proc/vmstat', 'utf8'))[1]);
+      const h0 = huge(), f0 = fallbacks();
+      let keep = [];
+      for (let i = 0; i < 8; i++) keep.push(addon.hugeAlloc(1 << 20));
+      const h1 = huge(), f1 = fallbacks();
+      let maxRss = 0;
+      (async () => {
+        for (let i = 0; i < 2048; i++) {
+          keep.push(addon.hugeAlloc(i % 3 ? 1 << 20 : 3 << 20));
+          if (keep.length > 32) keep = keep.slice(16);
+          if (i % 64 === 0) {
+            globalThis.gc();
+            await new Promise((r) => setImmediate(r)); // finalizers run from the loop
+            maxRss = Math.max(maxRss, process.memoryUsage().rss);
+          }
+        }
+        console.log(JSON.stringify({ grew: h1 - h0, fellBack: f1 - f0, maxRssMB: maxRss / 1048576 }));
+      })();
+    `;
+    const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as { grew: number; fellBack: number; maxRssMB: number };
+    const thp = readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
+    // 8 MiB in 2 MiB chunks: on huge pages, unless THP is off or the kernel had none to give
+    if (!thp.includes('[never]')) expect(out.grew >= 8192 || out.fellBack > 0).toBe(true);
+    expect(out.maxRssMB).toBeLessThan(400);
   });
 });

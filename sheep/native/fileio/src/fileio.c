@@ -562,6 +562,8 @@ static napi_value splicer_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+void hugebuf_register(napi_env env, napi_value exports); // hugebuf.c
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
     { "readNow", NULL, read_now, NULL, NULL, NULL, napi_default, NULL },
@@ -573,5 +575,6 @@ NAPI_MODULE_INIT() {
     { "splicerClose", NULL, splicer_close, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  hugebuf_register(env, exports);
   return exports;
 }

@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { dir as tmpDir, DirectoryResult } from 'tmp-promise';
 import { spawnSync } from 'node:child_process';
-import { fileio, tryReadNow, FILEIO_ADDON_PATH } from '../../sheep/src/store/fileio.js';
+import { fileio, tryReadNow, FILEIO_ADDON_PATH, WRITE_CHUNK, chunkRoom } from '../../sheep/src/store/fileio.js';
 import { WriteQueue } from '../../sheep/src/store/writequeue.js';
 
 const queue = new WriteQueue();
@@ -81,6 +81,51 @@ describe('native file I/O', () => {
     expect(() => fileio!.writeBatch(new Int32Array(0), [], new Float64Array(0), new Int32Array(0), () => undefined)).toThrow(TypeError);
     expect(() => fileio!.writeBatch(one, [Buffer.alloc(1)], new Float64Array(1), new Int32Array(0), () => undefined)).toThrow(TypeError);
     expect(() => fileio!.writeBatch([ro] as never, [Buffer.alloc(1)], new Float64Array(1), new Int32Array(1), () => undefined)).toThrow(TypeError);
+  });
+
+  it('stops every write at chunk boundaries of the file, for runs of pieces and pipes alike, and the bytes land whole', async () => {
+    expect(WRITE_CHUNK).toBe(256 * 1024);
+    expect(chunkRoom(0, 1 << 20)).toBe(256 * 1024);
+    expect(chunkRoom(256 * 1024 - 10, 4096)).toBe(10);
+    expect(chunkRoom(300_000, 100)).toBe(100);
+    const writeCalls = () => Number(/syscw: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+    const f = path.join(d.path, 'chunks');
+    writeFileSync(f, Buffer.alloc(4 << 20));
+    const want = Buffer.alloc(4 << 20);
+    const fd = openSync(f, 'r+');
+    try {
+      for (const chunk of [16 * 1024, 0, WRITE_CHUNK]) {
+        fileio!.setWriteChunk(chunk);
+        // a run of adjacent pieces across several boundaries, from an unaligned start, and a pipe's bytes after it
+        const run = [randomBytes(5000), randomBytes(70_001), randomBytes(123), randomBytes(200_000)];
+        const start = 3 * 16 * 1024 - 700;
+        const piped = randomBytes(100_000);
+        const [r, w] = fileio!.pipeOpen(1 << 20);
+        let off = 0;
+        while (off < piped.length) off += writeSync(w, piped, off);
+        const positions: number[] = [];
+        let pos = start;
+        for (const b of run) { positions.push(pos); b.copy(want, pos); pos += b.length; }
+        const pipeAt = 2 << 20;
+        piped.copy(want, pipeAt);
+        const status = new Int32Array(run.length + 1).fill(1);
+        const before = writeCalls();
+        await new Promise<void>((res) => fileio!.writeBatch(Int32Array.from([...run.map(() => fd), fd]), [...run, { pipe: r, length: piped.length }],
+          Float64Array.from([...positions, pipeAt]), status, res));
+        const calls = writeCalls() - before;
+        closeSync(r);
+        closeSync(w);
+        expect([...status]).toEqual(new Array(run.length + 1).fill(0));
+        expect(readFileSync(f).equals(want)).toBe(true);
+        // 275,124 bytes from 48,452 reach into 18 chunks of 16 KiB: 18 pwritev calls at least (the process may write more meanwhile)
+        if (chunk === 16 * 1024) expect(calls).toBeGreaterThanOrEqual(18);
+      }
+      expect(() => fileio!.setWriteChunk(100)).toThrow(TypeError);
+      expect(() => fileio!.setWriteChunk(-1)).toThrow(TypeError);
+    } finally {
+      fileio!.setWriteChunk(WRITE_CHUNK);
+      closeSync(fd);
+    }
   });
 
   it('queues writes to many files: all land, each settles, errors reach their writers', async () => {

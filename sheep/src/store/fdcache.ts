@@ -4,7 +4,7 @@
 // FileHandle promises.
 import * as fs from 'node:fs';
 import { syncPool } from './syncpool.js';
-import { tryReadNow } from './fileio.js';
+import { tryReadNow, chunkRoom } from './fileio.js';
 
 export interface FdEntry {
   fd: number;
@@ -39,7 +39,7 @@ export function pwriteFull(fd: number, buf: Buffer, pos: number): Promise<void> 
   return new Promise((resolve, reject) => {
     let done = 0;
     const step = () => {
-      fs.write(fd, buf, done, buf.length - done, pos + done, (err, n) => {
+      fs.write(fd, buf, done, chunkRoom(pos + done, buf.length - done), pos + done, (err, n) => {
         if (err) return reject(err);
         done += n;
         if (done >= buf.length) return resolve();

@@ -23,6 +23,8 @@ export type Splicer = object;
 export interface FileIOAddon {
   readNow(fd: number, buf: Buffer, off: number, len: number, pos: number): number;
   writeBatch(fds: Int32Array, bufs: (Buffer | PipeSource)[], positions: Float64Array, status: Int32Array, done: () => void): void;
+  /** Writes stop at every multiple of bytes of the file (0: no limit); see WRITE_CHUNK. */
+  setWriteChunk(bytes: number): void;
   pipeOpen(size: number): [number, number, number];
   splicerOpen(socketFd: number): Splicer;
   /** 1: all moved now; 0: callback(status) follows (0 done); 2: the pipe is full, the rest is in the socket; < 0: -errno. */
@@ -51,6 +53,29 @@ function load(): FileIOAddon | undefined {
 }
 
 export const fileio = load();
+
+/**
+ * Every write to an object file stops at multiples of this many bytes of
+ * the file (SHEEP_WRITE_CHUNK; 0: no limit). The page cache holds a range
+ * in folios as large as the write that first cached it, and ext4 walks
+ * every 4 KiB block of a folio on each write into it: a 4 KiB write into a
+ * range first written whole (4 MiB) costs ~3x one into 256 KiB folios. A
+ * large write pays a few more syscalls, and large I/O into 256 KiB folios
+ * costs a little more (see native/fileio).
+ */
+export const WRITE_CHUNK = chunkSetting(process.env.SHEEP_WRITE_CHUNK);
+if (fileio && typeof fileio.setWriteChunk === 'function') fileio.setWriteChunk(WRITE_CHUNK);
+
+function chunkSetting(v: string | undefined): number {
+  const n = Number(v ?? 256 * 1024);
+  return Number.isInteger(n) && (n === 0 || n >= 4096) ? n : 256 * 1024;
+}
+
+/** Bytes a write at pos may take before the next WRITE_CHUNK boundary (want at most). */
+export function chunkRoom(pos: number, want: number): number {
+  if (WRITE_CHUNK === 0) return want;
+  return Math.min(want, WRITE_CHUNK - (pos % WRITE_CHUNK));
+}
 
 /**
  * The buffer pool's memory (every large request's bytes) on huge pages: a

@@ -10,7 +10,7 @@ import { FdCache, FdEntry, preadFull } from './fdcache.js';
 import { takePipe, givePipe, readPipeNow } from './pipes.js';
 import { WriteQueue } from './writequeue.js';
 import { syncPool } from './syncpool.js';
-import { tryReadNow, PipeSource } from './fileio.js';
+import { tryReadNow, PipeSource, chunkRoom } from './fileio.js';
 
 export class PlainStore implements ObjectStore {
   readonly name: string = 'plain';
@@ -140,7 +140,7 @@ export class PlainStore implements ObjectStore {
       await fh.truncate(size);
       let done = 0;
       while (done < data.length) {
-        const { bytesWritten } = await fh.write(data, done, data.length - done, off + done);
+        const { bytesWritten } = await fh.write(data, done, chunkRoom(off + done, data.length - done), off + done);
         done += bytesWritten;
       }
       if (!this.nosync) await syncPool.fdatasync(fh.fd);

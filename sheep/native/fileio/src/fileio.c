@@ -25,6 +25,17 @@
 //   length bytes waiting in a pipe (see below), moved into the file with
 //   splice.
 //
+// setWriteChunk(bytes)
+//   Writes (pwritev and splice alike) stop at every multiple of bytes of
+//   the file (default 256 KiB; 0: no limit), set before any write. Why: the
+//   page cache keeps a file range in folios sized by the write that first
+//   cached it, and ext4 walks every 4 KiB block of a folio on each write
+//   into it. Measured here on one file, a 4 KiB random pwrite costs ~6.4 us
+//   into 4 MiB folios (an object written whole), ~4.2 us into 1 MiB ones,
+//   ~2.1 us into 256 KiB ones; 1 MiB writes into 256 KiB folios cost
+//   ~15% more than into larger ones, and a 1 MiB write split in four costs
+//   three more syscalls. Guests mostly write small blocks.
+//
 // Zero-copy receive of large write payloads: the kernel's copy from a
 // socket into user memory is most of the event loop's work for 1 MiB
 // writes; splice moves the received pages into a pipe without copying,
@@ -52,6 +63,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -118,21 +130,35 @@ struct batch {
   struct piece p[];
 };
 
-// Write pieces [first, end), back to back in one file, as few pwritev calls as the kernel allows.
+// Writes stop at multiples of this many bytes of the file (0: no limit); see setWriteChunk.
+static int64_t write_chunk = 256 * 1024;
+
+// Bytes a write at pos may take before it reaches the next chunk boundary.
+static size_t chunk_room(int64_t pos, size_t want) {
+  if (write_chunk <= 0) return want;
+  size_t room = (size_t)(write_chunk - pos % write_chunk);
+  return want < room ? want : room;
+}
+
+// Write pieces [first, end), back to back in one file, as few pwritev calls as the kernel and the chunk limit allow.
 static int write_run(struct piece *p, uint32_t first, uint32_t end) {
   int fd = p[first].fd;
   struct iovec iov[MAX_IOV];
   uint32_t i = first;
   size_t skip = 0; // bytes of p[i] already written
   while (i < end) {
+    int64_t at = p[i].pos + (int64_t)skip;
+    size_t room = chunk_room(at, SIZE_MAX);
     int cnt = 0;
-    for (uint32_t k = i; k < end && cnt < MAX_IOV; k++, cnt++) {
+    for (uint32_t k = i; k < end && cnt < MAX_IOV && room > 0; k++, cnt++) {
       size_t s = k == i ? skip : 0;
+      size_t l = p[k].len - s < room ? p[k].len - s : room;
       iov[cnt].iov_base = p[k].data + s;
-      iov[cnt].iov_len = p[k].len - s;
+      iov[cnt].iov_len = l;
+      room -= l;
     }
     ssize_t w;
-    do w = pwritev(fd, iov, cnt, p[i].pos + (int64_t)skip);
+    do w = pwritev(fd, iov, cnt, at);
     while (w < 0 && errno == EINTR);
     if (w < 0) return -errno;
     if (w == 0) return -EIO;
@@ -152,7 +178,7 @@ static int write_from_pipe(struct piece *p) {
   loff_t pos = p->pos;
   size_t left = p->len;
   while (left > 0) {
-    ssize_t n = splice(p->pipe, NULL, p->fd, &pos, left, SPLICE_F_MOVE);
+    ssize_t n = splice(p->pipe, NULL, p->fd, &pos, chunk_room(pos, left), SPLICE_F_MOVE);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return -errno;
     if (n == 0) return -EIO; // the pipe held less than promised
@@ -562,12 +588,24 @@ static napi_value splicer_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value set_write_chunk(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int64_t n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int64(env, argv[0], &n) != napi_ok || n < 0 || (n > 0 && n < 4096))
+    return throw_type(env, "setWriteChunk(bytes: 0, or at least 4096)");
+  write_chunk = n;
+  return NULL;
+}
+
 void hugebuf_register(napi_env env, napi_value exports); // hugebuf.c
 
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
     { "readNow", NULL, read_now, NULL, NULL, NULL, napi_default, NULL },
     { "writeBatch", NULL, write_batch, NULL, NULL, NULL, napi_default, NULL },
+    { "setWriteChunk", NULL, set_write_chunk, NULL, NULL, NULL, napi_default, NULL },
     { "pipeOpen", NULL, pipe_open, NULL, NULL, NULL, napi_default, NULL },
     { "splicerOpen", NULL, splicer_open, NULL, NULL, NULL, napi_default, NULL },
     { "splicerStart", NULL, splicer_start, NULL, NULL, NULL, napi_default, NULL },

@@ -105,10 +105,23 @@ export async function killAllMembers(): Promise<void> {
 }
 
 /** Start members one after another (each waits for its own join). */
+/** Member ids handed out by this process: a member's id is a port number it never binds, so freePort alone may hand out a live member's id again. */
+const usedIds = new Set<number>();
+
+/** A port number no member of this test process has had as its id. */
+export async function memberPort(): Promise<number> {
+  for (;;) {
+    const p = await freePort();
+    if (usedIds.has(p)) continue;
+    usedIds.add(p);
+    return p;
+  }
+}
+
 async function startSeq(spec: string, n: number): Promise<Member[]> {
   const ms: Member[] = [];
   for (let i = 0; i < n; i++) {
-    const m = Member.spawn(spec, await freePort());
+    const m = Member.spawn(spec, await memberPort());
     await m.started$();
     ms.push(m);
   }
@@ -149,7 +162,7 @@ export function driverConformance(specFor: () => Promise<string>, opts: { detect
       const [a] = await startSeq(spec, 1);
       expect(a.events[0]).toEqual({ type: 'join', node: a.port, members: [a.port] });
       // four more join concurrently
-      const rest = await Promise.all([0, 1, 2, 3].map(async () => Member.spawn(spec, await freePort())));
+      const rest = await Promise.all([0, 1, 2, 3].map(async () => Member.spawn(spec, await memberPort())));
       await Promise.all(rest.map((m) => m.started$()));
       const ms = [a, ...rest];
       for (const m of ms) await m.until('all 5 members', () => m.view()?.length === 5);
@@ -241,7 +254,7 @@ export function driverConformance(specFor: () => Promise<string>, opts: { detect
       for (const m of ms) await m.until('3 members', () => m.view()?.length === 3);
       for (let i = 0; i < 10; i++) for (const m of ms) m.notify({ t: 'before', i });
       // join while messages are in flight
-      const late = Member.spawn(spec, await freePort());
+      const late = Member.spawn(spec, await memberPort());
       await late.started$();
       const own = late.events[0] as { type: string; node: number; members: number[] };
       expect(own.type).toBe('join');
@@ -273,7 +286,7 @@ export function driverConformance(specFor: () => Promise<string>, opts: { detect
       for (const m of rest) expect(m.view()).toEqual(rest.map((x) => x.port));
       // concurrent traffic still totally ordered, and a newcomer can join
       for (let i = 0; i < 10; i++) for (const m of rest) m.notify({ t: 'x', i });
-      const late = Member.spawn(spec, await freePort());
+      const late = Member.spawn(spec, await memberPort());
       await late.started$();
       expect((late.events[0] as { members: number[] }).members).toEqual([...rest.map((m) => m.port), late.port]);
       late.notify({ t: 'late' });

@@ -4,8 +4,7 @@
 // (sheep/native/cpg, built by `npm run build` where libcpg-dev is installed).
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { startCorosync, hasCorosync, CorosyncServer } from '../helpers/corosync.js';
-import { driverConformance, Member, killAllMembers, expectSameOrder } from '../helpers/driver-conformance.js';
-import { freePort } from '../helpers/cluster.js';
+import { driverConformance, Member, killAllMembers, expectSameOrder, memberPort } from '../helpers/driver-conformance.js';
 import { clusterScenarios } from '../helpers/cluster-scenarios.js';
 
 let coro: CorosyncServer | undefined;
@@ -32,8 +31,8 @@ describe.skipIf(!hasCorosync())(`corosync driver (real corosync on 127.0.0.1${ha
     });
 
     it('the default group is "sheepdog" and groups are separate', async () => {
-      const a = Member.spawn('corosync', await freePort());
-      const b = Member.spawn(await specFor(), await freePort());
+      const a = Member.spawn('corosync', await memberPort());
+      const b = Member.spawn(await specFor(), await memberPort());
       await a.started$();
       await b.started$();
       expect(a.events[0]).toMatchObject({ type: 'join', node: a.port, members: [a.port] });
@@ -46,7 +45,7 @@ describe.skipIf(!hasCorosync())(`corosync driver (real corosync on 127.0.0.1${ha
 
     it('many members starting at once agree on one order', async () => {
       const spec = await specFor();
-      const ms = await Promise.all([...Array(6)].map(async () => Member.spawn(spec, await freePort())));
+      const ms = await Promise.all([...Array(6)].map(async () => Member.spawn(spec, await memberPort())));
       await Promise.all(ms.map((m) => m.started$()));
       for (const m of ms) await m.until('6 members', () => m.view()?.length === 6);
       const order = ms[0].view()!;
@@ -58,12 +57,12 @@ describe.skipIf(!hasCorosync())(`corosync driver (real corosync on 127.0.0.1${ha
       const spec = await specFor();
       const first: Member[] = [];
       for (let i = 0; i < 3; i++) {
-        const m = Member.spawn(spec, await freePort());
+        const m = Member.spawn(spec, await memberPort());
         await m.started$();
         first.push(m);
       }
       // two join while the two oldest are killed
-      const joiners = await Promise.all([0, 1].map(async () => Member.spawn(spec, await freePort())));
+      const joiners = await Promise.all([0, 1].map(async () => Member.spawn(spec, await memberPort())));
       await Promise.all([first[0].kill(), first[1].kill()]);
       await Promise.all(joiners.map((m) => m.started$()));
       const alive = [first[2], ...joiners];
@@ -76,17 +75,17 @@ describe.skipIf(!hasCorosync())(`corosync driver (real corosync on 127.0.0.1${ha
 
     it('a lone joiner whose only established peer dies before welcoming it starts a new group', async () => {
       const spec = await specFor();
-      const a = Member.spawn(spec, await freePort());
+      const a = Member.spawn(spec, await memberPort());
       await a.started$();
       // freeze a so that it cannot welcome b, then kill it
       process.kill(a.proc.pid!, 'SIGSTOP');
-      const b = Member.spawn(spec, await freePort());
+      const b = Member.spawn(spec, await memberPort());
       await new Promise((r) => setTimeout(r, 500));
       expect(b.started).toBe(false);
       await a.kill();
       await b.started$();
       expect(b.events[0]).toEqual({ type: 'join', node: b.port, members: [b.port] });
-      const c = Member.spawn(spec, await freePort());
+      const c = Member.spawn(spec, await memberPort());
       await c.started$();
       expect(c.events[0]).toEqual({ type: 'join', node: c.port, members: [b.port, c.port] });
       expectSameOrder([b, c]);

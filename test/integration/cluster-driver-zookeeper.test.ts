@@ -5,8 +5,8 @@
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import zookeeper from 'node-zookeeper-client';
 import { startZooKeeper, ZooKeeperServer } from '../helpers/zookeeper.js';
-import { driverConformance, Member, killAllMembers, expectSameOrder } from '../helpers/driver-conformance.js';
-import { uniqueClusterId, freePort } from '../helpers/cluster.js';
+import { driverConformance, Member, killAllMembers, expectSameOrder, memberPort } from '../helpers/driver-conformance.js';
+import { uniqueClusterId } from '../helpers/cluster.js';
 import { parseZkSpec, applyEntry, emptyFold } from '../../sheep/src/cluster/zookeeper.js';
 import { makeNode } from '@sheepdog/common';
 
@@ -98,7 +98,7 @@ describe('zookeeper driver specifics', () => {
     const spec = await specFor(id);
     const ms: Member[] = [];
     for (let i = 0; i < 3; i++) {
-      const m = Member.spawn(spec, await freePort());
+      const m = Member.spawn(spec, await memberPort());
       await m.started$();
       ms.push(m);
     }
@@ -116,7 +116,7 @@ describe('zookeeper driver specifics', () => {
       }
       expect(n, 'queue entries left').toBeLessThanOrEqual(10);
       // a newcomer still learns the full list from the snapshot
-      const late = Member.spawn(spec, await freePort());
+      const late = Member.spawn(spec, await memberPort());
       await late.started$();
       expect((late.events[0] as { members: number[] }).members).toEqual([...ms.map((m) => m.port), late.port]);
       late.notify({ t: 'late' });
@@ -131,7 +131,7 @@ describe('zookeeper driver specifics', () => {
     const spec = await specFor();
     const ms: Member[] = [];
     for (let i = 0; i < 3; i++) {
-      const m = Member.spawn(spec, await freePort());
+      const m = Member.spawn(spec, await memberPort());
       await m.started$();
       ms.push(m);
     }
@@ -158,14 +158,14 @@ describe('zookeeper driver specifics', () => {
     const spec = await specFor();
     const old: Member[] = [];
     for (let i = 0; i < 2; i++) {
-      const m = Member.spawn(spec, await freePort());
+      const m = Member.spawn(spec, await memberPort());
       await m.started$();
       old.push(m);
     }
     for (const m of old) await m.kill();
     // let their sessions expire
     await new Promise((r) => setTimeout(r, TIMEOUT * 2 + 500));
-    const m = Member.spawn(spec, await freePort());
+    const m = Member.spawn(spec, await memberPort());
     await m.started$();
     expect(m.events[0]).toEqual({ type: 'join', node: m.port, members: [m.port] });
   });

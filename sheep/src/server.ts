@@ -2,11 +2,13 @@
 // writes responses in completion order (spec §1).
 import * as net from 'node:net';
 import {
-  RequestHeader, encodeResponse, ByteQueue, SD_REQ_HEADER_SIZE, Flag, Res, Op, opName, bufferPool, POOL_MIN, SendQueue,
+  RequestHeader, encodeResponse, Flag, Res, Op, opName, bufferPool, SendQueue,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import { execute, Reply } from './ops.js';
 import { log } from './log.js';
+import { rewrapForDirectReads } from './direct-socket.js';
+import { RequestReader } from './request-reader.js';
 
 /** Largest payload a request may carry; an object of shift 31 is 2 GiB. */
 export const MAX_PAYLOAD = 2 ** 31;
@@ -27,7 +29,7 @@ export class SheepServer {
   async listen(host: string | undefined, port: number): Promise<void> {
     const hosts = host ? [host] : ['::', '0.0.0.0'];
     for (const h of hosts) {
-      const srv = net.createServer({ noDelay: true }, (sock) => this.onConnection(sock));
+      const srv = net.createServer({ noDelay: true, pauseOnConnect: true }, (sock) => this.onConnection(sock));
       try {
         await new Promise<void>((resolve, reject) => {
           srv.once('error', reject);
@@ -43,14 +45,11 @@ export class SheepServer {
     if (!this.servers.length) throw new Error(`cannot listen on port ${port}`);
   }
 
-  private onConnection(sock: net.Socket): void {
-    this.conns.add(sock);
-    sock.setNoDelay(true);
-    const rx = new ByteQueue();
-    let hdr: RequestHeader | undefined;
-    let payloadLen = 0;
-    let dead = false;
+  private onConnection(accepted: net.Socket): void {
     const s = this.sheep;
+    let dead = false;
+    let out: SendQueue;
+    let sock: net.Socket;
 
     const reply = (h: RequestHeader, r: Reply) => {
       if (dead || sock.destroyed) return;
@@ -73,52 +72,56 @@ export class SheepServer {
       out.push(rh);
       if (len) out.push(data!);
     };
-    const out = new SendQueue(sock);
 
-    const run = (h: RequestHeader, data: Buffer, pooled: boolean) => {
-      s.stats.gwActive++;
-      execute(s, h, data).then((r) => {
-        s.stats.gwActive--;
-        // a failed request may still have I/O in flight on its payload
-        if (pooled && (r.result ?? Res.SUCCESS) === Res.SUCCESS) bufferPool.put(data);
-        reply(h, r);
-      }, (e) => {
-        s.stats.gwActive--;
-        log.err(`request ${opName(h.opcode)} crashed: ${(e as Error).stack}`);
-        reply(h, { result: Res.SYSTEM_ERROR });
-      });
+    let inflight = 0;
+    let refused: RequestHeader | undefined;
+    // Nothing after a request that cannot be framed can be read: the ones
+    // before it are answered, then it, then the connection is closed.
+    const hangUpIfDone = () => {
+      if (!refused || inflight > 0 || dead) return;
+      reply(refused, { result: Res.INVALID_PARMS });
+      out.flush();
+      dead = true;
+      sock.end();
     };
-
-    sock.on('data', (chunk: Buffer) => {
-      if (dead) return;
-      rx.push(chunk);
-      for (;;) {
-        if (!hdr) {
-          if (rx.length < SD_REQ_HEADER_SIZE) return;
-          hdr = new RequestHeader(Buffer.from(rx.take(SD_REQ_HEADER_SIZE)));
-          payloadLen = hdr.flags & Flag.CMD_WRITE ? hdr.dataLength : 0;
-          if (payloadLen > MAX_PAYLOAD || hdr.dataLength > MAX_PAYLOAD) {
-            // We cannot skip that much input sanely: answer and hang up.
-            log.warn(`closing connection from ${sock.remoteAddress}: ${opName(hdr.opcode)} with data_length ${hdr.dataLength}`);
-            const h = hdr;
-            reply(h, { result: Res.INVALID_PARMS });
-            out.flush();
-            dead = true;
-            sock.end();
-            return;
-          }
-        }
-        if (rx.length < payloadLen) return;
-        const h = hdr;
-        const pooled = payloadLen >= POOL_MIN && POOLED_PAYLOAD.has(h.opcode);
-        const data = payloadLen ? rx.take(payloadLen, pooled ? bufferPool.alloc : undefined) : Buffer.alloc(0);
-        hdr = undefined;
+    const reader = new RequestReader({
+      request: (h, data, pooled) => {
         s.stats.gwBytesIn += BigInt(data.length);
-        run(h, data, pooled);
-      }
-    });
+        s.stats.gwActive++;
+        inflight++;
+        execute(s, h, data).then((r) => {
+          s.stats.gwActive--;
+          inflight--;
+          // a failed request may still have I/O in flight on its payload
+          if (pooled && (r.result ?? Res.SUCCESS) === Res.SUCCESS) bufferPool.put(data);
+          reply(h, r);
+          hangUpIfDone();
+        }, (e) => {
+          s.stats.gwActive--;
+          inflight--;
+          log.err(`request ${opName(h.opcode)} crashed: ${(e as Error).stack}`);
+          reply(h, { result: Res.SYSTEM_ERROR });
+          hangUpIfDone();
+        });
+      },
+      oversize: (h) => {
+        log.warn(`closing connection from ${sock.remoteAddress}: ${opName(h.opcode)} with data_length ${h.dataLength}`);
+        refused = h;
+        hangUpIfDone();
+      },
+    }, MAX_PAYLOAD, (h) => POOLED_PAYLOAD.has(h.opcode));
+
+    const direct = rewrapForDirectReads(accepted, reader, process.env.SHEEP_DIRECT_RECV === '0');
+    sock = direct ?? accepted;
+    this.conns.add(sock);
+    sock.setNoDelay(true);
+    out = new SendQueue(sock);
+    if (!direct) {
+      sock.on('data', (chunk: Buffer) => reader.push(chunk));
+      sock.resume(); // accepted paused
+    }
     sock.on('error', (e) => log.debug(`connection error: ${e.message}`));
-    sock.on('close', () => { dead = true; this.conns.delete(sock); });
+    sock.on('close', () => { dead = true; reader.stop(); this.conns.delete(sock); });
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,7 @@ import {
 } from './proto.js';
 import type { ExportSource, ExportRef } from './exports.js';
 import { log } from '../log.js';
-import { rewrapForDirectReads, DirectReader, setReading } from './direct-socket.js';
+import { rewrapForDirectReads, DirectReader, setReading } from '../direct-socket.js';
 
 interface OpenExport {
   io: VdiIO;
@@ -79,7 +79,7 @@ export class NbdServer {
 
   private onConnection(accepted: net.Socket): void {
     const c = new NbdConnection(this, this.source);
-    const sock = rewrapForDirectReads(accepted, c) ?? accepted;
+    const sock = rewrapForDirectReads(accepted, c, process.env.SHEEP_NBD_DIRECT === '0') ?? accepted;
     this.conns.add(sock);
     sock.setNoDelay(true);
     sock.on('close', () => this.conns.delete(sock));

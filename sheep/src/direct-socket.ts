@@ -1,4 +1,4 @@
-// Receive into buffers we choose. A 1 MiB NBD write otherwise arrives as
+// Receive into buffers we choose. A 1 MiB write otherwise arrives as
 // sixteen freshly allocated 64 KiB chunks that are then copied into one
 // buffer: the allocations keep V8's collector busy and the copy is a second
 // pass over every byte. With net's `onread` option the kernel copies each
@@ -27,12 +27,13 @@ interface HandleLike {
 
 /**
  * Re-wrap a socket accepted with `pauseOnConnect: true`; returns the new
- * socket, or undefined (and leaves `sock` untouched) when this Node cannot.
+ * socket, or undefined (and leaves `sock` untouched) when this Node cannot
+ * or `off` (the operator's switch) says not to.
  */
-export function rewrapForDirectReads(sock: net.Socket, reader: DirectReader): net.Socket | undefined {
+export function rewrapForDirectReads(sock: net.Socket, reader: DirectReader, off = false): net.Socket | undefined {
   const s = sock as unknown as { _handle: HandleLike | null };
   const handle = s._handle;
-  if (process.env.SHEEP_NBD_DIRECT === '0' || !handle || typeof handle.useUserBuffer !== 'function' || typeof handle.readStart !== 'function') return undefined;
+  if (off || !handle || typeof handle.useUserBuffer !== 'function' || typeof handle.readStart !== 'function') return undefined;
   const opts = {
     handle,
     readable: true,

@@ -5,7 +5,7 @@ import { encodeRequest, RequestFields, ResponseHeader } from './wire.js';
 import { ByteQueue } from './framing.js';
 import { SendQueue } from './sendqueue.js';
 import { ConnectionError, SheepdogError } from './errors.js';
-import { Res } from './constants.js';
+import { Res, SD_REQ_HEADER_SIZE } from './constants.js';
 
 export interface Response {
   rsp: ResponseHeader;
@@ -151,7 +151,12 @@ export class SheepClient {
     const out = this.out;
     if (!this.sock || !out) return Promise.reject(new ConnectionError(`connection to ${this.address} closed`));
     const id = fields.id ?? this.allocId();
-    const hdr = encodeRequest({ ...fields, id, dataLength: fields.dataLength ?? payload?.length ?? 0 });
+    // id and data_length go into the encoded header, not into a copy of
+    // fields: this is every replica write's path, and copies of differing
+    // shapes made the encoder's property loads megamorphic
+    const hdr = encodeRequest(fields, Buffer.allocUnsafe(SD_REQ_HEADER_SIZE));
+    hdr.writeUInt32LE(id >>> 0, 8);
+    hdr.writeUInt32LE((fields.dataLength ?? payload?.length ?? 0) >>> 0, 12);
     return new Promise<Response>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, sent: this.sweeps });
       if (this.timeout > 0 && !this.sweeper) {

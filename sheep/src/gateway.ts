@@ -26,6 +26,37 @@ export interface PlacementView {
   waitEpoch(pred: (e: number) => boolean, timeoutMs: number): Promise<boolean>;
 }
 
+/**
+ * Start n operations at once; settles when all have, rejecting with the
+ * error of the first (by index) that failed: Promise.allSettled without an
+ * array of results to build and search on every replicated write.
+ */
+function settleAll(n: number, start: (i: number) => Promise<unknown>): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let left = n;
+    let errAt = n;
+    let err: unknown;
+    const one = (i: number) => {
+      const done = () => {
+        if (--left > 0) return;
+        if (errAt < n) reject(err);
+        else resolve();
+      };
+      let p: Promise<unknown>;
+      try {
+        p = start(i);
+      } catch (e) {
+        p = Promise.reject(e);
+      }
+      p.then(done, (e) => {
+        if (i < errAt) { errAt = i; err = e; }
+        done();
+      });
+    };
+    for (let i = 0; i < n; i++) one(i);
+  });
+}
+
 /** Results that mean "the membership is changing; try again shortly". */
 const RETRYABLE: number[] = [Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR, Res.WAIT_FOR_JOIN, Res.KILLED];
 const RETRY_DEADLINE_MS = 60_000;
@@ -100,7 +131,7 @@ export class Gateway implements ObjectIO {
   }
 
   /** Run op on every replica; fail if any fails (first error wins). */
-  private async forAll(targets: SdNode[], local: () => Promise<void>, remote: (n: SdNode) => Promise<void>): Promise<void> {
+  private async forAll(targets: SdNode[], local: () => Promise<unknown>, remote: (n: SdNode) => Promise<unknown>): Promise<void> {
     const rs = await Promise.allSettled(targets.map((n) => (this.isLocal(n) ? local() : remote(n))));
     const bad = rs.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
     if (bad) throw bad.reason;
@@ -176,6 +207,28 @@ export class Gateway implements ObjectIO {
   /** Write into an existing object on every replica (no read-only or index bookkeeping; the object cache flushes with it). */
   rawWrite(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
     if (this.soleLocal(oid, copies)) return this.store.write(oid, off, data);
+    if (!this.view.recovering()) {
+      // Every guest write of a replicated VDI comes here: one attempt
+      // without the retry loop's promises (nothing to wait for locally
+      // when nothing is recovered), and the loop only if the membership
+      // changed under it.
+      let targets: SdNode[];
+      try {
+        targets = this.replicas(oid, copies);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      const ep = this.view.epoch();
+      return settleAll(targets.length, (i) => (this.isLocal(targets[i]) ? this.store.write(oid, off, data) : this.peers.writePeer(targets[i], oid, off, data, ep)))
+        .catch((e) => {
+          if (!(e instanceof SheepdogError) || !RETRYABLE.includes(e.result)) throw e;
+          return this.rawWriteRetrying(oid, off, data, copies);
+        });
+    }
+    return this.rawWriteRetrying(oid, off, data, copies);
+  }
+
+  private rawWriteRetrying(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
     return this.retrying(() => {
       const ep = this.view.epoch();
       return this.forAll(this.replicas(oid, copies),

@@ -26,21 +26,23 @@ export class PeerPool {
     return c;
   }
 
-  /** One request to a peer; throws SheepdogError (NETWORK_ERROR when unreachable). */
-  async call(n: SdNode, f: RequestFields, payload?: Buffer, ok: number[] = []): Promise<Response> {
-    let r;
-    try {
-      r = await this.client(n).send({ protoVer: 0x0a, ...f }, payload);
-    } catch (e) {
+  /**
+   * One request to a peer; throws SheepdogError (NETWORK_ERROR when
+   * unreachable). Peer opcodes are all >= 0x80, so they go out with the
+   * sheep protocol version without saying so.
+   */
+  call(n: SdNode, f: RequestFields, payload?: Buffer, ok: number[] = []): Promise<Response> {
+    return this.client(n).send(f, payload).then((r) => {
+      if (r.rsp.result !== Res.SUCCESS && !ok.includes(r.rsp.result)) {
+        const err = new SheepdogError(r.rsp.result);
+        (err as SheepdogError & { epoch?: number }).epoch = r.rsp.epoch;
+        throw err;
+      }
+      return r;
+    }, (e) => {
       this.drop(n);
       throw new SheepdogError(Res.NETWORK_ERROR, `${nodeToString(n)}: ${(e as Error).message}`);
-    }
-    if (r.rsp.result !== Res.SUCCESS && !ok.includes(r.rsp.result)) {
-      const err = new SheepdogError(r.rsp.result);
-      (err as SheepdogError & { epoch?: number }).epoch = r.rsp.epoch;
-      throw err;
-    }
-    return r;
+    });
   }
 
   async readPeer(n: SdNode, oid: bigint, off: number, len: number, epoch: number, flags = 0, tgtEpoch = 0): Promise<Buffer> {
@@ -48,8 +50,9 @@ export class PeerPool {
     return r.data;
   }
 
-  async writePeer(n: SdNode, oid: bigint, off: number, data: Buffer, epoch: number): Promise<void> {
-    await this.call(n, { opcode: Op.WRITE_PEER, epoch, flags: Flag.CMD_WRITE, obj: { oid, offset: off } }, data);
+  /** Resolves with the peer's response, which a write has no use for. */
+  writePeer(n: SdNode, oid: bigint, off: number, data: Buffer, epoch: number): Promise<unknown> {
+    return this.call(n, { opcode: Op.WRITE_PEER, epoch, flags: Flag.CMD_WRITE, obj: { oid, offset: off } }, data);
   }
 
   async createPeer(n: SdNode, oid: bigint, off: number, data: Buffer, epoch: number): Promise<void> {

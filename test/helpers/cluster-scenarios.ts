@@ -87,15 +87,36 @@ export function clusterScenarios(name: string, specFor: () => Promise<string>) {
         const data = randomBytes(16 * MB);
         await w.writeVdi(vid, 0, data);
         await settle(c.nodes, vdiOids(vid, [0, 1, 2, 3]), 3, 1);
-        // kill -9 a node while a large write is in flight
+        // kill -9 a node while large writes are in flight: into new
+        // objects, and over existing ones (on another connection, so both
+        // are under way at once)
         const more = randomBytes(16 * MB);
+        const over = Buffer.from(data);
+        let stop = false;
         const writing = w.writeVdi(vid, 40 * MB, more);
+        // 8 writers, each over its own 256 KiB pieces of the first 16 MiB,
+        // round and round until well after the kill
+        const overwriting = withWire(a.port, (wo) => Promise.all(Array.from({ length: 8 }, async (_, k) => {
+          const P = 256 * 1024;
+          for (let i = k; !stop; i = (i + 8) % 64) {
+            const piece = randomBytes(P);
+            const r = await wo.send({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToDataOid(vid, Math.floor((i * P) / (4 * MB))), offset: (i * P) % (4 * MB) } }, piece);
+            expect(r.rsp.result).toBe(Res.SUCCESS);
+            piece.copy(over, i * P);
+          }
+        })));
         await new Promise((r) => setTimeout(r, 20));
+        // frozen first, so that requests to it are surely in flight when it dies
+        c.nodes[3].proc.kill('SIGSTOP');
+        await new Promise((r) => setTimeout(r, 200));
         await c.nodes[3].kill();
         await writing;
+        await new Promise((r) => setTimeout(r, 500));
+        stop = true;
+        await overwriting;
         const alive = c.nodes.slice(0, 3);
         await settle(alive, vdiOids(vid, [0, 1, 2, 3, 10, 11, 12, 13]), 3, 2);
-        expect((await w.readVdi(vid, 0, 16 * MB)).equals(data)).toBe(true);
+        expect((await w.readVdi(vid, 0, 16 * MB)).equals(over)).toBe(true);
         await withWire(b.port, async (wb) => {
           expect((await wb.readVdi(vid, 40 * MB, 16 * MB)).equals(more)).toBe(true);
         });

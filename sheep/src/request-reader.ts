@@ -16,6 +16,10 @@ const STAGE_SIZE = 256 * 1024;
 /** Below this much room the stage is compacted before the next read. */
 const STAGE_MIN_READ = 16 * 1024;
 
+const SLAB_SIZE = 128 * 1024;
+/** Largest payload carved from a slab (a kept one holds its slab's memory). */
+const SLAB_MAX = 16 * 1024;
+
 /** Where bytes after the end of framing go (the connection is closing). */
 const DISCARD = Buffer.allocUnsafe(64 * 1024);
 
@@ -117,6 +121,7 @@ export class RequestReader implements DirectReader {
 
   /** n bytes off rx in a buffer of their own (rx may hold views into the stage). */
   private takeOwn(n: number, alloc: (n: number) => Buffer): Buffer {
+    if (n <= SLAB_MAX && alloc !== bufferPool.alloc) alloc = this.slabAlloc;
     const b = this.rx.take(n, alloc);
     if (this.stage && b.buffer === this.stage.buffer) {
       const own = alloc(n);
@@ -125,6 +130,21 @@ export class RequestReader implements DirectReader {
     }
     return b;
   }
+
+  // Small payloads (a replica's 4 KiB write, an index entry) are carved
+  // from a slab, as Buffer.allocUnsafe does below 4 KiB: a buffer of its
+  // own each cost a malloc and a collector's visit on every request.
+  private slab?: Buffer;
+  private slabPos = 0;
+  private readonly slabAlloc = (n: number): Buffer => {
+    if (!this.slab || this.slabPos + n > SLAB_SIZE) {
+      this.slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+      this.slabPos = 0;
+    }
+    const b = this.slab.subarray(this.slabPos, this.slabPos + n);
+    this.slabPos = (this.slabPos + n + 7) & ~7;
+    return b;
+  };
 
   private parse(): void {
     while (!this.stopped) {

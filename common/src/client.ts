@@ -2,7 +2,7 @@
 // socket, responses matched by id, per-request timeouts.
 import * as net from 'node:net';
 import { encodeRequest, RequestFields, ResponseHeader } from './wire.js';
-import { ByteQueue } from './framing.js';
+import { FrameReader } from './frame-reader.js';
 import { SendQueue } from './sendqueue.js';
 import { ConnectionError, SheepdogError } from './errors.js';
 import { Res, SD_REQ_HEADER_SIZE } from './constants.js';
@@ -27,6 +27,9 @@ export interface ClientOptions {
   connectTimeout?: number;
 }
 
+/** Largest reply data accepted: an object of shift 31 is 2 GiB. */
+const MAX_REPLY = 2 ** 31;
+
 export class SheepClient {
   readonly host: string;
   readonly port: number;
@@ -36,8 +39,6 @@ export class SheepClient {
   private connecting?: Promise<void>;
   private pending = new Map<number, Pending>();
   private nextId = 1;
-  private rx = new ByteQueue();
-  private hdr?: ResponseHeader;
   private closed = false;
   private readonly timeout: number;
   private readonly connectTimeout: number;
@@ -66,7 +67,15 @@ export class SheepClient {
     if (this.connecting) return this.connecting;
     this.closed = false;
     this.connecting = new Promise<void>((resolve, reject) => {
-      const s = net.connect({ host: this.host, port: this.port });
+      // Replies are framed as they are read, into buffers the reader picks
+      // (see FrameReader): a large one lands in place in its own buffer.
+      const reader = new FrameReader({
+        // a length no request of ours asks for: the stream cannot be trusted
+        payloadLength: (h) => { const n = h.readUInt32LE(12); return n > MAX_REPLY ? -1 : n; },
+        frame: (h, data) => this.onReply(new ResponseHeader(h), data, s),
+        refused: () => s.destroy(),
+      });
+      const s = net.connect({ host: this.host, port: this.port, onread: { buffer: () => reader.buffer(), callback: (n, b) => { reader.received(n, b as Buffer); return true; } } });
       s.setNoDelay(true);
       const t = setTimeout(() => {
         s.destroy();
@@ -76,46 +85,31 @@ export class SheepClient {
         clearTimeout(t);
         this.sock = s;
         this.out = new SendQueue(s);
-        this.rx = new ByteQueue();
-        this.hdr = undefined;
         resolve();
       });
       s.once('error', (e: NodeJS.ErrnoException) => {
         clearTimeout(t);
         if (this.sock !== s) reject(new ConnectionError(`failed to connect to ${this.address}: ${errnoText(e)}`, e.code));
       });
-      s.on('data', (b) => this.onData(b));
-      s.on('close', () => this.failAll(new ConnectionError(`connection to ${this.address} closed`, 'ECONNRESET')));
+      s.on('close', () => {
+        reader.stop();
+        this.failAll(new ConnectionError(`connection to ${this.address} closed`, 'ECONNRESET'));
+      });
     }).finally(() => {
       this.connecting = undefined;
     });
     return this.connecting;
   }
 
-  private onData(b: Buffer): void {
-    this.rx.push(b);
-    for (;;) {
-      if (!this.hdr) {
-        if (this.rx.length < 48) return;
-        this.hdr = new ResponseHeader(Buffer.from(this.rx.take(48)));
-      }
-      const h = this.hdr;
-      if (this.rx.length < h.dataLength) return;
-      // Large data: a view of one received chunk, or a fresh buffer when it
-      // spans several, with no second copy. Small data is copied out so that
-      // a kept 4-byte answer does not keep a 64 KiB socket chunk alive.
-      const n = h.dataLength;
-      const data = n === 0 ? Buffer.alloc(0) : n < 4096 ? Buffer.from(this.rx.take(n)) : this.rx.take(n);
-      this.hdr = undefined;
-      const p = this.pending.get(h.id);
-      if (!p) {
-        // An id we never sent: the stream is no longer trustworthy.
-        this.sock?.destroy();
-        return;
-      }
-      this.pending.delete(h.id);
-      p.resolve({ rsp: h, data });
+  private onReply(h: ResponseHeader, data: Buffer, s: net.Socket): void {
+    const p = this.pending.get(h.id);
+    if (!p) {
+      // An id we never sent: the stream is no longer trustworthy.
+      s.destroy();
+      return;
     }
+    this.pending.delete(h.id);
+    p.resolve({ rsp: h, data });
   }
 
   private failAll(e: Error): void {

@@ -10,6 +10,7 @@ export * from './cluster.js';
 export * from './structs.js';
 export * from './errors.js';
 export * from './framing.js';
+export * from './frame-reader.js';
 export * from './bufpool.js';
 export * from './client.js';
 export * from './format.js';

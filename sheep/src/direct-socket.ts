@@ -10,13 +10,9 @@
 // net.Socket's `_handle` (stable since Node 0.x, and what `onread` itself is
 // built on); where it is missing the caller keeps the ordinary socket.
 import * as net from 'node:net';
+import type { DirectReader } from '@sheepdog/common';
 
-export interface DirectReader {
-  /** The buffer the next read fills (called after every read, and once at start). */
-  buffer(): Buffer;
-  /** n bytes arrived at the start of the buffer last returned by buffer(). */
-  received(n: number, buf: Buffer): void;
-}
+export type { DirectReader };
 
 interface HandleLike {
   readStart(): number;

@@ -2,13 +2,12 @@
 // writes responses in completion order (spec §1).
 import * as net from 'node:net';
 import {
-  RequestHeader, encodeResponse, Flag, Res, Op, opName, bufferPool, SendQueue,
+  RequestHeader, encodeResponse, Flag, Res, Op, opName, bufferPool, SendQueue, FrameReader,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import { execute, Reply } from './ops.js';
 import { log } from './log.js';
 import { rewrapForDirectReads } from './direct-socket.js';
-import { RequestReader } from './request-reader.js';
 
 /** Largest payload a request may carry; an object of shift 31 is 2 GiB. */
 export const MAX_PAYLOAD = 2 ** 31;
@@ -84,8 +83,13 @@ export class SheepServer {
       dead = true;
       sock.end();
     };
-    const reader = new RequestReader({
-      request: (h, data, pooled) => {
+    const reader = new FrameReader({
+      payloadLength: (raw) => {
+        const dataLength = raw.readUInt32LE(12);
+        return dataLength > MAX_PAYLOAD ? -1 : raw.readUInt16LE(2) & Flag.CMD_WRITE ? dataLength : 0;
+      },
+      frame: (raw, data, pooled) => {
+        const h = new RequestHeader(raw);
         s.stats.gwBytesIn += BigInt(data.length);
         s.stats.gwActive++;
         inflight++;
@@ -104,12 +108,13 @@ export class SheepServer {
           hangUpIfDone();
         });
       },
-      oversize: (h) => {
+      refused: (raw) => {
+        const h = new RequestHeader(raw);
         log.warn(`closing connection from ${sock.remoteAddress}: ${opName(h.opcode)} with data_length ${h.dataLength}`);
         refused = h;
         hangUpIfDone();
       },
-    }, MAX_PAYLOAD, (h) => POOLED_PAYLOAD.has(h.opcode));
+    }, { poolable: (raw) => POOLED_PAYLOAD.has(raw[1]), slabs: true });
 
     const direct = rewrapForDirectReads(accepted, reader, process.env.SHEEP_DIRECT_RECV === '0');
     sock = direct ?? accepted;

@@ -1,17 +1,19 @@
-// Frames sheepdog requests (48-byte header, then data_length bytes of
-// payload for write-type requests) out of one connection's bytes.
+// Frames the sheepdog wire (a 48-byte header, then a payload whose length
+// the header gives) out of one connection's bytes: requests on the daemon's
+// port, responses on a client's connection.
 //
-// In direct mode (see direct-socket.ts) the socket reads into buffers chosen
-// here: headers and small payloads into a 256 KiB stage that the connection
-// keeps for its life, and a large payload into its own buffer (pooled for
-// object writes), which the kernel then fills in place. A replica's 1 MiB
-// write thus costs one copy out of the socket instead of sixteen fresh 64 KiB
-// chunks, a second copy to join them, and the collector's time for both.
-// Nothing handed out is a view into the stage: it is overwritten as it is
-// reused.
-import { ByteQueue, RequestHeader, SD_REQ_HEADER_SIZE, Flag, POOL_MIN, bufferPool } from '@sheepdog/common';
-import type { DirectReader } from './direct-socket.js';
+// In direct mode (net's `onread`) the socket reads into buffers chosen here:
+// headers and small payloads into a 256 KiB stage that the connection keeps
+// for its life, and a large payload into its own buffer (pooled where the
+// owner gives it back), which the kernel then fills in place. A 1 MiB
+// payload thus costs one copy out of the socket instead of sixteen fresh
+// 64 KiB chunks, a second copy to join them, and the collector's time for
+// both. Nothing handed out is a view into the stage: it is overwritten as it
+// is reused.
+import { ByteQueue } from './framing.js';
+import { POOL_MIN, bufferPool } from './bufpool.js';
 
+const HEADER = 48;
 const STAGE_SIZE = 256 * 1024;
 /** Below this much room the stage is compacted before the next read. */
 const STAGE_MIN_READ = 16 * 1024;
@@ -23,28 +25,42 @@ const SLAB_MAX = 16 * 1024;
 /** Where bytes after the end of framing go (the connection is closing). */
 const DISCARD = Buffer.allocUnsafe(64 * 1024);
 
-export interface RequestSink {
-  /** A whole request; pooled: data came from bufferPool and may be given back once done with. */
-  request(h: RequestHeader, data: Buffer, pooled: boolean): void;
-  /** A header whose data_length is over max: nothing after it can be framed. */
-  oversize(h: RequestHeader): void;
+/** What reads a socket into buffers of its own choosing (net's `onread`). */
+export interface DirectReader {
+  /** The buffer the next read fills (called after every read, and once at start). */
+  buffer(): Buffer;
+  /** n bytes arrived at the start of the buffer last returned by buffer(). */
+  received(n: number, buf: Buffer): void;
 }
 
-export class RequestReader implements DirectReader {
+export interface FrameSink {
+  /** Bytes of payload after this header (a 48-byte copy), or -1: it cannot be taken, and nothing after it can be framed. */
+  payloadLength(h: Buffer): number;
+  /** A whole frame; pooled: data came from bufferPool and may be given back once done with. */
+  frame(h: Buffer, data: Buffer, pooled: boolean): void;
+  /** The header payloadLength refused. */
+  refused(h: Buffer): void;
+}
+
+export interface FrameReaderOptions {
+  /** Whether this frame's large payload may come from the pool (its owner then puts it back). */
+  poolable?: (h: Buffer) => boolean;
+  /** Carve small payloads from slabs: only where nobody keeps them long (a kept one holds 128 KiB). */
+  slabs?: boolean;
+}
+
+export class FrameReader implements DirectReader {
   private rx = new ByteQueue();
-  private hdr?: RequestHeader;
+  private hdr?: Buffer;
+  private len = 0;
   private stage?: Buffer;
   private stagePos = 0;
-  private filling?: { h: RequestHeader; buf: Buffer; got: number; pooled: boolean };
+  private filling?: { h: Buffer; buf: Buffer; got: number; pooled: boolean };
   private stopped = false;
   /** A large payload was just received in place: read only the next header. */
   private headerNext = false;
 
-  /**
-   * @param maxPayload largest data_length accepted
-   * @param poolable whether a request's large payload may come from the pool
-   */
-  constructor(private readonly sink: RequestSink, private readonly maxPayload: number, private readonly poolable: (h: RequestHeader) => boolean) {}
+  constructor(private readonly sink: FrameSink, private readonly opts: FrameReaderOptions = {}) {}
 
   /** Bytes from an ordinary socket's 'data' event (a fresh chunk, which may be kept). */
   push(chunk: Buffer): void {
@@ -66,7 +82,7 @@ export class RequestReader implements DirectReader {
     // Right after a large payload, read just the next header: if another
     // large one follows, it then lands in place instead of partly in the
     // stage (to be copied). One more read() call, not a copy of up to 256 KiB.
-    if (this.headerNext && this.rx.length === 0) return this.stage.subarray(this.stagePos, this.stagePos + SD_REQ_HEADER_SIZE);
+    if (this.headerNext && this.rx.length === 0) return this.stage.subarray(this.stagePos, this.stagePos + HEADER);
     return this.stage.subarray(this.stagePos);
   }
 
@@ -87,7 +103,7 @@ export class RequestReader implements DirectReader {
       if (f.got < f.buf.length) return;
       this.filling = undefined;
       this.headerNext = true;
-      this.sink.request(f.h, f.buf, f.pooled);
+      this.sink.frame(f.h, f.buf, f.pooled);
     } else {
       this.headerNext = false;
       this.stagePos += n;
@@ -96,7 +112,7 @@ export class RequestReader implements DirectReader {
     this.parse();
   }
 
-  /** No more requests from this connection (it closed, or cannot be framed any more). */
+  /** No more frames from this connection (it closed, or cannot be framed any more). */
   stop(): void {
     this.stopped = true;
     this.filling = undefined;
@@ -121,7 +137,7 @@ export class RequestReader implements DirectReader {
 
   /** n bytes off rx in a buffer of their own (rx may hold views into the stage). */
   private takeOwn(n: number, alloc: (n: number) => Buffer): Buffer {
-    if (n <= SLAB_MAX && alloc !== bufferPool.alloc) alloc = this.slabAlloc;
+    if (n <= SLAB_MAX && this.opts.slabs && alloc !== bufferPool.alloc) alloc = this.slabAlloc;
     const b = this.rx.take(n, alloc);
     if (this.stage && b.buffer === this.stage.buffer) {
       const own = alloc(n);
@@ -131,7 +147,7 @@ export class RequestReader implements DirectReader {
     return b;
   }
 
-  // Small payloads (a replica's 4 KiB write, an index entry) are carved
+  // Small payloads (a replica's 4 KiB write, an index entry) may be carved
   // from a slab, as Buffer.allocUnsafe does below 4 KiB: a buffer of its
   // own each cost a malloc and a collector's visit on every request.
   private slab?: Buffer;
@@ -149,19 +165,20 @@ export class RequestReader implements DirectReader {
   private parse(): void {
     while (!this.stopped) {
       if (!this.hdr) {
-        if (this.rx.length < SD_REQ_HEADER_SIZE) return;
-        const h = new RequestHeader(Buffer.from(this.rx.take(SD_REQ_HEADER_SIZE)));
-        const len = h.flags & Flag.CMD_WRITE ? h.dataLength : 0;
-        if (len > this.maxPayload || h.dataLength > this.maxPayload) {
+        if (this.rx.length < HEADER) return;
+        const h = Buffer.from(this.rx.take(HEADER));
+        const len = this.sink.payloadLength(h);
+        if (len < 0) {
           this.stop();
-          this.sink.oversize(h);
+          this.sink.refused(h);
           return;
         }
         this.hdr = h;
+        this.len = len;
       }
       const h = this.hdr;
-      const len = h.flags & Flag.CMD_WRITE ? h.dataLength : 0;
-      const pooled = len >= POOL_MIN && this.poolable(h);
+      const len = this.len;
+      const pooled = len >= POOL_MIN && this.opts.poolable !== undefined && this.opts.poolable(h);
       const alloc = pooled ? bufferPool.alloc : (k: number) => Buffer.allocUnsafe(k);
       if (this.rx.length < len) {
         // direct mode: let the socket fill the rest of a large payload in place
@@ -175,7 +192,7 @@ export class RequestReader implements DirectReader {
       }
       this.hdr = undefined;
       const data = len ? this.takeOwn(len, alloc) : Buffer.alloc(0);
-      this.sink.request(h, data, pooled);
+      this.sink.frame(h, data, pooled);
     }
   }
 }

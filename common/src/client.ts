@@ -5,7 +5,7 @@ import { encodeRequest, RequestFields, ResponseHeader } from './wire.js';
 import { FrameReader } from './frame-reader.js';
 import { SendQueue } from './sendqueue.js';
 import { ConnectionError, SheepdogError } from './errors.js';
-import { Res, SD_REQ_HEADER_SIZE } from './constants.js';
+import { Res, SD_REQ_HEADER_SIZE, MAX_PAYLOAD } from './constants.js';
 
 export interface Response {
   rsp: ResponseHeader;
@@ -26,9 +26,6 @@ export interface ClientOptions {
   timeout?: number;
   connectTimeout?: number;
 }
-
-/** Largest reply data accepted: an object of shift 31 is 2 GiB. */
-const MAX_REPLY = 2 ** 31;
 
 export class SheepClient {
   readonly host: string;
@@ -71,8 +68,9 @@ export class SheepClient {
       // (see FrameReader): a large one lands in place in its own buffer.
       const reader = new FrameReader({
         // a length no request of ours asks for: the stream cannot be trusted
-        payloadLength: (h) => { const n = h.readUInt32LE(12); return n > MAX_REPLY ? -1 : n; },
-        frame: (h, data) => this.onReply(new ResponseHeader(h), data, s),
+        header: (raw) => new ResponseHeader(raw),
+        payloadLength: (h) => (h.dataLength > MAX_PAYLOAD ? -1 : h.dataLength),
+        frame: (h, data) => this.onReply(h, data, s),
         refused: () => s.destroy(),
       });
       const s = net.connect({ host: this.host, port: this.port, onread: { buffer: () => reader.buffer(), callback: (n, b) => { reader.received(n, b as Buffer); return true; } } });

@@ -6,6 +6,8 @@ export const SD_LISTEN_PORT = 7000;
 
 export const SD_REQ_HEADER_SIZE = 48;
 export const SD_RSP_HEADER_SIZE = 48;
+/** Largest data_length a request or reply may carry: an object of shift 31 is 2 GiB. */
+export const MAX_PAYLOAD = 2 ** 31;
 
 export const Op = {
   CREATE_AND_WRITE_OBJ: 0x01,

@@ -12,8 +12,10 @@
 // is reused.
 import { ByteQueue } from './framing.js';
 import { POOL_MIN, bufferPool } from './bufpool.js';
+import { SD_REQ_HEADER_SIZE } from './constants.js';
 
-const HEADER = 48;
+/** Requests and responses alike. */
+const HEADER = SD_REQ_HEADER_SIZE;
 const STAGE_SIZE = 256 * 1024;
 /** Below this much room the stage is compacted before the next read. */
 const STAGE_MIN_READ = 16 * 1024;
@@ -33,34 +35,37 @@ export interface DirectReader {
   received(n: number, buf: Buffer): void;
 }
 
-export interface FrameSink {
-  /** Bytes of payload after this header (a 48-byte copy), or -1: it cannot be taken, and nothing after it can be framed. */
-  payloadLength(h: Buffer): number;
+/** H: the decoded header (RequestHeader or ResponseHeader), decoded once per frame. */
+export interface FrameSink<H> {
+  /** Decode a header (given a 48-byte copy of its own). */
+  header(raw: Buffer): H;
+  /** Bytes of payload after this header, or -1: it cannot be taken, and nothing after it can be framed. */
+  payloadLength(h: H): number;
   /** A whole frame; pooled: data came from bufferPool and may be given back once done with. */
-  frame(h: Buffer, data: Buffer, pooled: boolean): void;
+  frame(h: H, data: Buffer, pooled: boolean): void;
   /** The header payloadLength refused. */
-  refused(h: Buffer): void;
+  refused(h: H): void;
 }
 
-export interface FrameReaderOptions {
+export interface FrameReaderOptions<H> {
   /** Whether this frame's large payload may come from the pool (its owner then puts it back). */
-  poolable?: (h: Buffer) => boolean;
+  poolable?: (h: H) => boolean;
   /** Carve small payloads from slabs: only where nobody keeps them long (a kept one holds 128 KiB). */
   slabs?: boolean;
 }
 
-export class FrameReader implements DirectReader {
+export class FrameReader<H> implements DirectReader {
   private rx = new ByteQueue();
-  private hdr?: Buffer;
+  private hdr?: H;
   private len = 0;
   private stage?: Buffer;
   private stagePos = 0;
-  private filling?: { h: Buffer; buf: Buffer; got: number; pooled: boolean };
+  private filling?: { h: H; buf: Buffer; got: number; pooled: boolean };
   private stopped = false;
   /** A large payload was just received in place: read only the next header. */
   private headerNext = false;
 
-  constructor(private readonly sink: FrameSink, private readonly opts: FrameReaderOptions = {}) {}
+  constructor(private readonly sink: FrameSink<H>, private readonly opts: FrameReaderOptions<H> = {}) {}
 
   /** Bytes from an ordinary socket's 'data' event (a fresh chunk, which may be kept). */
   push(chunk: Buffer): void {
@@ -166,7 +171,7 @@ export class FrameReader implements DirectReader {
     while (!this.stopped) {
       if (!this.hdr) {
         if (this.rx.length < HEADER) return;
-        const h = Buffer.from(this.rx.take(HEADER));
+        const h = this.sink.header(Buffer.from(this.rx.take(HEADER)));
         const len = this.sink.payloadLength(h);
         if (len < 0) {
           this.stop();

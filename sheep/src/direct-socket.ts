@@ -12,8 +12,6 @@
 import * as net from 'node:net';
 import type { DirectReader } from '@sheepdog/common';
 
-export type { DirectReader };
-
 interface HandleLike {
   readStart(): number;
   readStop(): number;

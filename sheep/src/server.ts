@@ -2,15 +2,13 @@
 // writes responses in completion order (spec §1).
 import * as net from 'node:net';
 import {
-  RequestHeader, encodeResponse, Flag, Res, Op, opName, bufferPool, SendQueue, FrameReader,
+  RequestHeader, encodeResponse, Flag, Res, Op, opName, bufferPool, SendQueue, FrameReader, MAX_PAYLOAD,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import { execute, Reply } from './ops.js';
 import { log } from './log.js';
 import { rewrapForDirectReads } from './direct-socket.js';
 
-/** Largest payload a request may carry; an object of shift 31 is 2 GiB. */
-export const MAX_PAYLOAD = 2 ** 31;
 
 /**
  * Object writes whose large payloads are assembled in pooled buffers (a
@@ -84,12 +82,9 @@ export class SheepServer {
       sock.end();
     };
     const reader = new FrameReader({
-      payloadLength: (raw) => {
-        const dataLength = raw.readUInt32LE(12);
-        return dataLength > MAX_PAYLOAD ? -1 : raw.readUInt16LE(2) & Flag.CMD_WRITE ? dataLength : 0;
-      },
-      frame: (raw, data, pooled) => {
-        const h = new RequestHeader(raw);
+      header: (raw) => new RequestHeader(raw),
+      payloadLength: (h) => (h.dataLength > MAX_PAYLOAD ? -1 : h.flags & Flag.CMD_WRITE ? h.dataLength : 0),
+      frame: (h, data, pooled) => {
         s.stats.gwBytesIn += BigInt(data.length);
         s.stats.gwActive++;
         inflight++;
@@ -108,13 +103,12 @@ export class SheepServer {
           hangUpIfDone();
         });
       },
-      refused: (raw) => {
-        const h = new RequestHeader(raw);
+      refused: (h) => {
         log.warn(`closing connection from ${sock.remoteAddress}: ${opName(h.opcode)} with data_length ${h.dataLength}`);
         refused = h;
         hangUpIfDone();
       },
-    }, { poolable: (raw) => POOLED_PAYLOAD.has(raw[1]), slabs: true });
+    }, { poolable: (h) => POOLED_PAYLOAD.has(h.opcode), slabs: true });
 
     const direct = rewrapForDirectReads(accepted, reader, process.env.SHEEP_DIRECT_RECV === '0');
     sock = direct ?? accepted;

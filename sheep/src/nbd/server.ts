@@ -15,7 +15,8 @@ import {
 } from './proto.js';
 import type { ExportSource, ExportRef } from './exports.js';
 import { log } from '../log.js';
-import { rewrapForDirectReads, DirectReader, setReading } from '../direct-socket.js';
+import type { DirectReader } from '@sheepdog/common';
+import { rewrapForDirectReads, setReading } from '../direct-socket.js';
 
 interface OpenExport {
   io: VdiIO;

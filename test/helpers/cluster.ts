@@ -107,8 +107,18 @@ export async function startSheep(opts: StartOptions = {}): Promise<SheepProc> {
     },
   };
   started.add(sp);
+  // Its own line first: another process may hold the port (tests run side by side),
+  // and its answers must not pass for this sheep's.
+  const serving = new RegExp(`serving [^ ]*:${port}\\b`);
   await Promise.race([
-    waitForJoined(port),
+    (async () => {
+      const end = Date.now() + 30_000;
+      while (!serving.test(out)) {
+        if (Date.now() > end) throw new Error(`sheep on ${port} did not say it serves: ${out}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await waitForJoined(port);
+    })(),
     exited.then((c) => { throw new Error(`sheep exited early (${c}): ${out}`); }),
   ]);
   return sp;

@@ -217,17 +217,20 @@ export class Gateway implements ObjectIO {
     const local = targets.find((n) => this.isLocal(n));
     const order = local ? [local, ...targets.filter((n) => n !== local)] : shuffle(targets);
     let lastErr: unknown;
+    let unsure: unknown;
     for (const n of order) {
       try {
         if (this.isLocal(n)) return await this.localRead(oid, off, len, into);
         return await this.peers.readPeer(n, oid, off, len, this.view.epoch());
       } catch (e) {
         lastErr = e;
+        if (!(e instanceof SheepdogError && e.result === Res.NO_OBJ)) unsure = e;
         if (e instanceof SheepdogError && e.result === Res.NO_OBJ && targets.length === 1) break;
       }
     }
-    // one replica's NO_OBJ is a real answer only if none has it, and no
-    // newer copy can be on nodes that are away
+    // one replica's NO_OBJ is a real answer only if none has it, none
+    // failed to say, and no newer copy can be on nodes that are away
+    if (unsure) throw unsure;
     if (lastErr instanceof SheepdogError && lastErr.result === Res.NO_OBJ && this.view.mayBeAway(oid)) {
       throw new SheepdogError(Res.HALT, `no holder of ${oid.toString(16)} present has it, and its holders may be away`);
     }

@@ -244,7 +244,8 @@ export class Recovery {
       if (run.cancelled) return;
       await Promise.all([...run.inflight.values()].map((p) => p.catch(() => undefined)));
       if (run.cancelled) return;
-      if (run.plans.size) complete = false;
+      // objects whose holders are away, or whose every source failed, keep the epoch from being complete
+      if (run.plans.size || this.waiting) complete = false;
       run.phase = RecoveryPhase.NOTIFYING;
       if (run.total) log.info(`recovery for epoch ${run.epoch} done: ${run.done}/${run.total} in ${Date.now() - started} ms${this.waiting ? `, ${this.waiting} waiting for their holders` : ''}`);
     } finally {

@@ -217,7 +217,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   };
   const startNode = (n: Node) => {
     if (n.proc) return;
-    const p = spawn(process.execPath, [SHEEP, '-f', '-b', '127.0.0.1', '-p', String(n.port), '--nbd', `127.0.0.1:${n.nbdPort}`, '-c', spec, '-z', String(n.zone), '-n', n.dir], {
+    const p = spawn(process.execPath, [SHEEP, '-f', '-b', '127.0.0.1', '-p', String(n.port), '--nbd', `127.0.0.1:${n.nbdPort}`, '-c', spec, '-z', String(n.zone), '-n', '-l', 'level=debug', n.dir], {
       stdio: ['ignore', 'ignore', 'ignore'],
     });
     n.proc = p;
@@ -312,6 +312,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         else await protoSession(v, n);
       } catch (e) {
         if (isFatal(e) && !v.deleted) finding(`${v.name} via ${n.port}: ${(e as Error).message}`);
+        if ((e as { code?: string }).code === 'ETIMEDOUT' && !stop) finding(`a request to ${v.name} via ${n.port} hung for 150 s`);
         await sleep(200 + rng.int(800));
       }
     }
@@ -368,11 +369,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           inflight.push(vio.write(off, payload(id, off, len)).then(() => { acked++; v.model.ack(off, len, id); }).finally(() => hold(v, off, len, false)));
         }
         if (inflight.length >= 4) {
-          await Promise.all(inflight);
+          await settled(inflight);
           inflight = [];
         }
       }
-      await Promise.all(inflight);
+      await settled(inflight);
     } finally {
       c.close();
     }
@@ -621,7 +622,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (v.deleted && listed) finding(`${v.name} was deleted but is listed`);
       if (!v.deleted && !listed) finding(`${v.name} is not listed: ${list.out}${list.err}`);
       for (const s of v.snapshots) {
-        if (s.model && !new RegExp(`^s ${v.name} \\d+ .* ${s.tag}$`, 'm').test(list.out)) finding(`snapshot ${v.name}:${s.tag} is not listed`);
+        if (s.model && !new RegExp(`^s ${v.name} \\d+ .* ${s.tag} \\d+$`, 'm').test(list.out)) finding(`snapshot ${v.name}:${s.tag} is not listed`);
       }
     }
     const readAll = async (n: Node, name: string, model: DiskModel, what: string, tag = '') => {
@@ -662,6 +663,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   return {
     seed: o.seed, driver: o.driver, nodes: nNodes, copies, zones: zonesNr, writes, acked, reads, checkedBytes, faults, adminOps, findings, logFile, outDir,
   };
+}
+
+/** Promise.all that waits for every promise before it rejects (none is left unobserved). */
+async function settled(ps: Promise<unknown>[]): Promise<void> {
+  const rs = await Promise.allSettled(ps);
+  const bad = rs.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+  if (bad) throw bad.reason;
 }
 
 async function waitUntil(fn: () => Promise<boolean | string>, ms: number, what: string): Promise<void> {

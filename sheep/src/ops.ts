@@ -4,7 +4,7 @@ import {
   SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_CLUSTER_INFO_SIZE, SD_ATTR_OBJ_SIZE,
   SD_VDI_STATE_SIZE, SD_MAX_COPIES, encodeNodes, encodeEpochLog, encodeClusterInfo, encodeRecoveryState,
   encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeFixedString,
-  addrToString, isDataObj, oidToVid, LockState, timestamp64,
+  addrToString, isDataObj, oidToVid, LockState, timestamp64, RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS,
 } from '@sheepdog/common';
 import type { Sheep, MakeFsMsg } from './sheep.js';
 import { STORE_DRIVERS } from './sheep.js';
@@ -357,6 +357,8 @@ async function setRecovery(s: Sheep, _h: RequestHeader, data: Buffer): Promise<R
   // applied cluster-wide (and handed to joiners), so that a node that
   // joins later recovers at the pace the operator chose
   const t = decodeThrottling(data);
+  // out of range: refused, the throttle stays as it was
+  if (t.maxExecCount > RECOVERY_MAX_EXEC_COUNT_LIMIT || t.queueWorkInterval > BigInt(RECOVERY_INTERVAL_LIMIT_MS)) fail(Res.INVALID_PARMS);
   if (!s.ready || s.status === 'wait_format' || s.status === 'wait_join') s.recoveryThrottle = t;
   else await s.cluster.notify({ t: 'throttle', maxExecCount: t.maxExecCount, queueWorkInterval: t.queueWorkInterval, throttling: t.throttling });
   return ok();

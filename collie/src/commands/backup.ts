@@ -166,14 +166,15 @@ export async function vdiRestore(ctx: Ctx, args: string[], o: Opts): Promise<num
     return EXIT_USAGE;
   }
 
+  if (!o.f && hasOwnWrites(cur.vid, cur.index!)) {
+    fail(`${name} has writes that are in no snapshot; restoring would discard them.\n` +
+      'Take a snapshot first, or give -f to discard them.');
+  }
+
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'collie-restore-'));
   const spool = await fsp.open(path.join(dir, 'stream'), 'w+');
   try {
     const recs = await spoolStream(ctx, spool, snap.header);
-    if (!o.f && hasOwnWrites(cur.vid, cur.index!)) {
-      fail(`${name} has writes that are in no snapshot; restoring would discard them.\n` +
-        `Take a snapshot first, or give -f to discard them.`);
-    }
     return await applyRestore(ctx, name, snap, cur, recs, spool);
   } finally {
     await spool.close();

@@ -49,7 +49,7 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
   // its first word as the command): move them after it.
   const lead: string[] = [];
   const rest = [...argv];
-  while (rest.length && LEADING.has(rest[0])) {
+  while (rest.length && (LEADING.has(rest[0]) || /^(-[ap].|--(address|port)=)/.test(rest[0]))) {
     const a = rest.shift()!;
     lead.push(a);
     if (LEADING_WITH_VALUE.has(a) && rest.length) lead.push(rest.shift()!);

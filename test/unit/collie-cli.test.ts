@@ -150,7 +150,8 @@ describe('connection failures', () => {
   it('prints dog\'s lines and exits 2; -p may follow positionals or precede the command', async () => {
     const port = await freePort();
     const want = `failed to connect to 127.0.0.1:${port}: Connection refused\n`.repeat(2) + 'Failed to get node list\n';
-    for (const args of [['node', 'list', '-p', String(port)], ['-p', String(port), 'node', 'list']]) {
+    for (const args of [['node', 'list', '-p', String(port)], ['-p', String(port), 'node', 'list'], [`-p${port}`, 'node', 'list'],
+      [`--port=${port}`, '-r', 'node', 'list']]) {
       const r = await dog(args);
       expect(r.code).toBe(2);
       expect(r.stderr).toBe(want);

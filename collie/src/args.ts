@@ -41,37 +41,61 @@ export function parseSnapshot(s: string | undefined): { id: number; tag: string 
   return { id: 0, tag: s };
 }
 
+/**
+ * -F ID|TAG of vdi backup: a decimal number is an id and 0 means "not
+ * given"; anything else is a tag.
+ */
+export function parseFromSnapshot(s: string | undefined): { id: number; tag: string } {
+  if (s === undefined) return { id: 0, tag: '' };
+  if (isNumeric(s)) return { id: Number(s), tag: '' };
+  return { id: 0, tag: s };
+}
+
 export const SD_EC_MAX_STRIP = 16;
 export const SD_MAX_COPIES = 31;
 
-/** -c N or -c D:P -> { copies, policy } (parse_copy). */
+/** The text dog 1.0 prints for any -c value it refuses (then exit 1). */
+export function invalidCopiesText(str: string): string {
+  return `Invalid parameter ${str}\n` +
+    'To create replicated vdi, set -c x\n' +
+    `  x(1 to ${SD_MAX_COPIES})   - number of replicated copies\n` +
+    'To create erasure coded vdi, set -c x:y\n' +
+    '  x(2,4,8,16)  - number of data strips\n' +
+    `  y(1 to ${SD_EC_MAX_STRIP - 1})   - number of parity strips`;
+}
+
+/**
+ * -c N or -c D:P -> { copies, policy } (parse_copy). The value is cut at
+ * ':' the way strtok does (empty pieces skipped, a third piece ignored);
+ * unlike upstream a long value cannot overflow anything.
+ */
 export function parseCopies(str: string): { copies: number; policy: number } {
-  const [n1, n2, extra] = str.split(':');
-  if (!n1 || !isNumeric(n1) || (n2 !== undefined && !isNumeric(n2)) || extra !== undefined) {
-    throw new CliError(EXIT_FAILURE, `Invalid redundancy level ${str}.`);
-  }
+  const bad = () => new CliError(EXIT_FAILURE, invalidCopiesText(str));
+  const [n1, n2] = str.split(':').filter((x) => x !== '');
+  if (n1 === undefined || !isNumeric(n1) || (n2 !== undefined && !isNumeric(n2))) throw bad();
   const copy = Number(n1);
   if (n2 === undefined) {
-    if (copy <= 0 || copy > SD_MAX_COPIES) {
-      throw new CliError(EXIT_FAILURE, `Invalid copies number, must be an integer between 1 and ${SD_MAX_COPIES}`);
-    }
+    if (copy < 1 || copy > SD_MAX_COPIES) throw bad();
     return { copies: copy, policy: 0 };
   }
-  if (![2, 4, 8, 16].includes(copy)) {
-    throw new CliError(EXIT_FAILURE, `Invalid data strips ${copy}.\nOnly 2, 4, 8, 16 are supported.`);
-  }
+  if (![2, 4, 8, 16].includes(copy)) throw bad();
   const parity = Number(n2);
-  if (parity >= SD_EC_MAX_STRIP || parity === 0) {
-    throw new CliError(EXIT_FAILURE, `Invalid parity strips ${parity}.\nParity should be in range of (0, ${SD_EC_MAX_STRIP})`);
-  }
+  if (parity < 1 || parity >= SD_EC_MAX_STRIP) throw bad();
   return { copies: copy + parity, policy: ((copy / 2) << 4) + parity };
 }
 
+/** C atoi(): leading blanks, a sign, digits; 0 when there are none. */
+export function atoi(s: string): number {
+  const m = /^[ \t\n\v\f\r]*([+-]?[0-9]+)/.exec(s);
+  return m ? Number.parseInt(m[1], 10) : 0;
+}
+
+/** -z SHIFT: atoi cast to a byte, as dog's option parsers do, then 20..31. */
 export function parseShift(s: string): number {
-  if (!isNumeric(s) || Number(s) < 20 || Number(s) > 31) {
-    throw new CliError(EXIT_FAILURE, 'Object Size is limited to 2^20 - 2^31');
-  }
-  return Number(s);
+  const shift = atoi(s) & 0xff;
+  if (shift > 31) throw new CliError(EXIT_FAILURE, 'Object Size is limited to 2^31. Please set shift bit lower than 31');
+  if (shift < 20) throw new CliError(EXIT_FAILURE, 'Object Size is larger than 2^20. Please set shift bit larger than 20');
+  return shift;
 }
 
 export function parseIndex(s: string | undefined): number | undefined {

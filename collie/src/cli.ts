@@ -33,6 +33,12 @@ export interface SubCommand {
 export interface CommandGroup {
   name: string;
   sub: SubCommand[];
+  /**
+   * Checks option values as dog's per-command option parser does, right
+   * after the command line is parsed and before any connection is made
+   * (an invalid -c or -z fails even when no sheep is running).
+   */
+  parser?: (o: Opts) => void;
 }
 
 export const globalOptions: OptDef[] = [

@@ -8,17 +8,17 @@ import {
 import { Ctx } from './conn.js';
 import { CliError, EXIT_SUCCESS, EXIT_FAILURE, EXIT_SYSFAIL, EXIT_USAGE } from './exitcodes.js';
 import { parsePort } from './args.js';
-import { vdiCommands } from './commands/vdi.js';
+import { vdiCommands, vdiParser } from './commands/vdi.js';
 import { nodeCommands } from './commands/node.js';
-import { clusterCommands } from './commands/cluster.js';
+import { clusterCommands, clusterParser } from './commands/cluster.js';
 import { Sink, processSink } from './output.js';
 import { writeStdout } from './io.js';
 import { VERSION } from './version.js';
 
 export const commandGroups: CommandGroup[] = [
-  { name: 'vdi', sub: vdiCommands },
+  { name: 'vdi', sub: vdiCommands, parser: vdiParser },
   { name: 'node', sub: nodeCommands },
-  { name: 'cluster', sub: clusterCommands },
+  { name: 'cluster', sub: clusterCommands, parser: clusterParser },
 ];
 
 export function programName(argv1 = process.argv[1] ?? 'collie'): string {
@@ -26,8 +26,10 @@ export function programName(argv1 = process.argv[1] ?? 'collie'): string {
   return b === 'dog' ? 'dog' : 'collie';
 }
 
-/** Options that take a value, for finding <command> <subcommand> among leading options. */
+/** Global options accepted before <command>; the first two pairs take a value. */
 const LEADING_WITH_VALUE = new Set(['-a', '--address', '-p', '--port']);
+const LEADING = new Set([...LEADING_WITH_VALUE, '-r', '--raw', '-v', '--verbose', '-T', '--time']);
+const HELP_WORDS = new Set(['help', '--help', '-h']);
 
 export interface RunOptions {
   prog?: string;
@@ -43,26 +45,20 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
   const env = ro.env ?? process.env;
   const prog = ctx.prog;
 
-  // Global options may precede the command: move them after it.
+  // Global options may precede the command (an extension of ours: dog takes
+  // its first word as the command): move them after it.
   const lead: string[] = [];
   const rest = [...argv];
-  while (rest.length && rest[0].startsWith('-') && rest[0] !== '-') {
+  while (rest.length && (LEADING.has(rest[0]) || /^(-[ap].|--(address|port)=)/.test(rest[0]))) {
     const a = rest.shift()!;
-    if (a === '--help' || a === '-h') {
-      ctx.out(mainUsage(prog, VERSION, commandGroups));
-      return EXIT_SUCCESS;
-    }
-    if (a === '--version') {
-      ctx.out(`${prog} version ${VERSION}\n`);
-      return EXIT_SUCCESS;
-    }
     lead.push(a);
     if (LEADING_WITH_VALUE.has(a) && rest.length) lead.push(rest.shift()!);
   }
   const [cmd, subcmd, ...tail] = rest;
-  if (!cmd) {
-    ctx.sink.err(mainUsage(prog, VERSION, commandGroups));
-    return EXIT_USAGE;
+  // usage(): the command list on stdout (exit 0), or a pointer to it on stderr.
+  if (cmd === undefined || HELP_WORDS.has(cmd)) {
+    ctx.out(mainUsage(prog, VERSION, commandGroups));
+    return EXIT_SUCCESS;
   }
   const group = commandGroups.find((g) => g.name === cmd);
   if (!group) {
@@ -72,13 +68,10 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
   }
   const top = group.sub.find((s) => s.name === subcmd);
   if (!top) {
-    if (subcmd && subcmd !== 'help' && subcmd !== '--help' && subcmd !== '-h') ctx.err(`Invalid command '${cmd} ${subcmd}'`);
+    // dog prints the list of subcommands on stderr and exits 64, even for help
+    if (subcmd !== undefined && !HELP_WORDS.has(subcmd)) ctx.err(`Invalid command '${cmd} ${subcmd}'`);
     let s = `Available ${cmd} commands:\n`;
     for (const x of group.sub) s += `  ${cmd} ${x.name}\n`;
-    if (subcmd === 'help' || subcmd === '--help' || subcmd === '-h') {
-      ctx.out(s);
-      return EXIT_SUCCESS;
-    }
     ctx.sink.err(s);
     return EXIT_USAGE;
   }
@@ -94,7 +87,7 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
   } catch (e) {
     if (e instanceof OptionParseError) {
       ctx.err(`${prog}: ${e.message}`);
-      ctx.sink.err(usage());
+      ctx.out(usage());
       return EXIT_USAGE;
     }
     throw e;
@@ -111,6 +104,16 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
     deepest = sc;
     ctx.out(usage());
     return EXIT_SUCCESS;
+  }
+  try {
+    group.parser?.(opts);
+  } catch (e) {
+    if (e instanceof CliError) {
+      if (e.message) ctx.err(e.message);
+      if (e.showUsage) ctx.out(usage());
+      return e.code;
+    }
+    throw e;
   }
 
   const started = process.hrtime.bigint();
@@ -136,8 +139,8 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
       const name = args[0];
       const next = name === undefined ? undefined : sc.sub.find((x) => x.name === name);
       if (!next) {
-        if (name !== undefined) ctx.err(`Invalid subcommand '${name}'`);
-        throw new CliError(EXIT_USAGE);
+        // do_generic_subcommand(): an unknown word prints the usage and fails (1)
+        throw new CliError(name === undefined ? EXIT_USAGE : EXIT_FAILURE, '', true);
       }
       args.shift();
       pathNames.push(name);
@@ -152,13 +155,13 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
     if (sc.needArg && args.length === 0) throw new CliError(EXIT_USAGE);
     if (!loaded) await ctx.resolveHost();
     const code = await sc.run!(ctx, args, opts);
-    if (code === EXIT_USAGE) ctx.sink.err(usage());
+    if (code === EXIT_USAGE) ctx.out(usage());
     if (opts.T) ctx.out(`Elapsed time: ${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(3)} seconds\n`);
     return code;
   } catch (e) {
     if (e instanceof CliError) {
       if (e.message) ctx.err(e.message);
-      if (e.showUsage) ctx.sink.err(usage());
+      if (e.showUsage) ctx.out(usage());
       return e.code;
     }
     if (e instanceof ConnectionError) return EXIT_SYSFAIL;

@@ -281,6 +281,12 @@ export const SD_CLUSTER_INFO_SIZE = 48 + SD_MAX_NODES * SD_NODE_SIZE; // 491,568
 export const SD_VDI_STATE_SIZE = 1428;
 export const SD_RECOVERY_STATE_SIZE = 24;
 export const SD_RECOVERY_THROTTLING_SIZE = 24;
+// Bounds of the recovery throttle (SET_RECOVERY, `node recovery
+// set-throttle`): objects recovered at once, and the pause after each object.
+// Larger values would mean as many concurrent workers, or a pause a timer
+// cannot hold; 0 means "no throttle" for both.
+export const RECOVERY_MAX_EXEC_COUNT_LIMIT = 1000;
+export const RECOVERY_INTERVAL_LIMIT_MS = 60_000;
 export const SD_STAT_SIZE = 120;
 export const SD_MD_INFO_SIZE = 263688;
 export const SD_MAX_VDI_SIZE_HYPER = 2 ** 54;

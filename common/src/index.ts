@@ -19,3 +19,4 @@ export * from './vdiscan.js';
 export * from './cacheinfo.js';
 export * from './sendqueue.js';
 export * from './copies.js';
+export * from './backup.js';

@@ -6,6 +6,7 @@ import {
   encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeFixedString,
   addrToString, isDataObj, oidToVid, LockState, timestamp64, encodeObjectCopies, COPIES_HEADER_SIZE,
   COPY_RECORD_SIZE, FETCH_HEADER_SIZE, encodeFetchHeader, decodeHeldQuery, encodeOids, CopyFlag, decodeFetched,
+  RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS,
 } from '@sheepdog/common';
 import type { Sheep, MakeFsMsg } from './sheep.js';
 import { STORE_DRIVERS } from './sheep.js';
@@ -362,6 +363,8 @@ async function setRecovery(s: Sheep, _h: RequestHeader, data: Buffer): Promise<R
   // applied cluster-wide (and handed to joiners), so that a node that
   // joins later recovers at the pace the operator chose
   const t = decodeThrottling(data);
+  // out of range: refused, the throttle stays as it was
+  if (t.maxExecCount > RECOVERY_MAX_EXEC_COUNT_LIMIT || t.queueWorkInterval > BigInt(RECOVERY_INTERVAL_LIMIT_MS)) fail(Res.INVALID_PARMS);
   if (!s.ready || s.status === 'wait_format' || s.status === 'wait_join') s.recoveryThrottle = t;
   else await s.cluster.notify({ t: 'throttle', maxExecCount: t.maxExecCount, queueWorkInterval: t.queueWorkInterval, throttling: t.throttling });
   return ok();

@@ -5,7 +5,7 @@ import {
   RequestHeader, encodeResponse, Flag, Res, Op, opName, bufferPool, SendQueue, FrameReader, MAX_PAYLOAD,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
-import { execute, Reply } from './ops.js';
+import { execute, Reply, OPS } from './ops.js';
 import { log } from './log.js';
 import { rewrapForDirectReads } from './direct-socket.js';
 
@@ -62,9 +62,7 @@ export class SheepServer {
         opcode: h.opcode, id: h.id, epoch: s.epochNr, result, dataLength: len,
         vdi: r.vdi as never, node: r.node as never, hash: r.hash as never, clusterDefault: r.clusterDefault as never,
       });
-      if (s.stats) {
-        s.stats.gwBytesOut += BigInt(len);
-      }
+      if (s.stats && isGateway(h.opcode)) s.stats.gwBytesOut += BigInt(len);
       // replies finished in the same turn of the event loop leave in one write
       out.push(rh);
       if (len) out.push(data!);
@@ -85,18 +83,22 @@ export class SheepServer {
       header: (raw) => new RequestHeader(raw),
       payloadLength: (h) => (h.dataLength > MAX_PAYLOAD ? -1 : h.flags & Flag.CMD_WRITE ? h.dataLength : 0),
       frame: (h, data, pooled) => {
-        s.stats.gwBytesIn += BigInt(data.length);
-        s.stats.gwActive++;
+        // node stat counts object I/O only, as upstream does (not admin requests)
+        const gw = isGateway(h.opcode);
+        if (gw) {
+          s.stats.gwBytesIn += BigInt(data.length);
+          s.stats.gwActive++;
+        }
         inflight++;
         execute(s, h, data).then((r) => {
-          s.stats.gwActive--;
+          if (gw) s.stats.gwActive--;
           inflight--;
           // a failed request may still have I/O in flight on its payload
           if (pooled && (r.result ?? Res.SUCCESS) === Res.SUCCESS) bufferPool.put(data);
           reply(h, r);
           hangUpIfDone();
         }, (e) => {
-          s.stats.gwActive--;
+          if (gw) s.stats.gwActive--;
           inflight--;
           log.err(`request ${opName(h.opcode)} crashed: ${(e as Error).stack}`);
           reply(h, { result: Res.SYSTEM_ERROR });
@@ -132,4 +134,8 @@ export class SheepServer {
   stopListening(): void {
     for (const srv of this.servers) srv.close();
   }
+}
+
+function isGateway(opcode: number): boolean {
+  return OPS.get(opcode)?.kind === 'gateway';
 }

@@ -52,6 +52,8 @@ const LOG_LEVEL_USAGE =
   '  -h, --help              display this help and exit\n' +
   '  -T, --time              show elapsed time\n';
 
+// dog prints usage blocks with printf: on stdout, also after an error (the
+// error line itself goes to stderr).
 describe('usage and exit code 64', () => {
   it('-h prints the upstream usage block on stdout, exit 0', async () => {
     const r = await dog(['vdi', 'create', '-h']);
@@ -65,24 +67,25 @@ describe('usage and exit code 64', () => {
   it('missing arguments', async () => {
     const r = await dog(['vdi', 'create']);
     expect(r.code).toBe(64);
-    expect(r.stderr).toBe(CREATE_USAGE);
-    expect(r.stdout).toBe('');
+    expect(r.stdout).toBe(CREATE_USAGE);
+    expect(r.stderr).toBe('');
   });
   it('clone without -s is refused before any request', async () => {
     const r = await dog(['vdi', 'clone', 'Alice', 'Carol']);
     expect(r.code).toBe(64);
-    expect(r.stderr).toBe("Only snapshot VDIs can be cloned\nPlease specify the '-s' option\n" + CLONE_USAGE);
+    expect(r.stderr).toBe("Only snapshot VDIs can be cloned\nPlease specify the '-s' option\n");
+    expect(r.stdout).toBe(CLONE_USAGE);
   });
   it('node log level without a subcommand', async () => {
     const r = await dog(['node', 'log', 'level']);
     expect(r.code).toBe(64);
-    expect(r.stderr).toBe(LOG_LEVEL_USAGE);
+    expect(r.stdout).toBe(LOG_LEVEL_USAGE);
   });
   it('unknown option', async () => {
     const r = await dog(['vdi', 'list', '-q']);
     expect(r.code).toBe(64);
-    expect(r.stderr.split('\n')[0]).toBe("dog: invalid option -- 'q'");
-    expect(r.stderr).toContain('Usage: dog vdi list');
+    expect(r.stderr).toBe("dog: invalid option -- 'q'\n");
+    expect(r.stdout).toContain('Usage: dog vdi list');
     const l = await dog(['vdi', 'list', '--bogus']);
     expect(l.code).toBe(64);
     expect(l.stderr.split('\n')[0]).toBe("dog: unrecognized option '--bogus'");
@@ -93,20 +96,32 @@ describe('usage and exit code 64', () => {
     expect(r.stderr.split('\n')[0]).toBe("dog: option requires an argument -- 's'");
   });
   it('unknown command and subcommand', async () => {
+    // dog 1.0 has no --version: it is taken for a command
     const a = await dog(['--version']);
-    expect(a.code).toBe(0);
-    expect(a.stdout).toBe('dog version 0.1.0\n');
+    expect(a.code).toBe(64);
+    expect(a.stdout).toBe('');
+    expect(a.stderr).toBe("Invalid command '--version'\nTry 'dog --help' for more information.\n");
     const b = await dog(['vdo', 'list']);
     expect(b.code).toBe(64);
     expect(b.stderr).toBe("Invalid command 'vdo'\nTry 'dog --help' for more information.\n");
     const c = await dog(['vdi', 'lst']);
     expect(c.code).toBe(64);
     expect(c.stderr.split('\n').slice(0, 3)).toEqual(["Invalid command 'vdi lst'", 'Available vdi commands:', '  vdi check']);
+    // an unknown sub-subcommand: the usage, and exit 1 (do_generic_subcommand)
     const d = await dog(['vdi', 'object', 'mop', 'Alice']);
-    expect(d.code).toBe(64);
-    expect(d.stderr).toContain('Usage: dog vdi object {location|map} [-i index] [-s snapshot]');
+    expect(d.code).toBe(1);
+    expect(d.stderr).toBe('');
+    expect(d.stdout).toContain('Usage: dog vdi object {location|map} [-i index] [-s snapshot]');
+    // no command: the command list, exit 0; no subcommand or "help": the list of subcommands on stderr, exit 64
     const e = await dog([]);
-    expect(e.code).toBe(64);
+    expect(e.code).toBe(0);
+    expect(e.stdout).toContain('Usage: dog [options] <command> <subcommand> [options]');
+    for (const args of [['vdi'], ['vdi', 'help'], ['vdi', '--help']]) {
+      const h = await dog(args);
+      expect(h.code).toBe(64);
+      expect(h.stdout).toBe('');
+      expect(h.stderr.split('\n').slice(0, 2)).toEqual(['Available vdi commands:', '  vdi check']);
+    }
   });
   it('bad sizes, ports and snapshot ids', async () => {
     const r = await dog(['vdi', 'resize', 'Alice', '12Q']);
@@ -135,7 +150,8 @@ describe('connection failures', () => {
   it('prints dog\'s lines and exits 2; -p may follow positionals or precede the command', async () => {
     const port = await freePort();
     const want = `failed to connect to 127.0.0.1:${port}: Connection refused\n`.repeat(2) + 'Failed to get node list\n';
-    for (const args of [['node', 'list', '-p', String(port)], ['-p', String(port), 'node', 'list']]) {
+    for (const args of [['node', 'list', '-p', String(port)], ['-p', String(port), 'node', 'list'], [`-p${port}`, 'node', 'list'],
+      [`--port=${port}`, '-r', 'node', 'list']]) {
       const r = await dog(args);
       expect(r.code).toBe(2);
       expect(r.stderr).toBe(want);
@@ -168,9 +184,12 @@ describe('value parsers', () => {
     expect(parseCopies('3')).toEqual({ copies: 3, policy: 0 });
     expect(parseCopies('2:1')).toEqual({ copies: 3, policy: 0x11 });
     expect(parseCopies('4:2')).toEqual({ copies: 6, policy: 0x22 });
-    expect(() => parseCopies('3:1')).toThrow(/Invalid data strips 3/);
-    expect(() => parseCopies('x')).toThrow(/Invalid redundancy level x/);
-    expect(() => parseCopies('0')).toThrow(/between 1 and 31/);
+    expect(parseCopies('16:15')).toEqual({ copies: 31, policy: 0x8f });
+    // strtok: empty pieces are skipped and a third one is ignored
+    expect(parseCopies('2:1:9')).toEqual({ copies: 3, policy: 0x11 });
+    for (const bad of ['0', '32', '3:1', '2:0', '2:16', '4:x', 'x', '', '64:1']) {
+      expect(() => parseCopies(bad)).toThrow(`Invalid parameter ${bad}\nTo create replicated vdi, set -c x\n`);
+    }
   });
   it('snapshot id or tag', () => {
     expect(parseSnapshot('2')).toEqual({ id: 2, tag: '' });

@@ -73,6 +73,11 @@ async function clusterFormat(ctx: Ctx, _args: string[], o: Opts): Promise<number
       if (!auto && !fixed) fail("Need to specify the option of '-V' to avoid the cluster vnode strategy being auto");
     }
   }
+  const zones = ctx.ring?.nrZones ?? ctx.nodes.length;
+  if (!o.f && cp.copies > zones) {
+    await confirm(ctx,
+      `Number of copies (${cp.copies}) is larger than number of zones (${zones}).\nAre you sure you want to continue? [yes/no]: `);
+  }
   const vr = await ctx.execOrFail({ opcode: Op.READ_VDIS, dataLength: SD_VDI_BITMAP_SIZE });
   if (!o.f && vr.data.some((b) => b !== 0)) {
     await confirm(ctx,
@@ -85,9 +90,9 @@ async function clusterFormat(ctx: Ctx, _args: string[], o: Opts): Promise<number
   if (o.R) flags |= ClusterFlag.RECYCLE_VID;
   if (!fixed) flags |= ClusterFlag.AUTO_VNODES;
   if (o.F) flags |= ClusterFlag.AVOID_DISKFULL;
-  const store = typeof o.b === 'string' && o.b ? o.b : 'plain';
-  if (Buffer.byteLength(store) >= 16) fail(`Store name is too long: ${store}`, EXIT_USAGE);
-  const payload = Buffer.from(store + '\0');
+  // dog keeps the first 15 bytes of the name (pstrcpy into char[16])
+  const store = typeof o.b === 'string' && o.b ? Buffer.from(o.b).subarray(0, 15).toString('latin1') : 'plain';
+  const payload = Buffer.from(store + '\0', 'latin1');
   ctx.out(`using backend ${store} store\n`);
   const r = await ctx.execOrFail({
     opcode: Op.MAKE_FS, flags: Flag.CMD_WRITE, dataLength: payload.length,
@@ -99,7 +104,7 @@ async function clusterFormat(ctx: Ctx, _args: string[], o: Opts): Promise<number
     const l = await ctx.execOrFail({ opcode: Op.GET_STORE_LIST, dataLength: 512 });
     if (l.rsp.result !== Res.SUCCESS) fail(`Restore failed: ${resultMessage(l.rsp.result)}`);
     ctx.out(`Available stores:\n---------------------------------------\n${l.data.toString('latin1').replace(/\0.*$/s, '')}\n`);
-    return EXIT_FAILURE;
+    return EXIT_SYSFAIL; // 1.0 exits 2 here too
   }
   return EXIT_SUCCESS;
 }
@@ -125,7 +130,7 @@ async function recoverForce(ctx: Ctx, _args: string[], o: Opts): Promise<number>
 
 async function recoverSet(ctx: Ctx, enable: boolean): Promise<number> {
   if (!(await ctx.lightReq({ opcode: enable ? Op.ENABLE_RECOVER : Op.DISABLE_RECOVER }))) return EXIT_FAILURE;
-  ctx.out(enable ? 'Cluster recovery: enable\n' : '*Note*: Only disable the recovery caused by JOIN envets\nCluster recovery: disable\n');
+  ctx.out(`Cluster recovery: ${enable ? 'enable' : 'disable'}\n`);
   return EXIT_SUCCESS;
 }
 
@@ -136,12 +141,13 @@ async function clusterReweight(ctx: Ctx): Promise<number> {
 async function clusterAlterCopy(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
   if (!o.c) fail('Please specify the redundancy level with -c', EXIT_USAGE);
   const cp = parseCopies(o.c as string);
-  if (cp.policy) fail('Changing the default redundancy to erasure coding is not supported');
+  if (cp.policy) fail('Changing redundancy level of erasure coded vdi is not supported yet.', EXIT_USAGE);
   if (cp.copies > ctx.nodes.length) {
     fail(`There are not enough nodes(${ctx.nodes.length}) to hold the copies(${cp.copies})`);
   }
   const s = await ctx.execOrFail({ opcode: Op.STAT_CLUSTER, dataLength: 48, cluster: { nodesNr: 0 } });
   if (s.rsp.result !== Res.SUCCESS) fail(resultMessage(s.rsp.result));
+  if (s.data.length >= 27 && s.data[26] !== 0) fail("The cluster's copy policy is erasure code, changing it is not supported yet.");
   const old = s.data.length >= 26 ? s.data[25] : 0;
   if (old === cp.copies) {
     ctx.out(`The cluster's redundancy level is already set to ${cp.copies}.\n`);
@@ -197,3 +203,9 @@ export const clusterCommands: SubCommand[] = [
   { name: 'alter-copy', opts: 'aphcf', desc: "set the cluster's redundancy level", needNodeList: true, run: clusterAlterCopy },
 ];
 for (const c of clusterCommands) c.options = clusterOptions;
+
+/** cluster_parser(): -c and -z are checked as they are parsed. */
+export function clusterParser(o: Opts): void {
+  if (typeof o.c === 'string') parseCopies(o.c);
+  if (typeof o.z === 'string') parseShift(o.z);
+}

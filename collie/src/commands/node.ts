@@ -1,7 +1,8 @@
 // dog node ... (spec §14.2)
 import {
   Op, Flag, Res, resultMessage, decodeRecoveryState, encodeThrottling, decodeThrottling, decodeStat, decodeMdInfo,
-  SD_STAT_SIZE, SD_MD_INFO_SIZE, ConnectionError, SdStat, STAT_FIELDS,
+  SD_STAT_SIZE, SD_MD_INFO_SIZE, ConnectionError, SdStat, STAT_FIELDS, RECOVERY_MAX_EXEC_COUNT_LIMIT,
+  RECOVERY_INTERVAL_LIMIT_MS,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import type { Ctx, Target } from '../conn.js';
@@ -12,6 +13,7 @@ import {
 } from '../format.js';
 import { scanVdis, isSnapshot } from '../scan.js';
 import { renderBar } from '../progress.js';
+import { confirm } from './common.js';
 
 export const nodeOptions: OptDef[] = [
   { ch: 'A', name: 'all', hasArg: false, desc: 'show md information of all the nodes' },
@@ -68,9 +70,10 @@ async function nodeKill(ctx: Ctx, args: string[], o: Opts): Promise<number> {
   } else {
     const p = args[0];
     if (p === undefined) throw new CliError(EXIT_USAGE);
-    if (!/^[0-9]+$/.test(p)) fail(`Invalid node id '${p}', please specify a numeric value`, EXIT_USAGE);
+    // dog exit()s here: the message, without the usage block
+    if (!/^[0-9]+$/.test(p)) throw new CliError(EXIT_USAGE, `Invalid node id '${p}', please specify a numeric value`, false);
     id = Number(p);
-    if (id >= ctx.nodes.length) fail(`Invalid node id '${id}'`, EXIT_USAGE);
+    if (id >= ctx.nodes.length) throw new CliError(EXIT_USAGE, `Invalid node id '${id}'`, false);
   }
   if (!(await ctx.lightReq({ opcode: Op.KILL_NODE }, ctx.nodeTarget(ctx.nodes[id])))) fail('Failed to execute request');
   return EXIT_SUCCESS;
@@ -108,11 +111,16 @@ async function nodeRecovery(ctx: Ctx, _args: string[], o: Opts): Promise<number>
 async function setThrottle(ctx: Ctx, args: string[]): Promise<number> {
   const [a, b] = args;
   if (a === undefined || b === undefined) throw new CliError(EXIT_USAGE);
-  if (!/^[0-9]+$/.test(a) || Number(a) > 0xffffffff) fail(`Invalid max exec count: ${a}`, EXIT_USAGE);
-  if (!/^[0-9]+$/.test(b)) fail(`Invalid queue work interval: ${b}`, EXIT_USAGE);
-  const max = Number(a);
-  const interval = BigInt(b);
-  const payload = encodeThrottling({ maxExecCount: max, queueWorkInterval: interval, throttling: max > 0 && interval > 0n });
+  // Checked here and again by sheep: a value out of range changes nothing.
+  const max = /^[0-9]+$/.test(a) ? Number(a) : NaN;
+  if (!(max <= RECOVERY_MAX_EXEC_COUNT_LIMIT)) {
+    fail(`Invalid max exec count '${a}': it must be an integer from 0 to ${RECOVERY_MAX_EXEC_COUNT_LIMIT}`, EXIT_USAGE);
+  }
+  const interval = /^[0-9]+$/.test(b) ? Number(b) : NaN;
+  if (!(interval <= RECOVERY_INTERVAL_LIMIT_MS)) {
+    fail(`Invalid queue work interval '${b}': it must be an integer from 0 to ${RECOVERY_INTERVAL_LIMIT_MS} (milliseconds)`, EXIT_USAGE);
+  }
+  const payload = encodeThrottling({ maxExecCount: max, queueWorkInterval: BigInt(interval), throttling: max > 0 && interval > 0 });
   const r = await ctx.execOrFail({ opcode: Op.SET_RECOVERY, flags: Flag.CMD_WRITE, dataLength: payload.length }, payload);
   if (r.rsp.result !== Res.SUCCESS) fail(`Failed to set recovery throttling: ${resultMessage(r.rsp.result)}`);
   return EXIT_SUCCESS;
@@ -196,7 +204,7 @@ async function mdInfoOne(ctx: Ctx, t: Target): Promise<void> {
   if (r.rsp.result !== Res.SUCCESS) fail(`failed to get multi-disk infomation: ${resultMessage(r.rsp.result)}`);
   const b = Buffer.alloc(SD_MD_INFO_SIZE);
   r.data.copy(b);
-  ctx.out(mdInfoText(decodeMdInfo(b), ctx.raw));
+  ctx.out(mdInfoText(decodeMdInfo(b), ctx.raw, `${t.host}:${t.port}`));
 }
 
 async function mdInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
@@ -206,19 +214,29 @@ async function mdInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
     return EXIT_SUCCESS;
   }
   for (let i = 0; i < ctx.nodes.length; i++) {
-    ctx.out(`Node ${i}:\n`);
+    if (!ctx.raw) ctx.out(`Node ${i}:\n`); // raw rows name their node
     await mdInfoOne(ctx, ctx.nodeTarget(ctx.nodes[i]));
   }
   return EXIT_SUCCESS;
 }
 
-async function mdPlug(ctx: Ctx, args: string[], plug: boolean): Promise<number> {
+const MD_WARN = {
+  plug: 'Caution! The directories to be plugged will be purged.',
+  unplug: 'Caution! Recovery will be triggered after unplugging.',
+};
+
+async function mdPlug(ctx: Ctx, args: string[], o: Opts, plug: boolean): Promise<number> {
   const disks = args[0];
-  if (!disks) throw new CliError(EXIT_USAGE);
+  if (disks === undefined) throw new CliError(EXIT_USAGE);
+  if (!disks) fail("Empty path isn't allowed");
+  if (!o.f) {
+    await confirm(ctx,
+      `    __\n   ()'\`;\n   /\\|\`  ${plug ? MD_WARN.plug : MD_WARN.unplug}\n  /  |\n(/_)_|_  Are you sure you want to continue? [yes/no]: `);
+  }
   const payload = Buffer.from(disks + '\0');
   const r = await ctx.execOrFail(
     { opcode: plug ? Op.MD_PLUG : Op.MD_UNPLUG, flags: Flag.CMD_WRITE, dataLength: payload.length }, payload);
-  if (r.rsp.result !== Res.SUCCESS) fail(`Failed to execute request, look for sheep.log for more information: ${resultMessage(r.rsp.result)}`);
+  if (r.rsp.result !== Res.SUCCESS) fail('Failed to execute request, look for sheep.log for more information');
   return EXIT_SUCCESS;
 }
 
@@ -237,8 +255,8 @@ export const nodeCommands: SubCommand[] = [
     name: 'md', arg: '[disks]', opts: 'aprAfh', desc: "See 'dog node md' for more information", needArg: true,
     sub: [
       { name: 'info', desc: 'show multi-disk information', needNodeList: true, run: mdInfo },
-      { name: 'plug', desc: 'plug more disk(s) into node', needArg: true, run: (c, a) => mdPlug(c, a, true) },
-      { name: 'unplug', desc: 'unplug disk(s) from node', needArg: true, run: (c, a) => mdPlug(c, a, false) },
+      { name: 'plug', desc: 'plug more disk(s) into node', needArg: true, run: (c, a, o) => mdPlug(c, a, o, true) },
+      { name: 'unplug', desc: 'unplug disk(s) from node', needArg: true, run: (c, a, o) => mdPlug(c, a, o, false) },
     ],
   },
   { name: 'stat', opts: 'aprwh', desc: 'show stat information about the node', run: nodeStat },

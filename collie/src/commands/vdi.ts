@@ -25,6 +25,7 @@ import { Progress } from '../progress.js';
 import { stdin, writeStdout } from '../io.js';
 import { confirm } from './common.js';
 import { statClusterLogs } from './cluster.js';
+import { vdiBackup, vdiRestore } from './backup.js';
 
 export const vdiOptions: OptDef[] = [
   { ch: 'P', name: 'prealloc', hasArg: false, desc: 'preallocate all the data objects' },
@@ -58,7 +59,7 @@ function fail(msg: string, code = EXIT_FAILURE): never {
 }
 
 /** read_vdi_obj: LOOKUP + READ_INODE with dog's error texts. */
-async function openVdi(ctx: Ctx, name: string, snapid: number, tag: string, full: boolean) {
+export async function openVdi(ctx: Ctx, name: string, snapid: number, tag: string, full: boolean) {
   const vid = await findVdi(ctx, name, snapid, tag);
   try {
     if (full) return { vid, ...(await readFullInode(ctx, vid)) };
@@ -76,7 +77,7 @@ async function openVdi(ctx: Ctx, name: string, snapid: number, tag: string, full
 }
 
 /** do_vdi_create: NEW_VDI. */
-async function doVdiCreate(
+export async function doVdiCreate(
   ctx: Ctx, name: string, size: bigint, baseVid: number, snapshot: boolean, copies: number, policy: number,
   storePolicy: number, shift: number,
 ): Promise<number> {
@@ -93,7 +94,7 @@ async function doVdiCreate(
   return r.rsp.vdi.vdiId;
 }
 
-function needName(args: string[]): string {
+export function needName(args: string[]): string {
   if (!args[0]) throw new CliError(EXIT_USAGE);
   return args[0];
 }
@@ -110,8 +111,9 @@ async function vdiCreate(ctx: Ctx, args: string[], o: Opts): Promise<number> {
   const size = sizeArg(args[1]);
   const cp = o.c ? parseCopies(o.c as string) : { copies: 0, policy: 0 };
   const hyper = o.y === true;
+  if (hyper && o.z !== undefined) fail("Don't specify both -y and -z options, please");
   let shift = o.z ? parseShift(o.z as string) : 0;
-  if (hyper && !shift) shift = 22;
+  if (hyper) shift = 22;
   if (Buffer.byteLength(name) > 255) fail(`VDI name is too long: ${name}`, EXIT_USAGE);
 
   let objSize: bigint;
@@ -133,9 +135,7 @@ async function vdiCreate(ctx: Ctx, args: string[], o: Opts): Promise<number> {
     );
   }
   if (size > BigInt(SD_MAX_VDI_SIZE_HYPER)) fail('VDI size is too large', EXIT_USAGE);
-  if (cp.copies > ctx.nodes.length) {
-    fail(`There are not enough nodes(${ctx.nodes.length}) to hold the copies(${cp.copies})`, EXIT_USAGE);
-  }
+  // 1.0 checks neither nodes nor zones here: writes fail later if too few
   const vid = await doVdiCreate(ctx, name, size, 0, false, cp.copies, cp.policy, hyper ? 1 : 0, shift);
 
   if (o.P) {
@@ -147,7 +147,7 @@ async function vdiCreate(ctx: Ctx, args: string[], o: Opts): Promise<number> {
   return EXIT_SUCCESS;
 }
 
-async function openVdiById(ctx: Ctx, vid: number, full: boolean) {
+export async function openVdiById(ctx: Ctx, vid: number, full: boolean) {
   try {
     return full ? await readFullInode(ctx, vid) : { ...(await readInodeHeader(ctx, vid)), index: undefined };
   } catch (e) {
@@ -214,7 +214,7 @@ async function vdiSnapshot(ctx: Ctx, args: string[], o: Opts): Promise<number> {
   } else {
     fail(`Failed to create snapshot for ${name}: ${resultMessage(result)}`);
   }
-  if (header.storePolicy !== 0) fail('Creating a snapshot of hyper volume is not supported');
+  if (header.storePolicy !== 0) fail('creating a snapshot of hypervolume is not supported');
   if (o.R) {
     const full = await openVdiById(ctx, vid, true);
     let own = false;
@@ -259,7 +259,7 @@ async function vdiClone(ctx: Ctx, args: string[], o: Opts): Promise<number> {
 }
 
 /** do_vdi_delete: LOOKUP, full inode read, index wipe, DEL_VDI. */
-async function doVdiDelete(ctx: Ctx, name: string, snapid: number, tag: string): Promise<number> {
+export async function doVdiDelete(ctx: Ctx, name: string, snapid: number, tag: string): Promise<number> {
   let vid: number;
   try {
     vid = await findVdi(ctx, name, snapid, tag);
@@ -345,7 +345,7 @@ async function vdiRollback(ctx: Ctx, args: string[], o: Opts): Promise<number> {
   if (!snap.id && !snap.tag) fail("Please specify the '-s' option", EXIT_USAGE);
   const s = await openVdi(ctx, name, snap.id, snap.tag, false);
   if (!o.f) {
-    await confirm(ctx, 'This operation dicards any changes made since the previous\nsnapshot was taken.  Continue? [yes/no]: ');
+    await confirm(ctx, 'This operation discards any changes made since the previous\nsnapshot was taken.  Continue? [yes/no]: ');
   }
   if ((await doVdiDelete(ctx, name, 0, '')) !== EXIT_SUCCESS) fail('Failed to delete the current state');
   const h = s.header;
@@ -849,13 +849,13 @@ async function vdiAlterCopy(ctx: Ctx, args: string[], o: Opts): Promise<number> 
   const name = needName(args);
   if (!o.c) fail('Please specify the redundancy level with -c', EXIT_USAGE);
   const cp = parseCopies(o.c as string);
-  if (cp.policy) fail('Changing the redundancy level to erasure coding is not supported');
+  if (cp.policy) fail('Changing redundancy level of erasure coded vdi is not supported yet.', EXIT_USAGE);
   if (cp.copies > ctx.nodes.length) {
     fail(`There are not enough nodes(${ctx.nodes.length}) to hold the copies(${cp.copies})`);
   }
   const v = await openVdi(ctx, name, 0, '', false);
   const h = v.header;
-  if (h.copyPolicy) fail(`VDI ${name} is erasure-coded; changing its redundancy level is not supported`);
+  if (h.copyPolicy) fail(`${name}'s copy policy is erasure code, changing it is not supported yet.`);
   if (h.nrCopies === cp.copies) {
     ctx.out(`The VDI's redundancy level is already ${cp.copies}\n`);
     return EXIT_SUCCESS;
@@ -945,6 +945,14 @@ export const vdiCommands: SubCommand[] = [
   { name: 'read', arg: '<vdiname> [<offset> [<len>]]', opts: 'saph', desc: 'read data from an image', needArg: true, run: vdiRead },
   { name: 'write', arg: '<vdiname> [<offset> [<len>]]', opts: 'apwh', desc: 'write data to an image', needArg: true, run: vdiWrite },
   {
+    name: 'backup', arg: '<vdiname> <backup>', opts: 'sFaph', desc: 'create an incremental backup between two snapshots',
+    needNodeList: true, needArg: true, run: (c, a, o) => vdiBackup(c, a, o),
+  },
+  {
+    name: 'restore', arg: '<vdiname> <backup>', opts: 'sfaph', desc: 'restore snapshot images from a backup',
+    needNodeList: true, needArg: true, run: (c, a, o) => vdiRestore(c, a, o),
+  },
+  {
     name: 'cache', arg: '<vdiname>', opts: 'saph', desc: "Run 'dog vdi cache' for more information", needArg: true,
     sub: [
       { name: 'flush', desc: 'flush the cache of the vdi specified.', needArg: true, run: (c, a, o) => cacheOp(c, a, o, Op.FLUSH_VDI, 'flush') },
@@ -963,4 +971,13 @@ export const vdiCommands: SubCommand[] = [
   },
 ];
 for (const c of vdiCommands) c.options = vdiOptions;
+
+/** vdi_parser(): values that dog checks while parsing the options. */
+export function vdiParser(o: Opts): void {
+  if (typeof o.i === 'string') parseIndex(o.i);
+  if (typeof o.s === 'string') parseSnapshot(o.s);
+  if (typeof o.c === 'string') parseCopies(o.c);
+  if (typeof o.o === 'string') parseOidArg(o.o);
+  if (typeof o.z === 'string') parseShift(o.z);
+}
 

@@ -254,13 +254,14 @@ export function vdiGraphEntry(vid: number, h: InodeHeader): string {
 export const OBJECT_MAP_HEADER = 'Index       VID\n';
 export const objectMapLine = (idx: number, vid: number): string => `${String(idx).padStart(8, '0')} ${rpad(hex(vid), 8)}\n`;
 
-export function mdInfoText(disks: MdDisk[], raw: boolean): string {
+/** `node md info` rows; raw rows start with the node's HOST:PORT, as dog 1.0 prints them. */
+export function mdInfoText(disks: MdDisk[], raw: boolean, node = ''): string {
   let s = '';
   for (const d of disks) {
     const size = d.free + d.used;
     const r = ratio(d.used, size);
     s += raw
-      ? `${d.idx} ${size} ${d.used} ${d.free} ${r}% ${d.path}\n`
+      ? `${node ? `${node} ` : ''}${d.idx} ${size} ${d.used} ${d.free} ${r}% ${d.path}\n`
       : `${rpad(d.idx, 2)}\t${strnumber(size)}\t${strnumber(d.used)}\t${strnumber(d.free)}\t${rpad(r, 3)}%\t${d.path}\n`;
   }
   return s;

@@ -172,11 +172,15 @@ export class Gateway implements ObjectIO {
     if (bad) throw bad.reason;
   }
 
-  /** The only replica is this node, as wanted, and nothing is being recovered: the store can serve it directly. */
+  /**
+   * The only replica is this node, as wanted, nothing is being recovered,
+   * and every member has recovered (so a missing object is missing
+   * everywhere): the store can serve it directly.
+   */
   private soleLocal(oid: bigint, copies?: number): boolean {
     const want = this.copiesFor(oid, copies);
     const t = this.view.targets(oid, want);
-    return t.length === 1 && want === 1 && !this.view.recovering() && this.isLocal(t[0]);
+    return t.length === 1 && want === 1 && !this.view.recovering() && this.view.allRecovered() && this.isLocal(t[0]);
   }
 
   /**
@@ -207,8 +211,7 @@ export class Gateway implements ObjectIO {
 
   /** Read from one replica; into (len bytes, optional) may be filled and returned. */
   read(oid: bigint, off: number, len: number, copies?: number, into?: Buffer): Promise<Buffer> {
-    // once all have recovered a missing local object is missing everywhere; until then readOnce asks
-    if (this.soleLocal(oid, copies) && this.view.allRecovered()) return this.store.read(oid, off, len, into);
+    if (this.soleLocal(oid, copies)) return this.store.read(oid, off, len, into);
     return this.retrying(() => this.readOnce(oid, off, len, copies, into));
   }
 
@@ -267,11 +270,19 @@ export class Gateway implements ObjectIO {
       const ep = this.view.epoch();
       return settleAll(targets.length, (i) => (this.isLocal(targets[i]) ? this.store.write(oid, off, data) : this.peers.writePeer(targets[i], oid, off, data, ep)))
         .catch((e) => {
-          if (!(e instanceof SheepdogError) || !RETRYABLE.includes(e.result)) throw e;
+          if (!(e instanceof SheepdogError) || !RETRYABLE.includes(e.result)) throw this.missing(oid, e);
           return this.rawWriteRetrying(oid, off, data, copies);
         });
     }
-    return this.rawWriteRetrying(oid, off, data, copies);
+    return this.rawWriteRetrying(oid, off, data, copies).catch((e) => { throw this.missing(oid, e); });
+  }
+
+  /** NO_OBJ from a replica is HALT when the object may live on nodes that are away. */
+  private missing(oid: bigint, e: unknown): unknown {
+    if (e instanceof SheepdogError && e.result === Res.NO_OBJ && this.view.mayBeAway(oid)) {
+      return new SheepdogError(Res.HALT, `${oid.toString(16)} is not on the nodes present, and its holders may be away`);
+    }
+    return e;
   }
 
   private rawWriteRetrying(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {

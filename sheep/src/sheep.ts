@@ -744,11 +744,30 @@ export class Sheep implements PlacementView {
     }
   }
 
-  /** Every member recovered this epoch with nothing missing: it is the new base of newestIsPresent, and suspects are settled. */
+  /**
+   * Every member recovered this epoch with nothing missing: it is the new
+   * base of newestIsPresent, and suspects are settled. Recovery knows only
+   * the objects present nodes hold, so this is so only if no object can be
+   * held by absent nodes alone: in every epoch since the last such one,
+   * fewer members are away now than any object has copies.
+   */
   private async noteRecoveryProgress(): Promise<void> {
     const members = this.epochs.get(this.epochNr)?.nodes ?? [];
     if (!members.length || !members.every((n) => this.recoveryComplete.has(nodeToString(n)))) return;
     if (this.recoveredEpoch >= this.epochNr) return;
+    const here = new Set(members.map(nodeToString));
+    const minCopies = Math.min(this.config.copies || 1, ...[...this.vdis.states.values()].filter((v) => !v.deleted && v.nrCopies).map((v) => v.nrCopies));
+    for (let t = Math.max(1, this.recoveredEpoch); t < this.epochNr; t++) {
+      const rec = this.epochs.get(t);
+      if (!rec) return;
+      const holders = rec.nodes.filter((n) => n.nrVnodes > 0);
+      const zones = new Set(holders.map((n) => n.zone)).size;
+      const away = holders.filter((n) => !here.has(nodeToString(n))).length;
+      if (away >= Math.min(minCopies, zones)) {
+        log.info(`epoch ${this.epochNr}: recovered, but objects of epoch ${t} may be on nodes that are away`);
+        return;
+      }
+    }
     this.recoveredEpoch = this.epochNr;
     this.suspects.clear();
     this.uncleanFrom = undefined;

@@ -644,6 +644,10 @@ export class Sheep implements PlacementView {
     this.ring = new VnodeRing(nodes);
     const me = nodes.find((n) => this.isSelf(n));
     if (me) this.selfNode.nrVnodes = me.nrVnodes;
+    // each member stamped the epoch by its own clock; the first member's stamp is the one all keep
+    if (nodes.length && this.isSelf(nodes[0]) && this.ready) {
+      this.cluster.notify({ t: 'epoch_time', epoch: e, time }).catch(() => undefined);
+    }
     this.recoveryDone.clear();
     this.recoveryComplete.clear();
     log.info(`epoch ${e}: ${nodes.map((n) => `${nodeToString(n)}:${n.nrVnodes}`).join(', ')}`);
@@ -724,6 +728,14 @@ export class Sheep implements PlacementView {
           await this.bumpEpoch(this.withVnodes(this.present));
         }
         return;
+      case 'epoch_time': {
+        const rec = this.epochs.get(m.epoch as number);
+        if (rec && rec.time !== m.time) {
+          rec.time = m.time as number;
+          await this.cfg.saveEpoch(rec.epoch, rec.nodes, rec.time);
+        }
+        return;
+      }
       case 'recovery_done':
         if ((m.epoch as number) === this.epochNr) {
           this.recoveryDone.add(nodeToString(from));

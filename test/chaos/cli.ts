@@ -38,6 +38,9 @@ const quiet = flag('--quiet');
 if (driver !== 'local' && driver !== 'zookeeper') usage(`unknown driver ${driver}`);
 if (a.length) usage(`unexpected ${a.join(' ')}`);
 
+// a stray rejection in the harness is a bug of the harness: say where, do not die
+process.on('unhandledRejection', (e) => console.error(`chaos: unhandled rejection: ${(e as Error)?.stack ?? e}`));
+
 let bad = 0;
 for (let k = 0; k < runs; k++) {
   const seed = seed0 + k;

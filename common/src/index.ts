@@ -19,4 +19,5 @@ export * from './vdiscan.js';
 export * from './cacheinfo.js';
 export * from './sendqueue.js';
 export * from './copies.js';
+export * from './epochfile.js';
 export * from './backup.js';

@@ -309,6 +309,12 @@ export class Recovery {
           const got = decodeFetched(r.data);
           if (got.version < src.version) throw new Error(`copy at version ${got.version}, listed at ${src.version}`);
           if (run.cancelled) return;
+          // writes may have reached our copy after the listing: never replace it with an older one
+          const now = await s.store.versionOf(oid);
+          if (now !== undefined && now > got.version) {
+            log.debug(`recovery of ${oidToHex(oid)}: ours (version ${now}) is newer than ${nodeToString(src.node)}'s (${got.version}); kept`);
+            return this.finish(run, oid);
+          }
           await s.store.createFull(oid, size, got.data, got.version);
           return this.finish(run, oid);
         } catch (e) {

@@ -176,9 +176,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const outDir = o.outDir ?? mkdtempSync(path.join(os.tmpdir(), `chaos-${o.seed}-`));
   await fsp.mkdir(outDir, { recursive: true });
   // node directories of another run would make nodes of another cluster
-  if ((await fsp.readdir(outDir)).some((f) => f !== 'ops.log' || !o.replay)) {
-    if ((await fsp.readdir(outDir)).length) throw new Error(`${outDir} is not empty: give an empty or new directory`);
-  }
+  if ((await fsp.readdir(outDir)).length) throw new Error(`${outDir} is not empty: give an empty or new directory`);
   const logFile = path.join(outDir, 'ops.log');
   const replay: Fault[] | undefined = o.replay
     ? readFileSync(o.replay, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).filter((e) => e.fault).map((e) => e.fault)

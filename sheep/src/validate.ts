@@ -170,7 +170,11 @@ export const RULES = new Map<number, Rule>([
   [Op.DECREF_OBJ, adm(0, 0)],
   [Op.DECREF_PEER, adm(0, 0)],
   // makes this node connect to the address in the request: never for strangers
-  [Op.REPAIR_REPLICA, adm(0, 0, (_s, h) => (h.forw.port === 0 ? Res.INVALID_PARMS : undefined))],
+  [Op.REPAIR_REPLICA, adm(0, 0, (s, h) => {
+    // and only to a member: otherwise anyone allowed could point sheep at any address
+    const f = h.forw;
+    return s.members.some((n) => n.addr.equals(f.addr) && n.port === f.port) ? undefined : Res.INVALID_PARMS;
+  })],
   // dog sends the oids of a VDI: at most one per index entry
   [Op.OIDS_EXIST, pub(8 * MAX_DATA_OBJS, 8 * MAX_DATA_OBJS, (_s, h) => (h.dataLength % 8 ? Res.INVALID_PARMS : undefined))],
   [Op.READ_DEL_VDIS, pub(0, SD_VDI_BITMAP_SIZE)],

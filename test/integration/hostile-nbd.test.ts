@@ -52,11 +52,20 @@ describe('NBD port under hostile input', () => {
   it('refuses writes beyond the export before buffering their payload, and the connection goes on', async () => {
     const c = await attached();
     const payload = Buffer.alloc(32 * MB, 1);
+    // 40 writes of 32 MiB beyond the end, pipelined (header, then the same payload buffer each time)
+    const handles = new Set<bigint>();
+    for (let i = 0; i < 40; i++) {
+      const f = c.frame(NBD.CMD.WRITE, 64 * MB + i * 32 * MB, 32 * MB);
+      handles.add(f.handle);
+      c.write(f.bytes);
+      c.write(payload);
+    }
     let peak = 0;
     for (let i = 0; i < 40; i++) {
-      const r = await c.cmd(NBD.CMD.WRITE, 64 * MB + i * 32 * MB, 32 * MB, payload);
+      const r = await c.reply(undefined);
+      expect(handles.has(r.handle)).toBe(true);
       expect(r.error).toBe(28); // ENOSPC
-      if (i % 8 === 0) peak = Math.max(peak, rss(n.s.proc.pid!));
+      if (i % 4 === 0) peak = Math.max(peak, rss(n.s.proc.pid!));
     }
     peak = Math.max(peak, rss(n.s.proc.pid!));
     const back = await c.cmd(NBD.CMD.WRITE, 0, 4096, Buffer.alloc(4096, 9));
@@ -64,6 +73,16 @@ describe('NBD port under hostile input', () => {
     const rd = await c.cmd(NBD.CMD.READ, 0, 4096);
     expect(rd.data?.equals(Buffer.alloc(4096, 9))).toBe(true);
     c.close();
+    // and 40 connections each announcing such a write and sending only its first kilobyte
+    const holders = await Promise.all(Array.from({ length: 40 }, () => attached()));
+    holders.forEach((h, i) => {
+      h.write(h.frame(NBD.CMD.WRITE, 64 * MB + i * 32 * MB, 32 * MB).bytes);
+      h.write(Buffer.alloc(1024));
+    });
+    for (const h of holders) expect((await h.reply()).error).toBe(28);
+    await sleep(300);
+    peak = Math.max(peak, rss(n.s.proc.pid!));
+    holders.forEach((h) => h.close());
     expect(peak - base).toBeLessThan(SLACK);
   });
 

@@ -35,6 +35,16 @@ export class SendQueue {
     this.charged += n;
   }
 
+  /** The connection has closed: give the slab back (sends still in flight hold their own references). */
+  close(): void {
+    this.chunks = [];
+    this.slabsQueued = [];
+    this.pooledQueued = [];
+    if (this.slab) bufferPool.put(this.slab);
+    this.slab = undefined;
+    this.start = this.pos = 0;
+  }
+
   /** Give back the slab while nothing is queued (an idle connection keeps no send memory). */
   idle(): void {
     if (!this.slab || this.scheduled || this.pos !== this.start) return;

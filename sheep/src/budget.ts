@@ -56,7 +56,13 @@ export class NodeBudget {
    * @param stallMs under pressure, a holder that has moved no byte for this
    *   long is closed so that others can be served
    */
-  constructor(readonly limit: number, readonly stallMs = 1000) {}
+  constructor(readonly limit: number, readonly stallMs = 1000) {
+    if (process.env.SHEEP_BUDGET_TRACE) {
+      setInterval(() => {
+        log.info(`memory budget: ${this.used} of ${this.limit} bytes held (peak ${this.peak}) by ${[...this.holders].filter((c) => c.held > 0).length} connections, ${this.waiters.length} waiting (${this.waiters.map((w) => `${w.n}${w.peer ? 'p' : ''}${w.conn.blockedByConn(w.n) ? '/conn' : ''}`).join(' ')})`);
+      }, 1000).unref();
+    }
+  }
 
   private room(peer: boolean): number {
     return (peer ? this.limit : this.limit - peerReserve(this.limit)) - this.used;

@@ -37,6 +37,30 @@ export class ConnectionGuard {
 
   constructor(readonly cfg: GuardConfig, private readonly what: string) {}
 
+  private warned = 0;
+  private warnWindow = 0;
+  private suppressed = 0;
+
+  /**
+   * A warning about a client (a refused request, a closed connection): at
+   * most 20 lines a second per listener, so that a client cannot fill the
+   * disk with the log; the rest are counted and the count logged.
+   */
+  warn(msg: string): void {
+    const now = Date.now();
+    if (now - this.warnWindow >= 1000) {
+      if (this.suppressed) log.warn(`${this.what}: ${this.suppressed} more such lines not logged`);
+      this.warnWindow = now;
+      this.warned = 0;
+      this.suppressed = 0;
+    }
+    if (++this.warned > 20) {
+      this.suppressed++;
+      return;
+    }
+    log.warn(msg);
+  }
+
   /** A new connection from addr: false if that address has as many as it may (the caller closes it). */
   admit(remote: string | undefined): boolean {
     const addr = plainAddress(remote);
@@ -45,7 +69,7 @@ export class ConnectionGuard {
       const now = Date.now();
       if ((this.logged.get(addr) ?? 0) < now - 60_000) {
         this.logged.set(addr, now);
-        log.warn(`${this.what}: refusing connections from ${addr}: it has ${n} open, the most one address may (--max-conns-per-addr)`);
+        this.warn(`${this.what}: refusing connections from ${addr}: it has ${n} open, the most one address may (--max-conns-per-addr)`);
       }
       return false;
     }

@@ -26,6 +26,11 @@ const PEER_TRAFFIC = new Set<number>([
   Op.CREATE_AND_WRITE_PEER, Op.READ_PEER, Op.WRITE_PEER, Op.REMOVE_PEER, Op.DECREF_PEER, Op.GET_OBJ_LIST, Op.GET_HASH, Op.GET_EPOCH,
 ]);
 
+/** Operations serialised across the cluster (the 'cluster' kind of the opcode table). */
+const CLUSTER_OPS = new Set<number>([...OPS].filter(([, d]) => d.kind === 'cluster').map(([op]) => op));
+/** Of those, how many one connection may have queued or running. */
+const MAX_CLUSTER_INFLIGHT = 2;
+
 /** What bounds a listener's connections (sheep options; see man/sheep.8). */
 export interface ServerLimits {
   budget: NodeBudget;
@@ -94,7 +99,7 @@ export class SheepServer {
         // one line per connection: a client retrying in a loop must not flood the log
         if (warned) return;
         warned = true;
-        log.warn(`refused ${opName(op)} from ${address}: not a cluster member, nor allowed by --admin-allow (${this.limits.adminAllow.text})`);
+        this.guard.warn(`refused ${opName(op)} from ${address}: not a cluster member, nor allowed by --admin-allow (${this.limits.adminAllow.text})`);
       },
     };
   }
@@ -121,7 +126,7 @@ export class SheepServer {
       lastRx: Date.now(),
       partial: () => reader.midFrame && !reader.held,
       timeout: (why: string) => {
-        log.warn(`closing connection from ${from.address}: ${why}`);
+        this.guard.warn(`closing connection from ${from.address}: ${why}`);
         sock.destroy();
       },
       idle: () => {
@@ -196,9 +201,12 @@ export class SheepServer {
       }
       s.stats.gwActive++;
       inflight++;
+      const cluster = CLUSTER_OPS.has(h.opcode);
+      if (cluster) clusterInflight++;
       execute(s, h, data, from).then((r) => {
         s.stats.gwActive--;
         inflight--;
+        if (cluster) clusterDone();
         // a failed request may still have I/O in flight on its payload
         if (pooled && (r.result ?? Res.SUCCESS) === Res.SUCCESS) bufferPool.put(data);
         settle(req, reply(h, r));
@@ -206,10 +214,38 @@ export class SheepServer {
       }, (e) => {
         s.stats.gwActive--;
         inflight--;
+        if (cluster) clusterDone();
         log.err(`request ${opName(h.opcode)} crashed: ${(e as Error).stack}`);
         settle(req, reply(h, { result: Res.SYSTEM_ERROR }));
         hangUpIfDone();
       });
+    };
+
+    /** Charge a request to the budget: true if it may be received now (else the reader holds it, unread). */
+    const charge = (req: Req, len: number): boolean => {
+      // a piggyback reply is never larger than its payload: the pair fits in one budget
+      const cost = Math.min(len + req.f.reply, budget.limit);
+      const peer = PEER_TRAFFIC.has(req.h.opcode) && from.allowed();
+      req.cost = cost;
+      if (budget.admit(cost, peer, () => { receiving = req; reader.resume(); updateReading(); })) {
+        receiving = req;
+        return true;
+      }
+      // not read until the budget has room (the reader holds the header)
+      queueMicrotask(updateReading);
+      return false;
+    };
+    let clusterInflight = 0;
+    let clusterHeld: { req: Req; len: number } | undefined;
+    const clusterDone = () => {
+      clusterInflight--;
+      const held = clusterHeld;
+      if (!held || dead) return;
+      clusterHeld = undefined;
+      if (charge(held.req, held.len)) {
+        reader.resume();
+        updateReading();
+      }
     };
 
     const reader: FrameReader<Req> = new FrameReader<Req>({
@@ -221,22 +257,20 @@ export class SheepServer {
         return req.f.payload;
       },
       admit: (req, len) => {
-        // a piggyback reply is never larger than its payload: the pair fits in one budget
-        const cost = Math.min(len + req.f.reply, budget.limit);
-        const peer = PEER_TRAFFIC.has(req.h.opcode) && from.allowed();
-        req.cost = cost;
-        if (budget.admit(cost, peer, () => { receiving = req; reader.resume(); updateReading(); })) {
-          receiving = req;
-          return true;
+        // Cluster operations run one at a time cluster-wide: a client may
+        // have only a few of them queued, or one connection pipelining
+        // hundreds would make every other client's VDI lookup wait behind them.
+        if (req.f.result === undefined && CLUSTER_OPS.has(req.h.opcode) && clusterInflight >= MAX_CLUSTER_INFLIGHT) {
+          clusterHeld = { req, len };
+          queueMicrotask(updateReading);
+          return false;
         }
-        // not read until the budget has room (the reader holds the header)
-        queueMicrotask(updateReading);
-        return false;
+        return charge(req, len);
       },
       frame: run,
       refused: (req) => {
         const h = req.h;
-        log.warn(`closing connection from ${from.address}: ${opName(h.opcode)} with data_length ${h.dataLength}, more than it may carry`);
+        this.guard.warn(`closing connection from ${from.address}: ${opName(h.opcode)} with data_length ${h.dataLength}, more than it may carry`);
         refused = h;
         hangUpIfDone();
       },
@@ -263,7 +297,7 @@ export class SheepServer {
     budget.owner = {
       stalledFor: (now) => (sock.writableLength > 0 || guarded.partial() ? now - lastProgress : 0),
       evict: (why) => {
-        log.warn(`closing connection from ${from.address}: ${why}`);
+        this.guard.warn(`closing connection from ${from.address}: ${why}`);
         sock.destroy();
       },
     };
@@ -275,6 +309,7 @@ export class SheepServer {
     sock.on('close', () => {
       dead = true;
       reader.stop();
+      out.close();
       this.conns.delete(sock);
       this.guard.untrack(guarded);
       this.guard.release(remote);

@@ -75,6 +75,9 @@ function objFields(_s: Sheep, h: RequestHeader): number | undefined {
 const pub = (payload: number, reply: number, check?: Rule['check']): Rule => ({ access: 'public', payload, reply, check });
 const adm = (payload: number, reply: number, check?: Rule['check']): Rule => ({ access: 'restricted', payload, reply, check });
 
+/** Any request may carry this much payload: read past, not refused, where the opcode takes less. */
+const SMALL_PAYLOAD = 64 * KiB;
+
 /** Replies built from the node's state (lists, records) are bounded by it; this caps what one request may ask for. */
 const STATE_REPLY = 64 * MiB;
 
@@ -236,7 +239,8 @@ export function frame(s: Sheep, h: RequestHeader, known: boolean, limit: number)
     return { payload: 0, reply: len };
   }
   if (writes) {
-    const max = Math.min(rule.payload, limit);
+    // a payload the opcode does not take, if small, is read past (the handler ignores it): the connection stays framed
+    const max = Math.min(Math.max(rule.payload, SMALL_PAYLOAD), limit);
     if (len > max) return { payload: -1, reply: 0 };
     // only OIDS_EXIST answers a write with data (PIGGYBACK), never more than it was sent
     return { payload: len, reply: h.flags & Flag.CMD_PIGGYBACK ? Math.min(len, rule.reply) : 0 };

@@ -89,12 +89,15 @@ describe('sheepdog port under hostile input', () => {
   });
 
   it('answers READ_PEER and READ_OBJ asking for 1 GiB with INVALID_PARMS and no data', async () => {
+    const before = rss(s.proc.pid!);
     for (const opcode of [Op.READ_PEER, Op.READ_OBJ]) {
-      const r = await once(s.port, { opcode, dataLength: 2 ** 30, obj: { oid, offset: 0 } });
-      expect(r?.h.result).toBe(Res.INVALID_PARMS);
-      expect(r?.data.length).toBe(0);
+      for (let i = 0; i < 4; i++) {
+        const r = await once(s.port, { opcode, dataLength: 2 ** 30, obj: { oid, offset: 0 } });
+        expect(r?.h.result).toBe(Res.INVALID_PARMS);
+        expect(r?.data.length).toBe(0);
+      }
     }
-    expect(rss(s.proc.pid!) - base).toBeLessThan(SLACK);
+    expect(rss(s.proc.pid!) - before).toBeLessThan(SLACK);
   });
 
   it('holds at most its budget for a client that never reads its replies', async () => {

@@ -235,7 +235,7 @@ class NbdConnection implements DirectReader, Guarded {
   }
 
   timeout(why: string): void {
-    log.warn(`NBD: closing connection from ${this.sock.remoteAddress}: ${why}`);
+    this.server.guard.warn(`NBD: closing connection from ${this.sock.remoteAddress}: ${why}`);
     this.sock.destroy();
   }
 
@@ -268,7 +268,7 @@ class NbdConnection implements DirectReader, Guarded {
     this.budget.owner = {
       stalledFor: (now) => (sock.writableLength > 0 || this.partial() ? now - this.lastProgress : 0),
       evict: (why) => {
-        log.warn(`NBD: closing connection from ${sock.remoteAddress}: ${why}`);
+        this.server.guard.warn(`NBD: closing connection from ${sock.remoteAddress}: ${why}`);
         sock.destroy();
       },
     };
@@ -358,6 +358,7 @@ class NbdConnection implements DirectReader, Guarded {
 
   private onClose(): void {
     if (this.stage) this.leaveStage();
+    this.out.close();
     this.phase = 'closed';
     // replies that will never leave, and a payload that will never complete; running requests give theirs back as they finish
     this.budget.release(this.outCharged + this.receivingCost);
@@ -385,7 +386,7 @@ class NbdConnection implements DirectReader, Guarded {
 
   private hangup(why: string): void {
     if (this.phase === 'closed') return;
-    log.info(`NBD: closing connection from ${this.sock.remoteAddress}: ${why}`);
+    this.server.guard.warn(`NBD: closing connection from ${this.sock.remoteAddress}: ${why}`);
     this.phase = 'closed';
     this.sock.end();
     this.sock.destroySoon?.();

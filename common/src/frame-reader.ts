@@ -126,7 +126,8 @@ export class FrameReader<H> implements DirectReader {
       }
       if (f.got < f.buf.length) return;
       this.filling = undefined;
-      this.headerNext = true;
+      // (after a small payload, the next read is a full one: small frames come many to a read)
+      this.headerNext = f.buf.length >= POOL_MIN;
       this.sink.frame(f.h, f.buf, f.pooled);
     } else {
       this.headerNext = false;

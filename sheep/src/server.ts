@@ -92,9 +92,23 @@ export class SheepServer {
   private origin(remote: string | undefined): RequestOrigin {
     const address = plainAddress(remote);
     let warned = false;
+    // asked for every peer request: decided once per membership, not per request
+    const admin = this.limits.adminAllow.allows(address);
+    let epoch = -1;
+    let present: unknown;
+    let member = false;
     return {
       address,
-      allowed: () => this.limits.adminAllow.allows(address) || this.members.has(address),
+      allowed: () => {
+        if (admin) return true;
+        const s = this.sheep;
+        if (s.epochNr !== epoch || s.present !== present) {
+          epoch = s.epochNr;
+          present = s.present;
+          member = this.members.has(address);
+        }
+        return member;
+      },
       refused: (op: number) => {
         // one line per connection: a client retrying in a loop must not flood the log
         if (warned) return;

@@ -63,12 +63,13 @@ function nameTag(_s: Sheep, h: RequestHeader, data: Buffer): number | undefined 
   return undefined;
 }
 
-const obj = (h: RequestHeader) => h.obj;
-
+// Object I/O is the hot path: its fields are read straight from the raw
+// header (copies @32, copy_policy @33, cow_oid @24, oid @16, offset @40)
+// rather than through RequestHeader.obj, which decodes the whole variant.
 function objFields(_s: Sheep, h: RequestHeader): number | undefined {
-  const o = obj(h);
-  if (!copiesOk(o.copies) || o.copyPolicy !== 0) return Res.INVALID_PARMS;
-  if (h.flags & Flag.CMD_COW && !isDataObj(o.cowOid)) return Res.INVALID_PARMS;
+  const b = h.raw;
+  if (!copiesOk(b[32]) || b[33] !== 0) return Res.INVALID_PARMS;
+  if (h.flags & Flag.CMD_COW && !isDataObj(b.readBigUInt64LE(24))) return Res.INVALID_PARMS;
   return undefined;
 }
 
@@ -227,8 +228,8 @@ export function frame(s: Sheep, h: RequestHeader, known: boolean, limit: number)
   const writes = (h.flags & Flag.CMD_WRITE) !== 0;
   const len = h.dataLength;
   if (rule.objectIo) {
-    const size = s.gw.sizeOf(h.obj.oid);
-    const off = h.obj.offset;
+    const size = s.gw.sizeOf(h.raw.readBigUInt64LE(16));
+    const off = h.raw.readUInt32LE(40);
     if (rule.objectIo === 'write') {
       if (!writes) return { payload: 0, reply: 0, result: Res.INVALID_PARMS };
       if (len > size || len > limit) return { payload: -1, reply: 0 };

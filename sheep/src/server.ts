@@ -28,8 +28,8 @@ const PEER_TRAFFIC = new Set<number>([
 
 /** Operations serialised across the cluster (the 'cluster' kind of the opcode table). */
 const CLUSTER_OPS = new Set<number>([...OPS].filter(([, d]) => d.kind === 'cluster').map(([op]) => op));
-/** Of those, how many one connection may have queued or running. */
-const MAX_CLUSTER_INFLIGHT = 2;
+/** Of those, how many one connection may have queued or running (QEMU and dog send them one at a time). */
+const MAX_CLUSTER_INFLIGHT = 1;
 
 /** What bounds a listener's connections (sheep options; see man/sheep.8). */
 export interface ServerLimits {

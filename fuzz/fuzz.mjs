@@ -13,7 +13,8 @@
 // Mutated requests go out pipelined on several connections, which are
 // reopened whenever sheep closes them. Meanwhile a checker writes and reads
 // back known bytes through both ports and counts any wrong answer, any
-// answer slower than 10 s (a hang) and the daemon's death (a crash), and a
+// answer slower than 30 s (a hang; the slowest answers are reported too) and
+// the daemon's death (a crash), and a
 // sampler watches the daemon's resident memory. Exit status 0 when there
 // was no crash, no hang, no wrong answer, and the peak memory above the
 // starting point stayed within the budget (plus the pool's 64 MiB of idle
@@ -190,12 +191,12 @@ const templates = {
 };
 void vidToAttrOid;
 // Operations serialised cluster-wide (and some of them fsync a 12 MiB inode)
-// are a third as likely as the others: a flood of them measures the disk,
+// are an eighth as likely as the others: a flood of them measures the disk,
 // not sheep's handling of hostile input (each connection may have only one
 // queued anyway).
 const SLOW = new Set([Op.NEW_VDI, Op.DEL_VDI, Op.GET_VDI_ATTR, Op.LOCK_VDI, Op.GET_VDI_INFO, Op.RELEASE_VDI, Op.NOTIFY_VDI_ADD,
   Op.NOTIFY_VDI_DEL, Op.ALTER_CLUSTER_COPY, Op.ALTER_VDI_COPY, Op.ENABLE_RECOVER, Op.DISABLE_RECOVER, Op.FORCE_RECOVER]);
-const opcodes = Object.keys(templates).map(Number).flatMap((op) => (SLOW.has(op) ? [op] : [op, op, op]));
+const opcodes = Object.keys(templates).map(Number).flatMap((op) => (SLOW.has(op) ? [op] : Array(8).fill(op)));
 
 const BOUNDS = [0, 1, 47, 48, 4095, 4096, OBJ - 1, OBJ, OBJ + 1, 2 ** 30, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1];
 /** One request's bytes: a template, then a few mutations of its encoded header and payload. */
@@ -375,13 +376,18 @@ async function nbdFuzzer() {
 }
 
 // ---- the checker: valid requests with known answers, through both ports ---------------------------
+/** A valid request slower than this is a hang (the machine may be loaded: this is about stuck, not slow). */
+const HANG_MS = 30_000;
+const slowest = { sheep: 0, nbd: 0 };
 async function withTimeout(p, what) {
   let t;
-  const r = await Promise.race([p, new Promise((res) => { t = setTimeout(() => res('hang'), 10_000); })]);
+  const t0 = Date.now();
+  const r = await Promise.race([p, new Promise((res) => { t = setTimeout(() => res('hang'), HANG_MS); })]);
   clearTimeout(t);
+  slowest.sheep = Math.max(slowest.sheep, Date.now() - t0);
   if (r === 'hang') {
     stats.hangs++;
-    if (!json) console.error(`fuzz: no answer to ${what} within 10 s`);
+    if (!json) console.error(`fuzz: no answer to ${what} within ${HANG_MS / 1000} s`);
   }
   return r;
 }
@@ -424,9 +430,10 @@ async function nbdChecker() {
       const t0 = Date.now();
       while (rx.length < n) {
         if (closed) return undefined;
-        if (Date.now() - t0 > 10_000) { stats.hangs++; if (!json) console.error(`fuzz: NBD check: no answer within 10 s (${stage}, have ${rx.length} of ${n} bytes)`); return undefined; }
+        if (Date.now() - t0 > HANG_MS) { stats.hangs++; if (!json) console.error(`fuzz: NBD check: no answer within ${HANG_MS / 1000} s (${stage}, have ${rx.length} of ${n} bytes)`); return undefined; }
         await new Promise((r) => setTimeout(r, 2));
       }
+      slowest.nbd = Math.max(slowest.nbd, Date.now() - t0);
       const out = rx.subarray(0, n);
       rx = rx.subarray(n);
       return out;
@@ -484,18 +491,44 @@ if (alive) {
   const r = await withTimeout(admin.send({ opcode: Op.GET_NODE_LIST, dataLength: 491520 }).catch((e) => e), 'final GET_NODE_LIST');
   alive = r !== 'hang' && !(r instanceof Error) && r.rsp.result === Res.SUCCESS;
 }
+// and cluster operations still run: once the mutators stop, a VDI lookup must come back (a stuck cluster lock would not)
+let lookupMs = -1;
+if (alive) {
+  const t = Date.now();
+  const r = await Promise.race([
+    admin.send({ opcode: Op.GET_VDI_INFO, flags: Flag.CMD_WRITE }, Buffer.concat([encodeFixedString('fuzz-check', 256), Buffer.alloc(256)])).catch((e) => e),
+    new Promise((res) => setTimeout(() => res('hang'), 60_000)),
+  ]);
+  if (r === 'hang' || r instanceof Error || r.rsp.result !== Res.SUCCESS) {
+    stats.hangs++;
+    if (!json) console.error(`fuzz: a VDI lookup after the run got ${r === 'hang' ? 'no answer in 60 s' : r instanceof Error ? r.message : r.rsp.result}`);
+  } else lookupMs = Date.now() - t;
+}
 admin.close();
 const summary = {
+  lookupAfterMs: lookupMs, slowestCheckMs: slowest,
   seed, seconds: Math.round((Date.now() - t0) / 1000), sheepRequests: stats.sent, sheepReplies: stats.replies, sheepConnections: stats.closed,
   nbdRequests: stats.nbdSent, nbdConnections: stats.nbdClosed, checks: stats.checks, wrongAnswers: stats.wrong, hangs: stats.hangs,
   crashes: alive ? 0 : 1, baseRssMB: Math.round(base / MB), peakRssMB: Math.round(peak / MB), budgetMB: own ? BUDGET / MB : undefined,
   results: stats.results,
 };
 const withinBudget = !own || peak - base <= BUDGET + SLACK;
+// a handler that threw (a field nobody checked) shows as SYSTEM_ERROR and a logged stack
+let internalErrors = [];
+if (own) {
+  try {
+    internalErrors = readFileSync(path.join(dir, 'sheep.log'), 'utf8').split('\n')
+      .filter((l) => /(failed|crashed): .*(RangeError|TypeError|ReferenceError|ERR_[A-Z_]+)/.test(l) || /unhandled rejection/.test(l));
+  } catch { /* no log */ }
+}
+summary.internalErrors = internalErrors.length;
+summary.systemErrors = stats.results[Res.SYSTEM_ERROR] ?? 0;
 if (json) console.log(JSON.stringify({ ...summary, withinBudget }));
 else {
   console.log(`fuzz: seed ${seed}, ${summary.seconds} s: ${stats.sent} sheepdog requests (${stats.replies} answered, ${stats.closed} connections), ${stats.nbdSent} NBD requests (${stats.nbdClosed} connections)`);
-  console.log(`fuzz: ${stats.checks} valid requests checked, ${stats.wrong} wrong answers, ${stats.hangs} hangs, ${summary.crashes} crashes`);
+  console.log(`fuzz: ${stats.checks} valid requests checked, ${stats.wrong} wrong answers, ${stats.hangs} hangs, ${summary.crashes} crashes; slowest valid answer ${slowest.sheep} ms (sheepdog), ${slowest.nbd} ms (NBD, handshake included); VDI lookup after the run ${lookupMs} ms`);
+  console.log(`fuzz: ${summary.systemErrors} SYSTEM_ERROR answers, ${internalErrors.length} internal errors logged`);
+  for (const l of internalErrors.slice(0, 5)) console.log(`fuzz:   ${l.slice(0, 300)}`);
   console.log(`fuzz: RSS ${summary.baseRssMB} MB at start, peak ${summary.peakRssMB} MB${own ? ` (budget ${BUDGET / MB} MB + ${SLACK / MB} MB slack: ${withinBudget ? 'within' : 'OVER'})` : ''}`);
 }
 if (own) {
@@ -505,4 +538,4 @@ if (own) {
   if (args.includes('--keep')) console.log(`fuzz: sheep's directory kept: ${dir}`);
   else rmSync(dir, { recursive: true, force: true });
 }
-process.exit(alive && stats.hangs === 0 && stats.wrong === 0 && withinBudget ? 0 : 1);
+process.exit(alive && stats.hangs === 0 && stats.wrong === 0 && withinBudget && !internalErrors.length && !summary.systemErrors ? 0 : 1);

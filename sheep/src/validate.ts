@@ -9,7 +9,7 @@
 // Every length, offset, count and name is hostile until checked here.
 import {
   Op, Flag, Res, RequestHeader, SD_MAX_COPIES, SD_NR_VDIS, SD_VDI_BITMAP_SIZE, SD_ATTR_OBJ_SIZE, SD_MAX_NODES,
-  SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, MAX_DATA_OBJS, MAX_PAYLOAD, isDataObj,
+  SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, MAX_DATA_OBJS, MAX_PAYLOAD, SD_LEDGER_OBJ_SIZE, isDataObj,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 
@@ -71,6 +71,12 @@ function objFields(_s: Sheep, h: RequestHeader): number | undefined {
   if (!copiesOk(b[32]) || b[33] !== 0) return Res.INVALID_PARMS;
   if (h.flags & Flag.CMD_COW && !isDataObj(b.readBigUInt64LE(24))) return Res.INVALID_PARMS;
   return undefined;
+}
+
+/** A reference count change: a generation within the ledger, a count no VDI tree reaches (there are 2^24 VDIs). */
+function decrefFields(_s: Sheep, h: RequestHeader): number | undefined {
+  const r = h.ref;
+  return r.generation + 1 < SD_LEDGER_OBJ_SIZE / 4 && r.count <= SD_NR_VDIS ? undefined : Res.INVALID_PARMS;
 }
 
 const pub = (payload: number, reply: number, check?: Rule['check']): Rule => ({ access: 'public', payload, reply, check });
@@ -171,8 +177,8 @@ export const RULES = new Map<number, Rule>([
     const v = h.vdiState;
     return copiesOk(v.copies) && v.copyPolicy === 0 && shiftOk(v.blockSizeShift) && vidOk(v.newVid) ? undefined : Res.INVALID_PARMS;
   })],
-  [Op.DECREF_OBJ, adm(0, 0)],
-  [Op.DECREF_PEER, adm(0, 0)],
+  [Op.DECREF_OBJ, adm(0, 0, decrefFields)],
+  [Op.DECREF_PEER, adm(0, 0, decrefFields)],
   // makes this node connect to the address in the request: never for strangers
   [Op.REPAIR_REPLICA, adm(0, 0, (s, h) => {
     // and only to a member: otherwise anyone allowed could point sheep at any address

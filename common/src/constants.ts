@@ -88,6 +88,15 @@ export const Op = {
   SET_RECOVERY: 0xcb,
   SET_VNODES: 0xcc,
   GET_VNODES: 0xcd,
+
+  // Peer operations of this implementation (upstream uses nothing above
+  // 0xcd): recovery compares object versions across nodes.
+  /** Every copy a node holds (live and set aside) with its version; reply: ObjectCopies. */
+  OBJ_COPIES: 0xe0,
+  /** A whole copy and its version; reply: 8-byte copy header, then the object's bytes. */
+  FETCH_OBJ: 0xe1,
+  /** Which of the (oid, version) records in the payload this node holds as current copies, at that version or newer. */
+  CHECK_HELD: 0xe2,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

@@ -18,3 +18,4 @@ export * from './vdiio.js';
 export * from './vdiscan.js';
 export * from './cacheinfo.js';
 export * from './sendqueue.js';
+export * from './copies.js';

@@ -104,6 +104,9 @@ export function autoVnodes(nodes: SdNode[]): SdNode[] {
   const favg = Math.fround(Number(avg));
   return nodes.map((n) => {
     const f = Math.fround(Math.fround(Number(n.space)) / favg);
-    return { ...n, nrVnodes: rintf(Math.fround(128 * f)) };
+    // upstream's formula, except that a storage node never gets 0: with none it
+    // would hold nothing, and copies would silently go missing
+    const v = rintf(Math.fround(128 * f));
+    return { ...n, nrVnodes: n.space > 0n ? Math.max(1, v) : v };
   });
 }

@@ -29,12 +29,80 @@ async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
   await fsp.rename(tmp, file);
 }
 
+/**
+ * What this node knows about its own store and the cluster's recovery
+ * (node.json): born, the epoch in which this store joined the cluster (it
+ * can vouch for no copy of an earlier epoch); recovered, the newest epoch
+ * in which every member finished recovery with nothing missing.
+ */
+export interface NodeState {
+  born: number;
+  recovered: number;
+}
+
 export class NodeConfigStore {
   readonly configFile: string;
   readonly epochDir: string;
+  readonly vdiFile: string;
+  readonly stateFile: string;
+  /** Present while the daemon runs: found at start-up, the last run ended in a crash. */
+  readonly runningFile: string;
   constructor(readonly dir: string) {
     this.configFile = path.join(dir, 'config.json');
     this.epochDir = path.join(dir, 'epoch');
+    this.vdiFile = path.join(dir, 'vdis.json');
+    this.stateFile = path.join(dir, 'node.json');
+    this.runningFile = path.join(dir, '.running');
+  }
+
+  async loadVdiTable<T>(): Promise<T | undefined> {
+    try {
+      return JSON.parse(await fsp.readFile(this.vdiFile, 'utf8')) as T;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new Error(`cannot read ${this.vdiFile}: ${(e as Error).message}`);
+    }
+  }
+
+  saveVdiTable(t: unknown): Promise<void> {
+    return writeAtomic(this.vdiFile, JSON.stringify(t) + '\n');
+  }
+
+  async loadState(): Promise<NodeState | undefined> {
+    try {
+      const j = JSON.parse(await fsp.readFile(this.stateFile, 'utf8'));
+      return { born: Number(j.born) || 0, recovered: Number(j.recovered) || 0 };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new Error(`cannot read ${this.stateFile}: ${(e as Error).message}`);
+    }
+  }
+
+  saveState(st: NodeState): Promise<void> {
+    return writeAtomic(this.stateFile, JSON.stringify(st) + '\n');
+  }
+
+  /** When the previous run last said it was alive, if it did not stop cleanly. */
+  async lastAlive(): Promise<number | undefined> {
+    try {
+      return (await fsp.stat(this.runningFile)).mtimeMs;
+    } catch {
+      return undefined; // stopped cleanly, or never ran
+    }
+  }
+
+  markRunning(): Promise<void> {
+    return writeAtomic(this.runningFile, `${process.pid}\n`);
+  }
+
+  /** While running: the marker's time says when the daemon was last alive. */
+  async touchRunning(): Promise<void> {
+    const now = new Date();
+    await fsp.utimes(this.runningFile, now, now).catch(() => undefined);
+  }
+
+  async markStopped(): Promise<void> {
+    await fsp.rm(this.runningFile, { force: true });
   }
 
   async init(): Promise<void> {

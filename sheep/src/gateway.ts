@@ -24,6 +24,12 @@ export interface PlacementView {
   /** Whether a recovery is under way (else ensureLocal has nothing to wait for). */
   recovering(): boolean;
   waitEpoch(pred: (e: number) => boolean, timeoutMs: number): Promise<boolean>;
+  /** Every member has recovered the current epoch: a missing local object is missing everywhere. */
+  allRecovered(): boolean;
+  /** Whether the newest copy of an object none of its holders has could be on nodes that are away. */
+  mayBeAway(oid: bigint): boolean;
+  /** Strict mode: refuse writes that cannot have all their copies. */
+  strict(): boolean;
 }
 
 /**
@@ -63,7 +69,28 @@ const RETRY_DEADLINE_MS = 60_000;
 
 const ZERO4 = Buffer.alloc(4);
 
+/** Writes with fewer copies than wanted (too few zones), logged at most every 10 s with a count. */
+class UnderReplication {
+  private count = 0;
+  private last = 0;
+  private want = 0;
+  private got = 0;
+
+  note(want: number, got: number): void {
+    this.count++;
+    this.want = want;
+    this.got = got;
+    const now = Date.now();
+    if (now - this.last < 10_000) return;
+    log.warn(`under-replicated: ${this.count} write(s) stored with ${this.got} of ${this.want} copies: the cluster has too few zones for that many copies`);
+    this.last = now;
+    this.count = 0;
+  }
+}
+
 export class Gateway implements ObjectIO {
+  private readonly under = new UnderReplication();
+
   constructor(
     private readonly store: ObjectStore,
     private readonly view: PlacementView,
@@ -119,10 +146,18 @@ export class Gateway implements ObjectIO {
     return l;
   }
 
-  private replicas(oid: bigint, copies?: number): SdNode[] {
-    const t = this.view.targets(oid, this.copiesFor(oid, copies));
+  private replicas(oid: bigint, copies?: number, write = false): SdNode[] {
+    const want = this.copiesFor(oid, copies);
+    const t = this.view.targets(oid, want);
     if (t.length === 0) throw new SheepdogError(Res.HALT);
+    if (write && t.length < want) this.underReplicated(want, t.length);
     return t;
+  }
+
+  /** A write that cannot have all its copies: refused in strict mode, else counted and logged. */
+  private underReplicated(want: number, got: number): void {
+    if (this.view.strict()) throw new SheepdogError(Res.HALT, `strict mode: ${got} of ${want} copies placeable`);
+    this.under.note(want, got);
   }
 
   /** Data of a snapshot is immutable. */
@@ -137,10 +172,11 @@ export class Gateway implements ObjectIO {
     if (bad) throw bad.reason;
   }
 
-  /** The only replica is this node and nothing is being recovered: the store can serve it directly. */
+  /** The only replica is this node, as wanted, and nothing is being recovered: the store can serve it directly. */
   private soleLocal(oid: bigint, copies?: number): boolean {
-    const t = this.view.targets(oid, this.copiesFor(oid, copies));
-    return t.length === 1 && !this.view.recovering() && this.isLocal(t[0]);
+    const want = this.copiesFor(oid, copies);
+    const t = this.view.targets(oid, want);
+    return t.length === 1 && want === 1 && !this.view.recovering() && this.isLocal(t[0]);
   }
 
   /**
@@ -171,7 +207,8 @@ export class Gateway implements ObjectIO {
 
   /** Read from one replica; into (len bytes, optional) may be filled and returned. */
   read(oid: bigint, off: number, len: number, copies?: number, into?: Buffer): Promise<Buffer> {
-    if (this.soleLocal(oid, copies)) return this.store.read(oid, off, len, into);
+    // once all have recovered a missing local object is missing everywhere; until then readOnce asks
+    if (this.soleLocal(oid, copies) && this.view.allRecovered()) return this.store.read(oid, off, len, into);
     return this.retrying(() => this.readOnce(oid, off, len, copies, into));
   }
 
@@ -189,7 +226,11 @@ export class Gateway implements ObjectIO {
         if (e instanceof SheepdogError && e.result === Res.NO_OBJ && targets.length === 1) break;
       }
     }
-    // one replica's NO_OBJ is a real answer only if none has it
+    // one replica's NO_OBJ is a real answer only if none has it, and no
+    // newer copy can be on nodes that are away
+    if (lastErr instanceof SheepdogError && lastErr.result === Res.NO_OBJ && this.view.mayBeAway(oid)) {
+      throw new SheepdogError(Res.HALT, `no holder of ${oid.toString(16)} present has it, and its holders may be away`);
+    }
     throw lastErr ?? new SheepdogError(Res.NO_OBJ);
   }
 
@@ -198,6 +239,8 @@ export class Gateway implements ObjectIO {
   write(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
     if (this.isReadonly(oid)) return Promise.reject(new SheepdogError(Res.READONLY));
     if (off + data.length > this.sizeOf(oid)) return Promise.reject(new SheepdogError(Res.INVALID_PARMS));
+    // nothing to write changes nothing (upstream dog's vdi delete sends these for an empty index)
+    if (data.length === 0) return Promise.resolve();
     const idxUpdate = isVdiObj(oid) && off >= SD_INODE_HEADER_SIZE && off + data.length <= SD_INODE_HEADER_SIZE + 4 * MAX_DATA_OBJS &&
       (off - SD_INODE_HEADER_SIZE) % 4 === 0 && data.length % 4 === 0 && data.length > 0;
     if (!idxUpdate) return this.rawWrite(oid, off, data, copies);
@@ -214,7 +257,7 @@ export class Gateway implements ObjectIO {
       // changed under it.
       let targets: SdNode[];
       try {
-        targets = this.replicas(oid, copies);
+        targets = this.replicas(oid, copies, true);
       } catch (e) {
         return Promise.reject(e);
       }
@@ -231,7 +274,7 @@ export class Gateway implements ObjectIO {
   private rawWriteRetrying(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
     return this.retrying(() => {
       const ep = this.view.epoch();
-      return this.forAll(this.replicas(oid, copies),
+      return this.forAll(this.replicas(oid, copies, true),
         async () => { await this.view.ensureLocal(oid); await this.store.write(oid, off, data); },
         (n) => this.peers.writePeer(n, oid, off, data, ep));
     });
@@ -266,6 +309,14 @@ export class Gateway implements ObjectIO {
     if (this.isReadonly(oid)) throw new SheepdogError(Res.READONLY);
     const size = this.sizeOf(oid);
     if (off + data.length > size) throw new SheepdogError(Res.INVALID_PARMS);
+    if (data.length === 0 && cowOid) {
+      // an empty create changes an object that exists in no way
+      const exists = await this.read(oid, 0, 1, copies).then(() => true, (e) => {
+        if (e instanceof SheepdogError && e.result === Res.NO_OBJ) return false;
+        throw e;
+      });
+      if (exists) return;
+    }
     if (cowOid && data.length !== size) {
       const base = await this.read(cowOid, 0, size);
       data.copy(base, off);
@@ -276,7 +327,7 @@ export class Gateway implements ObjectIO {
 
   async createRanges(oid: bigint, ranges: { off: number; data: Buffer }[], copies?: number): Promise<void> {
     const size = this.sizeOf(oid);
-    await this.retrying(() => this.forAll(this.replicas(oid, copies),
+    await this.retrying(() => this.forAll(this.replicas(oid, copies, true),
       async () => {
         await this.view.ensureLocal(oid);
         await this.store.create(oid, size, ranges[0].off, ranges[0].data);

@@ -4,7 +4,8 @@ import {
   SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_CLUSTER_INFO_SIZE, SD_ATTR_OBJ_SIZE,
   SD_VDI_STATE_SIZE, SD_MAX_COPIES, encodeNodes, encodeEpochLog, encodeClusterInfo, encodeRecoveryState,
   encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeFixedString,
-  addrToString, isDataObj, oidToVid, LockState, timestamp64,
+  addrToString, isDataObj, oidToVid, LockState, timestamp64, encodeObjectCopies, COPIES_HEADER_SIZE,
+  COPY_RECORD_SIZE, FETCH_HEADER_SIZE, encodeFetchHeader, decodeHeldQuery, encodeOids, CopyFlag, decodeFetched,
 } from '@sheepdog/common';
 import type { Sheep, MakeFsMsg } from './sheep.js';
 import { STORE_DRIVERS } from './sheep.js';
@@ -289,7 +290,9 @@ async function mdInfo(s: Sheep): Promise<Reply> {
 }
 
 async function getHash(s: Sheep, h: RequestHeader): Promise<Reply> {
-  const digest = await s.store.sha1(h.obj.oid);
+  // WILDCARD: the best copy, which may be one set aside (recovery compares those too)
+  const stale = (h.flags & Flag.CMD_WILDCARD) !== 0 && s.store.bestCopy(h.obj.oid) === 'stale';
+  const digest = stale ? await s.store.staleSha1(h.obj.oid) : await s.store.sha1(h.obj.oid);
   return ok({ hash: digest });
 }
 
@@ -337,8 +340,10 @@ async function repairReplica(s: Sheep, h: RequestHeader): Promise<Reply> {
   const size = s.gw.sizeOf(f.oid);
   const c = new SheepClient({ host, port: f.port, timeout: 30_000 });
   try {
-    const r = await c.request({ opcode: Op.READ_PEER, epoch: s.epochNr, dataLength: size, obj: { oid: f.oid, offset: 0 } });
-    await s.store.createFull(f.oid, size, r.data);
+    // the copy with its version: a repaired replica must not look newer or older than its source
+    const r = await c.request({ opcode: Op.FETCH_OBJ, epoch: s.epochNr, flags: Flag.CMD_RECOVERY, dataLength: size + FETCH_HEADER_SIZE, obj: { oid: f.oid } });
+    const got = decodeFetched(r.data);
+    await s.store.createFull(f.oid, size, got.data, got.version);
   } finally {
     c.close();
   }
@@ -414,10 +419,10 @@ async function getEpoch(s: Sheep, h: RequestHeader): Promise<Reply> {
  * Unless it is recovery's own traffic, an object this node is still
  * recovering is fetched first.
  */
-async function checkPeerEpoch(s: Sheep, h: RequestHeader): Promise<void> {
+async function checkPeerEpoch(s: Sheep, h: RequestHeader, object = true): Promise<void> {
   if (h.epoch > s.epochNr && !(await s.waitEpoch((e) => e >= h.epoch, 10_000))) fail(Res.NEW_NODE_VER);
   if (h.epoch < s.epochNr) fail(Res.OLD_NODE_VER);
-  if (!(h.flags & Flag.CMD_RECOVERY)) await s.ensureLocal(h.obj.oid);
+  if (object && !(h.flags & Flag.CMD_RECOVERY)) await s.ensureLocal(h.obj.oid);
 }
 
 async function readPeer(s: Sheep, h: RequestHeader): Promise<Reply> {
@@ -446,6 +451,51 @@ async function removePeer(s: Sheep, h: RequestHeader): Promise<Reply> {
   await s.store.remove(h.obj.oid);
   s.stats.peerRemove++;
   return ok();
+}
+
+/**
+ * OBJ_COPIES: this node's copies with versions, in oid order after
+ * obj.cow_oid (a cursor: 0 from the start), as many as fit data_length; the
+ * header says whether more follow. One listing serves a requester's pages.
+ */
+let copiesCache: { epoch: number; at: number; records: Awaited<ReturnType<Sheep['copyRecords']>> } | undefined;
+async function objCopies(s: Sheep, h: RequestHeader): Promise<Reply> {
+  await checkPeerEpoch(s, h, false);
+  const after = h.obj.cowOid;
+  if (after === 0n || !copiesCache || copiesCache.epoch !== s.epochNr || Date.now() - copiesCache.at > 30_000) {
+    const records = await s.copyRecords();
+    records.sort((a, b) => (a.oid < b.oid ? -1 : a.oid > b.oid ? 1 : 0));
+    copiesCache = { epoch: s.epochNr, at: Date.now(), records };
+  }
+  const all = copiesCache.records;
+  let i = 0;
+  if (after !== 0n) {
+    let lo = 0, hi = all.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (all[mid].oid <= after) lo = mid + 1; else hi = mid; }
+    i = lo;
+  }
+  const room = Math.max(1, Math.floor((h.dataLength - COPIES_HEADER_SIZE) / COPY_RECORD_SIZE));
+  const page = all.slice(i, i + room);
+  return ok({ data: encodeObjectCopies({ born: s.born, records: page, more: i + room < all.length }) });
+}
+
+/** FETCH_OBJ: a whole copy with its version (WILDCARD: the one set aside when there is no live one). */
+async function fetchObj(s: Sheep, h: RequestHeader): Promise<Reply> {
+  await checkPeerEpoch(s, h);
+  const size = s.gw.sizeOf(h.obj.oid);
+  if (h.dataLength < size + FETCH_HEADER_SIZE) fail(Res.BUFFER_SMALL);
+  const c = await s.store.readCopy(h.obj.oid, size, (h.flags & Flag.CMD_WILDCARD) !== 0);
+  const data = Buffer.allocUnsafe(FETCH_HEADER_SIZE + size);
+  encodeFetchHeader(c.version, c.stale ? CopyFlag.STALE : 0, data);
+  c.data.copy(data, FETCH_HEADER_SIZE);
+  return ok({ data });
+}
+
+/** CHECK_HELD: which of the (oid, version) records this node holds as current copies at that version or newer. */
+async function checkHeld(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  await checkPeerEpoch(s, h, false);
+  const held = await s.heldOf(decodeHeldQuery(data));
+  return ok({ data: encodeOids(held) });
 }
 
 async function decrefObj(s: Sheep, h: RequestHeader): Promise<Reply> {
@@ -529,6 +579,9 @@ export const OPS = new Map<number, OpDef>([
   [Op.SET_RECOVERY, { name: 'SET_RECOVERY', kind: 'local', force: true, handler: setRecovery }],
   [Op.SET_VNODES, { name: 'SET_VNODES', kind: 'local', handler: setVnodes }],
   [Op.GET_VNODES, { name: 'GET_VNODES', kind: 'local', handler: getVnodes }],
+  [Op.OBJ_COPIES, { name: 'OBJ_COPIES', kind: 'peer', handler: objCopies }],
+  [Op.FETCH_OBJ, { name: 'FETCH_OBJ', kind: 'peer', handler: fetchObj }],
+  [Op.CHECK_HELD, { name: 'CHECK_HELD', kind: 'peer', handler: checkHeld }],
 ]);
 
 /** Fills in header-level checks and runs the handler; never throws. */

@@ -1,10 +1,29 @@
-// Recovery: after every epoch change each node pulls the objects that the
-// new placement gives it and that it does not hold, in the background and
-// with bounded concurrency, while client I/O goes on (an object a request
-// needs is recovered on demand first). Objects a node no longer owns are
-// removed only after every member reported its recovery complete.
+// Recovery: after every epoch change each node brings the objects that the
+// new placement gives it up to date, in the background and with bounded
+// concurrency, while client I/O goes on (an object a request needs is
+// recovered on demand first).
+//
+// Which copy is current is decided by versions, never by guesses: every
+// copy carries the epoch of the write that last changed it (see ObjectCopy),
+// a write in epoch t reaches every node the placement of epoch t names (or
+// fails), and so the newest copy among the nodes present is current unless
+// a newer one may sit on nodes that are away. That is ruled out epoch by
+// epoch: for every epoch after the newest copy's version (and from the
+// last epoch every member recovered fully, before which nothing is
+// missing), some node the placement of that epoch named must be present
+// and able to vouch for it (it held the object, at a version no newer, or
+// it would hold a newer one). Where that fails the object is unavailable:
+// requests for it get HALT, nothing is removed anywhere, and it is found
+// again when its holders are back. Objects whose replicas may have
+// diverged (writes in flight when a member failed or the whole cluster
+// crashed: "suspects") are reconciled: every replica takes one chosen copy.
+//
+// Copies a node no longer owns are removed only once every node the new
+// placement names confirms that it holds the object at that version or
+// newer.
 import {
-  SdNode, VnodeRing, Op, Flag, Res, SheepdogError, sameNode, nodeToString, oidToHex,
+  SdNode, VnodeRing, Op, Flag, Res, SheepdogError, sameNode, nodeToString, oidToHex, CopyFlag,
+  decodeObjectCopies, decodeFetched, encodeHeldQuery, decodeOids, CopyRecord,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import { log } from './log.js';
@@ -12,25 +31,44 @@ import { sleep } from './util.js';
 
 export const RecoveryPhase = { PREPARING: 0, RECOVERING: 1, NOTIFYING: 2 } as const;
 
+interface Holder {
+  node: SdNode;
+  version: number;
+  stale: boolean;
+  suspect: boolean;
+}
+
+interface Plan {
+  /** Copies to take from, best first. */
+  sources: Holder[];
+  /** This node's own copy, if any. */
+  mine?: Holder;
+}
+
 interface Run {
   epoch: number;
-  prevRing: VnodeRing;
+  /** Same-epoch run on a restart: the local live copies are current as they are. */
+  resume: boolean;
   ring: VnodeRing;
   nodes: SdNode[];
   cancelled: boolean;
   prepared: Promise<void>;
-  /** oid -> live holders, other than us */
-  holders: Map<bigint, SdNode[]>;
-  staleHolders: Map<bigint, SdNode[]>;
-  pending: Set<bigint>;
+  plans: Map<bigint, Plan>;
   inflight: Map<bigint, Promise<void>>;
   total: number;
   done: number;
   phase: number;
 }
 
+const keyOf = (n: SdNode) => nodeToString(n);
+/** Bytes of one OBJ_COPIES page: 65,535 records. */
+const COPIES_PAGE = 1 << 20;
+
 export class Recovery {
   private run?: Run;
+  /** Objects of `unavailableEpoch` whose current copy is on nodes that are away. */
+  private unavailable = new Set<bigint>();
+  private unavailableEpoch = 0;
 
   constructor(private readonly s: Sheep) {}
 
@@ -44,6 +82,17 @@ export class Recovery {
     return !!this.run && !this.run.cancelled;
   }
 
+  /** Objects of the current epoch that wait for their holders to come back. */
+  get waiting(): number {
+    return this.unavailableEpoch === this.s.epochNr ? this.unavailable.size : 0;
+  }
+
+  /** Whether a pending recovery of oid still needs a fetch (read paths must not use the local copy). */
+  pendingFor(oid: bigint): boolean {
+    const r = this.run;
+    return !!r && !r.cancelled && r.plans.has(oid);
+  }
+
   stop(): void {
     if (this.run) this.run.cancelled = true;
     this.run = undefined;
@@ -51,21 +100,28 @@ export class Recovery {
 
   /** Put every local object aside as possibly stale (rejoining a running cluster). */
   async setAsideAll(): Promise<void> {
-    const oids = await this.s.store.list();
-    for (const oid of oids) await this.s.store.setAside(oid);
-    if (oids.length) log.info(`set aside ${oids.length} local object(s) until recovery checks them`);
+    const copies = (await this.s.store.copies()).filter((c) => !c.stale);
+    for (const c of copies) await this.s.store.setAside(c.oid);
+    if (copies.length) log.info(`set aside ${copies.length} local object(s) until recovery checks them`);
   }
 
-  start(epoch: number, prevNodes: SdNode[], nodes: SdNode[]): void {
+  /**
+   * Bring this node's objects of `epoch` up to date. resume: the cluster
+   * restarted in the epoch it stopped in, so local live copies are current.
+   */
+  start(epoch: number, nodes: SdNode[], resume = false): void {
     this.stop();
     let resolvePrepared!: () => void;
     const run: Run = {
-      epoch, prevRing: new VnodeRing(prevNodes), ring: new VnodeRing(nodes), nodes, cancelled: false,
+      epoch, resume, ring: new VnodeRing(nodes), nodes, cancelled: false,
       prepared: new Promise<void>((r) => (resolvePrepared = r)),
-      holders: new Map(), staleHolders: new Map(), pending: new Set(), inflight: new Map(),
-      total: 0, done: 0, phase: RecoveryPhase.PREPARING,
+      plans: new Map(), inflight: new Map(), total: 0, done: 0, phase: RecoveryPhase.PREPARING,
     };
     this.run = run;
+    if (this.unavailableEpoch !== epoch) {
+      this.unavailable = new Set();
+      this.unavailableEpoch = epoch;
+    }
     this.execute(run, resolvePrepared).catch((e) => {
       log.err(`recovery for epoch ${epoch} failed: ${(e as Error).stack ?? e}`);
     });
@@ -75,75 +131,109 @@ export class Recovery {
     return sameNode(n, this.s.selfNode);
   }
 
-  private async listOf(n: SdNode, stale: boolean, epoch: number): Promise<bigint[]> {
-    if (this.isSelf(n)) return stale ? this.s.store.staleList() : this.s.store.list();
-    let size = 1 << 20;
-    for (let tries = 0; tries < 8; tries++) {
-      const r = await this.s.peers.call(n, {
-        opcode: Op.GET_OBJ_LIST, epoch, flags: stale ? Flag.CMD_WILDCARD : 0, dataLength: size, obj: { tgtEpoch: epoch },
-      }, undefined, [Res.BUFFER_SMALL]);
-      if (r.rsp.result === Res.BUFFER_SMALL) { size *= 4; continue; }
-      const out: bigint[] = [];
-      for (let i = 0; i + 8 <= r.data.length; i += 8) out.push(r.data.readBigUInt64LE(i));
-      return out;
+  /** A member's copies, retried until it answers or the epoch moves on. */
+  private async listingOf(run: Run, n: SdNode): Promise<{ born: number; copies: Map<bigint, Holder> } | undefined> {
+    for (let attempt = 0; !run.cancelled; attempt++) {
+      try {
+        const r = this.isSelf(n) ? { born: this.s.born, records: await this.s.copyRecords() } : await this.remoteCopies(run, n);
+        const copies = new Map<bigint, Holder>();
+        for (const c of r.records) {
+          copies.set(c.oid, { node: n, version: c.version, stale: (c.flags & CopyFlag.STALE) !== 0, suspect: (c.flags & CopyFlag.SUSPECT) !== 0 });
+        }
+        log.debug(`recovery ${run.epoch}: ${nodeToString(n)} lists ${r.records.length} copies, ${r.records.filter((c) => c.flags & CopyFlag.STALE).length} set aside`);
+        return { born: r.born, copies };
+      } catch (e) {
+        if (attempt % 10 === 0) log.warn(`recovery for epoch ${run.epoch}: no object list from ${nodeToString(n)} yet: ${(e as Error).message}`);
+        await sleep(Math.min(2000, 100 * (attempt + 1)));
+      }
     }
-    throw new Error(`object list of ${nodeToString(n)} too large`);
+    return undefined;
+  }
+
+  private async remoteCopies(run: Run, n: SdNode): Promise<{ born: number; records: CopyRecord[] }> {
+    const records: CopyRecord[] = [];
+    let born = 0;
+    let cursor = 0n;
+    for (;;) {
+      const page = decodeObjectCopies((await this.s.peers.call(n, { opcode: Op.OBJ_COPIES, epoch: run.epoch, dataLength: COPIES_PAGE, obj: { cowOid: cursor } })).data);
+      born = page.born;
+      records.push(...page.records);
+      if (!page.more || !page.records.length) return { born, records };
+      cursor = page.records[page.records.length - 1].oid;
+    }
   }
 
   private async execute(run: Run, prepared: () => void): Promise<void> {
     const s = this.s;
+    let complete = true;
     try {
       if (s.selfNode.nrVnodes === 0) return; // gateways hold nothing
-      // 0. a local copy is current only if we were one of its holders in
-      // the previous epoch; anything else may have missed writes
-      for (const oid of await s.store.list()) {
-        if (run.cancelled) return;
-        const prev = run.prevRing.placeOid(oid, s.copiesOf(oid));
-        if (!prev.some((t) => this.isSelf(t))) await s.store.setAside(oid);
-      }
-      // 1. who holds what
-      const lists = await Promise.all(run.nodes.map(async (n) => {
-        const [live, stale] = await Promise.all([
-          this.listOf(n, false, run.epoch).catch((e) => { log.warn(`no object list from ${nodeToString(n)}: ${e.message}`); return [] as bigint[]; }),
-          this.listOf(n, true, run.epoch).catch(() => [] as bigint[]),
-        ]);
-        return { n, live, stale };
-      }));
+      await s.ensureHistory();
       if (run.cancelled) return;
-      const mine = new Set<bigint>();
-      for (const { n, live, stale } of lists) {
-        for (const oid of live) {
-          if (this.isSelf(n)) { mine.add(oid); continue; }
-          const h = run.holders.get(oid);
-          if (h) h.push(n); else run.holders.set(oid, [n]);
-        }
-        for (const oid of stale) {
-          const h = run.staleHolders.get(oid);
-          if (h) h.push(n); else run.staleHolders.set(oid, [n]);
+      const copiesOf = (oid: bigint) => s.copiesOf(oid);
+      // 0. a local live copy is current only if this node held it in the
+      // previous epoch as one of its placed holders; anything else may
+      // have missed writes
+      if (!run.resume) {
+        const prev = s.epochs.get(run.epoch - 1);
+        const prevRing = prev && prev.nodes.some((n) => this.isSelf(n)) ? s.ringOf(run.epoch - 1) : undefined;
+        for (const c of await s.store.copies()) {
+          if (run.cancelled) return;
+          if (c.stale) continue;
+          if (!prevRing || !prevRing.placeOid(c.oid, copiesOf(c.oid)).some((t) => this.isSelf(t))) await s.store.setAside(c.oid);
         }
       }
-      // 2. what placement gives us that we lack
-      const all = new Set<bigint>([...run.holders.keys(), ...run.staleHolders.keys()]);
-      // progress counts every object we must hold, like upstream: the ones
-      // already here are done at once
-      for (const oid of new Set([...all, ...mine])) {
-        const targets = run.ring.placeOid(oid, s.copiesOf(oid));
+      // 1. who holds what, at which version
+      const listed = await Promise.all(run.nodes.filter((n) => n.nrVnodes > 0).map(async (n) => ({ n, l: await this.listingOf(run, n) })));
+      if (run.cancelled) return;
+      const present = new Map<string, number>(); // node -> born
+      const holders = new Map<bigint, Holder[]>();
+      for (const { n, l } of listed) {
+        if (!l) return;
+        present.set(keyOf(n), l.born);
+        for (const [oid, h] of l.copies) {
+          const a = holders.get(oid);
+          if (a) a.push(h); else holders.set(oid, [h]);
+        }
+      }
+      // 2. what placement gives us, and what to do about each
+      let unavailable = 0;
+      for (const [oid, hs] of holders) {
+        const targets = run.ring.placeOid(oid, copiesOf(oid));
         if (!targets.some((t) => this.isSelf(t))) continue;
         run.total++;
-        if (mine.has(oid)) run.done++;
-        else run.pending.add(oid);
+        const mine = hs.find((h) => this.isSelf(h.node));
+        const suspect = hs.some((h) => h.suspect);
+        const vmax = Math.max(...hs.map((h) => h.version));
+        if (!s.newestIsPresent(oid, vmax, present)) {
+          this.unavailable.add(oid);
+          unavailable++;
+          continue;
+        }
+        this.unavailable.delete(oid);
+        const best = hs.filter((h) => h.version === vmax).sort((a, b) => rank(a, targets) - rank(b, targets) || keyOf(a.node).localeCompare(keyOf(b.node)));
+        if (mine && !mine.stale && mine.version === vmax && (!suspect || this.isSelf(best[0].node))) {
+          run.done++;
+          continue;
+        }
+        run.plans.set(oid, { sources: suspect ? [best[0]] : best, mine });
+        log.debug(`recovery ${run.epoch}: ${oidToHex(oid)} ${hs.map((h) => `${nodeToString(h.node)}:v${h.version}${h.stale ? 's' : ''}${h.suspect ? '?' : ''}`).join(' ')} -> ${nodeToString(best[0].node)}`);
       }
       run.phase = RecoveryPhase.RECOVERING;
       prepared();
-      if (run.pending.size) log.info(`recovery for epoch ${run.epoch}: ${run.pending.size} of ${run.total} object(s) to fetch`);
+      if (unavailable) {
+        complete = false;
+        log.warn(`recovery for epoch ${run.epoch}: ${unavailable} object(s) wait for nodes that are away (their newest copies may be there); requests for them get HALT until they are back`);
+      }
+      if (run.plans.size) log.info(`recovery for epoch ${run.epoch}: ${run.plans.size} of ${run.total} object(s) to bring up to date`);
       // 3. fetch, bounded
       const started = Date.now();
-      const queue = [...run.pending];
+      const queue = [...run.plans.keys()];
       const worker = async () => {
         while (queue.length && !run.cancelled) {
           if (s.config.disableRecovery) { await sleep(200); continue; }
           const oid = queue.shift()!;
-          if (!run.pending.has(oid)) continue;
+          if (!run.plans.has(oid)) continue;
           await this.recoverOne(run, oid).catch((e) => log.warn(`cannot recover ${oidToHex(oid)}: ${(e as Error).message}`));
           const t = s.recoveryThrottle;
           if (t.queueWorkInterval > 0n) await sleep(Number(t.queueWorkInterval));
@@ -152,26 +242,33 @@ export class Recovery {
       const width = Math.max(1, s.recoveryThrottle.maxExecCount || 8);
       await Promise.all(Array.from({ length: width }, worker));
       if (run.cancelled) return;
-      await Promise.all([...run.inflight.values()]);
+      await Promise.all([...run.inflight.values()].map((p) => p.catch(() => undefined)));
       if (run.cancelled) return;
+      if (run.plans.size) complete = false;
       run.phase = RecoveryPhase.NOTIFYING;
-      if (run.total) log.info(`recovery for epoch ${run.epoch} done: ${run.done}/${run.total} in ${Date.now() - started} ms`);
+      if (run.total) log.info(`recovery for epoch ${run.epoch} done: ${run.done}/${run.total} in ${Date.now() - started} ms${this.waiting ? `, ${this.waiting} waiting for their holders` : ''}`);
     } finally {
       prepared();
       if (!run.cancelled) {
         if (this.run === run) this.run = undefined;
-        await s.cluster.notify({ t: 'recovery_done', epoch: run.epoch }).catch(() => undefined);
+        await s.cluster.notify({ t: 'recovery_done', epoch: run.epoch, complete }).catch(() => undefined);
       }
     }
   }
 
-  /** Recover one object now if this node is still missing it. */
+  /**
+   * Before a request uses this node's copy of oid: recover it now if that
+   * is still pending; HALT if its current copy is on nodes that are away.
+   */
   async ensure(oid: bigint): Promise<void> {
     const run = this.run;
-    if (!run || run.cancelled) return;
-    await run.prepared;
-    if (!run.pending.has(oid)) return;
-    await this.recoverOne(run, oid);
+    if (run && !run.cancelled) {
+      await run.prepared;
+      if (run.plans.has(oid)) await this.recoverOne(run, oid);
+    }
+    if (this.unavailableEpoch === this.s.epochNr && this.unavailable.has(oid)) {
+      throw new SheepdogError(Res.HALT, `the current copy of ${oidToHex(oid)} is on nodes that are away`);
+    }
   }
 
   private recoverOne(run: Run, oid: bigint): Promise<void> {
@@ -186,82 +283,111 @@ export class Recovery {
 
   private async fetch(run: Run, oid: bigint): Promise<void> {
     const s = this.s;
-    if (!run.pending.has(oid)) return;
+    const plan = run.plans.get(oid);
+    if (!plan) return;
     const size = s.gw.sizeOf(oid);
-    const live = run.holders.get(oid) ?? [];
-    // trust first the nodes that held it in the previous epoch
-    const prevTargets = run.prevRing.placeOid(oid, s.copiesOf(oid));
-    const ordered = [
-      ...live.filter((n) => prevTargets.some((t) => sameNode(t, n))),
-      ...live.filter((n) => !prevTargets.some((t) => sameNode(t, n))),
-    ];
-    const haveStale = (run.staleHolders.get(oid) ?? []).some((n) => this.isSelf(n));
-    for (const n of ordered) {
-      if (run.cancelled) return;
-      try {
-        if (haveStale) {
-          // our own old copy is fine if it is identical to a current one
-          const r = await s.peers.call(n, { opcode: Op.GET_HASH, epoch: run.epoch, obj: { oid, tgtEpoch: run.epoch } });
-          const mineHash = await s.store.staleSha1(oid);
-          if (r.rsp.hash.equals(mineHash) && (await s.store.restoreStale(oid))) {
-            this.finish(run, oid);
-            return;
-          }
-        }
-        const data = await s.peers.readPeer(n, oid, 0, size, run.epoch, Flag.CMD_RECOVERY, run.epoch);
+    const mine = plan.mine;
+    for (let attempt = 0; attempt < 5 && !run.cancelled; attempt++) {
+      for (const src of plan.sources) {
         if (run.cancelled) return;
-        await s.store.createFull(oid, size, data);
-        this.finish(run, oid);
-        return;
-      } catch (e) {
-        log.debug(`recovery of ${oidToHex(oid)} from ${nodeToString(n)} failed: ${(e as Error).message}`);
+        try {
+          if (this.isSelf(src.node)) {
+            // our own copy is the one to keep
+            if (src.stale && !(await s.store.restoreStale(oid))) throw new Error('set-aside copy vanished');
+            return this.finish(run, oid);
+          }
+          if (mine && mine.version === src.version) {
+            // the same version is the same bytes unless a failure split the replicas: compare
+            const r = await s.peers.call(src.node, { opcode: Op.GET_HASH, epoch: run.epoch, flags: src.stale ? Flag.CMD_WILDCARD : 0, obj: { oid, tgtEpoch: run.epoch } });
+            const have = mine.stale ? await s.store.staleSha1(oid) : await s.store.sha1(oid);
+            if (r.rsp.hash.equals(have) && (!mine.stale || (await s.store.restoreStale(oid)))) return this.finish(run, oid);
+          }
+          const r = await s.peers.call(src.node, {
+            opcode: Op.FETCH_OBJ, epoch: run.epoch, flags: Flag.CMD_RECOVERY | (src.stale ? Flag.CMD_WILDCARD : 0), dataLength: size + 8, obj: { oid, tgtEpoch: run.epoch },
+          });
+          const got = decodeFetched(r.data);
+          if (got.version < src.version) throw new Error(`copy at version ${got.version}, listed at ${src.version}`);
+          if (run.cancelled) return;
+          await s.store.createFull(oid, size, got.data, got.version);
+          return this.finish(run, oid);
+        } catch (e) {
+          log.debug(`recovery of ${oidToHex(oid)} from ${nodeToString(src.node)} failed: ${(e as Error).message}`);
+        }
       }
+      await sleep(200 * (attempt + 1));
     }
-    // nobody has a current copy: the best we have is a set-aside one
-    if (haveStale && (await s.store.restoreStale(oid))) {
-      this.finish(run, oid);
-      return;
-    }
-    for (const n of run.staleHolders.get(oid) ?? []) {
-      if (this.isSelf(n)) continue;
-      try {
-        const data = await s.peers.readPeer(n, oid, 0, size, run.epoch, Flag.CMD_RECOVERY | Flag.CMD_WILDCARD, run.epoch);
-        await s.store.createFull(oid, size, data);
-        this.finish(run, oid);
-        return;
-      } catch { /* next */ }
-    }
-    // lost for good (or deleted meanwhile): stop asking
-    run.pending.delete(oid);
-    run.done++;
-    throw new SheepdogError(Res.NO_OBJ, `no copy of ${oidToHex(oid)} found`);
+    if (run.cancelled) return;
+    // every source failed: the object waits like one whose holders are away
+    run.plans.delete(oid);
+    this.unavailable.add(oid);
+    throw new SheepdogError(Res.HALT, `no source of ${oidToHex(oid)} answered`);
   }
 
   private finish(run: Run, oid: bigint): void {
-    if (run.pending.delete(oid)) run.done++;
+    if (run.plans.delete(oid)) run.done++;
   }
 
-  /** Once every member has finished this epoch, drop what is not ours. */
+  /**
+   * Once every member has finished this epoch, drop what is not ours: a
+   * copy goes only when every node that placement names holds the object
+   * at that version or newer.
+   */
   maybeCleanup(): void {
     const s = this.s;
     const epoch = s.epochNr;
     const members = s.epochs.get(epoch)?.nodes ?? [];
     if (!members.every((n) => s.recoveryDone.has(nodeToString(n)))) return;
-    if (this.active) return;
+    if (this.active || s.selfNode.nrVnodes === 0) return;
     void (async () => {
-      const ring = new VnodeRing(members);
-      let removed = 0;
-      for (const oid of await s.store.list()) {
-        if (s.epochNr !== epoch) return;
-        const t = ring.placeOid(oid, s.copiesOf(oid));
-        if (!t.some((n) => this.isSelf(n))) {
-          await s.store.remove(oid);
-          removed++;
+      const ring = s.ringOf(epoch);
+      const byTarget = new Map<string, { node: SdNode; recs: { oid: bigint; version: number }[] }>();
+      const candidates: { oid: bigint; version: number; stale: boolean; targets: SdNode[] }[] = [];
+      for (const c of await s.store.copies()) {
+        const targets = ring.placeOid(c.oid, s.copiesOf(c.oid));
+        const ours = targets.some((n) => this.isSelf(n));
+        if (ours && !c.stale) continue;
+        candidates.push({ ...c, targets });
+        for (const t of targets) {
+          let b = byTarget.get(keyOf(t));
+          if (!b) byTarget.set(keyOf(t), (b = { node: t, recs: [] }));
+          b.recs.push({ oid: c.oid, version: c.version });
         }
       }
-      if (s.epochNr !== epoch) return;
-      await s.store.purgeStale();
-      if (removed) log.info(`epoch ${epoch}: removed ${removed} object(s) this node no longer owns`);
+      if (!candidates.length) return;
+      const held = new Map<string, Set<bigint>>();
+      for (const [k, b] of byTarget) {
+        if (s.epochNr !== epoch) return;
+        const got = new Set<bigint>();
+        for (let i = 0; i < b.recs.length; i += 4096) {
+          const chunk = b.recs.slice(i, i + 4096);
+          try {
+            const oids = this.isSelf(b.node)
+              ? await s.heldOf(chunk)
+              : decodeOids((await s.peers.call(b.node, { opcode: Op.CHECK_HELD, epoch, flags: Flag.CMD_WRITE | Flag.CMD_PIGGYBACK }, encodeHeldQuery(chunk))).data);
+            for (const o of oids) got.add(o);
+          } catch (e) {
+            log.debug(`cleanup: ${nodeToString(b.node)} did not answer: ${(e as Error).message}`);
+          }
+        }
+        held.set(k, got);
+        log.debug(`cleanup ${epoch}: ${nodeToString(b.node)} holds ${got.size} of ${b.recs.length}`);
+      }
+      let removed = 0;
+      for (const c of candidates) {
+        if (s.epochNr !== epoch) return;
+        if (!c.targets.every((t) => held.get(keyOf(t))?.has(c.oid))) continue;
+        if (c.stale) await s.store.dropStale(c.oid);
+        else await s.store.remove(c.oid);
+        removed++;
+      }
+      if (removed) log.info(`epoch ${epoch}: removed ${removed} copy(ies) this node no longer needs`);
+      if (removed < candidates.length) log.info(`epoch ${epoch}: kept ${candidates.length - removed} copy(ies) that their owners do not hold yet`);
     })().catch((e) => log.warn(`cleanup failed: ${(e as Error).message}`));
   }
+}
+
+/** Live copies first, then holders the placement names, in its order. */
+function rank(h: Holder, targets: SdNode[]): number {
+  const i = targets.findIndex((t) => sameNode(t, h.node));
+  return (h.stale ? 1000 : 0) + (i < 0 ? 100 : i);
 }

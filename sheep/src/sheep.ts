@@ -10,12 +10,12 @@ import { randomBytes } from 'node:crypto';
 import {
   SdNode, makeNode, sortNodes, VnodeRing, autoVnodes, ClusterFlag, ClusterStatus, Res, SheepdogError,
   decodeInodeHeader, isVdiObj, oidToVid, SD_DEFAULT_VNODES, emptyStat, SdStat, sameNode,
-  nodeToString, LockState,
+  nodeToString, LockState, Op, decodeNodes, SD_NODE_SIZE, CopyRecord, CopyFlag,
 } from '@sheepdog/common';
 import type { ObjectStore } from './store/store.js';
 import { PlainStore } from './store/plain.js';
 import { NodeConfigStore, ClusterConfig, emptyConfig } from './config.js';
-import { VdiRegistry, VdiNotice, VdiStateEntry } from './vdi.js';
+import { VdiRegistry, VdiNotice, VdiStateEntry, VdiTableRow } from './vdi.js';
 import { Gateway, PlacementView } from './gateway.js';
 import { PeerPool } from './peer.js';
 import { Recovery } from './recovery.js';
@@ -35,7 +35,7 @@ export interface SheepOptions {
   gateway: boolean; // -g: store nothing
 }
 
-export type NodeStatus = 'wait_format' | 'wait_join' | 'ok' | 'shutdown' | 'killed';
+export type NodeStatus = 'wait_format' | 'wait_join' | 'ok' | 'shutdown' | 'killed' | 'refused';
 
 export interface EpochRecord {
   epoch: number;
@@ -50,7 +50,16 @@ interface JoinInfo extends ClusterMessage {
   epoch: number;
   record?: EpochRecord;
   vnodes?: number;
+  /** The epoch this node's store joined the cluster in (0: a fresh store). */
+  born?: number;
+  /** The VDIs this node knows of (see VdiTableRow). */
+  vdis?: VdiTableRow[];
+  /** The newest epoch this node knows to be fully recovered. */
+  recovered?: number;
 }
+
+/** Thrown by join() when the cluster cannot take this node. */
+export class JoinRefused extends Error {}
 
 /** The state a joiner receives from the oldest member. */
 interface StateMsg extends ClusterMessage {
@@ -66,7 +75,10 @@ interface StateMsg extends ClusterMessage {
   vdiStates: VdiStateEntry[];
   lockQueue: { id: string; node: SdNode }[];
   recoveryDone: string[];
+  recoveryComplete?: string[];
   throttle: { maxExecCount: number; queueWorkInterval: bigint; throttling: boolean };
+  born?: [string, number][];
+  recovered?: number;
 }
 
 export class Sheep implements PlacementView {
@@ -102,6 +114,25 @@ export class Sheep implements PlacementView {
   private epochWaiters: (() => void)[] = [];
   /** nodeToString of members that finished recovery for the current epoch. */
   recoveryDone = new Set<string>();
+  /** ... and of those, the ones that got every object they should hold. */
+  recoveryComplete = new Set<string>();
+  /** The epoch this node's store joined the cluster in (0: not yet). */
+  born = 0;
+  /** Members' born epochs (nodeToString -> epoch). */
+  readonly bornOf = new Map<string, number>();
+  /** The newest epoch in which every member recovered with nothing missing. */
+  recoveredEpoch = 0;
+  /** Objects whose replicas may differ (written here when a member failed); reconciled by recovery. */
+  readonly suspects = new Set<bigint>();
+  /** After a crash: copies at this version or newer, changed after suspectSince (ms), are suspects too. */
+  private uncleanFrom?: number;
+  private suspectSince = 0;
+  private rings = new Map<number, VnodeRing>();
+  /** Foreign nodes (another cluster's data) that joined the group: never members. */
+  private refused = new Set<string>();
+  private joinSettled?: { resolve: () => void; reject: (e: Error) => void };
+  private aliveTimer?: NodeJS.Timeout;
+  private historyFetch?: Promise<void>;
 
   constructor(readonly opts: SheepOptions, readonly cluster: ClusterDriver) {
     this.store = new PlainStore(opts.dir, opts.nosync);
@@ -110,6 +141,7 @@ export class Sheep implements PlacementView {
       zone: opts.zone,
       nrVnodes: opts.gateway ? 0 : opts.vnodes ?? SD_DEFAULT_VNODES,
     });
+    this.store.epochNow = () => this.epochNr;
     this.gw = new Gateway(this.store, this, this.peers);
     this.vdis = new VdiRegistry(this.gw, () => ({
       copies: this.config.copies, copyPolicy: this.config.copyPolicy,
@@ -159,6 +191,9 @@ export class Sheep implements PlacementView {
   ensureLocal(oid: bigint): Promise<void> { return this.recovery.ensure(oid); }
   recovering(): boolean { return this.recovery.active; }
   waitEpochAbove(epoch: number, timeoutMs: number): Promise<boolean> { return this.waitEpoch((e) => e > epoch, timeoutMs); }
+  allRecovered(): boolean { return this.recoveredEpoch >= this.epochNr; }
+  mayBeAway(oid: bigint): boolean { return !this.allRecovered() && !this.newestIsPresent(oid, 0, this.presentNow()); }
+  strict(): boolean { return (this.config.flags & ClusterFlag.STRICT) !== 0; }
 
   /** Copies an object should have: its VDI's, else the cluster default. */
   copiesOf(oid: bigint): number {
@@ -179,23 +214,63 @@ export class Sheep implements PlacementView {
       const r = await this.cfg.loadEpoch(e);
       if (r) this.epochs.set(e, { epoch: e, ...r });
     }
+    const st = await this.cfg.loadState();
+    // a store from before node.json was kept: it has been in the cluster since its first epoch
+    this.born = st?.born ?? (this.formatted ? 1 : 0);
+    this.recoveredEpoch = st?.recovered ?? 0;
     await this.loadVdis();
+    const crashedAt = await this.cfg.lastAlive();
+    if (crashedAt !== undefined && this.formatted) {
+      // writes in flight when we died may have reached some replicas only
+      this.uncleanFrom = this.recoveredEpoch;
+      this.suspectSince = crashedAt - 300_000;
+      log.notice(`the last run did not stop cleanly: objects changed in its last minutes are compared with their other replicas`);
+    }
     this.status = this.formatted ? 'wait_join' : 'wait_format';
   }
 
-  /** Join the cluster (after the listener is up, so peers can reach us). */
+  /** Once in the cluster (a refused node writes nothing): say we run, and keep what start-up rebuilt. */
+  private async joined(): Promise<void> {
+    await this.cfg.markRunning();
+    this.aliveTimer = setInterval(() => void this.cfg.touchRunning(), 10_000);
+    this.aliveTimer.unref();
+    if (this.formatted) await this.saveVdis();
+  }
+
+  /**
+   * Join the cluster (after the listener is up, so peers can reach us).
+   * Resolves once this node is part of it; JoinRefused when the cluster is
+   * another one than the one this node's data belongs to.
+   */
   async join(): Promise<void> {
     const info: JoinInfo = {
       t: 'join_info', config: this.config, epoch: this.epochNr, record: this.epochs.get(this.epochNr), vnodes: this.selfNode.nrVnodes,
+      born: this.formatted ? this.born : 0, vdis: this.vdis.table(), recovered: this.recoveredEpoch,
     };
     this.joinInfo = info;
+    const settled = new Promise<void>((resolve, reject) => (this.joinSettled = { resolve, reject }));
     await this.cluster.start(this.selfNode, info, (e) => this.onEvent(e));
+    await settled;
+    await this.joined();
   }
 
-  /** Rebuild bitmaps and VDI state from the inodes in the local store. */
+  private settleJoin(err?: Error): void {
+    const j = this.joinSettled;
+    this.joinSettled = undefined;
+    if (!j) return;
+    if (err) j.reject(err);
+    else j.resolve();
+  }
+
+  /** The VDI table from disk; a store from before vdis.json rebuilds it from its inodes. */
   async loadVdis(): Promise<void> {
     this.vdis.reset();
     if (!this.formatted) return;
+    const t = await this.cfg.loadVdiTable<{ vdis: VdiTableRow[] }>();
+    if (t) {
+      this.vdis.merge(t.vdis);
+      return;
+    }
     for (const oid of await this.store.list()) {
       if (!isVdiObj(oid)) continue;
       try {
@@ -203,6 +278,108 @@ export class Sheep implements PlacementView {
         if (h.vdiId === oidToVid(oid)) this.vdis.loadFromInode(h);
       } catch (e) {
         log.warn(`cannot read inode ${oid.toString(16)}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  saveVdis(): Promise<void> {
+    return this.cfg.saveVdiTable({ vdis: this.vdis.table() });
+  }
+
+  private saveState(): Promise<void> {
+    return this.cfg.saveState({ born: this.born, recovered: this.recoveredEpoch });
+  }
+
+  /** The vnode ring of an epoch of the history (cached). */
+  ringOf(epoch: number): VnodeRing {
+    let r = this.rings.get(epoch);
+    if (!r) {
+      r = new VnodeRing(this.epochs.get(epoch)?.nodes ?? []);
+      if (this.rings.size >= 64) this.rings.delete(this.rings.keys().next().value as number);
+      this.rings.set(epoch, r);
+    }
+    return r;
+  }
+
+  /**
+   * Whether a copy at version vmax is the newest there is, given the nodes
+   * present (nodeToString -> born): for every epoch after vmax (from the
+   * last fully recovered one on), some node the placement of that epoch
+   * named is present and was in the cluster then. A write in that epoch
+   * went to all of them, so one present would hold a newer copy.
+   */
+  newestIsPresent(oid: bigint, vmax: number, present: Map<string, number>): boolean {
+    const copies = this.copiesOf(oid);
+    for (let t = Math.max(vmax + 1, this.recoveredEpoch, 1); t < this.epochNr; t++) {
+      if (!this.epochs.has(t)) return false;
+      const placed = this.ringOf(t).placeOid(oid, copies);
+      if (!placed.some((n) => {
+        const b = present.get(nodeToString(n));
+        return b !== undefined && b > 0 && b <= t;
+      })) return false;
+    }
+    return true;
+  }
+
+  /** Members present now, with their born epochs, for newestIsPresent. */
+  presentNow(): Map<string, number> {
+    const m = new Map<string, number>();
+    for (const n of this.members) {
+      const k = nodeToString(n);
+      m.set(k, this.isSelf(n) ? this.born : this.bornOf.get(k) ?? 0);
+    }
+    return m;
+  }
+
+  /** This node's copies as recovery lists them (OBJ_COPIES). */
+  async copyRecords(): Promise<CopyRecord[]> {
+    const out: CopyRecord[] = [];
+    for (const c of await this.store.copies()) {
+      let flags = c.stale ? CopyFlag.STALE : 0;
+      if (this.suspects.has(c.oid) || (this.uncleanFrom !== undefined && c.version >= this.uncleanFrom && (await this.store.changedSince(c.oid, c.stale, this.suspectSince)))) {
+        flags |= CopyFlag.SUSPECT;
+      }
+      out.push({ oid: c.oid, version: c.version, flags });
+    }
+    return out;
+  }
+
+  /** Of these (oid, version) pairs, the objects held here as current copies at that version or newer. */
+  async heldOf(recs: { oid: bigint; version: number }[]): Promise<bigint[]> {
+    const out: bigint[] = [];
+    for (const r of recs) {
+      if (this.recovery.pendingFor(r.oid)) continue;
+      const v = await this.store.versionOf(r.oid);
+      if (v !== undefined && v >= r.version) out.push(r.oid);
+    }
+    return out;
+  }
+
+  /**
+   * Fill in the epoch records this node missed while it was away, from
+   * the members (every node shows the same, whole history).
+   */
+  ensureHistory(): Promise<void> {
+    this.historyFetch ??= this.fetchHistory().finally(() => { this.historyFetch = undefined; });
+    return this.historyFetch;
+  }
+
+  private async fetchHistory(): Promise<void> {
+    for (let e = 1; e < this.epochNr; e++) {
+      if (this.epochs.has(e)) continue;
+      for (const n of this.members) {
+        if (this.isSelf(n)) continue;
+        try {
+          const r = await this.peers.call(n, { opcode: Op.GET_EPOCH, epoch: this.epochNr, dataLength: 1 << 20, obj: { tgtEpoch: e } });
+          const count = Math.floor((r.data.length - 8) / SD_NODE_SIZE);
+          const rec = { epoch: e, nodes: decodeNodes(r.data, count), time: Number(r.data.readBigInt64LE(count * SD_NODE_SIZE)) };
+          if (this.epochs.has(e)) break;
+          this.epochs.set(e, rec);
+          await this.cfg.saveEpoch(e, rec.nodes, rec.time);
+          break;
+        } catch (err) {
+          log.debug(`epoch ${e} from ${nodeToString(n)}: ${(err as Error).message}`);
+        }
       }
     }
   }
@@ -220,11 +397,23 @@ export class Sheep implements PlacementView {
 
   private async onEvent(e: ClusterEvent): Promise<void> {
     log.debug(`cluster event ${e.type} ${e.type === 'message' ? `${e.msg.t} from ${nodeToString(e.from)}` : nodeToString(e.node)}${this.joining ? ' (held: joining)' : ''}`);
+    if (this.status === 'refused') return;
     if (this.joining) {
       if (e.type === 'message' && e.msg.t === 'state' && this.isSelf((e.msg as StateMsg).to)) {
-        await this.applyState(e.msg as StateMsg);
+        const st = e.msg as StateMsg;
+        const why = this.foreign(st.config);
+        if (why) {
+          // not ours: change nothing, and go
+          this.status = 'refused';
+          this.joining = false;
+          log.err(`refusing to join: ${why}`);
+          this.settleJoin(new JoinRefused(why));
+          return;
+        }
+        await this.applyState(st);
         this.joining = false;
         this.ready = true;
+        this.settleJoin();
         for (const h of this.held.splice(0)) await this.onEvent(h);
       } else {
         this.held.push(e);
@@ -232,10 +421,33 @@ export class Sheep implements PlacementView {
       return;
     }
     switch (e.type) {
-      case 'join': return this.onJoin(e.node, e.info as JoinInfo, e.members);
-      case 'leave': return this.onLeave(e.node, e.members);
-      case 'message': return this.onMessage(e.msg, e.from);
+      case 'join': return this.onJoin(e.node, e.info as JoinInfo, this.admitted(e.members));
+      case 'leave': {
+        const k = nodeToString(e.node);
+        if (this.refused.delete(k)) return; // it was never one of us
+        return this.onLeave(e.node, this.admitted(e.members));
+      }
+      case 'message': {
+        if (this.refused.has(nodeToString(e.from))) return;
+        return this.onMessage(e.msg, e.from);
+      }
     }
+  }
+
+  /** The group's members minus the foreign nodes it holds. */
+  private admitted(members: SdNode[]): SdNode[] {
+    return this.refused.size ? members.filter((m) => !this.refused.has(nodeToString(m))) : members;
+  }
+
+  /**
+   * Why a node whose cluster config is c cannot be one with us (undefined:
+   * it can). A node holding another cluster's data must not join: it would
+   * serve that data as ours, or have it set aside and lost.
+   */
+  private foreign(c: ClusterConfig): string | undefined {
+    if (c.ctime === 0n || this.config.ctime === 0n || c.ctime === this.config.ctime) return undefined;
+    return `this node's data belongs to another cluster (created ${fmtCtime(c.ctime)}) than the one it is joining (created ${fmtCtime(this.config.ctime)}); ` +
+      `start it with its own cluster, or move its directory away to join this one as a new node`;
   }
 
   private async onJoin(node: SdNode, info: JoinInfo, members: SdNode[]): Promise<void> {
@@ -250,6 +462,7 @@ export class Sheep implements PlacementView {
       // first member: our own disk is the cluster's state
       this.present = [node];
       this.ready = true;
+      this.settleJoin();
       if (!this.formatted) {
         this.status = 'wait_format';
         this.ring = new VnodeRing(this.withVnodes(this.present));
@@ -261,9 +474,16 @@ export class Sheep implements PlacementView {
       return;
     }
     // Somebody else joined. The oldest member sends the state as of now.
-    if (this.isSelf(members[0])) {
+    const oldest = members.find((m) => !sameNode(m, node));
+    if (oldest && this.isSelf(oldest)) {
       const st = this.captureState(node);
       this.cluster.notify(st).catch((err) => log.err(`cannot send state to joiner: ${err}`));
+    }
+    const why = this.foreign(info.config);
+    if (why) {
+      this.refused.add(nodeToString(node));
+      log.err(`${nodeToString(node)} is refused: ${why}`);
+      return;
     }
     await this.applyJoin(node, info, members);
   }
@@ -275,10 +495,18 @@ export class Sheep implements PlacementView {
       const m = members.find((x) => sameNode(x, node));
       if (m) m.nrVnodes = info.vnodes;
     }
+    if (info.born) this.bornOf.set(nodeToString(node), info.born);
+    // what the joiner knows of VDIs and recovery is knowledge the cluster may have lost (a whole-cluster restart)
+    if (info.vdis && info.config.ctime !== 0n && (this.config.ctime === 0n || info.config.ctime === this.config.ctime) && this.vdis.merge(info.vdis)) await this.saveVdis();
+    if ((info.recovered ?? 0) > this.recoveredEpoch && info.config.ctime === this.config.ctime && this.config.ctime !== 0n) {
+      this.recoveredEpoch = info.recovered!;
+      await this.saveState();
+    }
     if (this.status === 'wait_format') {
       if (info.config.ctime !== 0n) {
         // a formatted node joins an empty group: the cluster is restarting
         await this.adopt(info);
+        if (info.vdis && this.vdis.merge(info.vdis)) await this.saveVdis();
         await this.checkResume();
       } else {
         this.ring = new VnodeRing(this.withVnodes(this.present));
@@ -291,10 +519,12 @@ export class Sheep implements PlacementView {
       return;
     }
     if (this.status === 'ok') {
-      if (info.config.ctime !== 0n && info.config.ctime !== this.config.ctime) {
-        log.warn(`${nodeToString(node)} has data of another cluster; it joins with its store set aside`);
-      }
       await this.bumpEpoch(this.withVnodes(this.present));
+      if (!info.born) this.bornOf.set(nodeToString(node), this.epochNr);
+      if (this.isSelf(node) && !this.born) {
+        this.born = this.epochNr;
+        await this.saveState();
+      }
     }
   }
 
@@ -324,10 +554,18 @@ export class Sheep implements PlacementView {
     this.status = 'ok';
     if (same && this.epochs.get(this.epochNr)) {
       this.ring = new VnodeRing(this.epochs.get(this.epochNr)!.nodes);
+      this.recoveryDone.clear();
+      this.recoveryComplete.clear();
       this.notifyEpochWaiters();
       log.notice(`cluster resumed at epoch ${this.epochNr}`);
+      // objects missed before the stop are fetched, replicas a crash split are reconciled
+      this.recovery.start(this.epochNr, this.epochs.get(this.epochNr)!.nodes, true);
     } else {
       await this.bumpEpoch(cur);
+    }
+    if (!this.born) {
+      this.born = this.epochNr;
+      await this.saveState();
     }
   }
 
@@ -338,6 +576,8 @@ export class Sheep implements PlacementView {
     this.checkLockHead();
     if (this.status === 'ok') {
       log.notice(`${nodeToString(node)} left`);
+      // writes it was making may have reached some replicas and not others
+      for (const oid of this.store.recent.snapshot()) this.suspects.add(oid);
       if (this.present.length) await this.bumpEpoch(this.withVnodes(this.present));
     } else if (this.status === 'wait_format') {
       this.ring = new VnodeRing(this.withVnodes(this.present));
@@ -350,17 +590,18 @@ export class Sheep implements PlacementView {
       t: 'state', to, config: { ...this.config }, status: this.status, epoch: this.epochNr,
       records: [...this.epochs.values()], expected: this.expected, inUse: [...this.vdis.inUse.setBits()],
       deleted: [...this.vdis.deleted.setBits()], vdiStates, lockQueue: [...this.lockQueue],
-      recoveryDone: [...this.recoveryDone], throttle: { ...this.recoveryThrottle },
+      recoveryDone: [...this.recoveryDone], recoveryComplete: [...this.recoveryComplete], throttle: { ...this.recoveryThrottle },
+      born: [...this.bornOf, [nodeToString(this.selfNode), this.born]], recovered: this.recoveredEpoch,
     };
   }
 
   private async applyState(st: StateMsg): Promise<void> {
-    const mine = this.config;
-    if (st.config.ctime !== 0n && mine.ctime !== 0n && mine.ctime !== st.config.ctime) {
-      log.warn('this node holds data of another cluster; setting it aside');
-      await this.recovery.setAsideAll();
-    }
     const wasRunningElsewhere = st.status === 'ok';
+    for (const [k, b] of st.born ?? []) this.bornOf.set(k, b);
+    if ((st.recovered ?? 0) > this.recoveredEpoch) {
+      this.recoveredEpoch = st.recovered!;
+      if (this.formatted) await this.saveState();
+    }
     this.config = { ...st.config };
     await this.cfg.save(this.config);
     for (const r of st.records) {
@@ -373,12 +614,17 @@ export class Sheep implements PlacementView {
     this.epochNr = st.epoch;
     this.expected = st.expected;
     this.status = st.status === 'ok' || st.status === 'wait_format' || st.status === 'wait_join' ? st.status : 'wait_join';
+    // the cluster's table, plus what only we knew (merged by everyone as our join is applied)
+    const own = this.vdis.table();
     this.vdis.reset();
     for (const v of st.inUse) this.vdis.inUse.set(v);
     for (const v of st.deleted) this.vdis.deleted.set(v);
     for (const s of st.vdiStates) this.vdis.states.set(s.vid, { ...s, participants: s.participants ?? [] });
+    if (this.config.ctime === this.joinInfo?.config.ctime) this.vdis.merge(own);
+    await this.saveVdis();
     this.lockQueue = st.lockQueue;
     this.recoveryDone = new Set(st.recoveryDone);
+    this.recoveryComplete = new Set(st.recoveryComplete ?? []);
     if (st.throttle) this.recoveryThrottle = { ...st.throttle };
     if (this.status === 'ok') this.ring = new VnodeRing(this.epochs.get(this.epochNr)?.nodes ?? []);
     else this.ring = new VnodeRing(this.withVnodes(this.present));
@@ -390,7 +636,6 @@ export class Sheep implements PlacementView {
   }
 
   async bumpEpoch(nodes: SdNode[]): Promise<void> {
-    const prev = this.epochs.get(this.epochNr);
     const e = this.epochNr + 1;
     const time = Math.floor(Date.now() / 1000);
     await this.cfg.saveEpoch(e, nodes, time);
@@ -400,9 +645,15 @@ export class Sheep implements PlacementView {
     const me = nodes.find((n) => this.isSelf(n));
     if (me) this.selfNode.nrVnodes = me.nrVnodes;
     this.recoveryDone.clear();
+    this.recoveryComplete.clear();
     log.info(`epoch ${e}: ${nodes.map((n) => `${nodeToString(n)}:${n.nrVnodes}`).join(', ')}`);
+    const zones = new Set(nodes.filter((n) => n.nrVnodes > 0).map((n) => n.zone)).size;
+    if (this.status === 'ok' && this.config.copies > zones) {
+      log.warn(`the cluster cannot place ${this.config.copies} copies: only ${zones} zone(s) hold data` +
+        (this.strict() ? '; writes are refused (strict mode)' : `; objects are stored under-replicated with ${zones}`));
+    }
     this.notifyEpochWaiters();
-    if (this.status === 'ok') this.recovery.start(e, prev?.nodes ?? [], nodes);
+    if (this.status === 'ok') this.recovery.start(e, nodes);
   }
 
   private notifyEpochWaiters(): void {
@@ -432,6 +683,7 @@ export class Sheep implements PlacementView {
       case 'vdi_del':
       case 'vdi_copies':
         this.vdis.apply(m as unknown as VdiNotice);
+        await this.saveVdis();
         return;
       case 'make_fs':
         await this.applyMakeFs(m as unknown as MakeFsMsg);
@@ -475,6 +727,8 @@ export class Sheep implements PlacementView {
       case 'recovery_done':
         if ((m.epoch as number) === this.epochNr) {
           this.recoveryDone.add(nodeToString(from));
+          if (m.complete !== false) this.recoveryComplete.add(nodeToString(from));
+          await this.noteRecoveryProgress();
           this.recovery.maybeCleanup();
         }
         return;
@@ -488,6 +742,18 @@ export class Sheep implements PlacementView {
       default:
         log.warn(`unknown cluster message ${m.t}`);
     }
+  }
+
+  /** Every member recovered this epoch with nothing missing: it is the new base of newestIsPresent, and suspects are settled. */
+  private async noteRecoveryProgress(): Promise<void> {
+    const members = this.epochs.get(this.epochNr)?.nodes ?? [];
+    if (!members.length || !members.every((n) => this.recoveryComplete.has(nodeToString(n)))) return;
+    if (this.recoveredEpoch >= this.epochNr) return;
+    this.recoveredEpoch = this.epochNr;
+    this.suspects.clear();
+    this.uncleanFrom = undefined;
+    await this.saveState();
+    log.info(`epoch ${this.epochNr}: every member recovered`);
   }
 
   private checkLockHead(): void {
@@ -525,8 +791,16 @@ export class Sheep implements PlacementView {
     };
     await this.cfg.save(this.config);
     this.vdis.reset();
+    await this.saveVdis();
+    this.suspects.clear();
+    this.uncleanFrom = undefined;
+    this.bornOf.clear();
     this.status = 'ok';
     await this.bumpEpoch(this.withVnodes(this.present));
+    this.born = this.epochNr;
+    this.recoveredEpoch = 0;
+    for (const n of this.present) this.bornOf.set(nodeToString(n), this.epochNr);
+    await this.saveState();
     log.notice(`cluster formatted: copies ${m.copies}, object size ${2 ** m.blockSizeShift}, store ${m.store}`);
   }
 
@@ -549,9 +823,19 @@ export class Sheep implements PlacementView {
   async close(): Promise<void> {
     this.recovery.stop();
     this.peers.closeAll();
+    if (this.aliveTimer) clearInterval(this.aliveTimer);
+    if (this.status === 'refused') {
+      await this.store.close();
+      return;
+    }
     await this.cluster.leave().catch(() => undefined);
     await this.store.close();
+    await this.cfg.markStopped();
   }
+}
+
+function fmtCtime(ctime: bigint): string {
+  return new Date(Number(ctime >> 32n) * 1000).toISOString();
 }
 
 export interface MakeFsMsg {

@@ -57,6 +57,13 @@ export type VdiNotice =
   | { t: 'vdi_del'; vid: number }
   | { t: 'vdi_copies'; vid: number; copies: number; copyPolicy: number; blockSizeShift: number };
 
+/**
+ * A VDI's entry in the table every node keeps on disk (vdis.json): enough to
+ * place its objects and find its inode without reading any object.
+ * [vid, nrCopies, copyPolicy, blockSizeShift, flags (1 snapshot, 2 deleted), parentVid]
+ */
+export type VdiTableRow = [number, number, number, number, number, number];
+
 export class VdiRegistry {
   readonly inUse = new VdiBitmap();
   readonly deleted = new VdiBitmap();
@@ -101,6 +108,47 @@ export class VdiRegistry {
     });
   }
 
+  /** The table as kept on disk and exchanged on joins. */
+  table(): VdiTableRow[] {
+    const rows: VdiTableRow[] = [];
+    for (const v of this.inUse.setBits()) {
+      const st = this.states.get(v);
+      const flags = (st?.snapshot ? 1 : 0) | (st?.deleted || this.deleted.test(v) ? 2 : 0);
+      rows.push([v, st?.nrCopies ?? 0, st?.copyPolicy ?? 0, st?.blockSizeShift ?? 0, flags, st?.parentVid ?? 0]);
+    }
+    return rows;
+  }
+
+  /**
+   * Add what another node's table knows: VDIs we have no entry for, and the
+   * snapshot and deleted marks (which are never taken back). Returns whether
+   * anything changed.
+   */
+  merge(rows: VdiTableRow[]): boolean {
+    let changed = false;
+    for (const [vid, copies, policy, shift, flags, parent] of rows) {
+      if (!vid || vid >= SD_NR_VDIS) continue;
+      const snapshot = (flags & 1) !== 0;
+      const deleted = (flags & 2) !== 0;
+      if (!this.inUse.test(vid)) { this.inUse.set(vid); changed = true; }
+      if (deleted && !this.deleted.test(vid)) { this.deleted.set(vid); changed = true; }
+      const st = this.states.get(vid);
+      if (!st) {
+        this.states.set(vid, {
+          vid, nrCopies: copies, copyPolicy: policy, blockSizeShift: shift, snapshot, deleted, parentVid: parent,
+          lockState: LockState.UNLOCKED, participants: [],
+        });
+        changed = true;
+        continue;
+      }
+      if (snapshot && !st.snapshot) { st.snapshot = true; changed = true; }
+      if (deleted && !st.deleted) { st.deleted = true; changed = true; }
+      if (!st.nrCopies && copies) { st.nrCopies = copies; st.copyPolicy = policy; changed = true; }
+      if (!st.blockSizeShift && shift) { st.blockSizeShift = shift; changed = true; }
+    }
+    return changed;
+  }
+
   apply(n: VdiNotice): void {
     switch (n.t) {
       case 'vdi_add': {
@@ -133,11 +181,17 @@ export class VdiRegistry {
     }
   }
 
+  /**
+   * undefined only when the inode does not exist; when it cannot be read
+   * (its holders are away, say) the lookup fails with that error rather
+   * than answering "no such VDI" for one that exists.
+   */
   private async readHeader(vid: number): Promise<InodeHeader | undefined> {
     try {
       return decodeInodeHeader(await this.io.read(vidToVdiOid(vid), 0, 572));
-    } catch {
-      return undefined;
+    } catch (e) {
+      if (e instanceof SheepdogError && e.result === Res.NO_OBJ) return undefined;
+      throw e;
     }
   }
 

@@ -48,6 +48,14 @@ async function clusterInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> 
   ctx.out(clusterInfoText({
     result, resultText: resultMessage(result), logs, verbose: ctx.verbose, raw: ctx.raw, diff: o.d === true,
   }));
+  // not in upstream's output (scripts parse stdout): on stderr, a cluster that cannot keep its copies apart
+  const copies = result === Res.SUCCESS ? logs[0]?.nrCopies ?? 0 : 0;
+  const zones = new Set(ctx.nodes.filter((n) => n.nrVnodes > 0).map((n) => n.zone)).size;
+  if (copies > 1 && zones < copies) {
+    const strict = ((logs[0]?.flags ?? 0) & ClusterFlag.STRICT) !== 0;
+    ctx.err(`Warning: the cluster cannot place ${copies} copies: only ${zones} zone(s) hold data, ` +
+      (strict ? 'so writes are refused (strict mode)\n' : `so objects are stored with ${zones} cop${zones === 1 ? 'y' : 'ies'}\n`));
+  }
   return EXIT_SUCCESS;
 }
 

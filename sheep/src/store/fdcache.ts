@@ -14,6 +14,10 @@ export interface FdEntry {
   dead: boolean;
   syncing?: Promise<void>;
   syncQueued?: Promise<void>;
+  /** The object's version as last read or set (undefined: not read yet). */
+  ver?: number;
+  /** A version change on its way to the disk: writes wait for it. */
+  stamping?: Promise<void>;
 }
 
 const closeQuietly = (fd: number) => fs.close(fd, () => undefined);

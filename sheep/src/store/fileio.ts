@@ -34,16 +34,16 @@ export interface FileIOAddon {
   splicerClose(s: Splicer): void;
   /** Uninitialised memory of exactly size bytes, on transparent huge pages where the kernel has them (its own ArrayBuffer). */
   hugeAlloc(size: number): Buffer;
+  /** An object file's version (0: none), or -errno; see native/fileio/src/xattr.c. */
+  getVersion(file: string | number): number;
+  /** 0, or -errno. */
+  setVersion(file: string | number, version: number): number;
 }
 
 export const FILEIO_ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/fileio/build/Release/fileio.node');
 
 let why = '';
-function load(): FileIOAddon | undefined {
-  if (process.env.SHEEP_NATIVE_IO === '0') {
-    why = 'SHEEP_NATIVE_IO=0';
-    return undefined;
-  }
+function loadAddon(): FileIOAddon | undefined {
   try {
     return createRequire(import.meta.url)(FILEIO_ADDON_PATH) as FileIOAddon;
   } catch (e) {
@@ -52,7 +52,25 @@ function load(): FileIOAddon | undefined {
   }
 }
 
+const addon = loadAddon();
+
+function load(): FileIOAddon | undefined {
+  if (process.env.SHEEP_NATIVE_IO === '0') {
+    why = 'SHEEP_NATIVE_IO=0';
+    return undefined;
+  }
+  return addon;
+}
+
 export const fileio = load();
+
+/**
+ * Object versions live in extended attributes, which Node cannot reach: the
+ * addon is needed for them whatever SHEEP_NATIVE_IO says (recovery's safety
+ * rests on versions, so a sheep without them refuses to start).
+ */
+export const versionIO: Pick<FileIOAddon, 'getVersion' | 'setVersion'> | undefined = addon;
+export const versionIOMissing = (): string => why;
 
 /**
  * Every write to an object file stops at multiples of this many bytes of

@@ -1,16 +1,22 @@
 // "plain" store: one file per object under DIR/obj, named by 16 hex digits.
 // Creates are atomic (write a temp file, fsync, rename); unless nosync,
 // every write is on disk before it is acknowledged.
+//
+// Every object file carries its version (see ObjectCopy): the epoch of the
+// write that last changed it, in an extended attribute. A write in a newer
+// epoch raises it, and the raised version is on disk before the write's
+// bytes are, so a copy never claims to be older than it is.
 import { promises as fsp, constants as FS } from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { oidToHex, SheepdogError, Res, SpliceTarget } from '@sheepdog/common';
-import type { ObjectStore } from './store.js';
+import type { ObjectStore, ObjectCopy } from './store.js';
 import { FdCache, FdEntry, preadFull } from './fdcache.js';
 import { takePipe, givePipe, readPipeNow } from './pipes.js';
 import { WriteQueue } from './writequeue.js';
 import { syncPool } from './syncpool.js';
-import { tryReadNow, PipeSource, chunkRoom } from './fileio.js';
+import { tryReadNow, PipeSource, chunkRoom, versionIO, versionIOMissing } from './fileio.js';
+import { RecentWrites } from './recent.js';
 
 export class PlainStore implements ObjectStore {
   readonly name: string = 'plain';
@@ -19,6 +25,9 @@ export class PlainStore implements ObjectStore {
   readonly staleDir: string;
   private fds = new FdCache((oid) => this.p(oid), 512);
   private writes = new WriteQueue();
+  /** The epoch new writes are stamped with (set by the node). */
+  epochNow: () => number = () => 0;
+  readonly recent = new RecentWrites();
 
   constructor(readonly baseDir: string, readonly nosync: boolean) {
     this.objDir = path.join(baseDir, 'obj');
@@ -27,6 +36,7 @@ export class PlainStore implements ObjectStore {
   }
 
   async init(): Promise<void> {
+    if (!versionIO) throw new Error(`the native addon is needed for object versions (${versionIOMissing()})`);
     await fsp.mkdir(this.tmpDir, { recursive: true });
     await fsp.mkdir(this.staleDir, { recursive: true });
     // leftovers of creates interrupted by a crash were never acknowledged
@@ -60,13 +70,50 @@ export class PlainStore implements ObjectStore {
     return new Promise((resolve, reject) => {
       this.fds.acquire(oid, (err, e) => {
         if (err) reject(this.mapErr(err));
-        else this.queueWrite(e!, data, off, resolve, reject);
+        else if (data.length === 0) {
+          // nothing to write: the object exists, and stays as it is
+          this.fds.release(e!);
+          resolve();
+        } else this.queueWrite(e!, data, off, resolve, reject, undefined, oid);
       });
     });
   }
 
+  /**
+   * Raise the version of e's object to the current epoch before a write
+   * into it; then() once the version is on disk (at once when it already
+   * is). A version is never lowered.
+   */
+  private stamp(e: FdEntry, then: () => void, reject: (e: Error) => void): void {
+    if (e.stamping) {
+      e.stamping.then(then, reject);
+      return;
+    }
+    const ep = this.epochNow();
+    if (e.ver === undefined) {
+      const v = versionIO!.getVersion(e.fd);
+      e.ver = v > 0 ? v : 0;
+    }
+    if (e.ver >= ep) return then();
+    const r = versionIO!.setVersion(e.fd, ep);
+    if (r < 0) return reject(new SheepdogError(Res.EIO, `cannot set the version of an object: errno ${-r}`));
+    e.ver = ep;
+    if (this.nosync) return then();
+    e.stamping = syncPool.fsync(e.fd).finally(() => { e.stamping = undefined; });
+    e.stamping.then(then, (err) => reject(this.mapErr(err)));
+  }
+
   /** Write data at off through e (whose reference this gives back), synced unless nosync. */
-  private queueWrite(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void): void {
+  private queueWrite(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void, oid?: bigint): void {
+    if (oid !== undefined) this.recent.add(oid);
+    this.stamp(e, () => this.queueStamped(e, data, off, resolve, reject, written), (err) => {
+      written?.(false);
+      this.fds.release(e);
+      reject(err);
+    });
+  }
+
+  private queueStamped(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void): void {
     this.writes.write(e.fd, data, off, (werr) => {
       written?.(!werr);
       if (werr || this.nosync) {
@@ -110,7 +157,7 @@ export class PlainStore implements ObjectStore {
         settled = true;
         return new Promise<void>((resolve, reject) => {
           // a failed write may leave bytes in the pipe: then it is not reused
-          this.queueWrite(e, { pipe: p.r, length: len }, off, resolve, reject, (ok) => givePipe(p, ok));
+          this.queueWrite(e, { pipe: p.r, length: len }, off, resolve, reject, (ok) => givePipe(p, ok), oid);
         });
       },
       drain: () => {
@@ -133,6 +180,14 @@ export class PlainStore implements ObjectStore {
   }
 
   async create(oid: bigint, size: number, off: number, data: Buffer): Promise<void> {
+    // an empty create of an object that exists changes nothing (dog vdi create -P sends them)
+    if (data.length === 0 && (await this.exists(oid))) return;
+    this.recent.add(oid);
+    return this.install(oid, size, off, data, this.epochNow());
+  }
+
+  /** Atomically (re)create an object with the given version: a temporary file, synced, renamed into place. */
+  private async install(oid: bigint, size: number, off: number, data: Buffer, version: number): Promise<void> {
     const tmp = path.join(this.tmpDir, `${oidToHex(oid)}.${randomBytes(4).toString('hex')}`);
     let fh;
     try {
@@ -143,7 +198,9 @@ export class PlainStore implements ObjectStore {
         const { bytesWritten } = await fh.write(data, done, chunkRoom(off + done, data.length - done), off + done);
         done += bytesWritten;
       }
-      if (!this.nosync) await syncPool.fdatasync(fh.fd);
+      const r = versionIO!.setVersion(fh.fd, version);
+      if (r < 0) throw new SheepdogError(Res.EIO, `cannot set the version of ${oidToHex(oid)}: errno ${-r}`);
+      if (!this.nosync) await syncPool.fsync(fh.fd);
       await fh.close();
       fh = undefined;
       await fsp.rename(tmp, this.p(oid));
@@ -155,8 +212,77 @@ export class PlainStore implements ObjectStore {
     }
   }
 
-  createFull(oid: bigint, size: number, data: Buffer): Promise<void> {
-    return this.create(oid, size, 0, data.length > size ? data.subarray(0, size) : data);
+  createFull(oid: bigint, size: number, data: Buffer, version?: number): Promise<void> {
+    return this.install(oid, size, 0, data.length > size ? data.subarray(0, size) : data, version ?? this.epochNow());
+  }
+
+  /**
+   * Every object this node holds a copy of, once, with its best copy: the
+   * newer of a live and a set-aside one (the live one when equal).
+   */
+  async copies(): Promise<ObjectCopy[]> {
+    const byOid = new Map<bigint, ObjectCopy>();
+    for (const [dir, stale] of [[this.objDir, false], [this.staleDir, true]] as const) {
+      const names = await fsp.readdir(dir).catch(() => [] as string[]);
+      for (let i = 0; i < names.length; i++) {
+        const f = names[i];
+        if (!/^[0-9a-f]{16}$/.test(f)) continue;
+        const version = this.fileVersion(path.join(dir, f));
+        if (version === undefined) continue; // removed meanwhile
+        const oid = BigInt('0x' + f);
+        const had = byOid.get(oid);
+        if (!had || version > had.version) byOid.set(oid, { oid, version, stale });
+        // a syscall per file: let requests in between
+        if (i % 256 === 255) await new Promise((r) => setImmediate(r));
+      }
+    }
+    return [...byOid.values()];
+  }
+
+  /** Whether a copy (live, or the one set aside) was modified at or after the time ms. */
+  async changedSince(oid: bigint, stale: boolean, ms: number): Promise<boolean> {
+    try {
+      return (await fsp.stat(stale ? this.sp(oid) : this.p(oid))).mtimeMs >= ms;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Remove the copy set aside, if any. */
+  async dropStale(oid: bigint): Promise<void> {
+    await fsp.rm(this.sp(oid), { force: true });
+  }
+
+  /** A live copy's version (undefined: no live copy). */
+  async versionOf(oid: bigint): Promise<number | undefined> {
+    const v = versionIO!.getVersion(this.p(oid));
+    if (v === -2) return undefined;
+    return v > 0 ? v : 0;
+  }
+
+  /** Which copy is the best (see copies()): undefined when there is none. */
+  bestCopy(oid: bigint): 'live' | 'stale' | undefined {
+    const live = this.fileVersion(this.p(oid));
+    const stale = this.fileVersion(this.sp(oid));
+    if (stale !== undefined && (live === undefined || stale > live)) return 'stale';
+    return live === undefined ? undefined : 'live';
+  }
+
+  /** A whole copy and its version: the live one, or (with anyCopy) the best one, which may be set aside. */
+  async readCopy(oid: bigint, size: number, anyCopy: boolean): Promise<{ data: Buffer; version: number; stale: boolean }> {
+    const which = this.bestCopy(oid);
+    if (which === 'live' || (which === 'stale' && !anyCopy && this.fileVersion(this.p(oid)) !== undefined)) {
+      return this.fds.use(oid, async (fd) => {
+        // a write raises the version before its bytes land: read the version first
+        const v = versionIO!.getVersion(fd);
+        const data = Buffer.alloc(size);
+        await preadFull(fd, data, 0, size, 0);
+        return { data, version: v > 0 ? v : 0, stale: false };
+      }).catch((err) => { throw this.mapErr(err); });
+    }
+    if (which !== 'stale' || !anyCopy) throw new SheepdogError(Res.NO_OBJ);
+    const version = this.fileVersion(this.sp(oid)) ?? 0;
+    return { data: await this.staleRead(oid, 0, size), version, stale: true };
   }
 
   async remove(oid: bigint): Promise<boolean> {
@@ -252,10 +378,24 @@ export class PlainStore implements ObjectStore {
     return path.join(this.staleDir, oidToHex(oid));
   }
 
+  /** A file's version: undefined when there is no such file. */
+  private fileVersion(file: string): number | undefined {
+    const v = versionIO!.getVersion(file);
+    if (v === -2) return undefined;
+    return v > 0 ? v : 0;
+  }
+
+  // One live and one set-aside copy of an object can exist side by side (a
+  // copy set aside, then a newer one fetched); whatever moves between them,
+  // the newer of the two is what stays.
   async setAside(oid: bigint): Promise<void> {
     this.fds.invalidate(oid);
+    const live = this.fileVersion(this.p(oid));
+    if (live === undefined) return;
+    const stale = this.fileVersion(this.sp(oid));
     try {
-      await fsp.rename(this.p(oid), this.sp(oid));
+      if (stale !== undefined && stale > live) await fsp.unlink(this.p(oid));
+      else await fsp.rename(this.p(oid), this.sp(oid));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw this.mapErr(e);
     }
@@ -291,9 +431,16 @@ export class PlainStore implements ObjectStore {
   }
 
   async restoreStale(oid: bigint): Promise<boolean> {
+    const stale = this.fileVersion(this.sp(oid));
+    if (stale === undefined) return false;
+    const live = this.fileVersion(this.p(oid));
     try {
-      await fsp.rename(this.sp(oid), this.p(oid));
-      this.fds.invalidate(oid);
+      if (live !== undefined && live >= stale) {
+        await fsp.unlink(this.sp(oid));
+      } else {
+        await fsp.rename(this.sp(oid), this.p(oid));
+        this.fds.invalidate(oid);
+      }
       return true;
     } catch {
       return false;

@@ -1,9 +1,26 @@
 // The object store interface: one object = a byte array of fixed size,
 // addressed by oid. Drivers are chosen by name at format time.
 import type { SpliceTarget } from '@sheepdog/common';
+import type { RecentWrites } from './recent.js';
+
+/**
+ * One copy of an object on this node. version: the epoch of the write that
+ * last changed it (0: unknown, older than any); a write in a later epoch
+ * always lands on a copy that was current, so a higher version is newer
+ * data. stale: set aside (not served) until recovery decides.
+ */
+export interface ObjectCopy {
+  oid: bigint;
+  version: number;
+  stale: boolean;
+}
 
 export interface ObjectStore {
   readonly name: string;
+  /** The epoch new writes are stamped with. */
+  epochNow: () => number;
+  /** Objects written lately (see RecentWrites). */
+  readonly recent: RecentWrites;
   init(): Promise<void>;
   /** Read len bytes at off (into `into` when given); bytes past the stored length read as zero. */
   read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer>;
@@ -23,8 +40,20 @@ export interface ObjectStore {
   write(oid: bigint, off: number, data: Buffer): Promise<void>;
   /** Atomically (re)create an object of `size` bytes: zeros + data at off. */
   create(oid: bigint, size: number, off: number, data: Buffer): Promise<void>;
-  /** Create from a full image (used by COW and recovery). */
-  createFull(oid: bigint, size: number, data: Buffer): Promise<void>;
+  /** Create from a full image (used by COW and recovery), with the source's version (default: now). */
+  createFull(oid: bigint, size: number, data: Buffer, version?: number): Promise<void>;
+  /** Every copy held here, live and set aside, with versions. */
+  copies(): Promise<ObjectCopy[]>;
+  /** Whether a copy (live, or set aside) was modified at or after the time ms. */
+  changedSince(oid: bigint, stale: boolean, ms: number): Promise<boolean>;
+  /** Remove the copy set aside, if any. */
+  dropStale(oid: bigint): Promise<void>;
+  /** A live copy's version (undefined: none). */
+  versionOf(oid: bigint): Promise<number | undefined>;
+  /** A whole copy and its version: the live one, or (with anyCopy) the best one, which may be set aside. */
+  readCopy(oid: bigint, size: number, anyCopy: boolean): Promise<{ data: Buffer; version: number; stale: boolean }>;
+  /** Which of an object's copies is the best (the newer of live and set aside; live when equal). */
+  bestCopy(oid: bigint): 'live' | 'stale' | undefined;
   remove(oid: bigint): Promise<boolean>;
   exists(oid: bigint): Promise<boolean>;
   list(): Promise<bigint[]>;

@@ -7,8 +7,8 @@ import { Worker } from 'node:worker_threads';
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
-parentPort.on('message', ({ id, fd }) => {
-  try { fs.fdatasyncSync(fd); parentPort.postMessage({ id }); }
+parentPort.on('message', ({ id, fd, full }) => {
+  try { if (full) fs.fsyncSync(fd); else fs.fdatasyncSync(fd); parentPort.postMessage({ id }); }
   catch (e) { parentPort.postMessage({ id, code: e.code, message: e.message }); }
 });
 `;
@@ -40,11 +40,20 @@ export class SyncPool {
   }
 
   fdatasync(fd: number): Promise<void> {
+    return this.post(fd, false);
+  }
+
+  /** fsync: also the file's metadata, where an object's version lives. */
+  fsync(fd: number): Promise<void> {
+    return this.post(fd, true);
+  }
+
+  private post(fd: number, full: boolean): Promise<void> {
     if (!this.workers.length) this.start();
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
       this.waiters.set(id, { resolve, reject });
-      this.workers[this.rr++ % this.workers.length].postMessage({ id, fd });
+      this.workers[this.rr++ % this.workers.length].postMessage({ id, fd, full });
     });
   }
 

@@ -600,6 +600,7 @@ static napi_value set_write_chunk(napi_env env, napi_callback_info info) {
 }
 
 void hugebuf_register(napi_env env, napi_value exports); // hugebuf.c
+void xattr_register(napi_env env, napi_value exports); // xattr.c
 
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
@@ -614,5 +615,6 @@ NAPI_MODULE_INIT() {
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   hugebuf_register(env, exports);
+  xattr_register(env, exports);
   return exports;
 }

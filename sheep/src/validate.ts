@@ -192,6 +192,10 @@ export const RULES = new Map<number, Rule>([
   [Op.SET_RECOVERY, adm(64, 0)],
   [Op.SET_VNODES, adm(8, 0)],
   [Op.GET_VNODES, pub(0, 4)],
+  // this implementation's recovery (see recovery.ts): pages of copy records, whole copies, held-version queries
+  [Op.OBJ_COPIES, adm(0, STATE_REPLY)],
+  [Op.FETCH_OBJ, adm(0, MAX_PAYLOAD)],
+  [Op.CHECK_HELD, adm(4 * MiB, 4 * MiB)],
 ]);
 
 /**

@@ -194,6 +194,25 @@ export async function main(argv: string[]): Promise<number> {
   };
   const server = new SheepServer(sheep, limits);
   let nbd: NbdServer | undefined;
+  // Set before the port opens: a KILL_NODE or SHUTDOWN that arrives while
+  // the node is still starting must still stop it.
+  let stopping = false;
+  const stop = async (why: string, code = 0) => {
+    if (stopping) return;
+    stopping = true;
+    log.notice(`shutting down (${why})`);
+    server.stopListening();
+    await nbd?.close();
+    // let in-flight replies (e.g. the SHUTDOWN answer) leave first
+    await new Promise((r) => setTimeout(r, 100));
+    await server.close();
+    await sheep.cache?.close(); // write back what the cache holds
+    await sheep.close();
+    if (p.pidfile) rmSync(p.pidfile, { force: true });
+    await closeLogger();
+    process.exit(code);
+  };
+  sheep.onShutdown = (why) => void stop(why);
   try {
     await sheep.init();
     if (p.cache) await attachCache(sheep, p.cache);
@@ -215,23 +234,6 @@ export async function main(argv: string[]): Promise<number> {
   log.notice(`sheep ${SHEEP_VERSION} serving ${p.bindaddr ?? '*'}:${p.port}, data in ${p.dir}`);
   log.info(`file I/O: ${fileioStatus()}`);
 
-  let stopping = false;
-  const stop = async (why: string, code = 0) => {
-    if (stopping) return;
-    stopping = true;
-    log.notice(`shutting down (${why})`);
-    server.stopListening();
-    await nbd?.close();
-    // let in-flight replies (e.g. the SHUTDOWN answer) leave first
-    await new Promise((r) => setTimeout(r, 100));
-    await server.close();
-    await sheep.cache?.close(); // write back what the cache holds
-    await sheep.close();
-    if (p.pidfile) rmSync(p.pidfile, { force: true });
-    await closeLogger();
-    process.exit(code);
-  };
-  sheep.onShutdown = (why) => void stop(why);
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGHUP', () => undefined);

@@ -12,6 +12,8 @@
 
 /** Requests below this size use ordinary allocation. */
 export const POOL_MIN = 64 * 1024;
+/** Nor do those above this: rare, and the pool's allocator may not serve them (huge pages stop at 1 GiB). */
+export const POOL_MAX = 256 * 1024 * 1024;
 
 export class BufferPool {
   private free = new Map<number, Buffer[]>();
@@ -43,6 +45,7 @@ export class BufferPool {
   /** An uninitialised buffer of exactly n bytes (pooled when n >= POOL_MIN). */
   get(n: number): Buffer {
     if (n < POOL_MIN) return Buffer.allocUnsafe(n);
+    if (n > POOL_MAX) return Buffer.allocUnsafeSlow(n);
     const c = BufferPool.classOf(n);
     const list = this.free.get(c);
     let full = list?.pop();

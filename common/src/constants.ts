@@ -182,6 +182,8 @@ export const Res = {
   GATEWAY_MODE: 0x97,
   INVALID_VNODES_STRATEGY: 0x98,
   NO_CHECKPOINT_ENTRY: 0x99,
+  /** Not upstream's: a restricted opcode from an address that is neither a member nor allowed (sheep --admin-allow). */
+  NOT_PERMITTED: 0xa0,
 } as const;
 export type ResultCode = (typeof Res)[keyof typeof Res];
 
@@ -239,6 +241,7 @@ const resultMessages: Record<number, string> = {
   [Res.GATEWAY_MODE]: 'Targeted node is gateway mode',
   [Res.INVALID_VNODES_STRATEGY]: 'Invalid cluster vnodes strategy',
   [Res.NO_CHECKPOINT_ENTRY]: 'Checkpoint entry is not found',
+  [Res.NOT_PERMITTED]: 'Operation not permitted from this address (not a cluster member, nor in sheep --admin-allow)',
 };
 
 export function resultMessage(code: number): string {

@@ -3,22 +3,23 @@
 // port, responses on a client's connection.
 //
 // In direct mode (net's `onread`) the socket reads into buffers chosen here:
-// headers and small payloads into a 256 KiB stage that the connection keeps
-// for its life, and a large payload into its own buffer (pooled where the
-// owner gives it back), which the kernel then fills in place. A 1 MiB
-// payload thus costs one copy out of the socket instead of sixteen fresh
-// 64 KiB chunks, a second copy to join them, and the collector's time for
-// both. Nothing handed out is a view into the stage: it is overwritten as it
-// is reused.
+// headers and whole small frames into one receive buffer the process shares
+// (reads run one at a time on one thread, and what is kept of them is
+// copied out before the read returns), and a payload the read did not
+// complete into a buffer of its own (pooled where the owner gives it back),
+// which the kernel then fills in place. So an idle connection holds no
+// receive memory, a 1 MiB payload costs one copy out of the socket instead
+// of sixteen fresh 64 KiB chunks and a second copy to join them, and a
+// payload's buffer fills as its bytes arrive: it exists only once the sink
+// has admitted the frame (see FrameSink.admit), which is where the
+// daemon's memory budget says yes or not yet.
 import { ByteQueue } from './framing.js';
 import { POOL_MIN, bufferPool } from './bufpool.js';
 import { SD_REQ_HEADER_SIZE } from './constants.js';
 
 /** Requests and responses alike. */
 const HEADER = SD_REQ_HEADER_SIZE;
-const STAGE_SIZE = 256 * 1024;
-/** Below this much room the stage is compacted before the next read. */
-const STAGE_MIN_READ = 16 * 1024;
+const SHARED_SIZE = 256 * 1024;
 
 const SLAB_SIZE = 128 * 1024;
 /** Largest payload carved from a slab (a kept one holds its slab's memory). */
@@ -26,6 +27,13 @@ const SLAB_MAX = 16 * 1024;
 
 /** Where bytes after the end of framing go (the connection is closing). */
 const DISCARD = Buffer.allocUnsafe(64 * 1024);
+
+/** The receive buffer every direct-mode connection reads into (from the pool: huge pages). */
+let shared: Buffer | undefined;
+function sharedBuffer(): Buffer {
+  if (!shared) shared = bufferPool.get(SHARED_SIZE);
+  return shared;
+}
 
 /** What reads a socket into buffers of its own choosing (net's `onread`). */
 export interface DirectReader {
@@ -41,6 +49,12 @@ export interface FrameSink<H> {
   header(raw: Buffer): H;
   /** Bytes of payload after this header, or -1: it cannot be taken, and nothing after it can be framed. */
   payloadLength(h: H): number;
+  /**
+   * Whether this frame's payload (len bytes, maybe 0) may be received now.
+   * false: the reader holds the frame, allocates nothing for it, and goes
+   * on once resume() is called; the owner stops reading the socket meanwhile.
+   */
+  admit?(h: H, len: number): boolean;
   /** A whole frame; pooled: data came from bufferPool and may be given back once done with. */
   frame(h: H, data: Buffer, pooled: boolean): void;
   /** The header payloadLength refused. */
@@ -58,11 +72,11 @@ export class FrameReader<H> implements DirectReader {
   private rx = new ByteQueue();
   private hdr?: H;
   private len = 0;
-  private stage?: Buffer;
-  private stagePos = 0;
+  /** The current header waits for admit() to say yes. */
+  private holding = false;
   private filling?: { h: H; buf: Buffer; got: number; pooled: boolean };
   private stopped = false;
-  /** A large payload was just received in place: read only the next header. */
+  /** A payload was just received in place: read only the next header. */
   private headerNext = false;
 
   constructor(private readonly sink: FrameSink<H>, private readonly opts: FrameReaderOptions<H> = {}) {}
@@ -70,7 +84,18 @@ export class FrameReader<H> implements DirectReader {
   /** Bytes from an ordinary socket's 'data' event (a fresh chunk, which may be kept). */
   push(chunk: Buffer): void {
     if (this.stopped) return;
-    this.rx.push(chunk);
+    const f = this.filling;
+    if (f) {
+      const k = Math.min(chunk.length, f.buf.length - f.got);
+      chunk.copy(f.buf, f.got, 0, k);
+      f.got += k;
+      if (k < chunk.length) this.rx.push(chunk.subarray(k));
+      if (f.got < f.buf.length) return;
+      this.filling = undefined;
+      this.sink.frame(f.h, f.buf, f.pooled);
+    } else {
+      this.rx.push(chunk);
+    }
     this.parse();
   }
 
@@ -78,17 +103,12 @@ export class FrameReader<H> implements DirectReader {
     if (this.stopped) return DISCARD;
     const f = this.filling;
     if (f) return f.buf.subarray(f.got);
-    if (!this.stage) {
-      this.stage = bufferPool.get(STAGE_SIZE);
-      this.stagePos = 0;
-    } else if (this.stage.length - this.stagePos < STAGE_MIN_READ) {
-      this.compact();
-    }
-    // Right after a large payload, read just the next header: if another
-    // large one follows, it then lands in place instead of partly in the
-    // stage (to be copied). One more read() call, not a copy of up to 256 KiB.
-    if (this.headerNext && this.rx.length === 0) return this.stage.subarray(this.stagePos, this.stagePos + HEADER);
-    return this.stage.subarray(this.stagePos);
+    // Right after a payload received in place, read just the next header:
+    // if another payload follows that this read does not complete, it then
+    // lands in its own buffer instead of partly in the shared one (to be
+    // copied). One more read() call, not a copy of up to 256 KiB.
+    if (this.headerNext && this.rx.length === 0) return sharedBuffer().subarray(0, HEADER);
+    return sharedBuffer();
   }
 
   received(n: number, buf: Buffer): void {
@@ -101,50 +121,61 @@ export class FrameReader<H> implements DirectReader {
         buf.copy(f.buf, f.got, 0, k);
         f.got += k;
         if (k < n) this.rx.push(Buffer.from(buf.subarray(k, n)));
-        if (buf.buffer === this.stage?.buffer) this.stagePos += n;
       } else {
         f.got += n;
       }
       if (f.got < f.buf.length) return;
       this.filling = undefined;
-      this.headerNext = true;
+      // (after a small payload, the next read is a full one: small frames come many to a read)
+      this.headerNext = f.buf.length >= POOL_MIN;
       this.sink.frame(f.h, f.buf, f.pooled);
     } else {
       this.headerNext = false;
-      this.stagePos += n;
       this.rx.push(buf.subarray(0, n));
     }
     this.parse();
+    // the shared buffer is the next read's, on whichever connection: keep a copy of what is left
+    if (shared) this.rx.own(shared.buffer as ArrayBuffer);
+  }
+
+  /** The frame admit() held back may be received now. */
+  resume(): void {
+    if (this.stopped || !this.holding) return;
+    this.holding = false;
+    this.parse();
+    if (shared) this.rx.own(shared.buffer as ArrayBuffer);
+  }
+
+  /** Waiting for admit(): the owner should not read the socket. */
+  get held(): boolean {
+    return this.holding;
+  }
+
+  /** In the middle of a frame (a partial header, or a payload not complete). */
+  get midFrame(): boolean {
+    return this.rx.length > 0 || this.filling !== undefined || this.hdr !== undefined;
+  }
+
+  /** Drop memory kept for speed between frames (the small-payload slab), when idle. */
+  idle(): void {
+    if (!this.midFrame) this.slab = undefined;
   }
 
   /** No more frames from this connection (it closed, or cannot be framed any more). */
   stop(): void {
     this.stopped = true;
     this.filling = undefined;
+    this.hdr = undefined;
+    this.holding = false;
     this.rx = new ByteQueue();
-    if (this.stage) bufferPool.put(this.stage);
-    this.stage = undefined;
+    this.slab = undefined;
   }
 
-  /**
-   * Move the unparsed bytes, which are the last rx.length bytes before
-   * stagePos (the stage is filled front to back and parsed in order), to its
-   * start. They are at most a header and a small payload.
-   */
-  private compact(): void {
-    const stage = this.stage!;
-    const n = this.rx.length;
-    stage.copy(stage, 0, this.stagePos - n, this.stagePos);
-    this.rx = new ByteQueue();
-    if (n) this.rx.push(stage.subarray(0, n));
-    this.stagePos = n;
-  }
-
-  /** n bytes off rx in a buffer of their own (rx may hold views into the stage). */
+  /** n bytes off rx in a buffer of their own (rx may hold views into the shared buffer). */
   private takeOwn(n: number, alloc: (n: number) => Buffer): Buffer {
     if (n <= SLAB_MAX && this.opts.slabs && alloc !== bufferPool.alloc) alloc = this.slabAlloc;
     const b = this.rx.take(n, alloc);
-    if (this.stage && b.buffer === this.stage.buffer) {
+    if (shared && b.buffer === shared.buffer) {
       const own = alloc(n);
       b.copy(own);
       return own;
@@ -168,7 +199,7 @@ export class FrameReader<H> implements DirectReader {
   };
 
   private parse(): void {
-    while (!this.stopped) {
+    while (!this.stopped && !this.holding) {
       if (!this.hdr) {
         if (this.rx.length < HEADER) return;
         const h = this.sink.header(Buffer.from(this.rx.take(HEADER)));
@@ -180,22 +211,24 @@ export class FrameReader<H> implements DirectReader {
         }
         this.hdr = h;
         this.len = len;
+        if (this.sink.admit && !this.sink.admit(h, len)) {
+          this.holding = true;
+          return;
+        }
       }
       const h = this.hdr;
       const len = this.len;
       const pooled = len >= POOL_MIN && this.opts.poolable !== undefined && this.opts.poolable(h);
       const alloc = pooled ? bufferPool.alloc : (k: number) => Buffer.allocUnsafe(k);
+      this.hdr = undefined;
       if (this.rx.length < len) {
-        // direct mode: let the socket fill the rest of a large payload in place
-        if (!this.stage || len < POOL_MIN) return;
-        const buf = alloc(len);
+        // the rest of the payload fills a buffer of its own as it arrives (in place, in direct mode)
+        const buf = len <= SLAB_MAX && this.opts.slabs ? this.slabAlloc(len) : alloc(len);
         const got = this.rx.length;
         if (got) this.rx.take(got).copy(buf);
-        this.hdr = undefined;
         this.filling = { h, buf, got, pooled };
         return;
       }
-      this.hdr = undefined;
       const data = len ? this.takeOwn(len, alloc) : Buffer.alloc(0);
       this.sink.frame(h, data, pooled);
     }

@@ -54,6 +54,20 @@ export class ByteQueue {
     return out;
   }
 
+  /**
+   * Replace the views into `ab` (a receive buffer about to be reused) that
+   * are still queued with copies of their bytes.
+   */
+  own(ab: ArrayBuffer): void {
+    for (let i = this.ci; i < this.chunks.length; i++) {
+      const c = this.chunks[i];
+      if (c.buffer !== ab) continue;
+      const from = i === this.ci ? this.head : 0;
+      this.chunks[i] = Buffer.from(c.subarray(from));
+      if (i === this.ci) this.head = 0;
+    }
+  }
+
   /** Drop n bytes without copying. */
   skip(n: number): void {
     let left = n;

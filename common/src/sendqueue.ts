@@ -24,8 +24,34 @@ export class SendQueue {
   private pooledQueued: Buffer[] = [];
   /** A send is scheduled (something is queued). */
   scheduled = false;
+  /** Memory charged to what is queued (see charge()), handed to onSent once it has left. */
+  private charged = 0;
 
-  constructor(private readonly sock: net.Socket) {}
+  /** onSent(n): the bytes charge()d to a batch have been taken by the kernel (or the socket failed). */
+  constructor(private readonly sock: net.Socket, private readonly onSent?: (n: number) => void) {}
+
+  /** Count n bytes of what is queued against the owner's memory budget, given back through onSent. */
+  charge(n: number): void {
+    this.charged += n;
+  }
+
+  /** The connection has closed: give the slab back (sends still in flight hold their own references). */
+  close(): void {
+    this.chunks = [];
+    this.slabsQueued = [];
+    this.pooledQueued = [];
+    if (this.slab) bufferPool.put(this.slab);
+    this.slab = undefined;
+    this.start = this.pos = 0;
+  }
+
+  /** Give back the slab while nothing is queued (an idle connection keeps no send memory). */
+  idle(): void {
+    if (!this.slab || this.scheduled || this.pos !== this.start) return;
+    bufferPool.put(this.slab);
+    this.slab = undefined;
+    this.start = this.pos = 0;
+  }
 
   /** Largest piece room() takes. */
   static readonly MAX_PIECE = SLAB_SIZE / 4;
@@ -90,13 +116,22 @@ export class SendQueue {
     const q = this.chunks;
     const slabs = this.slabsQueued;
     const pooled = this.pooledQueued;
-    if (q.length === 0) return;
+    const charged = this.charged;
+    this.charged = 0;
+    if (q.length === 0) {
+      if (charged) this.onSent?.(charged);
+      return;
+    }
     this.chunks = [];
     this.slabsQueued = [];
     this.pooledQueued = [];
-    if (this.sock.destroyed) return;
+    if (this.sock.destroyed) {
+      if (charged) this.onSent?.(charged);
+      return;
+    }
     // writes complete in order: the last one's callback covers the batch
     const done = (err?: Error | null) => {
+      if (charged) this.onSent?.(charged);
       // after a failed write the bytes may still be referenced: leave them to the collector
       if (err) return;
       for (const s of slabs) bufferPool.put(s);

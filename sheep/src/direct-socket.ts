@@ -61,3 +61,20 @@ export function setReading(sock: net.Socket, on: boolean): void {
   const err = on ? h.readStart() : h.readStop();
   if (err < 0) sock.destroy(new Error(`cannot ${on ? 'resume' : 'pause'} reading (${err})`));
 }
+
+/**
+ * Make buf the buffer the socket's next read fills, in place of the one
+ * the reader's buffer() last gave (so that the reader may let that one go
+ * while the connection idles). Node keeps the buffer twice: in the handle,
+ * which the kernel's bytes go into, and in the socket (its `kBuffer`
+ * symbol), which the read callback is handed; both must change together.
+ * False (nothing changed) where this Node keeps it elsewhere.
+ */
+export function setUserBuffer(sock: net.Socket, buf: Buffer): boolean {
+  const h = (sock as unknown as { _handle: HandleLike | null })._handle;
+  const sym = Object.getOwnPropertySymbols(sock).find((x) => x.description === 'kBuffer');
+  if (!h || !sym || sock.destroyed || !Buffer.isBuffer((sock as unknown as Record<symbol, unknown>)[sym])) return false;
+  (sock as unknown as Record<symbol, unknown>)[sym] = buf;
+  h.useUserBuffer(buf);
+  return true;
+}

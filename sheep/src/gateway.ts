@@ -390,8 +390,12 @@ export class Gateway implements ObjectIO {
       ledger = Buffer.alloc(SD_LEDGER_OBJ_SIZE);
       ledger.writeInt32LE(1, 0);
     }
-    ledger.writeInt32LE(ledger.readInt32LE(4 * generation) - 1, 4 * generation);
-    ledger.writeInt32LE(ledger.readInt32LE(4 * (generation + 1)) + count, 4 * (generation + 1));
+    const here = ledger.readInt32LE(4 * generation) - 1;
+    const next = ledger.readInt32LE(4 * (generation + 1)) + count;
+    // counts are int32 on disk: one that would leave that range is a corrupt or hostile request
+    if (here < -0x80000000 || next > 0x7fffffff) throw new SheepdogError(Res.INVALID_PARMS);
+    ledger.writeInt32LE(here, 4 * generation);
+    ledger.writeInt32LE(next, 4 * (generation + 1));
     let last = -1;
     for (let i = 0; i < SD_LEDGER_OBJ_SIZE / 4; i++) if (ledger.readInt32LE(4 * i) !== 0) last = i;
     if (last < 0) {

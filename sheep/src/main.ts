@@ -13,6 +13,10 @@ import { NbdServer } from './nbd/server.js';
 import { SheepExports } from './nbd/exports.js';
 import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
 import { fileioStatus } from './store/fileio.js';
+import { NodeBudget, DEFAULT_BUDGET, peerReserve } from './budget.js';
+import { AdminAllow } from './access.js';
+import { DEFAULT_GUARD } from './guard.js';
+import type { ServerLimits } from './server.js';
 
 const EX_USAGE = 64;
 
@@ -32,6 +36,23 @@ interface Parsed {
   gateway: boolean;
   nbd?: { host?: string; port: number };
   cache?: { sizeMB: number; dir?: string; directio: boolean };
+  connBudget: number;
+  nodeBudget: number;
+  adminAllow: AdminAllow;
+  maxConnsPerAddr: number;
+  requestTimeoutMs: number;
+}
+
+/** SIZE with an optional suffix k, M, G (powers of 1024). */
+function parseSizeOpt(name: string, min: number) {
+  return (v: string) => {
+    const m = /^(\d+)([kKmMgG]?)$/.exec(v);
+    const n = m ? Number(m[1]) * { '': 1, k: 1024, m: 1 << 20, g: 1 << 30 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g'] : NaN;
+    if (!m || !(n >= min) || n > 2 ** 46) {
+      throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid ${name} '${v}' (a size such as 64M or 1G, at least ${min >> 20}M)`);
+    }
+    return n;
+  };
 }
 
 function parseIntOpt(name: string, min: number, max: number) {
@@ -72,6 +93,13 @@ export function parseArgs(argv: string[]): Parsed {
       try { return parseCacheOpt(v); } catch (e) { throw new CommanderError(EX_USAGE, 'sheep.usage', (e as Error).message); }
     })
     .option('--nbd <[addr:]port>', 'also serve VDIs over NBD on this port (e.g. 10809 or 127.0.0.1:10809); export NAME = VDI, NAME:SNAPID or NAME:TAG = snapshot (read-only)', parseNbdOpt)
+    .option('--conn-budget <size>', `memory one connection may hold in request payloads and unsent replies (default ${DEFAULT_BUDGET.conn >> 20}M); a request larger than this is refused`, parseSizeOpt('connection budget', 4 << 20), DEFAULT_BUDGET.conn)
+    .option('--node-budget <size>', `memory all connections together may hold (default ${DEFAULT_BUDGET.node >> 20}M, a quarter of it kept for replica traffic between sheep)`, parseSizeOpt('node budget', 16 << 20), DEFAULT_BUDGET.node)
+    .option('--admin-allow <cidrs>', "addresses besides the cluster members that may send peer and admin requests: CIDR[,CIDR]..., 'loopback' (default) or 'none'", (v: string) => {
+      try { return AdminAllow.parse(v); } catch (e) { throw new CommanderError(EX_USAGE, 'sheep.usage', (e as Error).message); }
+    })
+    .option('--max-conns-per-addr <n>', `connections one client address may hold open on each port (default ${DEFAULT_GUARD.maxPerAddr})`, parseIntOpt('connection limit', 1, 1_000_000), DEFAULT_GUARD.maxPerAddr)
+    .option('--request-timeout <seconds>', `close a connection whose request stops arriving halfway for this long (default ${DEFAULT_GUARD.requestTimeoutMs / 1000})`, parseIntOpt('request timeout', 1, 86_400), DEFAULT_GUARD.requestTimeoutMs / 1000)
     .addOption(new Option('--daemon-child').hideHelp())
     .version(`Sheepdog daemon version ${SHEEP_VERSION}`, '-v, --version')
     .helpOption('-h, --help', 'display this help and exit')
@@ -90,7 +118,12 @@ export function parseArgs(argv: string[]): Parsed {
       else throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid log option '${kv}'`);
     }
   }
+  if (o.connBudget > o.nodeBudget - peerReserve(o.nodeBudget)) {
+    throw new CommanderError(EX_USAGE, 'sheep.usage', `--conn-budget (${o.connBudget}) must be at most three quarters of --node-budget (${o.nodeBudget})`);
+  }
   return {
+    connBudget: o.connBudget, nodeBudget: o.nodeBudget, adminAllow: o.adminAllow ?? AdminAllow.parse(AdminAllow.DEFAULT),
+    maxConnsPerAddr: o.maxConnsPerAddr, requestTimeoutMs: o.requestTimeout * 1000,
     dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
     foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
     logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, cache: o.cache,
@@ -155,29 +188,14 @@ export async function main(argv: string[]): Promise<number> {
   const sheep = new Sheep({
     dir: p.dir, host: p.myaddr, port: p.port, zone: p.zone, nosync: p.nosync, vnodes: p.vnodes, gateway: p.gateway,
   }, driver);
-  const server = new SheepServer(sheep);
+  const limits: ServerLimits = {
+    budget: new NodeBudget(p.nodeBudget), connBudget: p.connBudget, adminAllow: p.adminAllow,
+    guard: { maxPerAddr: p.maxConnsPerAddr, requestTimeoutMs: p.requestTimeoutMs },
+  };
+  const server = new SheepServer(sheep, limits);
   let nbd: NbdServer | undefined;
-  try {
-    await sheep.init();
-    if (p.cache) await attachCache(sheep, p.cache);
-    await server.listen(p.bindaddr, p.port);
-    await sheep.join();
-    if (p.nbd) {
-      nbd = new NbdServer(new SheepExports(sheep, sheep.cache ? () => new CacheBackend(sheep.cache!) : undefined));
-      await nbd.listen(p.nbd.host ?? p.bindaddr, p.nbd.port);
-    }
-  } catch (e) {
-    const msg = `failed to start: ${(e as Error).message}`;
-    log.err(msg);
-    process.stderr.write(`sheep: ${msg}\n`);
-    await tell({ error: msg });
-    await closeLogger();
-    return 1;
-  }
-  if (p.pidfile) writeFileSync(p.pidfile, `${process.pid}\n`);
-  log.notice(`sheep ${SHEEP_VERSION} serving ${p.bindaddr ?? '*'}:${p.port}, data in ${p.dir}`);
-  log.info(`file I/O: ${fileioStatus()}`);
-
+  // Set before the port opens: a KILL_NODE or SHUTDOWN that arrives while
+  // the node is still starting must still stop it.
   let stopping = false;
   const stop = async (why: string, code = 0) => {
     if (stopping) return;
@@ -195,6 +213,27 @@ export async function main(argv: string[]): Promise<number> {
     process.exit(code);
   };
   sheep.onShutdown = (why) => void stop(why);
+  try {
+    await sheep.init();
+    if (p.cache) await attachCache(sheep, p.cache);
+    await server.listen(p.bindaddr, p.port);
+    await sheep.join();
+    if (p.nbd) {
+      nbd = new NbdServer(new SheepExports(sheep, sheep.cache ? () => new CacheBackend(sheep.cache!) : undefined), limits);
+      await nbd.listen(p.nbd.host ?? p.bindaddr, p.nbd.port);
+    }
+  } catch (e) {
+    const msg = `failed to start: ${(e as Error).message}`;
+    log.err(msg);
+    process.stderr.write(`sheep: ${msg}\n`);
+    await tell({ error: msg });
+    await closeLogger();
+    return 1;
+  }
+  if (p.pidfile) writeFileSync(p.pidfile, `${process.pid}\n`);
+  log.notice(`sheep ${SHEEP_VERSION} serving ${p.bindaddr ?? '*'}:${p.port}, data in ${p.dir}`);
+  log.info(`file I/O: ${fileioStatus()}`);
+
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGHUP', () => undefined);

@@ -13,6 +13,15 @@ import { STORE_DRIVERS } from './sheep.js';
 import { getLogLevel, setLogLevel, LOG_LEVELS, log } from './log.js';
 import { SheepClient } from '@sheepdog/common';
 import { flushVdiOp, deleteCacheOp, getCacheInfoOp, cachePurgeOp } from './cache/index.js';
+import { check, ruleOf } from './validate.js';
+
+/** Who sent a request (the sheepdog port fills it in): restricted opcodes need allowed(). */
+export interface RequestOrigin {
+  address: string;
+  allowed(): boolean;
+  /** A restricted opcode was refused (for the log). */
+  refused?(opcode: number): void;
+}
 
 export type Kind = 'gateway' | 'local' | 'cluster' | 'peer';
 
@@ -584,11 +593,17 @@ export const OPS = new Map<number, OpDef>([
 ]);
 
 /** Fills in header-level checks and runs the handler; never throws. */
-export async function execute(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+export async function execute(s: Sheep, h: RequestHeader, data: Buffer, from?: RequestOrigin): Promise<Reply> {
   if (h.opcode >= 0x80 ? h.protoVer !== SD_SHEEP_PROTO_VER : h.protoVer > 0x02) return { result: Res.VER_MISMATCH };
   const def = OPS.get(h.opcode);
   if (!def) return { result: Res.INVALID_PARMS };
+  if (from && ruleOf(h.opcode, true).access === 'restricted' && !from.allowed()) {
+    from.refused?.(h.opcode);
+    return { result: Res.NOT_PERMITTED };
+  }
   try {
+    const bad = check(s, h, data, true);
+    if (bad !== undefined) return { result: bad };
     s.gate(!!def.force, def.kind === 'cluster');
     if (def.kind === 'gateway') s.stats.gwTotal++;
     if (def.kind === 'peer') s.stats.peerTotal++;

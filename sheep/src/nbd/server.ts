@@ -16,7 +16,10 @@ import {
 import type { ExportSource, ExportRef } from './exports.js';
 import { log } from '../log.js';
 import type { DirectReader } from '@sheepdog/common';
-import { rewrapForDirectReads, setReading } from '../direct-socket.js';
+import { rewrapForDirectReads, setReading, setUserBuffer } from '../direct-socket.js';
+import { ConnBudget } from '../budget.js';
+import { ConnectionGuard, type Guarded } from '../guard.js';
+import { defaultLimits, type ServerLimits } from '../server.js';
 
 interface OpenExport {
   io: VdiIO;
@@ -31,8 +34,11 @@ export class NbdServer {
   private servers: net.Server[] = [];
   private conns = new Set<net.Socket>();
   private exports = new Map<string, Promise<OpenExport>>();
+  readonly guard: ConnectionGuard;
 
-  constructor(private readonly source: ExportSource) {}
+  constructor(private readonly source: ExportSource, readonly limits: ServerLimits = defaultLimits()) {
+    this.guard = new ConnectionGuard(limits.guard, 'NBD');
+  }
 
   async listen(host: string | undefined, port: number): Promise<number> {
     const hosts = host ? [host] : ['::', '0.0.0.0'];
@@ -42,7 +48,7 @@ export class NbdServer {
       try {
         await new Promise<void>((resolve, reject) => {
           srv.once('error', reject);
-          srv.listen({ host: h, port: bound, ipv6Only: h === '::' }, () => { srv.off('error', reject); resolve(); });
+          srv.listen({ host: h, port: bound, ipv6Only: h === '::', backlog: 1024 }, () => { srv.off('error', reject); resolve(); });
         });
         bound = (srv.address() as net.AddressInfo).port;
         this.servers.push(srv);
@@ -56,6 +62,7 @@ export class NbdServer {
   }
 
   async close(): Promise<void> {
+    this.guard.close();
     const closed = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
     for (const c of this.conns) c.destroy();
     await closed;
@@ -79,11 +86,22 @@ export class NbdServer {
   }
 
   private onConnection(accepted: net.Socket): void {
-    const c = new NbdConnection(this, this.source);
+    const remote = accepted.remoteAddress;
+    if (!this.guard.admit(remote)) {
+      accepted.destroy();
+      return;
+    }
+    const budget = new ConnBudget(this.limits.budget, this.limits.connBudget, `NBD connection from ${remote}:${accepted.remotePort}`);
+    const c = new NbdConnection(this, this.source, budget);
     const sock = rewrapForDirectReads(accepted, c, process.env.SHEEP_NBD_DIRECT === '0') ?? accepted;
     this.conns.add(sock);
+    this.guard.track(c);
     sock.setNoDelay(true);
-    sock.on('close', () => this.conns.delete(sock));
+    sock.on('close', () => {
+      this.conns.delete(sock);
+      this.guard.untrack(c);
+      this.guard.release(remote);
+    });
     c.start(sock, sock !== accepted);
   }
 
@@ -124,6 +142,21 @@ const SLAB_READ_MAX = SendQueue.MAX_PIECE - 16;
 /** Reads land here (in direct mode) unless a write payload is being filled. */
 const STAGE_SIZE = 256 * 1024;
 const STAGE_MIN_READ = 16 * 1024;
+/** What an idle connection reads into (its next request's first bytes, copied into a stage at once). */
+const IDLE_BUFFER_SIZE = 4096;
+/** Where the payload of a write that is refused goes: read past, never kept. */
+const DISCARD = Buffer.allocUnsafe(64 * 1024);
+/** Longest export name (the NBD protocol's limit). */
+const MAX_NAME = 4096;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+function isUtf8(b: Buffer): boolean {
+  try {
+    utf8.decode(b);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Write payloads at least this large move from the socket into the object
@@ -150,7 +183,7 @@ interface Filling {
   got: number;
 }
 
-class NbdConnection implements DirectReader {
+class NbdConnection implements DirectReader, Guarded {
   private sock!: net.Socket;
   private rx = new ByteQueue();
   /** Direct mode: receive buffers are ours (stage, or a payload being filled). */
@@ -178,14 +211,67 @@ class NbdConnection implements DirectReader {
   // transmission request being assembled
   private req?: Req;
   private out!: SendQueue;
+  /** Payload bytes of a refused write still to be read past. */
+  private skipping = 0;
+  /** The current request waits for memory (see budget.ts): the socket is not read meanwhile. */
+  private admitting = false;
+  /** Charged for the request whose payload is being received (not yet dispatched). */
+  private receivingCost = 0;
+  /** Reply bytes queued and not yet taken by the kernel. */
+  private outCharged = 0;
+  lastRx = Date.now();
+  private lastProgress = Date.now();
+  /** The buffer an idle connection reads into; copied into a stage when bytes arrive. */
+  private idleBuf?: Buffer;
 
-  constructor(private readonly server: NbdServer, private readonly source: ExportSource) {}
+  constructor(private readonly server: NbdServer, private readonly source: ExportSource, private readonly budget: ConnBudget) {}
+
+  // ---- Guarded ---------------------------------------------------------
+
+  partial(): boolean {
+    if (this.admitting || this.paused || this.phase === 'closed') return false;
+    return this.rx.length > 0 || this.filling !== undefined || this.splicing !== undefined || this.skipping > 0 ||
+      this.optHdr !== undefined || this.req !== undefined || this.phase === 'clientflags';
+  }
+
+  timeout(why: string): void {
+    this.server.guard.warn(`NBD: closing connection from ${this.sock.remoteAddress}: ${why}`);
+    this.sock.destroy();
+  }
+
+  idle(): void {
+    this.out.idle();
+    // Give the receive stage back: the next read goes into a small buffer of the connection's own.
+    if (!this.direct || !this.stage || this.rx.length || this.filling || this.splicing || this.phase === 'closed') return;
+    this.idleBuf ??= Buffer.allocUnsafe(IDLE_BUFFER_SIZE);
+    if (!setUserBuffer(this.sock, this.idleBuf)) return;
+    bufferPool.put(this.stage);
+    this.stage = undefined;
+  }
+
+  /** Reply bytes queued: charged until the kernel has them. */
+  private chargeOut(n: number): void {
+    this.out.charge(n);
+    this.outCharged += n;
+  }
 
   /** direct: sock was built with this connection as its onread reader. */
   start(sock: net.Socket, direct: boolean): void {
     this.sock = sock;
-    this.out = new SendQueue(sock);
+    this.out = new SendQueue(sock, (n) => {
+      this.lastProgress = Date.now();
+      const k = Math.min(n, this.outCharged);
+      this.outCharged -= k;
+      this.budget.release(k);
+    });
     this.direct = direct;
+    this.budget.owner = {
+      stalledFor: (now) => (sock.writableLength > 0 || this.partial() ? now - this.lastProgress : 0),
+      evict: (why) => {
+        this.server.guard.warn(`NBD: closing connection from ${sock.remoteAddress}: ${why}`);
+        sock.destroy();
+      },
+    };
     const hello = Buffer.alloc(18);
     hello.writeBigUInt64BE(NBDMAGIC, 0);
     hello.writeBigUInt64BE(IHAVEOPT, 8);
@@ -194,6 +280,7 @@ class NbdConnection implements DirectReader {
     if (!direct) {
       sock.on('data', (b: Buffer) => {
         if (this.phase === 'closed') return;
+        this.lastRx = this.lastProgress = Date.now();
         this.rx.push(b);
         this.pump();
       });
@@ -206,6 +293,7 @@ class NbdConnection implements DirectReader {
   buffer(): Buffer {
     const f = this.filling;
     if (f) return f.buf.subarray(f.got);
+    if (this.skipping > this.rx.length) return DISCARD.subarray(0, Math.min(this.skipping - this.rx.length, DISCARD.length));
     // A stage is filled once, front to back. Small write payloads are views
     // into it and live on in queues after it is full (a write may wait for
     // earlier batches): each holds a pool reference to it, and it is reused
@@ -224,6 +312,20 @@ class NbdConnection implements DirectReader {
 
   received(n: number, buf: Buffer): void {
     if (this.phase === 'closed') return;
+    this.lastRx = this.lastProgress = Date.now();
+    if (buf.buffer === DISCARD.buffer) {
+      // a refused write's payload: read past (buffer() asked for no more than is left)
+      this.skipping -= Math.min(n, this.skipping);
+      this.pump();
+      return;
+    }
+    if (this.idleBuf && buf.buffer === this.idleBuf.buffer) {
+      // the first bytes after an idle spell: into a stage, as if read there
+      this.stage = bufferPool.get(STAGE_SIZE);
+      this.stagePos = 0;
+      buf.copy(this.stage, 0, 0, n);
+      buf = this.stage;
+    }
     const f = this.filling;
     if (f) {
       if (buf.buffer === f.buf.buffer && buf.byteOffset === f.buf.byteOffset + f.got) f.got += n;
@@ -256,7 +358,12 @@ class NbdConnection implements DirectReader {
 
   private onClose(): void {
     if (this.stage) this.leaveStage();
+    this.out.close();
     this.phase = 'closed';
+    // replies that will never leave, and a payload that will never complete; running requests give theirs back as they finish
+    this.budget.release(this.outCharged + this.receivingCost);
+    this.outCharged = this.receivingCost = 0;
+    this.budget.close();
     if (this.splicer) {
       fileio!.splicerClose(this.splicer); // a payload on its way is cancelled
       this.splicer = undefined;
@@ -279,7 +386,7 @@ class NbdConnection implements DirectReader {
 
   private hangup(why: string): void {
     if (this.phase === 'closed') return;
-    log.info(`NBD: closing connection from ${this.sock.remoteAddress}: ${why}`);
+    this.server.guard.warn(`NBD: closing connection from ${this.sock.remoteAddress}: ${why}`);
     this.phase = 'closed';
     this.sock.end();
     this.sock.destroySoon?.();
@@ -322,17 +429,48 @@ class NbdConnection implements DirectReader {
         }
         // transmission
         if (this.disconnecting) { this.rx.skip(this.rx.length); return; }
+        if (this.skipping > 0) {
+          const k = Math.min(this.skipping, this.rx.length);
+          this.rx.skip(k);
+          this.skipping -= k;
+          if (this.skipping > 0) return;
+        }
+        if (this.admitting) return;
         if (!this.req) {
           if (this.rx.length < 28) return;
           const h = this.rx.take(28);
           if (h.readUInt32BE(0) !== REQUEST_MAGIC) return this.hangup('bad request magic');
           const offHi = h.readUInt32BE(16);
           const offLo = h.readUInt32BE(20);
-          this.req = {
+          const r: Req = {
             flags: h.readUInt16BE(4), type: h.readUInt16BE(6), handle: { hi: h.readUInt32BE(8), lo: h.readUInt32BE(12) },
             offset: offHi * 0x100000000 + offLo, length: h.readUInt32BE(24),
           };
-          if (this.req.type === Cmd.WRITE && this.req.length > MAX_REQUEST) return this.hangup(`write of ${this.req.length} bytes`);
+          if (r.type === Cmd.WRITE && r.length > MAX_REQUEST) return this.hangup(`write of ${r.length} bytes`);
+          const io = this.io!;
+          if (r.type === Cmd.WRITE) {
+            // checked before any buffer exists for the payload, which is then read past
+            const bad = io.readonly || this.ref!.readonly ? Errno.EPERM : r.offset + r.length > io.size ? Errno.ENOSPC : 0;
+            if (bad) {
+              this.reply(r.handle, bad);
+              this.skipping = r.length;
+              continue;
+            }
+          }
+          // memory for the payload or the reply, before it exists: wait, unread, until there is some
+          const cost = r.type === Cmd.WRITE || (r.type === Cmd.READ && r.length <= MAX_REQUEST && r.offset + r.length <= io.size) ? r.length : 0;
+          this.req = r;
+          if (!this.budget.admit(cost, false, () => {
+            this.admitting = false;
+            this.receivingCost = cost;
+            this.updateReading();
+            this.pump();
+          })) {
+            this.admitting = true;
+            this.updateReading();
+            return;
+          }
+          this.receivingCost = cost;
         }
         const r = this.req;
         const payload = r.type === Cmd.WRITE ? r.length : 0;
@@ -416,7 +554,7 @@ class NbdConnection implements DirectReader {
 
   /** The socket is read unless too much is in flight or a payload is being spliced. */
   private updateReading(): void {
-    const stop = this.paused || this.splicing !== undefined;
+    const stop = this.paused || this.admitting || this.splicing !== undefined;
     if (stop === this.readingStopped || this.phase === 'closed') return;
     this.readingStopped = stop;
     if (this.direct) setReading(this.sock, !stop);
@@ -472,6 +610,7 @@ class NbdConnection implements DirectReader {
   private async option(opt: number, data: Buffer): Promise<void> {
     switch (opt) {
       case Opt.EXPORT_NAME: {
+        if (data.length > MAX_NAME || !isUtf8(data)) return this.hangup('export name too long or not UTF-8');
         const r = await this.open(data.toString('utf8'));
         if (typeof r === 'string') return this.hangup(r); // the only answer EXPORT_NAME allows
         const b = Buffer.alloc(10 + (this.noZeroes ? 0 : 124));
@@ -500,6 +639,7 @@ class NbdConnection implements DirectReader {
         if (data.length < 6) return this.optError(opt, Rep.ERR_INVALID, 'short option');
         const nlen = data.readUInt32BE(0);
         if (4 + nlen + 2 > data.length) return this.optError(opt, Rep.ERR_INVALID, 'bad name length');
+        if (nlen > MAX_NAME || !isUtf8(data.subarray(4, 4 + nlen))) return this.optError(opt, Rep.ERR_INVALID, 'export name too long or not UTF-8');
         const name = data.toString('utf8', 4, 4 + nlen);
         const nreq = data.readUInt16BE(4 + nlen);
         if (4 + nlen + 2 + 2 * nreq !== data.length) return this.optError(opt, Rep.ERR_INVALID, 'bad info request list');
@@ -558,12 +698,18 @@ class NbdConnection implements DirectReader {
   }
 
   /** Queue a reply (data: a READ's, sent after the header; pooled: a bufferPool buffer). */
-  private reply(handle: Handle, err: number, data?: Buffer, pooled = false): void {
-    if (this.phase === 'closed' || this.sock.destroyed) return;
+  /** Returns the data bytes queued (charged until sent). */
+  private reply(handle: Handle, err: number, data?: Buffer, pooled = false): number {
+    if (this.phase === 'closed' || this.sock.destroyed) return 0;
     const out = this.out;
     NbdConnection.header(out.room(16), out.pos, err, handle);
     out.commit(16);
-    if (data && !err) out.push(data, pooled);
+    if (data && !err) {
+      out.push(data, pooled);
+      this.chargeOut(data.length);
+      return data.length;
+    }
+    return 0;
   }
 
   /** Answer a READ from the page cache, header and data built in place in the reply slab; false if it must wait. */
@@ -573,18 +719,23 @@ class NbdConnection implements DirectReader {
     if (!io.readCached(offset, length, buf, out.pos + 16)) return false;
     NbdConnection.header(buf, out.pos, 0, handle);
     out.commit(16 + length);
+    this.chargeOut(length);
     return true;
   }
 
   private dispatch(type: number, flags: number, handle: Handle, offset: number, length: number, data?: Buffer, target?: SplicedWrite): void {
-    this.command(type, flags, handle, offset, length, data, target);
+    const cost = this.receivingCost;
+    this.receivingCost = 0;
+    this.command(type, flags, handle, offset, length, data, target, cost);
     if (this.inflight >= HIGH_WATER && !this.paused) {
       this.paused = true;
       this.updateReading();
     }
   }
 
-  private done(): void {
+  /** release: what the request was charged and has not handed on to a queued reply. */
+  private done(release = 0): void {
+    this.budget.release(release);
     this.inflight--;
     if (this.paused && this.inflight <= LOW_WATER) {
       this.paused = false;
@@ -594,9 +745,10 @@ class NbdConnection implements DirectReader {
   }
 
   /** target: a WRITE whose payload is in a pipe (see spliceWrite) rather than in data. */
-  private command(type: number, flags: number, handle: Handle, offset: number, length: number, data?: Buffer, target?: SplicedWrite): void {
+  private command(type: number, flags: number, handle: Handle, offset: number, length: number, data?: Buffer, target?: SplicedWrite, cost = 0): void {
     const io = this.io!;
     if (type === Cmd.DISC) {
+      this.budget.release(cost);
       // finish what is in flight, then close
       this.disconnecting = true;
       this.maybeFinish();
@@ -609,8 +761,8 @@ class NbdConnection implements DirectReader {
     const outside = end > io.size;
     switch (type) {
       case Cmd.READ:
-        if (length > MAX_REQUEST || outside) { this.reply(handle, Errno.EINVAL); this.done(); return; }
-        if (length <= SLAB_READ_MAX && this.phase !== 'closed' && this.readNow(io, handle, offset, length)) { this.done(); return; }
+        if (length > MAX_REQUEST || outside) { this.reply(handle, Errno.EINVAL); this.done(cost); return; }
+        if (length <= SLAB_READ_MAX && this.phase !== 'closed' && this.readNow(io, handle, offset, length)) { this.done(cost - length); return; }
         p = io.read(offset, length, length >= POOL_MIN ? bufferPool.get(length) : undefined);
         break;
       case Cmd.WRITE:
@@ -618,7 +770,7 @@ class NbdConnection implements DirectReader {
           if (target) target.abort();
           else bufferPool.put(data!);
           this.reply(handle, ro ? Errno.EPERM : Errno.ENOSPC);
-          this.done();
+          this.done(cost);
           return;
         }
         p = target ? target.commit() : io.write(offset, data!);
@@ -628,36 +780,38 @@ class NbdConnection implements DirectReader {
         p = io.flush();
         break;
       case Cmd.TRIM:
-        if (ro) { this.reply(handle, Errno.EPERM); this.done(); return; }
-        if (outside) { this.reply(handle, Errno.ENOSPC); this.done(); return; }
+        if (ro) { this.reply(handle, Errno.EPERM); this.done(cost); return; }
+        if (outside) { this.reply(handle, Errno.ENOSPC); this.done(cost); return; }
         p = io.discard(offset, length);
         if (flags & CmdFlag.FUA) p = p.then(() => io.flush());
         break;
       case Cmd.WRITE_ZEROES:
-        if (ro) { this.reply(handle, Errno.EPERM); this.done(); return; }
-        if (outside) { this.reply(handle, Errno.ENOSPC); this.done(); return; }
+        if (ro) { this.reply(handle, Errno.EPERM); this.done(cost); return; }
+        if (outside) { this.reply(handle, Errno.ENOSPC); this.done(cost); return; }
         p = io.writeZeroes(offset, length, (flags & CmdFlag.NO_HOLE) !== 0);
         if (flags & CmdFlag.FUA) p = p.then(() => io.flush());
         break;
       default:
         this.reply(handle, Errno.EINVAL);
-        this.done();
+        this.done(cost);
         return;
     }
     // A failed request may leave I/O in flight on its buffer: only a
     // successful one gives its pooled buffer back.
     p.then((d) => {
-      if (type === Cmd.READ) this.reply(handle, 0, d as Buffer, length >= POOL_MIN);
-      else {
+      if (type === Cmd.READ) {
+        // the queued reply holds the charge now
+        this.done(cost - this.reply(handle, 0, d as Buffer, length >= POOL_MIN));
+      } else {
         if (data) bufferPool.put(data);
         this.reply(handle, 0);
+        this.done(cost);
       }
-      this.done();
     }, (e) => {
       const errno = errnoOf(e);
       if (errno === Errno.EIO) log.warn(`NBD: command ${type} at ${offset}+${length} failed: ${(e as Error).message}`);
       this.reply(handle, errno);
-      this.done();
+      this.done(cost);
     });
   }
 }

@@ -41,6 +41,21 @@ struct chunk {
 // Buffers may be collected on any thread that has a Node environment (workers): one lock.
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct chunk *current;
+// Bytes mapped, and how much of that V8 has been told about: memory it does
+// not know of does not make it collect, and a collection is what frees
+// chunks whose Buffers are garbage (without this, a burst of large requests
+// kept its memory long after the connections closed).
+static int64_t mapped, reported;
+
+/** Tell V8 what changed since it was last told (called without the lock). */
+static void report(napi_env env) {
+  int64_t delta, result;
+  pthread_mutex_lock(&mu);
+  delta = mapped - reported;
+  reported = mapped;
+  pthread_mutex_unlock(&mu);
+  if (delta) napi_adjust_external_memory(env, delta, &result);
+}
 
 static struct chunk *chunk_map(size_t len) {
   size_t span = len + HUGE_SIZE;
@@ -60,6 +75,7 @@ static struct chunk *chunk_map(size_t len) {
   madvise((void *)a, len, MADV_POPULATE_WRITE);
   c->base = (char *)a;
   c->len = len;
+  mapped += (int64_t)len;
   c->used = 0;
   c->refs = 0;
   return c;
@@ -67,6 +83,7 @@ static struct chunk *chunk_map(size_t len) {
 
 static void chunk_put(struct chunk *c) {
   if (--c->refs > 0) return;
+  mapped -= (int64_t)c->len;
   munmap(c->base, c->len);
   free(c);
 }
@@ -75,6 +92,7 @@ static void finalize(napi_env env, void *data, void *hint) {
   pthread_mutex_lock(&mu);
   chunk_put(hint);
   pthread_mutex_unlock(&mu);
+  // V8 hears of the release at the next allocation (a finalizer may run inside a collection)
 }
 
 static size_t align_for(size_t n) {
@@ -133,6 +151,7 @@ static napi_value huge_alloc(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "hugeAlloc: cannot make a Buffer of the memory");
     return NULL;
   }
+  report(env);
   return out;
 }
 

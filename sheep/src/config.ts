@@ -163,6 +163,11 @@ export class NodeConfigStore {
     return c;
   }
 
+  /** Drop the config (an interrupted format left it with nothing behind it). */
+  async forget(): Promise<void> {
+    await fsp.rm(this.configFile, { force: true });
+  }
+
   save(c: ClusterConfig): Promise<void> {
     const j: Record<string, unknown> = { format: 1, ...c, ctime: c.ctime.toString() };
     j.sum = configSum(j);

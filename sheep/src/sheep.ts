@@ -207,13 +207,19 @@ export class Sheep implements PlacementView {
   async init(): Promise<void> {
     await this.store.init();
     await this.cfg.init();
-    const config = await this.cfg.load();
-    this.config = config ?? emptyConfig();
+    let config = await this.cfg.load();
     if (!this.opts.gateway) {
       // capacity only: start-up must not stat every object
       this.selfNode.space = (await this.store.capacity()).size;
     }
     const epochs = await this.cfg.epochNumbers();
+    if (config && !epochs.length && !(await this.store.count())) {
+      // a format interrupted between its config and its first epoch: nothing here yet, so start afresh
+      log.notice(`${this.cfg.configFile} has no epoch record and the store is empty (a format was interrupted): starting as a new node`);
+      await this.cfg.forget();
+      config = undefined;
+    }
+    this.config = config ?? emptyConfig();
     if (!config) {
       // never formatted, so nothing else may be here: a lost config must not make a store look empty
       const objects = await this.store.count();
@@ -661,7 +667,7 @@ export class Sheep implements PlacementView {
     const me = nodes.find((n) => this.isSelf(n));
     if (me) this.selfNode.nrVnodes = me.nrVnodes;
     // each member stamped the epoch by its own clock; the first member's stamp is the one all keep
-    if (nodes.length && this.isSelf(nodes[0]) && this.ready) {
+    if (nodes.length && this.isSelf(nodes[0])) {
       this.cluster.notify({ t: 'epoch_time', epoch: e, time }).catch(() => undefined);
     }
     this.recoveryDone.clear();

@@ -119,6 +119,11 @@ export class Gateway implements ObjectIO {
     }
   }
 
+  /** retrying() for a write into an existing object: NO_OBJ where the object may be away is HALT. */
+  private retryingWrite(oid: bigint, fn: () => Promise<void>): Promise<void> {
+    return this.retrying(fn).catch((e) => { throw this.missing(oid, e); });
+  }
+
   private async localRead(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer> {
     await this.view.ensureLocal(oid);
     return this.store.read(oid, off, len, into);
@@ -274,7 +279,7 @@ export class Gateway implements ObjectIO {
           return this.rawWriteRetrying(oid, off, data, copies);
         });
     }
-    return this.rawWriteRetrying(oid, off, data, copies).catch((e) => { throw this.missing(oid, e); });
+    return this.rawWriteRetrying(oid, off, data, copies);
   }
 
   /** NO_OBJ from a replica is HALT when the object may live on nodes that are away. */
@@ -286,7 +291,7 @@ export class Gateway implements ObjectIO {
   }
 
   private rawWriteRetrying(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
-    return this.retrying(() => {
+    return this.retryingWrite(oid, () => {
       const ep = this.view.epoch();
       return this.forAll(this.replicas(oid, copies, true),
         async () => {

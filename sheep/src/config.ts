@@ -32,16 +32,72 @@ function configSum(j: Record<string, unknown>): string {
   return crc32(JSON.stringify(keys.map((k) => [k, j[k]]))).toString(16).padStart(8, '0');
 }
 
-async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fh = await fsp.open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+/**
+ * Space kept for the node's own small files (config, epoch records, VDI
+ * table): a full data disk must never stop a node from writing its epoch
+ * record and rejoining. The reserve is a file of real blocks; a metadata
+ * write that finds the disk full gives it back and tries again.
+ */
+class MetadataReserve {
+  private file?: string;
+
+  async init(dir: string): Promise<void> {
+    this.file = path.join(dir, '.reserve');
+    try {
+      if ((await fsp.stat(this.file)).size > 0) return;
+    } catch { /* not there yet */ }
+    const sf = await fsp.statfs(dir);
+    // 1% of the file system, at most 16 MiB, at least one block
+    const size = Math.max(sf.bsize, Math.min(16 << 20, Math.floor((sf.blocks * sf.bsize) / 100 / sf.bsize) * sf.bsize));
+    try {
+      await fsp.writeFile(this.file, Buffer.alloc(size));
+    } catch {
+      await fsp.rm(this.file, { force: true }); // no room for it now; the next start tries again
+    }
   }
-  await fsp.rename(tmp, file);
+
+  /** Give the reserve back; true if there was one. */
+  async release(): Promise<boolean> {
+    if (!this.file) return false;
+    try {
+      await fsp.unlink(this.file);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+const reserve = new MetadataReserve();
+
+async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
+  try {
+    await writeAtomicOnce(file, data);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC' || !(await reserve.release())) throw e;
+    onReserveUsed?.(file);
+    await writeAtomicOnce(file, data);
+  }
+}
+
+/** Told when the disk was full and the reserve had to be used (for the log). */
+let onReserveUsed: ((file: string) => void) | undefined;
+
+async function writeAtomicOnce(file: string, data: Buffer | string): Promise<void> {
+  const tmp = `${file}.tmp`;
+  try {
+    const fh = await fsp.open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, file);
+  } catch (e) {
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw e;
+  }
 }
 
 /**
@@ -120,8 +176,10 @@ export class NodeConfigStore {
     await fsp.rm(this.runningFile, { force: true });
   }
 
-  async init(): Promise<void> {
+  async init(onFull?: (file: string) => void): Promise<void> {
     await fsp.mkdir(this.epochDir, { recursive: true });
+    onReserveUsed = onFull;
+    await reserve.init(this.dir);
   }
 
   /** undefined: there is no config (never formatted). */

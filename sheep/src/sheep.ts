@@ -206,7 +206,7 @@ export class Sheep implements PlacementView {
   /** Open the store and load persistent state; does not join yet. */
   async init(): Promise<void> {
     await this.store.init();
-    await this.cfg.init();
+    await this.cfg.init((file) => log.err(`the disk of ${this.opts.dir} is full: used the space kept for metadata to write ${file}; free space (delete VDIs or add disk)`));
     let config = await this.cfg.load();
     if (!this.opts.gateway) {
       // capacity only: start-up must not stat every object

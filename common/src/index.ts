@@ -20,3 +20,4 @@ export * from './cacheinfo.js';
 export * from './sendqueue.js';
 export * from './copies.js';
 export * from './backup.js';
+export * from './proctitle.js';

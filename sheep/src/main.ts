@@ -13,6 +13,7 @@ import { NbdServer } from './nbd/server.js';
 import { SheepExports } from './nbd/exports.js';
 import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
 import { fileioStatus } from './store/fileio.js';
+import { INVOKED_AS_ENV, invokedAs } from '@sheepdog/common';
 
 const EX_USAGE = 64;
 
@@ -103,6 +104,7 @@ function daemonize(argv: string[]): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [script, ...argv, '--daemon-child'], {
       detached: true, stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      env: { ...process.env, [INVOKED_AS_ENV]: invokedAs('sheep') },
     });
     child.on('message', (m: { ready?: boolean; error?: string; code?: number }) => {
       if (m.error) process.stderr.write(`sheep: ${m.error}\n`);

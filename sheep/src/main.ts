@@ -14,6 +14,7 @@ import { SheepExports } from './nbd/exports.js';
 import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
 import { fileioStatus } from './store/fileio.js';
 import { INVOKED_AS_ENV, invokedAs } from '@sheepdog/common';
+import { enableMetrics, SheepMetrics } from './metrics.js';
 
 const EX_USAGE = 64;
 
@@ -32,6 +33,7 @@ interface Parsed {
   vnodes?: number;
   gateway: boolean;
   nbd?: { host?: string; port: number };
+  metrics?: { host?: string; port: number };
   cache?: { sizeMB: number; dir?: string; directio: boolean };
 }
 
@@ -44,13 +46,13 @@ function parseIntOpt(name: string, min: number, max: number) {
   };
 }
 
-/** --nbd [ADDR:]PORT (ADDR may be [v6]). */
-function parseNbdOpt(v: string): { host?: string; port: number } {
+/** --nbd / --metrics [ADDR:]PORT (ADDR may be [v6]). */
+const parseListenOpt = (what: string) => (v: string): { host?: string; port: number } => {
   const m = /^(?:\[([^\]]+)\]:|([^:]+):)?(\d+)$/.exec(v);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 65535) throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid NBD address '${v}' (expected [ADDR:]PORT)`);
+  if (!m || port < 1 || port > 65535) throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid ${what} address '${v}' (expected [ADDR:]PORT)`);
   return { host: m[1] ?? m[2], port };
-}
+};
 
 export function parseArgs(argv: string[]): Parsed {
   const prog = new Command('sheep');
@@ -72,7 +74,8 @@ export function parseArgs(argv: string[]): Parsed {
     .option('-w, --cache <spec>', "object cache: 'size=MB[,dir=PATH][,directio]' - write-back cache of VDI objects for the clients of this node (dir defaults to PATH/cache; directio writes cache files with O_DSYNC); flushed on FLUSH_VDI, NBD FLUSH/FUA and before snapshots", (v: string) => {
       try { return parseCacheOpt(v); } catch (e) { throw new CommanderError(EX_USAGE, 'sheep.usage', (e as Error).message); }
     })
-    .option('--nbd <[addr:]port>', 'also serve VDIs over NBD on this port (e.g. 10809 or 127.0.0.1:10809); export NAME = VDI, NAME:SNAPID or NAME:TAG = snapshot (read-only)', parseNbdOpt)
+    .option('--nbd <[addr:]port>', 'also serve VDIs over NBD on this port (e.g. 10809 or 127.0.0.1:10809); export NAME = VDI, NAME:SNAPID or NAME:TAG = snapshot (read-only)', parseListenOpt('NBD'))
+    .option('--metrics <[addr:]port>', 'serve Prometheus metrics over HTTP at /metrics on this port (e.g. 9760 or 127.0.0.1:9760)', parseListenOpt('metrics'))
     .addOption(new Option('--daemon-child').hideHelp())
     .version(`Sheepdog daemon version ${SHEEP_VERSION}`, '-v, --version')
     .helpOption('-h, --help', 'display this help and exit')
@@ -94,7 +97,7 @@ export function parseArgs(argv: string[]): Parsed {
   return {
     dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
     foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
-    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, cache: o.cache,
+    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, metrics: o.metrics, cache: o.cache,
   };
 }
 
@@ -159,7 +162,10 @@ export async function main(argv: string[]): Promise<number> {
   }, driver);
   const server = new SheepServer(sheep);
   let nbd: NbdServer | undefined;
+  let metricsServer: SheepMetrics | undefined;
   try {
+    // before the listeners, so the first request is counted
+    if (p.metrics) metricsServer = enableMetrics(sheep);
     await sheep.init();
     if (p.cache) await attachCache(sheep, p.cache);
     await server.listen(p.bindaddr, p.port);
@@ -168,6 +174,7 @@ export async function main(argv: string[]): Promise<number> {
       nbd = new NbdServer(new SheepExports(sheep, sheep.cache ? () => new CacheBackend(sheep.cache!) : undefined));
       await nbd.listen(p.nbd.host ?? p.bindaddr, p.nbd.port);
     }
+    if (p.metrics) await metricsServer!.listen(p.metrics.host ?? p.bindaddr, p.metrics.port);
   } catch (e) {
     const msg = `failed to start: ${(e as Error).message}`;
     log.err(msg);
@@ -187,6 +194,7 @@ export async function main(argv: string[]): Promise<number> {
     log.notice(`shutting down (${why})`);
     server.stopListening();
     await nbd?.close();
+    await metricsServer?.close();
     // let in-flight replies (e.g. the SHUTDOWN answer) leave first
     await new Promise((r) => setTimeout(r, 100));
     await server.close();

@@ -8,6 +8,7 @@ import type { Sheep } from './sheep.js';
 import { execute, Reply, OPS } from './ops.js';
 import { log } from './log.js';
 import { rewrapForDirectReads } from './direct-socket.js';
+import { metrics } from './metrics.js';
 
 
 /**
@@ -48,8 +49,9 @@ export class SheepServer {
     let out: SendQueue;
     let sock: net.Socket;
 
-    const reply = (h: RequestHeader, r: Reply) => {
-      if (dead || sock.destroyed) return;
+    // t0: the request's start, for metrics (undefined: not a counted request)
+    const reply = (h: RequestHeader, r: Reply, t0?: number) => {
+      const gone = dead || sock.destroyed;
       let data = r.data;
       const result = r.result ?? Res.SUCCESS;
       const writeType = (h.flags & Flag.CMD_WRITE) !== 0 && (h.flags & Flag.CMD_PIGGYBACK) === 0;
@@ -58,6 +60,8 @@ export class SheepServer {
       else if (data.length > h.dataLength) data = data.subarray(0, h.dataLength);
       if (result !== Res.SUCCESS && !(result === Res.NO_OBJ && h.flags & Flag.CMD_PIGGYBACK) && h.opcode !== 0x87) data = undefined;
       const len = data?.length ?? 0;
+      if (metrics && t0 !== undefined) metrics.sdDone(h.opcode, t0, result, gone ? 0 : len);
+      if (gone) return;
       const rh = encodeResponse({
         opcode: h.opcode, id: h.id, epoch: s.epochNr, result, dataLength: len,
         vdi: r.vdi as never, node: r.node as never, hash: r.hash as never, clusterDefault: r.clusterDefault as never,
@@ -90,18 +94,19 @@ export class SheepServer {
           s.stats.gwActive++;
         }
         inflight++;
+        const t0 = metrics?.sdStart(data.length);
         execute(s, h, data).then((r) => {
           if (gw) s.stats.gwActive--;
           inflight--;
           // a failed request may still have I/O in flight on its payload
           if (pooled && (r.result ?? Res.SUCCESS) === Res.SUCCESS) bufferPool.put(data);
-          reply(h, r);
+          reply(h, r, t0);
           hangUpIfDone();
         }, (e) => {
           if (gw) s.stats.gwActive--;
           inflight--;
           log.err(`request ${opName(h.opcode)} crashed: ${(e as Error).stack}`);
-          reply(h, { result: Res.SYSTEM_ERROR });
+          reply(h, { result: Res.SYSTEM_ERROR }, t0);
           hangUpIfDone();
         });
       },

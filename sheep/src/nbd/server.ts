@@ -17,6 +17,7 @@ import type { ExportSource, ExportRef } from './exports.js';
 import { log } from '../log.js';
 import type { DirectReader } from '@sheepdog/common';
 import { rewrapForDirectReads, setReading } from '../direct-socket.js';
+import { metrics, Timed } from '../metrics.js';
 
 interface OpenExport {
   io: VdiIO;
@@ -112,8 +113,8 @@ function errnoOf(e: unknown): number {
 
 type Phase = 'clientflags' | 'options' | 'transmission' | 'closed';
 
-/** The client's 8-byte request handle, as two 32-bit halves (no buffer per request). */
-interface Handle {
+/** The client's 8-byte request handle, as two 32-bit halves (no buffer per request); the request's start for metrics. */
+interface Handle extends Timed {
   hi: number;
   lo: number;
 }
@@ -559,6 +560,7 @@ class NbdConnection implements DirectReader {
 
   /** Queue a reply (data: a READ's, sent after the header; pooled: a bufferPool buffer). */
   private reply(handle: Handle, err: number, data?: Buffer, pooled = false): void {
+    metrics?.nbdDone(handle, err, data && !err ? data.length : 0);
     if (this.phase === 'closed' || this.sock.destroyed) return;
     const out = this.out;
     NbdConnection.header(out.room(16), out.pos, err, handle);
@@ -573,10 +575,12 @@ class NbdConnection implements DirectReader {
     if (!io.readCached(offset, length, buf, out.pos + 16)) return false;
     NbdConnection.header(buf, out.pos, 0, handle);
     out.commit(16 + length);
+    metrics?.nbdDone(handle, 0, length);
     return true;
   }
 
   private dispatch(type: number, flags: number, handle: Handle, offset: number, length: number, data?: Buffer, target?: SplicedWrite): void {
+    if (metrics && type !== Cmd.DISC) metrics.nbdStart(handle, type, type === Cmd.WRITE ? length : 0);
     this.command(type, flags, handle, offset, length, data, target);
     if (this.inflight >= HIGH_WATER && !this.paused) {
       this.paused = true;

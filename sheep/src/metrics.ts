@@ -6,9 +6,8 @@
 // and nothing at all while --metrics is off (`metrics` is undefined and the
 // hooks are one `if`). Everything else - epoch, members, store, disk,
 // recovery, object cache - is read from the daemon's state when Prometheus
-// scrapes. Recovery progress is also sampled once a second, so a recovery
-// that starts and ends between two scrapes still adds to the recovered
-// counter.
+// scrapes, but for recovered objects, which recovery counts as it goes, and
+// whose rate is sampled once a second.
 import * as http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import client from 'prom-client';
@@ -21,7 +20,7 @@ export let metrics: SheepMetrics | undefined;
 
 const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const NBD_COMMANDS = ['read', 'write', 'disc', 'flush', 'trim', 'cache', 'write_zeroes', 'block_status', 'resize'];
-/** Objects recovered, sampled at this interval for the rate. */
+/** The count of recovered objects is sampled at this interval for the rate. */
 const RECOVERY_SAMPLE_MS = 1000;
 /** The rate is over this many samples. */
 const RATE_WINDOW = 10;
@@ -55,8 +54,8 @@ export class SheepMetrics {
   private readonly nbdCount: client.Counter<'command'>;
   private readonly nbdErrors: client.Counter<'command'>;
   private readonly nbdLatency: client.Histogram<'command'>;
-  private recovered = 0;
-  private lastRun = { done: 0, total: 0, active: false };
+  private recoveredCount = 0;
+  private recoveredHow!: { fetched: client.Counter.Internal; current: client.Counter.Internal };
   private samples: number[] = [];
   private sampler?: NodeJS.Timeout;
   private storeScan?: { at: number; objects: number; used: number; size: number; free: number };
@@ -108,13 +107,16 @@ export class SheepMetrics {
     new client.Gauge({ name: 'sheep_recovery_objects_done', help: 'Objects the current recovery has finished', registers, collect() { this.set(Number(s.recovery.state.nrFinished)); } });
     new client.Gauge({ name: 'sheep_recovery_objects_planned', help: 'Objects the current recovery has to look at', registers, collect() { this.set(Number(s.recovery.state.nrTotal)); } });
     new client.Gauge({ name: 'sheep_recovery_objects_waiting', help: 'Objects of the current epoch waiting for nodes that are away', registers, collect() { this.set(s.recovery.waiting); } });
-    new client.Counter({
-      name: 'sheep_recovery_objects_recovered_total', help: 'Objects finished by recoveries since start (sampled every second)', registers,
-      collect() { self.sampleRecovery(); this.reset(); this.inc(self.recovered); },
+    const done = new client.Counter({
+      name: 'sheep_recovery_objects_total', labelNames: ['how'], registers,
+      help: 'Objects finished by this node\'s recoveries since it started: how="fetched" copied from another node, how="current" found current here',
     });
+    this.recoveredHow = { fetched: done.labels('fetched'), current: done.labels('current') };
+    this.recoveredHow.fetched.inc(0);
+    this.recoveredHow.current.inc(0);
     new client.Gauge({
-      name: 'sheep_recovery_rate_objects_per_second', help: 'Objects recovered per second over the last 10 s', registers,
-      collect() { self.sampleRecovery(); this.set(self.recoveryRate()); },
+      name: 'sheep_recovery_rate_objects_per_second', help: 'Objects finished by recovery per second, over the last 10 s', registers,
+      collect() { this.set(self.recoveryRate()); },
     });
 
     const cacheGauge = (name: string, help: string, get: (c: NonNullable<Sheep['cache']>) => number, counter = false) => {
@@ -180,15 +182,10 @@ export class SheepMetrics {
 
   // ---- scrape-time state ------------------------------------------------
 
-  private sampleRecovery(): void {
-    const st = this.sheep.recovery.state;
-    const done = Number(st.nrFinished);
-    const total = Number(st.nrTotal);
-    const last = this.lastRun;
-    // a new run starts from 0 (or has another plan): count all it did
-    const sameRun = st.inRecovery && last.active && total === last.total && done >= last.done;
-    if (st.inRecovery) this.recovered += sameRun ? done - last.done : done;
-    this.lastRun = { done, total, active: st.inRecovery };
+  /** Recovery finished one object (fetched: copied here from another node). */
+  recovered(fetched: boolean): void {
+    this.recoveredCount++;
+    (fetched ? this.recoveredHow.fetched : this.recoveredHow.current).inc();
   }
 
   private recoveryRate(): number {
@@ -215,8 +212,7 @@ export class SheepMetrics {
 
   async listen(host: string | undefined, port: number): Promise<number> {
     this.sampler = setInterval(() => {
-      this.sampleRecovery();
-      this.samples.push(this.recovered);
+      this.samples.push(this.recoveredCount);
       if (this.samples.length > RATE_WINDOW + 1) this.samples.shift();
     }, RECOVERY_SAMPLE_MS);
     this.sampler.unref();

@@ -9,7 +9,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startCluster, runCollie, stopAll, freePort, waitFor, ClusterHandle } from '../helpers/cluster.js';
+import { startCluster, runCollie, stopAll, freePort, waitFor, ClusterHandle, ROOT } from '../helpers/cluster.js';
 import { tool, have } from '../helpers/nbd.js';
 import { requirePrereq } from '../helpers/prereq.js';
 
@@ -153,4 +153,23 @@ describe('sheep --metrics with a real Prometheus', () => {
     await waitFor(async () => (await scalar(`sum(sheep_recovery_objects_total{instance="127.0.0.1:${mports[3]}",how="fetched"})`))! > 0, 30_000, 'the new node to fetch objects');
     await waitFor(async () => (await scalar('max(sheep_recovery_active)')) === 0, 30_000, 'recovery to end');
   }, 90_000);
+
+  it('every query of the Grafana dashboard is valid PromQL over series the nodes export', async () => {
+    const dash = JSON.parse(await fsp.readFile(path.join(ROOT, 'deploy/grafana/sheepdog-dashboard.json'), 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };
+    expect(dash.panels.length).toBeGreaterThan(10);
+    const names = new Set<string>();
+    for (const text of await Promise.all(mports.map((p) => scrape(p)))) {
+      for (const m of text.matchAll(/^# TYPE (\S+) (\w+)$/gm)) {
+        names.add(m[1]);
+        if (m[2] === 'histogram') for (const sfx of ['_bucket', '_sum', '_count']) names.add(m[1] + sfx);
+      }
+    }
+    for (const panel of dash.panels) {
+      for (const t of panel.targets) {
+        const expr = t.expr.replaceAll('$__rate_interval', '1m').replaceAll('$instance', '.*');
+        for (const m of expr.matchAll(/\b((?:sheep|nodejs)_[a-z0-9_]+)\b/g)) expect(names, `${panel.title}: ${m[1]}`).toContain(m[1]);
+        await query(expr); // status success: Prometheus parsed and ran it
+      }
+    }
+  });
 });

@@ -24,14 +24,14 @@ export DEBIAN_FRONTEND=noninteractive
 #   build-essential python3         node-gyp builds sheep's native addons
 #   prometheus                      the metrics test scrapes sheep with a real Prometheus;
 #                                   promtool checks the exposition format
-#   libvirt-clients                 virt-xml-validate checks `collie vdi libvirt-xml`
+#   libvirt-clients libxml2-utils   virt-xml-validate (which runs xmllint) checks `collie vdi libvirt-xml`
 #   systemd                         systemd-analyze verify checks the unit files
 #   procps                          pgrep/ps for the process title test
 PKGS=(ca-certificates zookeeper
       qemu-utils libnbd-bin fio nbdkit qemu-system-x86
       corosync libcpg-dev libcorosync-common-dev libqb-dev
       libfuse2 fuse3 iproute2 build-essential python3
-      prometheus libvirt-clients systemd procps)
+      prometheus libvirt-clients libxml2-utils systemd procps)
 
 need=()
 for p in "${PKGS[@]}"; do

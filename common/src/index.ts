@@ -21,3 +21,4 @@ export * from './sendqueue.js';
 export * from './copies.js';
 export * from './backup.js';
 export * from './proctitle.js';
+export * from './libvirt.js';

@@ -25,6 +25,8 @@ export interface Parsed {
   objectCache: boolean;
   logFile?: string;
   timeout: number;
+  /** --nbd HOST:PORT: vdi/NAME/libvirt.xml points there (protocol nbd) */
+  nbd?: { host: string; port: number };
 }
 
 function usageError(msg: string): never {
@@ -45,6 +47,7 @@ export function parseArgs(argv: string[]): Parsed {
     .option('-o, --objectcache', "use the sheep's object cache for volume I/O (fsync flushes it)")
     .option('-l, --log <file>', 'log file when daemonized (default /var/log/sheepfs.log, or sheepfs.log in the temp dir)')
     .option('-t, --timeout <seconds>', 'fail a request the cluster has not answered in this many seconds with EIO (default 60)')
+    .option('--nbd <host:port>', 'the sheep --nbd listener vdi/NAME/libvirt.xml names (default: the sheepdog protocol to -a/-p)')
     .helpOption('-h, --help', 'display this help and exit')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -54,7 +57,15 @@ export function parseArgs(argv: string[]): Parsed {
   if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) usageError(`Invalid port '${port}'`);
   const timeout = String(o.timeout ?? '60');
   if (!/^\d+$/.test(timeout) || Number(timeout) < 1) usageError(`Invalid timeout '${timeout}'`);
+  let nbd: Parsed['nbd'];
+  if (o.nbd !== undefined) {
+    const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d+)$/.exec(String(o.nbd));
+    const p = m ? Number(m[3]) : NaN;
+    if (!m || !(p >= 1 && p <= 65535)) usageError(`Invalid NBD address '${o.nbd}' (expected HOST:PORT)`);
+    nbd = { host: m[1] ?? m[2], port: p };
+  }
   return {
+    nbd,
     mountpoint: path.resolve(prog.processedArgs[0] as string),
     address: String(o.address ?? '127.0.0.1'),
     port: Number(port),
@@ -184,7 +195,7 @@ function exitNow(code: number): never {
 /** Mount and serve until SIGINT/SIGTERM. Resolves once mounted. */
 export async function serve(a: Parsed, onMounted: () => void): Promise<void> {
   const cluster = new Cluster(a.address, a.port);
-  const sfs = new SheepFs(cluster, { pageCache: a.pageCache, objectCache: a.objectCache, timeoutMs: a.timeout * 1000 });
+  const sfs = new SheepFs(cluster, { pageCache: a.pageCache, objectCache: a.objectCache, timeoutMs: a.timeout * 1000, nbd: a.nbd });
   try {
     await cluster.client.connect();
   } catch (e) {

@@ -3,7 +3,7 @@ import {
   Op, Flag, Res, resultMessage, vidToVdiOid, vidToDataOid, vidToAttrOid, oidToVid, dataOidToIdx, isDataObj,
   encodeAttr, decodeAttr, encodeInodeHeader, InodeHeader, SD_INODE_HEADER_SIZE, SD_INODE_SIZE, SD_ATTR_OBJ_SIZE,
   MAX_DATA_OBJS, SD_MAX_VDI_SIZE_HYPER, SD_VDI_STATE_SIZE, addrToString, SdNode, VnodeRing, ConnectionError,
-  decodeCacheInfo, CacheInfoFlag, CACHE_INFO_HEADER_SIZE, CACHE_INFO_RECORD_SIZE, sizeToStr,
+  decodeCacheInfo, CacheInfoFlag, CACHE_INFO_HEADER_SIZE, CACHE_INFO_RECORD_SIZE, sizeToStr, libvirtDiskXml,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import {
@@ -46,6 +46,8 @@ export const vdiOptions: OptDef[] = [
     desc: 'only check objects exist or not,\n                          neither comparing nor repairing',
   },
   { ch: 'z', name: 'block_size_shift', hasArg: true, desc: 'specify the bit shift num for data object size' },
+  { ch: 'N', name: 'nbd', hasArg: true, desc: 'HOST:PORT of a sheep --nbd listener (default: the sheepdog protocol to -a/-p)' },
+  { ch: 't', name: 'target', hasArg: true, desc: 'guest device name (default vda)' },
   {
     ch: 'R', name: 'reduce-identical-snapshots', hasArg: false,
     desc: "do not create snapshot if working VDI doesn't have its own objects",
@@ -933,6 +935,30 @@ async function vdiAlterCopy(ctx: Ctx, args: string[], o: Opts): Promise<number> 
   return EXIT_SUCCESS;
 }
 
+// ---- libvirt ---------------------------------------------------------------
+
+/** HOST:PORT or [V6]:PORT. */
+function parseHostPort(v: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d+)$/.exec(v);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) fail(`Invalid NBD address '${v}' (expected HOST:PORT)`, EXIT_USAGE);
+  return { host: m[1] ?? m[2], port };
+}
+
+async function vdiLibvirtXml(ctx: Ctx, args: string[], o: Opts): Promise<number> {
+  const name = needName(args);
+  const snap = parseSnapshot(o.s as string | undefined);
+  const target = (o.t as string | undefined) ?? 'vda';
+  if (!/^[a-z][a-z0-9]*$/.test(target)) fail(`Invalid target device '${target}'`, EXIT_USAGE);
+  const nbd = typeof o.N === 'string' ? parseHostPort(o.N) : undefined;
+  const vid = await findVdi(ctx, name, snap.id, snap.tag);
+  ctx.out(libvirtDiskXml({
+    name, snapshot: snap.tag || (snap.id ? String(snap.id) : undefined), vdiId: vid, target,
+    ...(nbd ? { protocol: 'nbd', ...nbd } : { protocol: 'sheepdog', host: ctx.host, port: ctx.port }),
+  }));
+  return EXIT_SUCCESS;
+}
+
 // ---- cache -----------------------------------------------------------------
 
 async function cacheOp(ctx: Ctx, args: string[], o: Opts, opcode: number, what: string): Promise<number> {
@@ -1021,6 +1047,7 @@ export const vdiCommands: SubCommand[] = [
     ],
   },
   { name: 'alter-copy', arg: '<vdiname>', opts: 'caph', desc: "set the vdi's redundancy level", needNodeList: true, needArg: true, run: vdiAlterCopy },
+  { name: 'libvirt-xml', arg: '<vdiname>', opts: 'sNtaph', desc: 'print a libvirt <disk> element for the image', needArg: true, run: vdiLibvirtXml },
   {
     name: 'lock', opts: 'aprh', desc: "See 'dog vdi lock' for more information", needArg: true,
     sub: [

@@ -103,7 +103,7 @@ describe('sheepfs text files (one node)', () => {
   });
 
   it('vdi/NAME/ has info and snapshots (by id and tag)', async () => {
-    expect((await fsp.readdir(m.p('vdi/alpha'))).sort()).toEqual(['info', 'snapshots']);
+    expect((await fsp.readdir(m.p('vdi/alpha'))).sort()).toEqual(['info', 'libvirt.xml', 'snapshots']);
     expect((await fsp.readdir(m.p('vdi/alpha/snapshots'))).sort()).toEqual(['1', 'first']);
     expect(await fsp.readdir(m.p('vdi/beta/snapshots'))).toEqual([]);
     const info = await cat(m.p('vdi/alpha/info'));

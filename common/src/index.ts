@@ -22,3 +22,4 @@ export * from './copies.js';
 export * from './backup.js';
 export * from './proctitle.js';
 export * from './libvirt.js';
+export * from './journal.js';

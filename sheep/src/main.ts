@@ -13,7 +13,7 @@ import { NbdServer } from './nbd/server.js';
 import { SheepExports } from './nbd/exports.js';
 import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
 import { fileioStatus } from './store/fileio.js';
-import { INVOKED_AS_ENV, invokedAs } from '@sheepdog/common';
+import { INVOKED_AS_ENV, invokedAs, stderrIsJournal } from '@sheepdog/common';
 import { enableMetrics, SheepMetrics } from './metrics.js';
 
 const EX_USAGE = 64;
@@ -106,7 +106,8 @@ function daemonize(argv: string[]): Promise<number> {
   const script = fileURLToPath(new URL('../bin/sheep.js', import.meta.url));
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [script, ...argv, '--daemon-child'], {
-      detached: true, stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      // under systemd the daemon keeps the journal as its stderr (see journal.ts)
+      detached: true, stdio: ['ignore', 'ignore', stderrIsJournal() ? 'inherit' : 'ignore', 'ipc'],
       env: { ...process.env, [INVOKED_AS_ENV]: invokedAs('sheep') },
     });
     child.on('message', (m: { ready?: boolean; error?: string; code?: number }) => {
@@ -148,7 +149,7 @@ export async function main(argv: string[]): Promise<number> {
     await tell({ error: msg });
     return 1;
   }
-  initLogger({ dir: p.logDir, level: p.logLevel, foreground: p.foreground && !isChild });
+  initLogger({ dir: p.logDir, level: p.logLevel, foreground: (p.foreground && !isChild) || (isChild && stderrIsJournal()) });
   let driver;
   try {
     driver = await createDriver(p.cluster);

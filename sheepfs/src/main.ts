@@ -4,10 +4,11 @@
 // returns once the mount is up (or with the child's error), like upstream.
 import { Command, CommanderError } from 'commander';
 import { spawn, execFile } from 'node:child_process';
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp, constants as fsc, writeFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Fuse from 'fuse-native';
+import { stderrIsJournal } from '@sheepdog/common';
 import { Cluster } from './sheep.js';
 import { SheepFs } from './fs.js';
 import * as log from './log.js';
@@ -25,6 +26,8 @@ export interface Parsed {
   objectCache: boolean;
   logFile?: string;
   timeout: number;
+  /** -P: write the serving process's pid here once mounted (removed at exit) */
+  pidfile?: string;
   /** --nbd HOST:PORT: vdi/NAME/libvirt.xml points there (protocol nbd) */
   nbd?: { host: string; port: number };
 }
@@ -47,6 +50,7 @@ export function parseArgs(argv: string[]): Parsed {
     .option('-o, --objectcache', "use the sheep's object cache for volume I/O (fsync flushes it)")
     .option('-l, --log <file>', 'log file when daemonized (default /var/log/sheepfs.log, or sheepfs.log in the temp dir)')
     .option('-t, --timeout <seconds>', 'fail a request the cluster has not answered in this many seconds with EIO (default 60)')
+    .option('-P, --pidfile <file>', 'write the pid of the process serving the mount to this file once mounted')
     .option('--nbd <host:port>', 'the sheep --nbd listener vdi/NAME/libvirt.xml names (default: the sheepdog protocol to -a/-p)')
     .helpOption('-h, --help', 'display this help and exit')
     .exitOverride()
@@ -66,6 +70,7 @@ export function parseArgs(argv: string[]): Parsed {
   }
   return {
     nbd,
+    pidfile: o.pidfile ? path.resolve(String(o.pidfile)) : undefined,
     mountpoint: path.resolve(prog.processedArgs[0] as string),
     address: String(o.address ?? '127.0.0.1'),
     port: Number(port),
@@ -110,7 +115,8 @@ function daemonize(argv: string[]): Promise<number> {
     const script = process.argv[1];
     const child = spawn(process.execPath, [script, ...argv], {
       detached: true,
-      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      // under systemd the daemon keeps the journal as its stderr (see journal.ts)
+      stdio: ['ignore', 'ignore', stderrIsJournal() ? 'inherit' : 'ignore', 'ipc'],
       env: { ...process.env, [CHILD_ENV]: '1' },
     });
     let settled = false;
@@ -158,6 +164,8 @@ export async function main(argv: string[]): Promise<number> {
   log.setDebug(a.debug);
   if (isChild) {
     process.chdir('/'); // paths are absolute by now; do not keep a directory busy
+  }
+  if (isChild && (a.logFile || !stderrIsJournal())) {
     const file = a.logFile ?? (await defaultLogFile());
     try {
       await log.logToFile(file);
@@ -172,7 +180,14 @@ export async function main(argv: string[]): Promise<number> {
     process.disconnect?.();
   };
   try {
-    await serve(a, () => report({ ok: true }));
+    await serve(a, () => {
+      if (a.pidfile) {
+        writeFileSync(a.pidfile, `${process.pid}\n`);
+        const pidfile = a.pidfile;
+        process.on('exit', () => rmSync(pidfile, { force: true }));
+      }
+      report({ ok: true });
+    });
   } catch (e) {
     const msg = (e as Error).message;
     log.error(msg);

@@ -1,10 +1,11 @@
 // Prometheus metrics (sheep --metrics [ADDR:]PORT, served at /metrics).
 //
 // The data path pays only for what must be counted as it happens: a
-// request's counter, its latency bucket and its bytes, through children
-// looked up once per opcode or NBD command (no label hashing per request),
-// and nothing at all while --metrics is off (`metrics` is undefined and the
-// hooks are one `if`). Everything else - epoch, members, store, disk,
+// request's count, its latency bucket and its bytes, added to plain numbers
+// kept per opcode or NBD command (prom-client's own counters hash their
+// labels on every call: 0.7 us a request, measured) and turned into
+// Prometheus series when scraped; nothing at all while --metrics is off
+// (`metrics` is undefined and the hooks are one `if`). Everything else - epoch, members, store, disk,
 // recovery, object cache - is read from the daemon's state when Prometheus
 // scrapes, but for recovered objects, which recovery counts as it goes, and
 // whose rate is sampled once a second.
@@ -27,10 +28,52 @@ const RATE_WINDOW = 10;
 /** Counting objects and their bytes walks the store: not more often than this. */
 const STORE_SCAN_MS = 10_000;
 
-interface OpChildren {
-  count: client.Counter.Internal;
-  errors: client.Counter.Internal;
-  latency: client.Histogram.Internal<string>;
+/** One opcode's (or NBD command's) requests: counts, and latencies in LATENCY_BUCKETS (not cumulative). */
+class Tally {
+  count = 0;
+  errors = 0;
+  sum = 0;
+  readonly buckets = new Float64Array(LATENCY_BUCKETS.length + 1);
+  constructor(readonly label: string) {}
+  add(seconds: number, failed: boolean): void {
+    this.count++;
+    if (failed) this.errors++;
+    this.sum += seconds;
+    let i = 0;
+    while (i < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[i]) i++;
+    this.buckets[i]++;
+  }
+}
+
+type Sample = { value: number; labels?: Record<string, string | number>; metricName?: string };
+
+/** A metric the registry asks for its samples when scraped (see Tally). */
+function scraped(registry: client.Registry, name: string, help: string, type: 'counter' | 'gauge' | 'histogram', values: () => Sample[]): void {
+  registry.registerMetric({
+    name, help, type,
+    get: async () => ({ name, help, type, values: values(), aggregator: 'sum' }),
+  } as unknown as client.Metric);
+}
+
+/** counter, errors and histogram series of a family of tallies. */
+function tallySeries(registry: client.Registry, prefix: string, label: string, what: string, tallies: () => Tally[]): void {
+  scraped(registry, `${prefix}requests_total`, `${what} answered, by ${label}`, 'counter',
+    () => tallies().map((t) => ({ value: t.count, labels: { [label]: t.label } })));
+  scraped(registry, `${prefix}request_errors_total`, `${what} answered with an error, by ${label}`, 'counter',
+    () => tallies().map((t) => ({ value: t.errors, labels: { [label]: t.label } })));
+  const hname = `${prefix}request_duration_seconds`;
+  scraped(registry, hname, `Time from arrival to answer of ${what}, by ${label}`, 'histogram', () => tallies().flatMap((t) => {
+    const out: Sample[] = [];
+    let acc = 0;
+    LATENCY_BUCKETS.forEach((le, i) => {
+      acc += t.buckets[i];
+      out.push({ metricName: `${hname}_bucket`, value: acc, labels: { le, [label]: t.label } });
+    });
+    out.push({ metricName: `${hname}_bucket`, value: t.count, labels: { le: '+Inf', [label]: t.label } });
+    out.push({ metricName: `${hname}_sum`, value: t.sum, labels: { [label]: t.label } });
+    out.push({ metricName: `${hname}_count`, value: t.count, labels: { [label]: t.label } });
+    return out;
+  }));
 }
 
 /** A request's start, kept on the request's own handle object (NBD). */
@@ -42,18 +85,11 @@ export interface Timed {
 export class SheepMetrics {
   readonly registry = new client.Registry();
   private server?: http.Server;
-  private readonly sd: OpChildren[] = [];
-  private readonly nbd: OpChildren[] = [];
+  private readonly sd: Tally[] = [];
+  private readonly nbd: Tally[] = [];
   private sdInflight = 0;
   private nbdInflight = 0;
-  private readonly bytesIn: { sd: client.Counter.Internal; nbd: client.Counter.Internal };
-  private readonly bytesOut: { sd: client.Counter.Internal; nbd: client.Counter.Internal };
-  private readonly sdCount: client.Counter<'opcode'>;
-  private readonly sdErrors: client.Counter<'opcode'>;
-  private readonly sdLatency: client.Histogram<'opcode'>;
-  private readonly nbdCount: client.Counter<'command'>;
-  private readonly nbdErrors: client.Counter<'command'>;
-  private readonly nbdLatency: client.Histogram<'command'>;
+  private readonly bytes = { sdIn: 0, sdOut: 0, nbdIn: 0, nbdOut: 0 };
   private recoveredCount = 0;
   private recoveredHow!: { fetched: client.Counter.Internal; current: client.Counter.Internal };
   private samples: number[] = [];
@@ -68,17 +104,13 @@ export class SheepMetrics {
     client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
     // gauges named like counters: promtool check metrics rejects them
     for (const n of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(n);
-    this.sdCount = new client.Counter({ name: 'sheep_requests_total', help: 'Sheepdog protocol requests answered, by opcode', labelNames: ['opcode'], registers });
-    this.sdErrors = new client.Counter({ name: 'sheep_request_errors_total', help: 'Sheepdog protocol requests answered with a result other than SUCCESS, by opcode', labelNames: ['opcode'], registers });
-    this.sdLatency = new client.Histogram({ name: 'sheep_request_duration_seconds', help: 'Time from a Sheepdog protocol request\'s arrival to its answer, by opcode', labelNames: ['opcode'], buckets: LATENCY_BUCKETS, registers });
-    this.nbdCount = new client.Counter({ name: 'sheep_nbd_requests_total', help: 'NBD commands answered, by command', labelNames: ['command'], registers });
-    this.nbdErrors = new client.Counter({ name: 'sheep_nbd_request_errors_total', help: 'NBD commands answered with an error, by command', labelNames: ['command'], registers });
-    this.nbdLatency = new client.Histogram({ name: 'sheep_nbd_request_duration_seconds', help: 'Time from an NBD command\'s arrival to its answer, by command', labelNames: ['command'], buckets: LATENCY_BUCKETS, registers });
-    const rx = new client.Counter({ name: 'sheep_received_bytes_total', help: 'Payload bytes received in requests, by protocol (sheepdog, nbd)', labelNames: ['protocol'], registers });
-    const tx = new client.Counter({ name: 'sheep_sent_bytes_total', help: 'Payload bytes sent in answers, by protocol (sheepdog, nbd)', labelNames: ['protocol'], registers });
-    this.bytesIn = { sd: rx.labels('sheepdog'), nbd: rx.labels('nbd') };
-    this.bytesOut = { sd: tx.labels('sheepdog'), nbd: tx.labels('nbd') };
-    for (const c of [this.bytesIn, this.bytesOut]) { c.sd.inc(0); c.nbd.inc(0); }
+    const reg = this.registry;
+    const present = (t: Tally[]) => t.filter(Boolean);
+    tallySeries(reg, 'sheep_', 'opcode', 'Sheepdog protocol requests', () => present(this.sd));
+    tallySeries(reg, 'sheep_nbd_', 'command', 'NBD commands', () => present(this.nbd));
+    const by = (sd: number, nbd: number): Sample[] => [{ value: sd, labels: { protocol: 'sheepdog' } }, { value: nbd, labels: { protocol: 'nbd' } }];
+    scraped(reg, 'sheep_received_bytes_total', 'Payload bytes received in requests, by protocol (sheepdog, nbd)', 'counter', () => by(this.bytes.sdIn, this.bytes.nbdIn));
+    scraped(reg, 'sheep_sent_bytes_total', 'Payload bytes sent in answers, by protocol (sheepdog, nbd)', 'counter', () => by(this.bytes.sdOut, this.bytes.nbdOut));
 
     const self = this;
     const s = sheep;
@@ -139,18 +171,16 @@ export class SheepMetrics {
   /** A Sheepdog request arrived with `payload` bytes; returns its start time. */
   sdStart(payload: number): number {
     this.sdInflight++;
-    if (payload) this.bytesIn.sd.inc(payload);
+    this.bytes.sdIn += payload;
     return performance.now();
   }
 
   /** A Sheepdog request started at t0 is answered with `sent` payload bytes. */
   sdDone(opcode: number, t0: number, result: number, sent: number): void {
     this.sdInflight--;
-    const c = this.sd[opcode] ??= this.children(this.sdCount, this.sdErrors, this.sdLatency, opName(opcode).startsWith('UNKNOWN') ? 'UNKNOWN' : opName(opcode));
-    c.count.inc();
-    if (result !== Res.SUCCESS) c.errors.inc();
-    c.latency.observe((performance.now() - t0) / 1000);
-    if (sent) this.bytesOut.sd.inc(sent);
+    const t = this.sd[opcode] ??= new Tally(opName(opcode).startsWith('UNKNOWN') ? 'UNKNOWN' : opName(opcode));
+    t.add((performance.now() - t0) / 1000, result !== Res.SUCCESS);
+    this.bytes.sdOut += sent;
   }
 
   /** An NBD command arrived (write payload bytes, for writes). */
@@ -158,7 +188,7 @@ export class SheepMetrics {
     this.nbdInflight++;
     h.mT0 = performance.now();
     h.mCmd = cmd;
-    if (payload) this.bytesIn.nbd.inc(payload);
+    this.bytes.nbdIn += payload;
   }
 
   /** The NBD command on handle h is answered (errno 0: success) with `sent` data bytes. */
@@ -166,18 +196,11 @@ export class SheepMetrics {
     if (h.mT0 === undefined) return;
     this.nbdInflight--;
     const cmd = h.mCmd!;
-    const c = this.nbd[cmd] ??= this.children(this.nbdCount, this.nbdErrors, this.nbdLatency, NBD_COMMANDS[cmd] ?? 'unknown');
-    c.count.inc();
-    if (errno) c.errors.inc();
-    c.latency.observe((performance.now() - h.mT0) / 1000);
-    if (sent) this.bytesOut.nbd.inc(sent);
+    // unknown commands share one series: the type is the client's choice of 65536
+    const t = this.nbd[cmd < NBD_COMMANDS.length ? cmd : NBD_COMMANDS.length] ??= new Tally(NBD_COMMANDS[cmd] ?? 'unknown');
+    t.add((performance.now() - h.mT0) / 1000, errno !== 0);
+    this.bytes.nbdOut += sent;
     h.mT0 = undefined;
-  }
-
-  private children<L extends string>(count: client.Counter<L>, errors: client.Counter<L>, latency: client.Histogram<L>, label: string): OpChildren {
-    const c = { count: count.labels(label), errors: errors.labels(label), latency: latency.labels(label) };
-    c.errors.inc(0); // a series from the first request on, so rate() sees the first error
-    return c;
   }
 
   // ---- scrape-time state ------------------------------------------------

@@ -1,7 +1,16 @@
 // Persistent node state under DIR: cluster config and the epoch log.
+// Damaged state is never guessed around: a file that does not check out
+// stops the daemon with a sentence naming it and what to do (DamagedState).
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { SdNode, encodeNodes, decodeNodes, SD_NODE_SIZE } from '@sheepdog/common';
+import { crc32 } from 'node:zlib';
+import { SdNode, SD_MAX_COPIES, encodeEpochFile, decodeEpochFile } from '@sheepdog/common';
+
+/** A node's own files are damaged or inconsistent: sheep must not start on them. */
+export class DamagedState extends Error {}
+
+/** Object stores a cluster can be formatted with. */
+export const STORE_DRIVERS = ['plain'];
 
 export interface ClusterConfig {
   ctime: bigint; // 0 = never formatted
@@ -16,6 +25,12 @@ export interface ClusterConfig {
 export const emptyConfig = (): ClusterConfig => ({
   ctime: 0n, copies: 0, copyPolicy: 0, flags: 0, blockSizeShift: 22, store: 'plain', disableRecovery: false,
 });
+
+/** CRC-32 of a config's fields (everything but the sum itself), in a fixed order. */
+function configSum(j: Record<string, unknown>): string {
+  const keys = Object.keys(j).filter((k) => k !== 'sum').sort();
+  return crc32(JSON.stringify(keys.map((k) => [k, j[k]]))).toString(16).padStart(8, '0');
+}
 
 async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
   const tmp = `${file}.tmp`;
@@ -109,18 +124,49 @@ export class NodeConfigStore {
     await fsp.mkdir(this.epochDir, { recursive: true });
   }
 
-  async load(): Promise<ClusterConfig> {
+  /** undefined: there is no config (never formatted). */
+  async load(): Promise<ClusterConfig | undefined> {
+    let text: string;
     try {
-      const j = JSON.parse(await fsp.readFile(this.configFile, 'utf8'));
-      return { ...emptyConfig(), ...j, ctime: BigInt(j.ctime ?? 0) };
+      text = await fsp.readFile(this.configFile, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return emptyConfig();
-      throw new Error(`cannot read ${this.configFile}: ${(e as Error).message}`);
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new DamagedState(`cannot read ${this.configFile}: ${(e as Error).message}`);
     }
+    const bad = (why: string) => new DamagedState(`${this.configFile}: ${why}; every node of a cluster holds the same file: copy it from another node, or move this directory away to start the node afresh`);
+    let j: Record<string, unknown>;
+    try {
+      j = JSON.parse(text);
+    } catch (e) {
+      throw bad(`not JSON (${(e as Error).message})`);
+    }
+    if (!j || typeof j !== 'object') throw bad('not a JSON object');
+    if (j.sum !== undefined && j.sum !== configSum(j)) throw bad('checksum mismatch (the file is damaged or was edited)');
+    const int = (k: string, lo: number, hi: number) => {
+      const v = j[k];
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw bad(`${k} is ${JSON.stringify(v)}, not a whole number from ${lo} to ${hi}`);
+      return v;
+    };
+    if (typeof j.ctime !== 'string' || !/^\d{1,20}$/.test(j.ctime)) throw bad(`ctime is ${JSON.stringify(j.ctime)}, not a creation time`);
+    const c: ClusterConfig = {
+      ctime: BigInt(j.ctime),
+      copies: int('copies', 1, SD_MAX_COPIES),
+      copyPolicy: int('copyPolicy', 0, 255),
+      flags: int('flags', 0, 0xffff),
+      blockSizeShift: int('blockSizeShift', 20, 31),
+      store: String(j.store),
+      disableRecovery: j.disableRecovery === true,
+    };
+    if (c.ctime === 0n) throw bad('ctime is 0, yet the file says the cluster was formatted');
+    if (!STORE_DRIVERS.includes(c.store)) throw bad(`store is ${JSON.stringify(j.store)}, not one of ${STORE_DRIVERS.join(', ')}`);
+    if (typeof j.disableRecovery !== 'boolean') throw bad(`disableRecovery is ${JSON.stringify(j.disableRecovery)}, not true or false`);
+    return c;
   }
 
   save(c: ClusterConfig): Promise<void> {
-    return writeAtomic(this.configFile, JSON.stringify({ ...c, ctime: c.ctime.toString() }, null, 2) + '\n');
+    const j: Record<string, unknown> = { format: 1, ...c, ctime: c.ctime.toString() };
+    j.sum = configSum(j);
+    return writeAtomic(this.configFile, JSON.stringify(j, null, 2) + '\n');
   }
 
   private epochFile(e: number): string {
@@ -128,25 +174,27 @@ export class NodeConfigStore {
   }
 
   async saveEpoch(epoch: number, nodes: SdNode[], time: number): Promise<void> {
-    const b = Buffer.alloc(nodes.length * SD_NODE_SIZE + 8);
-    encodeNodes(nodes).copy(b);
-    b.writeBigInt64LE(BigInt(time), nodes.length * SD_NODE_SIZE);
-    await writeAtomic(this.epochFile(epoch), b);
+    await writeAtomic(this.epochFile(epoch), encodeEpochFile(epoch, { nodes, time }));
   }
 
-  async loadEpoch(epoch: number): Promise<{ nodes: SdNode[]; time: number } | undefined> {
+  /** The epochs there are records of (the history may have gaps: records a node missed are fetched later). */
+  async epochNumbers(): Promise<number[]> {
+    return (await fsp.readdir(this.epochDir)).filter((f) => /^\d{8}$/.test(f)).map(Number).sort((a, b) => a - b);
+  }
+
+  async loadEpoch(epoch: number): Promise<{ nodes: SdNode[]; time: number }> {
+    const file = this.epochFile(epoch);
+    let b: Buffer;
     try {
-      const b = await fsp.readFile(this.epochFile(epoch));
-      const n = Math.floor((b.length - 8) / SD_NODE_SIZE);
-      return { nodes: decodeNodes(b, n), time: Number(b.readBigInt64LE(n * SD_NODE_SIZE)) };
-    } catch {
-      return undefined;
+      b = await fsp.readFile(file);
+    } catch (e) {
+      throw new DamagedState(`cannot read ${file}: ${(e as Error).message}`);
     }
-  }
-
-  async latestEpoch(): Promise<number> {
-    const files = (await fsp.readdir(this.epochDir)).filter((f) => /^\d{8}$/.test(f)).map(Number);
-    return files.length ? Math.max(...files) : 0;
+    const r = decodeEpochFile(epoch, b);
+    if (typeof r === 'string') {
+      throw new DamagedState(`${file}: ${r}; remove it if it does not belong there (the node then fetches the record from the others when it joins), or copy it from another node of the cluster`);
+    }
+    return r;
   }
 
   async clearEpochs(): Promise<void> {

@@ -289,7 +289,12 @@ export class Gateway implements ObjectIO {
     return this.retrying(() => {
       const ep = this.view.epoch();
       return this.forAll(this.replicas(oid, copies, true),
-        async () => { await this.view.ensureLocal(oid); await this.store.write(oid, off, data); },
+        async () => {
+          await this.view.ensureLocal(oid);
+          // targets of an epoch that ended meanwhile are not ours to write to
+          if (this.view.epoch() !== ep) throw new SheepdogError(Res.OLD_NODE_VER);
+          await this.store.write(oid, off, data);
+        },
         (n) => this.peers.writePeer(n, oid, off, data, ep));
     });
   }
@@ -341,17 +346,20 @@ export class Gateway implements ObjectIO {
 
   async createRanges(oid: bigint, ranges: { off: number; data: Buffer }[], copies?: number): Promise<void> {
     const size = this.sizeOf(oid);
-    await this.retrying(() => this.forAll(this.replicas(oid, copies, true),
+    await this.retrying(() => {
+      const ep = this.view.epoch();
+      return this.forAll(this.replicas(oid, copies, true),
       async () => {
         await this.view.ensureLocal(oid);
+        if (this.view.epoch() !== ep) throw new SheepdogError(Res.OLD_NODE_VER);
         await this.store.create(oid, size, ranges[0].off, ranges[0].data);
         for (const r of ranges.slice(1)) await this.store.write(oid, r.off, r.data);
       },
       async (n) => {
-        const ep = this.view.epoch();
         await this.peers.createPeer(n, oid, ranges[0].off, ranges[0].data, ep);
         for (const r of ranges.slice(1)) await this.peers.writePeer(n, oid, r.off, r.data, ep);
-      }));
+      });
+    });
   }
 
   async remove(oid: bigint, copies?: number): Promise<void> {

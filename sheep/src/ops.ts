@@ -416,7 +416,12 @@ async function getEpoch(s: Sheep, h: RequestHeader): Promise<Reply> {
 async function checkPeerEpoch(s: Sheep, h: RequestHeader, object = true): Promise<void> {
   if (h.epoch > s.epochNr && !(await s.waitEpoch((e) => e >= h.epoch, 10_000))) fail(Res.NEW_NODE_VER);
   if (h.epoch < s.epochNr) fail(Res.OLD_NODE_VER);
-  if (object && !(h.flags & Flag.CMD_RECOVERY)) await s.ensureLocal(h.obj.oid);
+  if (object && !(h.flags & Flag.CMD_RECOVERY)) {
+    await s.ensureLocal(h.obj.oid);
+    // the membership may have changed while the object was recovered: a
+    // request of the old epoch must not land now (the sender retries)
+    if (h.epoch !== s.epochNr) fail(Res.OLD_NODE_VER);
+  }
 }
 
 async function readPeer(s: Sheep, h: RequestHeader): Promise<Reply> {

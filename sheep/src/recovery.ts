@@ -311,6 +311,12 @@ export class Recovery {
           const got = decodeFetched(r.data);
           if (got.version < src.version) throw new Error(`copy at version ${got.version}, listed at ${src.version}`);
           if (run.cancelled) return;
+          // writes may have reached our copy after the listing: never replace it with an older one
+          const now = await s.store.versionOf(oid);
+          if (now !== undefined && now > got.version) {
+            log.debug(`recovery of ${oidToHex(oid)}: ours (version ${now}) is newer than ${nodeToString(src.node)}'s (${got.version}); kept`);
+            return this.finish(run, oid);
+          }
           await s.store.createFull(oid, size, got.data, got.version);
           return this.finish(run, oid);
         } catch (e) {
@@ -331,6 +337,46 @@ export class Recovery {
       run.done++;
       metrics?.recovered(true);
     }
+  }
+
+  private repairing = new Set<bigint>();
+
+  /**
+   * This node's copy of oid is damaged: replace it with the copy of another
+   * node the placement names (at the same version or newer), holding local
+   * writes to it meanwhile.
+   */
+  repairDamaged(oid: bigint, why: string): void {
+    const s = this.s;
+    log.err(why);
+    s.integrity.damaged++;
+    if (this.repairing.has(oid) || !s.formatted) return;
+    this.repairing.add(oid);
+    void (async () => {
+      const release = s.store.hold(oid);
+      try {
+        const size = s.gw.sizeOf(oid);
+        const mine = (await s.store.versionOf(oid)) ?? 0;
+        const others = s.ring.placeOid(oid, s.copiesOf(oid)).filter((n) => !this.isSelf(n));
+        for (const n of others) {
+          try {
+            const r = await s.peers.call(n, { opcode: Op.FETCH_OBJ, epoch: s.epochNr, flags: Flag.CMD_RECOVERY, dataLength: size + 8, obj: { oid } });
+            const got = decodeFetched(r.data);
+            if (got.version < mine) continue;
+            await s.store.createFull(oid, size, got.data, got.version);
+            log.notice(`repaired ${oidToHex(oid)} with the copy of ${nodeToString(n)} (version ${got.version})`);
+            s.integrity.repaired++;
+            return;
+          } catch (e) {
+            log.debug(`repair of ${oidToHex(oid)} from ${nodeToString(n)}: ${(e as Error).message}`);
+          }
+        }
+        log.err(`cannot repair ${oidToHex(oid)}: no other replica could give a good copy; it stays unreadable here`);
+      } finally {
+        release();
+        this.repairing.delete(oid);
+      }
+    })();
   }
 
   /**

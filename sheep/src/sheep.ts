@@ -14,7 +14,7 @@ import {
 } from '@sheepdog/common';
 import type { ObjectStore } from './store/store.js';
 import { PlainStore } from './store/plain.js';
-import { NodeConfigStore, ClusterConfig, emptyConfig } from './config.js';
+import { NodeConfigStore, ClusterConfig, emptyConfig, DamagedState, STORE_DRIVERS } from './config.js';
 import { VdiRegistry, VdiNotice, VdiStateEntry, VdiTableRow } from './vdi.js';
 import { Gateway, PlacementView } from './gateway.js';
 import { PeerPool } from './peer.js';
@@ -23,7 +23,7 @@ import type { ObjectCache } from './cache/cache.js';
 import type { ClusterDriver, ClusterEvent, ClusterMessage } from './cluster/driver.js';
 import { log } from './log.js';
 
-export const STORE_DRIVERS = ['plain'];
+export { STORE_DRIVERS };
 
 export interface SheepOptions {
   dir: string;
@@ -101,6 +101,8 @@ export class Sheep implements PlacementView {
   /** The object cache (sheep -w), when enabled. */
   cache?: ObjectCache;
   readonly stats: SdStat = emptyStat();
+  /** Damaged copies found (short files, failed checksums) and repaired from another replica. */
+  readonly integrity = { damaged: 0, repaired: 0 };
   recoveryThrottle = { maxExecCount: 0, queueWorkInterval: 0n, throttling: false };
   onShutdown?: (why: 'shutdown' | 'killed') => void;
 
@@ -148,6 +150,7 @@ export class Sheep implements PlacementView {
       blockSizeShift: this.config.blockSizeShift, flags: this.config.flags,
     }));
     this.recovery = new Recovery(this);
+    this.store.onDamage = (oid, why) => this.recovery.repairDamaged(oid, why);
   }
 
   get objDir(): string {
@@ -204,16 +207,25 @@ export class Sheep implements PlacementView {
   async init(): Promise<void> {
     await this.store.init();
     await this.cfg.init();
-    this.config = await this.cfg.load();
+    const config = await this.cfg.load();
+    this.config = config ?? emptyConfig();
     if (!this.opts.gateway) {
       // capacity only: start-up must not stat every object
       this.selfNode.space = (await this.store.capacity()).size;
     }
-    this.epochNr = await this.cfg.latestEpoch();
-    for (let e = 1; e <= this.epochNr; e++) {
-      const r = await this.cfg.loadEpoch(e);
-      if (r) this.epochs.set(e, { epoch: e, ...r });
+    const epochs = await this.cfg.epochNumbers();
+    if (!config) {
+      // never formatted, so nothing else may be here: a lost config must not make a store look empty
+      const objects = await this.store.count();
+      if (objects || epochs.length) {
+        throw new DamagedState(`${this.cfg.configFile} is missing, but ${this.opts.dir} holds ${objects} object(s) and ${epochs.length} epoch record(s): ` +
+          'copy config.json from another node of the cluster (every node holds the same), or move the directory away to start a new, empty node');
+      }
+    } else if (!epochs.length) {
+      throw new DamagedState(`${this.cfg.epochDir} holds no epoch record, yet ${this.cfg.configFile} says the cluster was formatted: copy the epoch directory from another node of the cluster`);
     }
+    for (const e of epochs) this.epochs.set(e, { epoch: e, ...(await this.cfg.loadEpoch(e)) });
+    this.epochNr = epochs.at(-1) ?? 0;
     const st = await this.cfg.loadState();
     // a store from before node.json was kept: it has been in the cluster since its first epoch
     this.born = st?.born ?? (this.formatted ? 1 : 0);
@@ -266,8 +278,12 @@ export class Sheep implements PlacementView {
   async loadVdis(): Promise<void> {
     this.vdis.reset();
     if (!this.formatted) return;
-    const t = await this.cfg.loadVdiTable<{ vdis: VdiTableRow[] }>();
-    if (t) {
+    // derived state: when it is damaged, the inodes here and the other nodes' tables rebuild it
+    const t = await this.cfg.loadVdiTable<{ vdis: VdiTableRow[] }>().catch((e) => {
+      log.warn(`${(e as Error).message}: rebuilding the VDI table`);
+      return undefined;
+    });
+    if (t && Array.isArray(t.vdis)) {
       this.vdis.merge(t.vdis);
       return;
     }

@@ -175,6 +175,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const frng = new Rng(o.seed ^ 0x5eed);
   const outDir = o.outDir ?? mkdtempSync(path.join(os.tmpdir(), `chaos-${o.seed}-`));
   await fsp.mkdir(outDir, { recursive: true });
+  // node directories of another run would make nodes of another cluster
+  if ((await fsp.readdir(outDir)).length) throw new Error(`${outDir} is not empty: give an empty or new directory`);
   const logFile = path.join(outDir, 'ops.log');
   const replay: Fault[] | undefined = o.replay
     ? readFileSync(o.replay, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).filter((e) => e.fault).map((e) => e.fault)
@@ -618,7 +620,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const via = members();
     const list = await collie(via[0], ['vdi', 'list', '-r']);
     for (const v of vdis) {
-      const listed = new RegExp(`^= ${v.name} 0 `, 'm').test(list.out);
+      const listed = new RegExp(`^[=c] ${v.name} 0 `, 'm').test(list.out);
       if (v.deleted && listed) finding(`${v.name} was deleted but is listed`);
       if (!v.deleted && !listed) finding(`${v.name} is not listed: ${list.out}${list.err}`);
       for (const s of v.snapshots) {

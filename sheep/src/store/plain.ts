@@ -49,13 +49,25 @@ export class PlainStore implements ObjectStore {
 
   async read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer> {
     const buf = into ?? Buffer.allocUnsafe(len);
+    let got: number;
     try {
-      const got = await this.fds.use(oid, (fd) => preadFull(fd, buf, 0, len, off));
-      if (got < len) buf.fill(0, got); // past the end of a short file reads as zeros
+      got = await this.fds.use(oid, (fd) => preadFull(fd, buf, 0, len, off));
     } catch (e) {
       throw this.mapErr(e);
     }
+    // every object file is created at its full size: a short one lost its end
+    if (got < len) throw this.damaged(oid, `the file ends at ${off + got}, before byte ${off + len} of the object`);
     return buf;
+  }
+
+  /** Called with an object whose copy here is damaged (the node repairs it from another replica). */
+  onDamage?: (oid: bigint, why: string) => void;
+
+  /** A damaged copy: never served; named in the log; repaired by whoever listens. */
+  private damaged(oid: bigint, why: string): SheepdogError {
+    const what = `${this.p(oid)} is damaged: ${why}`;
+    this.onDamage?.(oid, what);
+    return new SheepdogError(Res.EIO, what);
   }
 
   readCached(oid: bigint, off: number, len: number, into: Buffer, at: number): boolean {
@@ -66,7 +78,24 @@ export class PlainStore implements ObjectStore {
 
   // Callbacks rather than async steps: this is every write's path, and each
   // await would cost a promise and a microtask turn.
+  /** Objects being replaced by a repair: writes to them wait for it (so none lands on the copy thrown away). */
+  private held = new Map<bigint, Promise<void>>();
+
+  /** Hold writes to oid until the returned release is called. */
+  hold(oid: bigint): () => void {
+    let release!: () => void;
+    this.held.set(oid, new Promise<void>((r) => (release = r)));
+    return () => {
+      this.held.delete(oid);
+      release();
+    };
+  }
+
   write(oid: bigint, off: number, data: Buffer): Promise<void> {
+    if (this.held.size) {
+      const h = this.held.get(oid);
+      if (h) return h.then(() => this.write(oid, off, data));
+    }
     return new Promise((resolve, reject) => {
       this.fds.acquire(oid, (err, e) => {
         if (err) reject(this.mapErr(err));
@@ -129,6 +158,7 @@ export class PlainStore implements ObjectStore {
 
   /** The object's file must be open already: a target is offered only when nothing need wait. */
   spliceTarget(oid: bigint, off: number, len: number): SpliceTarget | undefined {
+    if (this.held.has(oid)) return undefined;
     const e = this.fds.acquireOpen(oid);
     if (!e) return undefined;
     const p = takePipe(len);
@@ -276,7 +306,8 @@ export class PlainStore implements ObjectStore {
         // a write raises the version before its bytes land: read the version first
         const v = versionIO!.getVersion(fd);
         const data = Buffer.alloc(size);
-        await preadFull(fd, data, 0, size, 0);
+        const got = await preadFull(fd, data, 0, size, 0);
+        if (got < size) throw this.damaged(oid, `the file ends at ${got}, before the object's ${size} bytes`);
         return { data, version: v > 0 ? v : 0, stale: false };
       }).catch((err) => { throw this.mapErr(err); });
     }
@@ -303,6 +334,11 @@ export class PlainStore implements ObjectStore {
     } catch {
       return false;
     }
+  }
+
+  /** How many live objects there are (a directory listing, no stat). */
+  async count(): Promise<number> {
+    return (await this.list()).length + (await this.staleList()).length;
   }
 
   async list(): Promise<bigint[]> {

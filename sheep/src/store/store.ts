@@ -22,6 +22,8 @@ export interface ObjectStore {
   /** Objects written lately (see RecentWrites). */
   readonly recent: RecentWrites;
   init(): Promise<void>;
+  /** Called with an object whose copy here turned out damaged (short, or failing its checksum). */
+  onDamage?: (oid: bigint, why: string) => void;
   /** Read len bytes at off (into `into` when given); bytes past the stored length read as zero. */
   read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer>;
   /**
@@ -36,6 +38,8 @@ export interface ObjectStore {
    * off of an existing object, if the store can take one now.
    */
   spliceTarget?(oid: bigint, off: number, len: number): SpliceTarget | undefined;
+  /** Hold writes to oid (they wait) until the returned release is called. */
+  hold(oid: bigint): () => void;
   /** Write into an existing object; NO_OBJ if it does not exist. */
   write(oid: bigint, off: number, data: Buffer): Promise<void>;
   /** Atomically (re)create an object of `size` bytes: zeros + data at off. */
@@ -57,6 +61,8 @@ export interface ObjectStore {
   remove(oid: bigint): Promise<boolean>;
   exists(oid: bigint): Promise<boolean>;
   list(): Promise<bigint[]>;
+  /** Objects held, live and set aside. */
+  count(): Promise<number>;
   /** Bytes used on disk by objects, and the store's capacity / free space. */
   usage(): Promise<{ used: bigint; size: bigint; free: bigint }>;
   /** The filesystem's size and free space, without counting objects. */

@@ -1,0 +1,146 @@
+// Damaged node state is refused, never guessed around (issue 17): a node
+// whose config or epoch records do not check out will not start, and says
+// which file and what to do; a damaged object copy is never served as data,
+// and is repaired from another replica.
+import { describe, it, expect, afterEach } from 'vitest';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Res, vidToDataOid, vidToVdiOid, oidToHex } from '@sheepdog/common';
+import { startSheep, stopAll, waitFor, runCollie, SheepProc, uniqueClusterId } from '../helpers/cluster.js';
+import { formatCluster, nodeList } from '../helpers/cluster-scenarios.js';
+import { Wire } from '../helpers/wire.js';
+
+const MB = 1 << 20;
+
+async function withWire<T>(port: number, fn: (w: Wire) => Promise<T>): Promise<T> {
+  const w = new Wire(port);
+  try {
+    return await fn(w);
+  } finally {
+    w.close();
+  }
+}
+
+/** A formatted single node holding one VDI with data, stopped: its directory. */
+async function stoppedNode(): Promise<SheepProc> {
+  const s = await startSheep();
+  await formatCluster(s.port, 1);
+  await withWire(s.port, async (w) => {
+    const vid = (await w.newVdi('kept', 16n * BigInt(MB))).rsp.vdi.vdiId;
+    await w.writeVdi(vid, 0, randomBytes(MB));
+  });
+  await s.stop();
+  return s;
+}
+
+/** Starting on dir must fail, saying msg. */
+async function refuses(s: SheepProc, msg: RegExp): Promise<string> {
+  const t0 = Date.now();
+  const err = await startSheep({ dir: s.dir, port: s.port }).then(() => 'started', (e: Error) => e.message);
+  expect(err).not.toBe('started');
+  expect(err).toMatch(msg);
+  expect(Date.now() - t0).toBeLessThan(20_000);
+  return err;
+}
+
+afterEach(() => stopAll());
+
+describe('damaged node state', () => {
+  it('a missing config.json with objects on disk: refuses to start rather than wait to be formatted', async () => {
+    const s = await stoppedNode();
+    await fsp.rm(path.join(s.dir, 'config.json'));
+    const err = await refuses(s, /config\.json is missing, but .* holds \d+ object/);
+    expect(err).toMatch(/copy config\.json from another node/);
+    // the data is still all there
+    expect((await fsp.readdir(path.join(s.dir, 'obj'))).filter((f) => /^[0-9a-f]{16}$/.test(f)).length).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('garbage in the latest epoch record: refuses and names the file', async () => {
+    const s = await stoppedNode();
+    const f = path.join(s.dir, 'epoch', '00000001');
+    const b = await fsp.readFile(f);
+    b.fill(0x5a, 20, 60);
+    await fsp.writeFile(f, b);
+    await refuses(s, /epoch\/00000001: checksum mismatch/);
+  }, 60_000);
+
+  it('a stray epoch/99999999 is refused at once, not walked up to', async () => {
+    const s = await stoppedNode();
+    await fsp.writeFile(path.join(s.dir, 'epoch', '99999999'), randomBytes(300));
+    await refuses(s, /epoch\/99999999: /);
+  }, 60_000);
+
+  it('nonsense config values are refused, each with what is wrong', async () => {
+    const s = await stoppedNode();
+    const file = path.join(s.dir, 'config.json');
+    const good = JSON.parse(await fsp.readFile(file, 'utf8'));
+    delete good.sum; // an operator's edit: the values themselves are checked
+    for (const [k, v, msg] of [
+      ['copies', 'x', /copies is "x", not a whole number from 1 to 31/],
+      ['store', 'nosuch', /store is "nosuch", not one of plain/],
+      ['blockSizeShift', 40, /blockSizeShift is 40, not a whole number from 20 to 31/],
+    ] as const) {
+      await fsp.writeFile(file, JSON.stringify({ ...good, [k]: v }));
+      await refuses(s, msg);
+    }
+    // a damaged file (its checksum no longer matches) is refused too
+    const summed = JSON.parse(await fsp.readFile(file, 'utf8'));
+    await fsp.writeFile(file, JSON.stringify({ ...good, sum: '00000000', copies: 2 }));
+    await refuses(s, /checksum mismatch/);
+    void summed;
+    // and the node starts again once the file is sound
+    await fsp.writeFile(file, JSON.stringify(good));
+    const back = await startSheep({ dir: s.dir, port: s.port });
+    await withWire(back.port, async (w) => expect((await w.info('kept')).rsp.result).toBe(Res.SUCCESS));
+  }, 120_000);
+});
+
+describe('damaged object copies', () => {
+  it('a truncated inode or data file is never served: the other replicas answer and it is repaired', async () => {
+    const spec = `local:${uniqueClusterId()}`;
+    const nodes = [];
+    for (let i = 0; i < 3; i++) nodes.push(await startSheep({ cluster: spec, args: ['-z', String(i)] }));
+    await waitFor(async () => (await nodeList(nodes[0].port)).length === 3, 10_000, '3 members');
+    await formatCluster(nodes[0].port, 3);
+    const data = randomBytes(8 * MB);
+    const vid = await withWire(nodes[0].port, async (w) => {
+      const v = (await w.newVdi('cut', 64n * BigInt(MB))).rsp.vdi.vdiId;
+      await w.writeVdi(v, 0, data);
+      return v;
+    });
+    const inode = vidToVdiOid(vid);
+    const obj = vidToDataOid(vid, 1);
+    // cut the inode short on node 0 and a data object on node 1
+    await fsp.truncate(path.join(nodes[0].dir, 'obj', oidToHex(inode)), 100);
+    await fsp.truncate(path.join(nodes[1].dir, 'obj', oidToHex(obj)), 4096);
+    for (const s of nodes) {
+      const list = await runCollie(['vdi', 'list', '-r'], { port: s.port });
+      expect(list.code).toBe(0);
+      expect(list.stdout).toMatch(/^= cut 0 /m);
+      await withWire(s.port, async (w) => expect((await w.readVdi(vid, 0, 8 * MB)).equals(data)).toBe(true));
+    }
+    // both copies are whole again, and the logs name them
+    await waitFor(async () => (await fsp.stat(path.join(nodes[0].dir, 'obj', oidToHex(inode)))).size > 4 * MB, 20_000, 'the inode repaired');
+    await waitFor(async () => (await fsp.stat(path.join(nodes[1].dir, 'obj', oidToHex(obj)))).size === 4 * MB, 20_000, 'the object repaired');
+    expect((await fsp.readFile(path.join(nodes[1].dir, 'obj', oidToHex(obj)))).equals(data.subarray(4 * MB, 8 * MB))).toBe(true);
+    expect(await fsp.readFile(path.join(nodes[0].dir, 'sheep.log'), 'utf8')).toMatch(new RegExp(`${oidToHex(inode)} is damaged`));
+    expect(await fsp.readFile(path.join(nodes[1].dir, 'sheep.log'), 'utf8')).toMatch(new RegExp(`repaired ${oidToHex(obj)}`));
+  }, 120_000);
+
+  it('with one copy, a truncated inode makes lookups fail with an I/O error, not "No VDI found"', async () => {
+    const s = await startSheep();
+    await formatCluster(s.port, 1);
+    const vid = await withWire(s.port, async (w) => (await w.newVdi('alone', 16n * BigInt(MB))).rsp.vdi.vdiId);
+    await fsp.truncate(path.join(s.dir, 'obj', oidToHex(vidToVdiOid(vid))), 10);
+    await withWire(s.port, async (w) => expect((await w.info('alone')).rsp.result).toBe(Res.EIO));
+    // as upstream dog: the listing goes on, and says which inode it could not read
+    const r = await runCollie(['vdi', 'list'], { port: s.port });
+    expect(r.stderr).toMatch(/Failed to read inode header/);
+    expect(r.stdout).not.toMatch(/alone/);
+    expect(r.stdout + r.stderr).not.toMatch(/No VDI found/);
+    const c = await runCollie(['vdi', 'check', 'alone'], { port: s.port });
+    expect(c.code).not.toBe(0);
+    expect(c.stdout + c.stderr).toMatch(/I\/O error/);
+  }, 60_000);
+});

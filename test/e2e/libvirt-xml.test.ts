@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseLibvirtDiskXml } from '@sheepdog/common';
-import { startFormatted, runCollie, stopAll, freePort, SheepProc } from '../helpers/cluster.js';
+import { startFormatted, runCollie, stopAll, freePort, SheepProc, run, ROOT } from '../helpers/cluster.js';
 import { tool, have } from '../helpers/nbd.js';
 import { fuseUnavailable, mountSheepfs } from '../helpers/sheepfs.js';
 import { requirePrereq } from '../helpers/prereq.js';
@@ -107,6 +107,9 @@ describe('libvirt <disk> XML', () => {
     expect(bad.code).toBe(64);
     expect(bad.stderr).toBe("Invalid NBD address 'localhost' (expected HOST:PORT)\n");
     expect((await dog(['vdi', 'libvirt-xml', 'vm1', '-t', '../x'])).code).toBe(64);
+    const fsBad = await run(path.join(ROOT, 'sheepfs/bin/sheepfs.js'), ['--nbd', 'nohost', '-f', tmp]);
+    expect(fsBad.code).toBe(64);
+    expect(fsBad.stderr).toContain("sheepfs: Invalid NBD address 'nohost' (expected HOST:PORT)");
   });
 
   it('sheepfs vdi/NAME/libvirt.xml shows what collie prints', async () => {

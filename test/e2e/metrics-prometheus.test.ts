@@ -9,7 +9,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startCluster, runCollie, stopAll, freePort, waitFor, ClusterHandle, ROOT } from '../helpers/cluster.js';
+import { startCluster, runCollie, stopAll, freePort, waitFor, ClusterHandle, ROOT, run, SHEEP_BIN } from '../helpers/cluster.js';
 import { tool, have } from '../helpers/nbd.js';
 import { requirePrereq } from '../helpers/prereq.js';
 
@@ -153,6 +153,15 @@ describe('sheep --metrics with a real Prometheus', () => {
     await waitFor(async () => (await scalar(`sum(sheep_recovery_objects_total{instance="127.0.0.1:${mports[3]}",how="fetched"})`))! > 0, 30_000, 'the new node to fetch objects');
     await waitFor(async () => (await scalar('max(sheep_recovery_active)')) === 0, 30_000, 'recovery to end');
   }, 90_000);
+
+  it('a malformed --metrics is a usage error that starts nothing', async () => {
+    for (const bad of ['foo', '127.0.0.1:', '0', '70000', '[::1]']) {
+      const r = await run(SHEEP_BIN, ['--metrics', bad, '-f', path.join(tmp, 'never')]);
+      expect(r.code).toBe(64);
+      expect(r.stderr).toContain(`sheep: Invalid metrics address '${bad}' (expected [ADDR:]PORT)`);
+    }
+    await expect(fsp.access(path.join(tmp, 'never'))).rejects.toThrow();
+  });
 
   it('every query of the Grafana dashboard is valid PromQL over series the nodes export', async () => {
     const dash = JSON.parse(await fsp.readFile(path.join(ROOT, 'deploy/grafana/sheepdog-dashboard.json'), 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };

@@ -32,7 +32,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
 fi
 npm run build --silent
 # Link the workspace bins globally (symlinks to this checkout).
-npm install -g --no-audit --no-fund ./sheep ./collie >/dev/null
+npm install -g --no-audit --no-fund ./sheep ./collie ./sheepfs >/dev/null
 
 mkdir -p "$DIR"
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then

@@ -26,6 +26,8 @@ export interface SubCommand {
   needArg?: boolean;
   sub?: SubCommand[];
   run?: RunFn;
+  /** Takes --json (see json.ts); other commands refuse it as a usage error. */
+  json?: boolean;
   /** Command-group specific options (vdi_options, node_options, ...). */
   options?: OptDef[];
 }

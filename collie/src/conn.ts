@@ -23,6 +23,8 @@ export class Ctx {
   host = '127.0.0.1';
   port = 7000;
   raw = false;
+  /** --json: print the command's JSON document instead of its text */
+  json = false;
   verbose = false;
   prog = 'collie';
   sink: Sink = processSink;

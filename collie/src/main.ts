@@ -54,7 +54,10 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
     lead.push(a);
     if (LEADING_WITH_VALUE.has(a) && rest.length) lead.push(rest.shift()!);
   }
-  const [cmd, subcmd, ...tail] = rest;
+  // --json is ours, not dog's: taken out here so it changes no usage text
+  // and no option parsing; commands that do not take it refuse it below.
+  const json = rest.includes('--json');
+  const [cmd, subcmd, ...tail] = json ? rest.filter((a) => a !== '--json') : rest;
   // usage(): the command list on stdout (exit 0), or a pointer to it on stderr.
   if (cmd === undefined || HELP_WORDS.has(cmd)) {
     ctx.out(mainUsage(prog, VERSION, commandGroups));
@@ -114,6 +117,24 @@ export async function run(argv: string[], ro: RunOptions = {}): Promise<number> 
       return e.code;
     }
     throw e;
+  }
+
+  if (json) {
+    // before any connection: a command without JSON output is a usage error
+    let sc = top;
+    const names = [cmd, subcmd];
+    for (const a of args) {
+      const n = sc.sub?.find((x) => x.name === a);
+      if (!n) break;
+      names.push(a);
+      sc = n;
+    }
+    if (!sc.json) {
+      ctx.err(`${prog}: '${names.join(' ')}' has no JSON output (--json)`);
+      ctx.out(usage());
+      return EXIT_USAGE;
+    }
+    ctx.json = true;
   }
 
   const started = process.hrtime.bigint();

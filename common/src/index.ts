@@ -21,3 +21,6 @@ export * from './sendqueue.js';
 export * from './copies.js';
 export * from './epochfile.js';
 export * from './backup.js';
+export * from './proctitle.js';
+export * from './libvirt.js';
+export * from './journal.js';

@@ -12,7 +12,9 @@
 'use strict';
 const { availableParallelism } = require('node:os');
 process.env.UV_THREADPOOL_SIZE ??= String(Math.max(2, availableParallelism()));
-import('../dist/main.js').then(async ({ main }) => {
+Promise.all([import('@sheepdog/common'), import('../dist/main.js')]).then(async ([{ setProcessTitle }, { main }]) => {
+  const args = process.argv.slice(2);
+  setProcessTitle('sheep', args.filter((a) => a !== '--daemon-child'));
   const code = await main(process.argv.slice(2));
   if (code >= 0) process.exit(code);
 });

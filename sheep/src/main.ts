@@ -13,6 +13,8 @@ import { NbdServer } from './nbd/server.js';
 import { SheepExports } from './nbd/exports.js';
 import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
 import { fileioStatus } from './store/fileio.js';
+import { INVOKED_AS_ENV, invokedAs, stderrIsJournal } from '@sheepdog/common';
+import { enableMetrics, SheepMetrics } from './metrics.js';
 import { NodeBudget, DEFAULT_BUDGET, peerReserve } from './budget.js';
 import { AdminAllow } from './access.js';
 import { DEFAULT_GUARD } from './guard.js';
@@ -35,6 +37,7 @@ interface Parsed {
   vnodes?: number;
   gateway: boolean;
   nbd?: { host?: string; port: number };
+  metrics?: { host?: string; port: number };
   cache?: { sizeMB: number; dir?: string; directio: boolean };
   connBudget: number;
   nodeBudget: number;
@@ -64,13 +67,13 @@ function parseIntOpt(name: string, min: number, max: number) {
   };
 }
 
-/** --nbd [ADDR:]PORT (ADDR may be [v6]). */
-function parseNbdOpt(v: string): { host?: string; port: number } {
+/** --nbd / --metrics [ADDR:]PORT (ADDR may be [v6]). */
+const parseListenOpt = (what: string) => (v: string): { host?: string; port: number } => {
   const m = /^(?:\[([^\]]+)\]:|([^:]+):)?(\d+)$/.exec(v);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 65535) throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid NBD address '${v}' (expected [ADDR:]PORT)`);
+  if (!m || port < 1 || port > 65535) throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid ${what} address '${v}' (expected [ADDR:]PORT)`);
   return { host: m[1] ?? m[2], port };
-}
+};
 
 export function parseArgs(argv: string[]): Parsed {
   const prog = new Command('sheep');
@@ -92,7 +95,8 @@ export function parseArgs(argv: string[]): Parsed {
     .option('-w, --cache <spec>', "object cache: 'size=MB[,dir=PATH][,directio]' - write-back cache of VDI objects for the clients of this node (dir defaults to PATH/cache; directio writes cache files with O_DSYNC); flushed on FLUSH_VDI, NBD FLUSH/FUA and before snapshots", (v: string) => {
       try { return parseCacheOpt(v); } catch (e) { throw new CommanderError(EX_USAGE, 'sheep.usage', (e as Error).message); }
     })
-    .option('--nbd <[addr:]port>', 'also serve VDIs over NBD on this port (e.g. 10809 or 127.0.0.1:10809); export NAME = VDI, NAME:SNAPID or NAME:TAG = snapshot (read-only)', parseNbdOpt)
+    .option('--nbd <[addr:]port>', 'also serve VDIs over NBD on this port (e.g. 10809 or 127.0.0.1:10809); export NAME = VDI, NAME:SNAPID or NAME:TAG = snapshot (read-only)', parseListenOpt('NBD'))
+    .option('--metrics <[addr:]port>', 'serve Prometheus metrics over HTTP at /metrics on this port (e.g. 9760 or 127.0.0.1:9760)', parseListenOpt('metrics'))
     .option('--conn-budget <size>', `memory one connection may hold in request payloads and unsent replies (default ${DEFAULT_BUDGET.conn >> 20}M); a request larger than this is refused`, parseSizeOpt('connection budget', 4 << 20), DEFAULT_BUDGET.conn)
     .option('--node-budget <size>', `memory all connections together may hold (default ${DEFAULT_BUDGET.node >> 20}M, a quarter of it kept for replica traffic between sheep)`, parseSizeOpt('node budget', 16 << 20), DEFAULT_BUDGET.node)
     .option('--admin-allow <cidrs>', "addresses besides the cluster members that may send peer and admin requests: CIDR[,CIDR]..., 'loopback' (default) or 'none'", (v: string) => {
@@ -126,7 +130,7 @@ export function parseArgs(argv: string[]): Parsed {
     maxConnsPerAddr: o.maxConnsPerAddr, requestTimeoutMs: o.requestTimeout * 1000,
     dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
     foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
-    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, cache: o.cache,
+    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, metrics: o.metrics, cache: o.cache,
   };
 }
 
@@ -135,7 +139,9 @@ function daemonize(argv: string[]): Promise<number> {
   const script = fileURLToPath(new URL('../bin/sheep.js', import.meta.url));
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [script, ...argv, '--daemon-child'], {
-      detached: true, stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      // under systemd the daemon keeps the journal as its stderr (see journal.ts)
+      detached: true, stdio: ['ignore', 'ignore', stderrIsJournal() ? 'inherit' : 'ignore', 'ipc'],
+      env: { ...process.env, [INVOKED_AS_ENV]: invokedAs('sheep') },
     });
     child.on('message', (m: { ready?: boolean; error?: string; code?: number }) => {
       if (m.error) process.stderr.write(`sheep: ${m.error}\n`);
@@ -176,7 +182,7 @@ export async function main(argv: string[]): Promise<number> {
     await tell({ error: msg });
     return 1;
   }
-  initLogger({ dir: p.logDir, level: p.logLevel, foreground: p.foreground && !isChild });
+  initLogger({ dir: p.logDir, level: p.logLevel, foreground: (p.foreground && !isChild) || (isChild && stderrIsJournal()) });
   let driver;
   try {
     driver = await createDriver(p.cluster);
@@ -194,6 +200,7 @@ export async function main(argv: string[]): Promise<number> {
   };
   const server = new SheepServer(sheep, limits);
   let nbd: NbdServer | undefined;
+  let metricsServer: SheepMetrics | undefined;
   // Set before the port opens: a KILL_NODE or SHUTDOWN that arrives while
   // the node is still starting must still stop it.
   let stopping = false;
@@ -203,6 +210,7 @@ export async function main(argv: string[]): Promise<number> {
     log.notice(`shutting down (${why})`);
     server.stopListening();
     await nbd?.close();
+    await metricsServer?.close();
     // let in-flight replies (e.g. the SHUTDOWN answer) leave first
     await new Promise((r) => setTimeout(r, 100));
     await server.close();
@@ -214,6 +222,8 @@ export async function main(argv: string[]): Promise<number> {
   };
   sheep.onShutdown = (why) => void stop(why);
   try {
+    // before the listeners, so the first request is counted
+    if (p.metrics) metricsServer = enableMetrics(sheep);
     await sheep.init();
     if (p.cache) await attachCache(sheep, p.cache);
     await server.listen(p.bindaddr, p.port);
@@ -222,6 +232,7 @@ export async function main(argv: string[]): Promise<number> {
       nbd = new NbdServer(new SheepExports(sheep, sheep.cache ? () => new CacheBackend(sheep.cache!) : undefined), limits);
       await nbd.listen(p.nbd.host ?? p.bindaddr, p.nbd.port);
     }
+    if (p.metrics) await metricsServer!.listen(p.metrics.host ?? p.bindaddr, p.metrics.port);
   } catch (e) {
     const msg = `failed to start: ${(e as Error).message}`;
     log.err(msg);

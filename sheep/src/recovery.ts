@@ -28,6 +28,7 @@ import {
 import type { Sheep } from './sheep.js';
 import { log } from './log.js';
 import { sleep } from './util.js';
+import { metrics } from './metrics.js';
 
 export const RecoveryPhase = { PREPARING: 0, RECOVERING: 1, NOTIFYING: 2 } as const;
 
@@ -214,6 +215,7 @@ export class Recovery {
         const best = hs.filter((h) => h.version === vmax).sort((a, b) => rank(a, targets) - rank(b, targets) || keyOf(a.node).localeCompare(keyOf(b.node)));
         if (mine && !mine.stale && mine.version === vmax && (!suspect || this.isSelf(best[0].node))) {
           run.done++;
+          metrics?.recovered(false);
           continue;
         }
         run.plans.set(oid, { sources: suspect ? [best[0]] : best, mine });
@@ -331,7 +333,10 @@ export class Recovery {
   }
 
   private finish(run: Run, oid: bigint): void {
-    if (run.plans.delete(oid)) run.done++;
+    if (run.plans.delete(oid)) {
+      run.done++;
+      metrics?.recovered(true);
+    }
   }
 
   private repairing = new Set<bigint>();

@@ -7,6 +7,7 @@ import {
 import type { Sheep } from './sheep.js';
 import { execute, Reply, OPS, type RequestOrigin } from './ops.js';
 import { log } from './log.js';
+import { metrics } from './metrics.js';
 import { rewrapForDirectReads, setReading } from './direct-socket.js';
 import { frame, type Framing } from './validate.js';
 import { NodeBudget, ConnBudget, DEFAULT_BUDGET } from './budget.js';
@@ -151,8 +152,9 @@ export class SheepServer {
     };
 
     /** Queue the answer; returns the reply bytes queued (charged to the budget until sent). */
-    const reply = (h: RequestHeader, r: Reply): number => {
-      if (dead || sock.destroyed) return 0;
+    // t0: the request's start, for metrics (undefined: not a counted request)
+    const reply = (h: RequestHeader, r: Reply, t0?: number): number => {
+      const gone = dead || sock.destroyed;
       let data = r.data;
       const result = r.result ?? Res.SUCCESS;
       const writeType = (h.flags & Flag.CMD_WRITE) !== 0 && (h.flags & Flag.CMD_PIGGYBACK) === 0;
@@ -161,6 +163,8 @@ export class SheepServer {
       else if (data.length > h.dataLength) data = data.subarray(0, h.dataLength);
       if (result !== Res.SUCCESS && !(result === Res.NO_OBJ && h.flags & Flag.CMD_PIGGYBACK) && h.opcode !== 0x87) data = undefined;
       const len = data?.length ?? 0;
+      if (metrics && t0 !== undefined) metrics.sdDone(h.opcode, t0, result, gone ? 0 : len);
+      if (gone) return 0;
       const rh = encodeResponse({
         opcode: h.opcode, id: h.id, epoch: s.epochNr, result, dataLength: len,
         vdi: r.vdi as never, node: r.node as never, hash: r.hash as never, clusterDefault: r.clusterDefault as never,
@@ -218,20 +222,21 @@ export class SheepServer {
       inflight++;
       const cluster = CLUSTER_OPS.has(h.opcode);
       if (cluster) clusterInflight++;
+      const t0 = metrics?.sdStart(data.length);
       execute(s, h, data, from).then((r) => {
         if (gw) s.stats.gwActive--;
         inflight--;
         if (cluster) clusterDone();
         // a failed request may still have I/O in flight on its payload
         if (pooled && (r.result ?? Res.SUCCESS) === Res.SUCCESS) bufferPool.put(data);
-        settle(req, reply(h, r));
+        settle(req, reply(h, r, t0));
         hangUpIfDone();
       }, (e) => {
         if (gw) s.stats.gwActive--;
         inflight--;
         if (cluster) clusterDone();
         log.err(`request ${opName(h.opcode)} crashed: ${(e as Error).stack}`);
-        settle(req, reply(h, { result: Res.SYSTEM_ERROR }));
+        settle(req, reply(h, { result: Res.SYSTEM_ERROR }, t0));
         hangUpIfDone();
       });
     };

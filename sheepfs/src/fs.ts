@@ -19,6 +19,8 @@ export interface FsOptions {
   objectCache: boolean;
   /** ms before an unanswered request fails with EIO */
   timeoutMs: number;
+  /** where vdi/NAME/libvirt.xml points: an NBD listener, else the sheep itself (sheepdog protocol) */
+  nbd?: { host: string; port: number };
 }
 
 /** An error that already knows its errno (negative, as FUSE wants it). */
@@ -276,8 +278,11 @@ export class SheepFs {
     if (RESERVED_VDI.has(name)) return undefined;
     const all = await c.vdis(false);
     if (!all.some((v) => v.header.name === name)) return undefined;
-    if (p.length === 2) return { kind: 'dir', list: async () => ['info', 'snapshots'] };
+    if (p.length === 2) return { kind: 'dir', list: async () => ['info', 'libvirt.xml', 'snapshots'] };
     if (p.length === 3 && p[2] === 'info') return this.textFile(async () => text.vdiInfo(name, await c.vdis(true)));
+    if (p.length === 3 && p[2] === 'libvirt.xml') {
+      return this.textFile(async () => text.libvirtXml(name, await c.vdis(false), this.opts.nbd ?? c.client.target, this.opts.nbd ? 'nbd' : 'sheepdog'));
+    }
     if (p[2] !== 'snapshots') return undefined;
     const snaps = text.snapshotsOf(name, all);
     if (p.length === 3) return { kind: 'dir', list: async () => snapshotNames(text.snapshotsOf(name, await c.vdis(false))) };

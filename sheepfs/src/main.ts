@@ -4,10 +4,11 @@
 // returns once the mount is up (or with the child's error), like upstream.
 import { Command, CommanderError } from 'commander';
 import { spawn, execFile } from 'node:child_process';
-import { promises as fsp, constants as fsc } from 'node:fs';
+import { promises as fsp, constants as fsc, writeFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Fuse from 'fuse-native';
+import { stderrIsJournal } from '@sheepdog/common';
 import { Cluster } from './sheep.js';
 import { SheepFs } from './fs.js';
 import * as log from './log.js';
@@ -25,6 +26,10 @@ export interface Parsed {
   objectCache: boolean;
   logFile?: string;
   timeout: number;
+  /** -P: write the serving process's pid here once mounted (removed at exit) */
+  pidfile?: string;
+  /** --nbd HOST:PORT: vdi/NAME/libvirt.xml points there (protocol nbd) */
+  nbd?: { host: string; port: number };
 }
 
 function usageError(msg: string): never {
@@ -45,6 +50,8 @@ export function parseArgs(argv: string[]): Parsed {
     .option('-o, --objectcache', "use the sheep's object cache for volume I/O (fsync flushes it)")
     .option('-l, --log <file>', 'log file when daemonized (default /var/log/sheepfs.log, or sheepfs.log in the temp dir)')
     .option('-t, --timeout <seconds>', 'fail a request the cluster has not answered in this many seconds with EIO (default 60)')
+    .option('-P, --pidfile <file>', 'write the pid of the process serving the mount to this file once mounted')
+    .option('--nbd <host:port>', 'the sheep --nbd listener vdi/NAME/libvirt.xml names (default: the sheepdog protocol to -a/-p)')
     .helpOption('-h, --help', 'display this help and exit')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -54,7 +61,16 @@ export function parseArgs(argv: string[]): Parsed {
   if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) usageError(`Invalid port '${port}'`);
   const timeout = String(o.timeout ?? '60');
   if (!/^\d+$/.test(timeout) || Number(timeout) < 1) usageError(`Invalid timeout '${timeout}'`);
+  let nbd: Parsed['nbd'];
+  if (o.nbd !== undefined) {
+    const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d+)$/.exec(String(o.nbd));
+    const p = m ? Number(m[3]) : NaN;
+    if (!m || !(p >= 1 && p <= 65535)) usageError(`Invalid NBD address '${o.nbd}' (expected HOST:PORT)`);
+    nbd = { host: m[1] ?? m[2], port: p };
+  }
   return {
+    nbd,
+    pidfile: o.pidfile ? path.resolve(String(o.pidfile)) : undefined,
     mountpoint: path.resolve(prog.processedArgs[0] as string),
     address: String(o.address ?? '127.0.0.1'),
     port: Number(port),
@@ -99,7 +115,8 @@ function daemonize(argv: string[]): Promise<number> {
     const script = process.argv[1];
     const child = spawn(process.execPath, [script, ...argv], {
       detached: true,
-      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      // under systemd the daemon keeps the journal as its stderr (see journal.ts)
+      stdio: ['ignore', 'ignore', stderrIsJournal() ? 'inherit' : 'ignore', 'ipc'],
       env: { ...process.env, [CHILD_ENV]: '1' },
     });
     let settled = false;
@@ -147,6 +164,8 @@ export async function main(argv: string[]): Promise<number> {
   log.setDebug(a.debug);
   if (isChild) {
     process.chdir('/'); // paths are absolute by now; do not keep a directory busy
+  }
+  if (isChild && (a.logFile || !stderrIsJournal())) {
     const file = a.logFile ?? (await defaultLogFile());
     try {
       await log.logToFile(file);
@@ -161,7 +180,14 @@ export async function main(argv: string[]): Promise<number> {
     process.disconnect?.();
   };
   try {
-    await serve(a, () => report({ ok: true }));
+    await serve(a, () => {
+      if (a.pidfile) {
+        writeFileSync(a.pidfile, `${process.pid}\n`);
+        const pidfile = a.pidfile;
+        process.on('exit', () => rmSync(pidfile, { force: true }));
+      }
+      report({ ok: true });
+    });
   } catch (e) {
     const msg = (e as Error).message;
     log.error(msg);
@@ -184,7 +210,7 @@ function exitNow(code: number): never {
 /** Mount and serve until SIGINT/SIGTERM. Resolves once mounted. */
 export async function serve(a: Parsed, onMounted: () => void): Promise<void> {
   const cluster = new Cluster(a.address, a.port);
-  const sfs = new SheepFs(cluster, { pageCache: a.pageCache, objectCache: a.objectCache, timeoutMs: a.timeout * 1000 });
+  const sfs = new SheepFs(cluster, { pageCache: a.pageCache, objectCache: a.objectCache, timeoutMs: a.timeout * 1000, nbd: a.nbd });
   try {
     await cluster.client.connect();
   } catch (e) {

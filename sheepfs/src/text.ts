@@ -1,7 +1,7 @@
 // The text of every read-only file. The collie-equivalent files are built
 // with the formatters collie prints with (@sheepdog/common/text), so
 // `cat MOUNT/vdi/list` and `collie vdi list` print the same bytes.
-import { resultMessage, SdNode, InodeHeader, addrToString, statDataObjs, isSnapshot } from '@sheepdog/common';
+import { resultMessage, SdNode, InodeHeader, addrToString, statDataObjs, isSnapshot, libvirtDiskXml } from '@sheepdog/common';
 import {
   clusterInfoText, VDI_LIST_HEADER, vdiListLine, nodeListText, NODE_INFO_HEADER, nodeInfoLine, nodeInfoTotal, statText,
   strnumber, localTime, hex, redundancy, printfFixed,
@@ -123,3 +123,17 @@ export function snapshotsOf(name: string, all: ScannedVdi[]): ScannedVdi[] {
 }
 
 export const isSnap = (h: InodeHeader): boolean => isSnapshot(h);
+
+/**
+ * vdi/NAME/libvirt.xml: what `collie vdi libvirt-xml NAME` prints: the
+ * working VDI, or (when only snapshots remain) the newest snapshot, read-only.
+ */
+export function libvirtXml(name: string, all: ScannedVdi[], at: { host: string; port: number }, protocol: 'nbd' | 'sheepdog'): string {
+  const mine = all.filter((v) => v.header.name === name);
+  const working = mine.find((v) => !isSnapshot(v.header));
+  const newest = [...mine].sort((a, b) => b.header.snapId - a.header.snapId)[0];
+  const v = working ?? newest;
+  if (!v) throw new Error(`no VDI named '${name}'`);
+  const snapshot = working ? undefined : String(v.header.snapId);
+  return libvirtDiskXml({ name, snapshot, vdiId: v.vid, protocol, host: at.host, port: at.port });
+}

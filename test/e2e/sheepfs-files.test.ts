@@ -9,9 +9,9 @@ import {
   fuseUnavailable, mountSheepfs, SheepfsMount, SHEEPFS_BIN, mkMountDir, isMounted, cleanupMount,
 } from '../helpers/sheepfs.js';
 import { spawn } from 'node:child_process';
+import { requirePrereq } from '../helpers/prereq.js';
 
-const why = await fuseUnavailable();
-if (why) console.warn(`sheepfs tests skipped: ${why}`);
+requirePrereq(await fuseUnavailable());
 
 const cat = async (f: string) => (await fsp.readFile(f)).toString();
 const errCode = async (p: Promise<unknown>): Promise<string | undefined> => {
@@ -23,7 +23,7 @@ const errCode = async (p: Promise<unknown>): Promise<string | undefined> => {
   }
 };
 
-describe.skipIf(!!why)('sheepfs text files (one node)', () => {
+describe('sheepfs text files (one node)', () => {
   let s: SheepProc;
   let m: SheepfsMount;
   beforeAll(async () => {
@@ -103,7 +103,7 @@ describe.skipIf(!!why)('sheepfs text files (one node)', () => {
   });
 
   it('vdi/NAME/ has info and snapshots (by id and tag)', async () => {
-    expect((await fsp.readdir(m.p('vdi/alpha'))).sort()).toEqual(['info', 'snapshots']);
+    expect((await fsp.readdir(m.p('vdi/alpha'))).sort()).toEqual(['info', 'libvirt.xml', 'snapshots']);
     expect((await fsp.readdir(m.p('vdi/alpha/snapshots'))).sort()).toEqual(['1', 'first']);
     expect(await fsp.readdir(m.p('vdi/beta/snapshots'))).toEqual([]);
     const info = await cat(m.p('vdi/alpha/info'));
@@ -152,7 +152,7 @@ describe.skipIf(!!why)('sheepfs text files (one node)', () => {
   });
 });
 
-describe.skipIf(!!why)('sheepfs on a two-node cluster', () => {
+describe('sheepfs on a two-node cluster', () => {
   let c: ClusterHandle;
   let m: SheepfsMount;
   beforeAll(async () => {
@@ -204,7 +204,7 @@ describe.skipIf(!!why)('sheepfs on a two-node cluster', () => {
   });
 });
 
-describe.skipIf(!!why)('sheepfs process life', () => {
+describe('sheepfs process life', () => {
   let s: SheepProc;
   beforeAll(async () => {
     s = await startFormatted(1);
@@ -285,7 +285,7 @@ describe.skipIf(!!why)('sheepfs process life', () => {
   });
 });
 
-describe.skipIf(!!why)('sheepfs when the sheep stops answering', () => {
+describe('sheepfs when the sheep stops answering', () => {
   let s: SheepProc;
   let m: SheepfsMount;
   beforeAll(async () => {

@@ -10,11 +10,12 @@ import { Wire } from '../helpers/wire.js';
 import { bootSector, bootAndReadSerial } from '../helpers/qemu-vm.js';
 import { have } from '../helpers/nbd.js';
 import { fuseUnavailable, mountSheepfs, SheepfsMount } from '../helpers/sheepfs.js';
+import { requirePrereq } from '../helpers/prereq.js';
 
-const why = await fuseUnavailable();
+requirePrereq(await fuseUnavailable());
 const MESSAGE = 'SHEEPDOG-SHEEPFS-BOOT-OK';
 
-describe.skipIf(!!why)('boot a VM from a sheepfs volume', () => {
+describe('boot a VM from a sheepfs volume', () => {
   let s: SheepProc;
   let m: SheepfsMount;
   let w: Wire;

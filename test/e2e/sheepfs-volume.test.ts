@@ -9,8 +9,9 @@ import { startFormatted, runCollie, stopAll, SheepProc } from '../helpers/cluste
 import { Wire } from '../helpers/wire.js';
 import { tool, have } from '../helpers/nbd.js';
 import { fuseUnavailable, mountSheepfs, SheepfsMount } from '../helpers/sheepfs.js';
+import { requirePrereq } from '../helpers/prereq.js';
 
-const why = await fuseUnavailable();
+requirePrereq(await fuseUnavailable());
 const MB = 1 << 20;
 const OBJ = 4 * MB;
 
@@ -33,7 +34,7 @@ const errCode = async (p: Promise<unknown>): Promise<string | undefined> => {
   }
 };
 
-describe.skipIf(!!why)('sheepfs volumes', () => {
+describe('sheepfs volumes', () => {
   let s: SheepProc;
   let m: SheepfsMount;
   let w: Wire;

@@ -1,19 +1,21 @@
-// Optional: three corosync nodes, each in a network namespace of its own
+// Three corosync nodes, each in a network namespace of its own
 // (10.231.0.1-3 on a bridge in a fourth namespace, all created and removed
 // by this test), one driver member on each: they form one group over knet,
 // and when a whole node's corosync vanishes (SIGKILL; CPG reports NODEDOWN)
 // the members on the other nodes see its member leave, while the member on
-// that node exits saying why. Skipped unless running as root with
-// corosync, iproute2 and unshare (CI runs as root, so it runs there).
+// that node exits saying why. Needs root, corosync, iproute2 and unshare;
+// fails saying which is missing.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn, ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { startCorosync, hasCorosync, canNetns, makeTestNet, quorate, CorosyncServer, TestNet } from '../helpers/corosync.js';
 import { ROOT } from '../helpers/cluster.js';
 import { lineReader } from '../../sheep/src/util.js';
+import { requirePrereq } from '../helpers/prereq.js';
 
 const NODE_BIN = path.join(ROOT, 'test/helpers/driver-node.mjs');
-const supported = hasCorosync() && canNetns();
+requirePrereq(!hasCorosync() ? 'Debian\'s corosync is not installed (apt-get install corosync libcpg-dev)'
+  : !canNetns() && 'network namespaces are unavailable (needs root, iproute2 and unshare)');
 
 type Ev = { type: string; node?: number; from?: number; members?: number[]; msg?: { t: string } };
 
@@ -48,7 +50,7 @@ class NsMember {
   }
 }
 
-describe.skipIf(!supported)(`corosync driver across three namespaced corosync nodes${supported ? '' : ' (skipped: needs root, corosync, iproute2 and unshare)'}`, () => {
+describe('corosync driver across three namespaced corosync nodes', () => {
   let net: TestNet;
   const coros: CorosyncServer[] = [];
   const members: NsMember[] = [];

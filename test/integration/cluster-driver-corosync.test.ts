@@ -6,12 +6,15 @@ import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { startCorosync, hasCorosync, CorosyncServer } from '../helpers/corosync.js';
 import { driverConformance, Member, killAllMembers, expectSameOrder, memberPort } from '../helpers/driver-conformance.js';
 import { clusterScenarios } from '../helpers/cluster-scenarios.js';
+import { requirePrereq } from '../helpers/prereq.js';
 
 let coro: CorosyncServer | undefined;
 let groupNo = 0;
 const specFor = async () => `corosync:t${process.pid}-${++groupNo}-${Math.random().toString(36).slice(2, 8)}`;
 
-describe.skipIf(!hasCorosync())(`corosync driver (real corosync on 127.0.0.1${hasCorosync() ? '' : '; skipped: Debian\'s corosync is not installed'})`, () => {
+requirePrereq(!hasCorosync() && 'Debian\'s corosync is not installed (apt-get install corosync libcpg-dev)');
+
+describe('corosync driver (real corosync on 127.0.0.1)', () => {
   beforeAll(async () => {
     coro = await startCorosync();
   }, 120_000);

@@ -11,6 +11,8 @@ import { clusterInfoText } from '../format.js';
 import { scanVdis, isSnapshot } from '../scan.js';
 import { confirm } from './common.js';
 import { checkVdi } from './vdi.js';
+import { BufferSink } from '../output.js';
+import { printJson, clusterInfoJson, vdiJson } from '../json.js';
 
 export const clusterOptions: OptDef[] = [
   { ch: 'b', name: 'store', hasArg: true, desc: 'specify backend store' },
@@ -45,6 +47,11 @@ export async function statClusterLogs(ctx: Ctx): Promise<{ result: number; logs:
 
 async function clusterInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
   const { result, logs } = await statClusterLogs(ctx);
+  if (ctx.json) {
+    const zones = new Set(ctx.nodes.filter((n) => n.nrVnodes > 0).map((n) => n.zone)).size;
+    printJson(ctx, { ...clusterInfoJson(result, resultMessage(result), logs), zones });
+    return EXIT_SUCCESS;
+  }
   ctx.out(clusterInfoText({
     result, resultText: resultMessage(result), logs, verbose: ctx.verbose, raw: ctx.raw, diff: o.d === true,
   }));
@@ -164,7 +171,42 @@ async function clusterAlterCopy(ctx: Ctx, _args: string[], o: Opts): Promise<num
   return EXIT_SUCCESS;
 }
 
+/**
+ * cluster check --json: the same checks, each VDI's messages (what the text
+ * prints on stdout and stderr) collected into its record.
+ */
+async function clusterCheckJson(ctx: Ctx): Promise<number> {
+  const vdis = await scanVdis(ctx, true);
+  let rc = EXIT_SUCCESS;
+  const out = [];
+  const sink = ctx.sink;
+  for (const v of vdis) {
+    const h = v.header;
+    const messages = new BufferSink();
+    ctx.sink = messages;
+    let code: number;
+    try {
+      code = await checkVdi(ctx, h.name, isSnapshot(h) ? h.snapId : 0, '', false);
+    } catch (e) {
+      if (!(e instanceof CliError) || e.code === EXIT_SYSFAIL) throw e;
+      if (e.message) ctx.err(e.message);
+      code = e.code;
+    } finally {
+      ctx.sink = sink;
+    }
+    if (code !== EXIT_SUCCESS) rc = code;
+    const lines = (messages.stdout + messages.stderr).split('\n').filter(Boolean);
+    out.push({
+      ...vdiJson(v.vid, h), exit_status: code, ok: code === EXIT_SUCCESS,
+      fixed: lines.filter((l) => /^fixed /.test(l)).length, messages: lines,
+    });
+  }
+  printJson(ctx, { vdis: out, ok: rc === EXIT_SUCCESS });
+  return rc;
+}
+
 async function clusterCheck(ctx: Ctx): Promise<number> {
+  if (ctx.json) return clusterCheckJson(ctx);
   const vdis = await scanVdis(ctx, true);
   let rc = EXIT_SUCCESS;
   for (const v of vdis) {
@@ -187,7 +229,7 @@ async function clusterCheck(ctx: Ctx): Promise<number> {
 }
 
 export const clusterCommands: SubCommand[] = [
-  { name: 'info', opts: 'aprhvd', desc: 'show cluster information', needNodeList: true, run: clusterInfo },
+  { name: 'info', opts: 'aprhvd', desc: 'show cluster information', needNodeList: true, run: clusterInfo, json: true },
   { name: 'format', opts: 'bcfaphtzVRFl', desc: 'create a Sheepdog store', needNodeList: true, run: clusterFormat },
   { name: 'shutdown', opts: 'aph', desc: 'stop Sheepdog', run: (c) => clusterShutdown(c) },
   {
@@ -199,7 +241,7 @@ export const clusterCommands: SubCommand[] = [
     ],
   },
   { name: 'reweight', opts: 'aph', desc: 'reweight the cluster', run: (c) => clusterReweight(c) },
-  { name: 'check', opts: 'aph', desc: 'check and repair cluster', needNodeList: true, run: (c) => clusterCheck(c) },
+  { name: 'check', opts: 'aph', desc: 'check and repair cluster', needNodeList: true, run: (c) => clusterCheck(c), json: true },
   { name: 'alter-copy', opts: 'aphcf', desc: "set the cluster's redundancy level", needNodeList: true, run: clusterAlterCopy },
 ];
 for (const c of clusterCommands) c.options = clusterOptions;

@@ -14,6 +14,7 @@ import {
 import { scanVdis, isSnapshot } from '../scan.js';
 import { renderBar } from '../progress.js';
 import { confirm } from './common.js';
+import { printJson, printJsonLine, nodeJson, statJson, recoveryJson, mdDiskJson, bytes, percent } from '../json.js';
 
 export const nodeOptions: OptDef[] = [
   { ch: 'A', name: 'all', hasArg: false, desc: 'show md information of all the nodes' },
@@ -30,13 +31,19 @@ function fail(msg: string, code = EXIT_FAILURE): never {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function nodeList(ctx: Ctx): Promise<number> {
+  if (ctx.json) {
+    printJson(ctx, { nodes: ctx.nodes.map((n, i) => nodeJson(n, i)) });
+    return EXIT_SUCCESS;
+  }
   ctx.out(nodeListText(ctx.nodes, ctx.raw));
   return EXIT_SUCCESS;
 }
 
 async function nodeInfo(ctx: Ctx): Promise<number> {
-  if (!ctx.raw) ctx.out(NODE_INFO_HEADER);
+  if (!ctx.raw && !ctx.json) ctx.out(NODE_INFO_HEADER);
   let totalSize = 0n, totalFree = 0n, success = 0;
+  const space = (size: bigint, free: bigint) => ({ size: bytes(size), used: bytes(size - free), avail: bytes(free), use_percent: percent(size - free, size) });
+  const list = [];
   for (let i = 0; i < ctx.nodes.length; i++) {
     let r;
     try {
@@ -50,7 +57,8 @@ async function nodeInfo(ctx: Ctx): Promise<number> {
       continue;
     }
     const { storeSize, storeFree } = r.rsp.node;
-    ctx.out(nodeInfoLine(i, { size: storeSize, free: storeFree }, ctx.raw));
+    if (ctx.json) list.push({ ...nodeJson(ctx.nodes[i], i), ...space(storeSize, storeFree) });
+    else ctx.out(nodeInfoLine(i, { size: storeSize, free: storeFree }, ctx.raw));
     success++;
     totalSize += storeSize;
     totalFree += storeFree;
@@ -58,6 +66,10 @@ async function nodeInfo(ctx: Ctx): Promise<number> {
   if (success === 0) fail('Cannot get information from any nodes', EXIT_SYSFAIL);
   let totalVdi = 0n;
   for (const v of await scanVdis(ctx, false)) if (!isSnapshot(v.header)) totalVdi += v.header.vdiSize;
+  if (ctx.json) {
+    printJson(ctx, { nodes: list, total: space(totalSize, totalFree), total_virtual_image_size: bytes(totalVdi) });
+    return EXIT_SUCCESS;
+  }
   ctx.out(nodeInfoTotal(totalSize, totalFree, totalVdi, ctx.raw));
   return EXIT_SUCCESS;
 }
@@ -88,7 +100,7 @@ async function recoveryState(ctx: Ctx, t: Target) {
 }
 
 async function nodeRecovery(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
-  if (o.P) {
+  if (o.P && !ctx.json) {
     let st = await recoveryState(ctx, ctx.local);
     if (!st.inRecovery) return EXIT_SUCCESS;
     while (st.inRecovery) {
@@ -99,12 +111,16 @@ async function nodeRecovery(ctx: Ctx, _args: string[], o: Opts): Promise<number>
     ctx.out('\r' + renderBar(1n, 1n) + '\n');
     return EXIT_SUCCESS;
   }
-  if (!ctx.raw) ctx.out(RECOVERY_HEADER);
+  if (!ctx.raw && !ctx.json) ctx.out(RECOVERY_HEADER);
+  const list = [];
   for (let i = 0; i < ctx.nodes.length; i++) {
     const n = ctx.nodes[i];
     const st = await recoveryState(ctx, ctx.nodeTarget(n));
-    if (st.inRecovery) ctx.out(recoveryLine(i, n, st, ctx.raw));
+    if (!st.inRecovery) continue;
+    if (ctx.json) list.push(recoveryJson(n, i, st));
+    else ctx.out(recoveryLine(i, n, st, ctx.raw));
   }
+  if (ctx.json) printJson(ctx, { nodes: list });
   return EXIT_SUCCESS;
 }
 
@@ -146,6 +162,22 @@ async function getStat(ctx: Ctx): Promise<SdStat> {
 
 async function nodeStat(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
   let cur = await getStat(ctx);
+  if (ctx.json) {
+    // -w: one line of totals, then one line of per-second deltas each second (JSON Lines)
+    const stamp = () => new Date().toISOString();
+    if (!o.w) {
+      printJson(ctx, { time: stamp(), ...statJson(cur) });
+      return EXIT_SUCCESS;
+    }
+    printJsonLine(ctx, { time: stamp(), interval: null, ...statJson(cur) });
+    for (;;) {
+      await sleep(1000);
+      const next = await getStat(ctx);
+      const d = Object.fromEntries(STAT_FIELDS.map((k) => [k, k.endsWith('Active') ? next[k] : next[k] - cur[k]])) as SdStat;
+      printJsonLine(ctx, { time: stamp(), interval: 1, ...statJson(d) });
+      cur = next;
+    }
+  }
   if (!o.w) {
     ctx.out(statText(cur, ctx.raw));
     return EXIT_SUCCESS;
@@ -199,15 +231,27 @@ async function vnodesSet(ctx: Ctx, args: string[]): Promise<number> {
   return EXIT_SUCCESS;
 }
 
-async function mdInfoOne(ctx: Ctx, t: Target): Promise<void> {
+async function mdDisks(ctx: Ctx, t: Target) {
   const r = await ctx.execOrFail({ opcode: Op.MD_INFO, dataLength: SD_MD_INFO_SIZE }, undefined, t);
   if (r.rsp.result !== Res.SUCCESS) fail(`failed to get multi-disk infomation: ${resultMessage(r.rsp.result)}`);
   const b = Buffer.alloc(SD_MD_INFO_SIZE);
   r.data.copy(b);
-  ctx.out(mdInfoText(decodeMdInfo(b), ctx.raw, `${t.host}:${t.port}`));
+  return decodeMdInfo(b);
+}
+
+async function mdInfoOne(ctx: Ctx, t: Target): Promise<void> {
+  ctx.out(mdInfoText(await mdDisks(ctx, t), ctx.raw, `${t.host}:${t.port}`));
 }
 
 async function mdInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
+  if (ctx.json) {
+    // one entry per node asked: the -a/-p node, or every node with -A
+    const targets = o.A ? ctx.nodes.map((n, i) => ({ id: i as number | null, t: ctx.nodeTarget(n) })) : [{ id: null, t: ctx.local }];
+    const nodes = [];
+    for (const { id, t } of targets) nodes.push({ id, address: t.host, port: t.port, disks: (await mdDisks(ctx, t)).map(mdDiskJson) });
+    printJson(ctx, { nodes });
+    return EXIT_SUCCESS;
+  }
   if (!ctx.raw) ctx.out(MD_INFO_HEADER);
   if (!o.A) {
     await mdInfoOne(ctx, ctx.local);
@@ -242,10 +286,10 @@ async function mdPlug(ctx: Ctx, args: string[], o: Opts, plug: boolean): Promise
 
 export const nodeCommands: SubCommand[] = [
   { name: 'kill', arg: '<node id>', opts: 'aprhl', desc: 'kill node', needNodeList: true, run: nodeKill },
-  { name: 'list', opts: 'aprh', desc: 'list nodes', needNodeList: true, run: (c) => nodeList(c) },
-  { name: 'info', opts: 'aprh', desc: 'show information about each node', needNodeList: true, run: (c) => nodeInfo(c) },
+  { name: 'list', opts: 'aprh', desc: 'list nodes', needNodeList: true, run: (c) => nodeList(c), json: true },
+  { name: 'info', opts: 'aprh', desc: 'show information about each node', needNodeList: true, run: (c) => nodeInfo(c), json: true },
   {
-    name: 'recovery', opts: 'aphPr', desc: 'show recovery information of nodes (finished/all)', needNodeList: true, run: nodeRecovery,
+    name: 'recovery', opts: 'aphPr', desc: 'show recovery information of nodes (finished/all)', needNodeList: true, run: nodeRecovery, json: true,
     sub: [
       { name: 'set-throttle', arg: '<max> <interval>', desc: 'set new throttling', needArg: true, run: (c, a) => setThrottle(c, a) },
       { name: 'get-throttle', desc: 'get current throttling', run: (c) => getThrottle(c) },
@@ -254,12 +298,12 @@ export const nodeCommands: SubCommand[] = [
   {
     name: 'md', arg: '[disks]', opts: 'aprAfh', desc: "See 'dog node md' for more information", needArg: true,
     sub: [
-      { name: 'info', desc: 'show multi-disk information', needNodeList: true, run: mdInfo },
+      { name: 'info', desc: 'show multi-disk information', needNodeList: true, run: mdInfo, json: true },
       { name: 'plug', desc: 'plug more disk(s) into node', needArg: true, run: (c, a, o) => mdPlug(c, a, o, true) },
       { name: 'unplug', desc: 'unplug disk(s) from node', needArg: true, run: (c, a, o) => mdPlug(c, a, o, false) },
     ],
   },
-  { name: 'stat', opts: 'aprwh', desc: 'show stat information about the node', run: nodeStat },
+  { name: 'stat', opts: 'aprwh', desc: 'show stat information about the node', run: nodeStat, json: true },
   {
     name: 'log', opts: 'aph', desc: 'show or set log level of the node', needArg: true,
     sub: [

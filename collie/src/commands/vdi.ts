@@ -3,7 +3,7 @@ import {
   Op, Flag, Res, resultMessage, vidToVdiOid, vidToDataOid, vidToAttrOid, oidToVid, dataOidToIdx, isDataObj,
   encodeAttr, decodeAttr, encodeInodeHeader, InodeHeader, SD_INODE_HEADER_SIZE, SD_INODE_SIZE, SD_ATTR_OBJ_SIZE,
   MAX_DATA_OBJS, SD_MAX_VDI_SIZE_HYPER, SD_VDI_STATE_SIZE, addrToString, SdNode, VnodeRing, ConnectionError,
-  decodeCacheInfo, CacheInfoFlag, CACHE_INFO_HEADER_SIZE, CACHE_INFO_RECORD_SIZE, sizeToStr,
+  decodeCacheInfo, CacheInfoFlag, CACHE_INFO_HEADER_SIZE, CACHE_INFO_RECORD_SIZE, sizeToStr, libvirtDiskXml,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import {
@@ -26,6 +26,7 @@ import { stdin, writeStdout } from '../io.js';
 import { confirm } from './common.js';
 import { statClusterLogs } from './cluster.js';
 import { vdiBackup, vdiRestore } from './backup.js';
+import { printJson, vdiJson, vdiTreeJson, bytes, nodeJson } from '../json.js';
 
 export const vdiOptions: OptDef[] = [
   { ch: 'P', name: 'prealloc', hasArg: false, desc: 'preallocate all the data objects' },
@@ -45,6 +46,8 @@ export const vdiOptions: OptDef[] = [
     desc: 'only check objects exist or not,\n                          neither comparing nor repairing',
   },
   { ch: 'z', name: 'block_size_shift', hasArg: true, desc: 'specify the bit shift num for data object size' },
+  { ch: 'N', name: 'nbd', hasArg: true, desc: 'HOST:PORT of a sheep --nbd listener (default: the sheepdog protocol to -a/-p)' },
+  { ch: 't', name: 'target', hasArg: true, desc: 'guest device name (default vda)' },
   {
     ch: 'R', name: 'reduce-identical-snapshots', hasArg: false,
     desc: "do not create snapshot if working VDI doesn't have its own objects",
@@ -382,19 +385,30 @@ async function vdiList(ctx: Ctx, args: string[], o: Opts): Promise<number> {
   const name = args[0];
   const oid = parseOidArg(o.o as string | undefined);
   if (oid !== undefined && !isDataObj(oid)) fail(`${hex16(oid)} is not a data object`);
-  if (!ctx.raw) ctx.out(VDI_LIST_HEADER);
+  if (!ctx.raw && !ctx.json) ctx.out(VDI_LIST_HEADER);
   const vdis = await scanVdis(ctx, true);
+  const list = [];
   for (const v of vdis) {
     if (name !== undefined && v.header.name !== name) continue;
     if (oid !== undefined && v.index!.get(dataOidToIdx(oid)) !== oidToVid(oid)) continue;
     const { mine, cow } = statDataObjs(v.vid, v.index!);
-    ctx.out(vdiListLine({ vid: v.vid, header: v.header, mine, cow }, ctx.raw));
+    if (ctx.json) {
+      const os = 2n ** BigInt(v.header.blockSizeShift || 22);
+      list.push({ ...vdiJson(v.vid, v.header), used: bytes(BigInt(mine) * os), shared: bytes(BigInt(cow) * os) });
+    } else {
+      ctx.out(vdiListLine({ vid: v.vid, header: v.header, mine, cow }, ctx.raw));
+    }
   }
+  if (ctx.json) printJson(ctx, { vdis: list });
   return EXIT_SUCCESS;
 }
 
 async function vdiTree(ctx: Ctx): Promise<number> {
   const vdis = await scanVdis(ctx, false);
+  if (ctx.json) {
+    printJson(ctx, { tree: vdiTreeJson(vdis) });
+    return EXIT_SUCCESS;
+  }
   ctx.out(vdiTreeText(vdis, Boolean(process.stdout.isTTY)));
   return EXIT_SUCCESS;
 }
@@ -531,16 +545,19 @@ async function objectMap(ctx: Ctx, args: string[], o: Opts): Promise<number> {
   const snap = parseSnapshot(o.s as string | undefined);
   const want = parseIndex(o.i as string | undefined);
   const v = await openVdi(ctx, name, snap.id, snap.tag, true);
-  ctx.out(OBJECT_MAP_HEADER);
+  if (!ctx.json) ctx.out(OBJECT_MAP_HEADER);
+  const objects = [];
   for (const [idx, owner] of v.index!.entries()) {
     if (want !== undefined && idx !== want) continue;
-    ctx.out(objectMapLine(idx, owner));
+    if (ctx.json) objects.push({ index: idx, vdi_id: owner, oid: hex16(vidToDataOid(owner, idx)) });
+    else ctx.out(objectMapLine(idx, owner));
   }
+  if (ctx.json) printJson(ctx, { name: v.header.name, vdi_id: v.vid, objects });
   return EXIT_SUCCESS;
 }
 
-/** EXIST to every node, then the placement dog expects. */
-async function printObjLocation(ctx: Ctx, oid: bigint, copies: number): Promise<void> {
+/** EXIST to every node, then the placement dog expects (json: as a document with `extra` fields). */
+async function printObjLocation(ctx: Ctx, oid: bigint, copies: number, extra: Record<string, unknown> = {}): Promise<void> {
   const results = await Promise.all(ctx.nodes.map(async (n) => {
     try {
       return (await ctx.exec({ opcode: Op.EXIST, epoch: ctx.epoch, obj: { oid } }, undefined, ctx.nodeTarget(n))).rsp.result;
@@ -549,6 +566,21 @@ async function printObjLocation(ctx: Ctx, oid: bigint, copies: number): Promise<
       throw e;
     }
   }));
+  if (ctx.json) {
+    printJson(ctx, {
+      ...extra, oid: hex16(oid), allocated: true, copies,
+      nodes: ctx.nodes.map((n, i) => {
+        const r = results[i];
+        return {
+          ...nodeJson(n, i),
+          has_object: r === Res.SUCCESS ? true : r === Res.NO_OBJ ? false : null,
+          error: r === Res.SUCCESS || r === Res.NO_OBJ ? null : r === -1 ? 'failed to connect' : resultMessage(r),
+        };
+      }),
+      placement: ctx.ring!.placeOid(oid, copies).map((n) => nodeName(n)),
+    });
+    return;
+  }
   ctx.nodes.forEach((n, i) => {
     const r = results[i];
     const sheep = nodeName(n);
@@ -569,19 +601,20 @@ async function objectLocation(ctx: Ctx, args: string[], o: Opts): Promise<number
   const v = await openVdi(ctx, name, snap.id, snap.tag, true);
   const h = v.header;
   if (want === undefined) {
-    ctx.out(`Looking for the inode object 0x${v.vid.toString(16)} with ${ctx.nodes.length} nodes\n\n`);
-    await printObjLocation(ctx, vidToVdiOid(v.vid), h.nrCopies);
+    if (!ctx.json) ctx.out(`Looking for the inode object 0x${v.vid.toString(16)} with ${ctx.nodes.length} nodes\n\n`);
+    await printObjLocation(ctx, vidToVdiOid(v.vid), h.nrCopies, { name: h.name, vdi_id: v.vid, object: 'inode', index: null });
     return EXIT_SUCCESS;
   }
   if (h.storePolicy === 0 && want >= MAX_DATA_OBJS) fail(`The index ${want} is out of range`);
   const owner = v.index!.get(want);
   if (!owner) {
-    ctx.out(`The inode object 0x${v.vid.toString(16)} idx ${want} is not allocated\n`);
+    if (ctx.json) printJson(ctx, { name: h.name, vdi_id: v.vid, object: 'data', index: want, oid: null, allocated: false, copies: h.nrCopies, nodes: [], placement: [] });
+    else ctx.out(`The inode object 0x${v.vid.toString(16)} idx ${want} is not allocated\n`);
     return EXIT_SUCCESS;
   }
   const oid = vidToDataOid(owner, want);
-  ctx.out(`Looking for the object ${hex16(oid)} (vid 0x${owner.toString(16)} idx ${want}, ${h.nrCopies} copies) with ${ctx.nodes.length} nodes\n\n`);
-  await printObjLocation(ctx, oid, h.nrCopies);
+  if (!ctx.json) ctx.out(`Looking for the object ${hex16(oid)} (vid 0x${owner.toString(16)} idx ${want}, ${h.nrCopies} copies) with ${ctx.nodes.length} nodes\n\n`);
+  await printObjLocation(ctx, oid, h.nrCopies, { name: h.name, vdi_id: owner, object: 'data', index: want });
   return EXIT_SUCCESS;
 }
 
@@ -602,7 +635,8 @@ async function vdiTrack(ctx: Ctx, args: string[], o: Opts): Promise<number> {
   } else if (want !== undefined) {
     const owner = v.index!.get(want);
     if (!owner) {
-      ctx.out(`The inode object 0x${v.vid.toString(16)} idx ${want} is not allocated\n`);
+      if (ctx.json) printJson(ctx, { name: h.name, oid: null, vdi_id: v.vid, index: want, allocated: false, epochs: [] });
+      else ctx.out(`The inode object 0x${v.vid.toString(16)} idx ${want} is not allocated\n`);
       return EXIT_SUCCESS;
     }
     oid = vidToDataOid(owner, want);
@@ -613,8 +647,19 @@ async function vdiTrack(ctx: Ctx, args: string[], o: Opts): Promise<number> {
     vid = v.vid;
     idx = 0;
   }
-  ctx.out(`Tracking the object ${hex16(oid)} (the inode vid 0x${vid.toString(16)} idx ${idx}) with ${ctx.nodes.length} nodes\n`);
   const { logs } = await statClusterLogs(ctx);
+  if (ctx.json) {
+    printJson(ctx, {
+      name: h.name, oid: hex16(oid), vdi_id: vid, index: idx, allocated: true,
+      epochs: logs.map((log) => {
+        const ring = new VnodeRing(log.nodes);
+        const copies = Math.min(h.nrCopies, ring.nrZones);
+        return { epoch: log.epoch, copies, nodes: ring.placeOid(oid, copies).map((n) => nodeName(n)) };
+      }),
+    });
+    return EXIT_SUCCESS;
+  }
+  ctx.out(`Tracking the object ${hex16(oid)} (the inode vid 0x${vid.toString(16)} idx ${idx}) with ${ctx.nodes.length} nodes\n`);
   for (let i = logs.length - 1; i >= 0; i--) {
     const log = logs[i];
     const ring = new VnodeRing(log.nodes);
@@ -819,6 +864,16 @@ const SHARED = 3;
 async function lockList(ctx: Ctx): Promise<number> {
   const locks = await getVdiLocks(ctx);
   const vdis = await scanVdis(ctx, false);
+  if (ctx.json) {
+    const list = [];
+    for (const v of vdis) {
+      const l = locks.find((x) => x.vid === v.vid);
+      if (!l || (l.state !== LOCKED && l.state !== SHARED)) continue;
+      list.push({ ...vdiJson(v.vid, v.header), state: l.state === LOCKED ? 'locked' : 'shared', owners: l.state === LOCKED ? [l.owner] : l.participants });
+    }
+    printJson(ctx, { locks: list });
+    return EXIT_SUCCESS;
+  }
   if (!ctx.raw) ctx.out(LOCK_LIST_HEADER);
   for (const v of vdis) {
     const l = locks.find((x) => x.vid === v.vid);
@@ -880,6 +935,30 @@ async function vdiAlterCopy(ctx: Ctx, args: string[], o: Opts): Promise<number> 
   return EXIT_SUCCESS;
 }
 
+// ---- libvirt ---------------------------------------------------------------
+
+/** HOST:PORT or [V6]:PORT. */
+function parseHostPort(v: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d+)$/.exec(v);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) fail(`Invalid NBD address '${v}' (expected HOST:PORT)`, EXIT_USAGE);
+  return { host: m[1] ?? m[2], port };
+}
+
+async function vdiLibvirtXml(ctx: Ctx, args: string[], o: Opts): Promise<number> {
+  const name = needName(args);
+  const snap = parseSnapshot(o.s as string | undefined);
+  const target = (o.t as string | undefined) ?? 'vda';
+  if (!/^[a-z][a-z0-9]*$/.test(target)) fail(`Invalid target device '${target}'`, EXIT_USAGE);
+  const nbd = typeof o.N === 'string' ? parseHostPort(o.N) : undefined;
+  const vid = await findVdi(ctx, name, snap.id, snap.tag);
+  ctx.out(libvirtDiskXml({
+    name, snapshot: snap.tag || (snap.id ? String(snap.id) : undefined), vdiId: vid, target,
+    ...(nbd ? { protocol: 'nbd', ...nbd } : { protocol: 'sheepdog', host: ctx.host, port: ctx.port }),
+  }));
+  return EXIT_SUCCESS;
+}
+
 // ---- cache -----------------------------------------------------------------
 
 async function cacheOp(ctx: Ctx, args: string[], o: Opts, opcode: number, what: string): Promise<number> {
@@ -902,7 +981,8 @@ async function cacheInfo(ctx: Ctx): Promise<number> {
   const info = decodeCacheInfo(r.data);
   if (!(info.flags & CacheInfoFlag.ENABLED)) fail('The object cache is not enabled on this node (start sheep with -w)');
   const size = (n: bigint) => sizeToStr(n, ctx.raw);
-  ctx.out('Name\tTag\tTotal\tDirty\n');
+  if (!ctx.json) ctx.out('Name\tTag\tTotal\tDirty\n');
+  const list = [];
   for (const v of info.vdis) {
     let name = `(vid ${v.vid.toString(16)})`;
     let tag = '';
@@ -913,7 +993,12 @@ async function cacheInfo(ctx: Ctx): Promise<number> {
       tag = header.tag;
       os = BigInt(objectSize(header));
     } catch { /* deleted meanwhile */ }
-    ctx.out(`${name}\t${tag}\t${size(BigInt(v.objects) * os)}\t${size(BigInt(v.dirty) * os)}\n`);
+    if (ctx.json) list.push({ name, vdi_id: v.vid, tag, total: bytes(BigInt(v.objects) * os), dirty: bytes(BigInt(v.dirty) * os), objects: v.objects, dirty_objects: v.dirty });
+    else ctx.out(`${name}\t${tag}\t${size(BigInt(v.objects) * os)}\t${size(BigInt(v.dirty) * os)}\n`);
+  }
+  if (ctx.json) {
+    printJson(ctx, { vdis: list, size: bytes(info.size), used: bytes(info.used), directio: (info.flags & CacheInfoFlag.DIRECTIO) !== 0, hits: bytes(info.hits), misses: bytes(info.misses) });
+    return EXIT_SUCCESS;
   }
   ctx.out(`\nCache size ${size(info.size)}, used ${size(info.used)}, ${info.flags & CacheInfoFlag.DIRECTIO ? 'directio' : 'non-directio'}\n`);
   return EXIT_SUCCESS;
@@ -928,17 +1013,17 @@ export const vdiCommands: SubCommand[] = [
   { name: 'clone', arg: '<src vdi> <dst vdi>', opts: 'sPnaphrv', desc: 'clone an image', needArg: true, run: vdiClone },
   { name: 'delete', arg: '<vdiname>', opts: 'saph', desc: 'delete an image', needArg: true, run: vdiDelete },
   { name: 'rollback', arg: '<vdiname>', opts: 'saphfrv', desc: 'rollback to a snapshot', needArg: true, run: vdiRollback },
-  { name: 'list', arg: '[vdiname]', opts: 'aprho', desc: 'list images', run: vdiList },
-  { name: 'tree', opts: 'aph', desc: 'show images in tree view format', run: (c) => vdiTree(c) },
+  { name: 'list', arg: '[vdiname]', opts: 'aprho', desc: 'list images', run: vdiList, json: true },
+  { name: 'tree', opts: 'aph', desc: 'show images in tree view format', run: (c) => vdiTree(c), json: true },
   { name: 'graph', opts: 'aph', desc: 'show images in Graphviz dot format', run: (c) => vdiGraph(c) },
   {
     name: 'object', arg: '<vdiname>', opts: 'isaph', desc: 'show object information in the image', needArg: true,
     sub: [
-      { name: 'location', desc: 'show object location information', needNodeList: true, needArg: true, run: objectLocation },
-      { name: 'map', desc: 'show object map information', needArg: true, run: objectMap },
+      { name: 'location', desc: 'show object location information', needNodeList: true, needArg: true, run: objectLocation, json: true },
+      { name: 'map', desc: 'show object map information', needArg: true, run: objectMap, json: true },
     ],
   },
-  { name: 'track', arg: '<vdiname>', opts: 'isapho', desc: 'show the object epoch trace in the image', needNodeList: true, needArg: true, run: vdiTrack },
+  { name: 'track', arg: '<vdiname>', opts: 'isapho', desc: 'show the object epoch trace in the image', needNodeList: true, needArg: true, run: vdiTrack, json: true },
   { name: 'setattr', arg: '<vdiname> <key> [value]', opts: 'dxaph', desc: 'set a VDI attribute', needArg: true, run: vdiSetattr },
   { name: 'getattr', arg: '<vdiname> <key>', opts: 'aph', desc: 'get a VDI attribute', needArg: true, run: vdiGetattr },
   { name: 'resize', arg: '<vdiname> <new size>', opts: 'aph', desc: 'resize an image', needArg: true, run: vdiResize },
@@ -957,15 +1042,16 @@ export const vdiCommands: SubCommand[] = [
     sub: [
       { name: 'flush', desc: 'flush the cache of the vdi specified.', needArg: true, run: (c, a, o) => cacheOp(c, a, o, Op.FLUSH_VDI, 'flush') },
       { name: 'delete', desc: 'delete the cache of the vdi specified (on the sheep at -a/-p).', needArg: true, run: (c, a, o) => cacheOp(c, a, o, Op.DELETE_CACHE, 'delete') },
-      { name: 'info', desc: 'show usage of the cache', run: (c) => cacheInfo(c) },
+      { name: 'info', desc: 'show usage of the cache', run: (c) => cacheInfo(c), json: true },
       { name: 'purge', desc: 'flush and drop the cache of the vdi specified (all vdis without a name).', run: (c, a, o) => (a.length ? cacheOp(c, a, o, Op.CACHE_PURGE, 'purge') : cachePurgeAll(c)) },
     ],
   },
   { name: 'alter-copy', arg: '<vdiname>', opts: 'caph', desc: "set the vdi's redundancy level", needNodeList: true, needArg: true, run: vdiAlterCopy },
+  { name: 'libvirt-xml', arg: '<vdiname>', opts: 'sNtaph', desc: 'print a libvirt <disk> element for the image', needArg: true, run: vdiLibvirtXml },
   {
     name: 'lock', opts: 'aprh', desc: "See 'dog vdi lock' for more information", needArg: true,
     sub: [
-      { name: 'list', desc: 'list locked VDIs', run: (c) => lockList(c) },
+      { name: 'list', desc: 'list locked VDIs', run: (c) => lockList(c), json: true },
       { name: 'unlock', desc: 'unlock locked VDI forcibly', needArg: true, run: (c, a) => lockUnlock(c, a) },
     ],
   },

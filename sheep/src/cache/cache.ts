@@ -437,6 +437,13 @@ export class ObjectCache {
     return vid;
   }
 
+  /** Bytes written by clients and not yet flushed to the cluster. */
+  dirtyBytes(): number {
+    let n = 0;
+    for (const v of this.vdis.values()) for (const e of v.entries.values()) if (e.dirty) n += e.hi - e.lo;
+    return n;
+  }
+
   info(): CacheInfo {
     const vdis = [...this.vdis.values()].sort((a, b) => a.vid - b.vid).map((v) => {
       let dirty = 0;

@@ -17,6 +17,7 @@ import type { ExportSource, ExportRef } from './exports.js';
 import { log } from '../log.js';
 import type { DirectReader } from '@sheepdog/common';
 import { rewrapForDirectReads, setReading, setUserBuffer } from '../direct-socket.js';
+import { metrics, Timed } from '../metrics.js';
 import { ConnBudget } from '../budget.js';
 import { ConnectionGuard, type Guarded } from '../guard.js';
 import { defaultLimits, type ServerLimits } from '../server.js';
@@ -130,8 +131,8 @@ function errnoOf(e: unknown): number {
 
 type Phase = 'clientflags' | 'options' | 'transmission' | 'closed';
 
-/** The client's 8-byte request handle, as two 32-bit halves (no buffer per request). */
-interface Handle {
+/** The client's 8-byte request handle, as two 32-bit halves (no buffer per request); the request's start for metrics. */
+interface Handle extends Timed {
   hi: number;
   lo: number;
 }
@@ -700,6 +701,7 @@ class NbdConnection implements DirectReader, Guarded {
   /** Queue a reply (data: a READ's, sent after the header; pooled: a bufferPool buffer). */
   /** Returns the data bytes queued (charged until sent). */
   private reply(handle: Handle, err: number, data?: Buffer, pooled = false): number {
+    metrics?.nbdDone(handle, err, data && !err ? data.length : 0);
     if (this.phase === 'closed' || this.sock.destroyed) return 0;
     const out = this.out;
     NbdConnection.header(out.room(16), out.pos, err, handle);
@@ -720,10 +722,12 @@ class NbdConnection implements DirectReader, Guarded {
     NbdConnection.header(buf, out.pos, 0, handle);
     out.commit(16 + length);
     this.chargeOut(length);
+    metrics?.nbdDone(handle, 0, length);
     return true;
   }
 
   private dispatch(type: number, flags: number, handle: Handle, offset: number, length: number, data?: Buffer, target?: SplicedWrite): void {
+    if (metrics && type !== Cmd.DISC) metrics.nbdStart(handle, type, type === Cmd.WRITE ? length : 0);
     const cost = this.receivingCost;
     this.receivingCost = 0;
     this.command(type, flags, handle, offset, length, data, target, cost);

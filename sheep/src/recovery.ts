@@ -320,7 +320,7 @@ export class Recovery {
           await s.store.createFull(oid, size, got.data, got.version);
           return this.finish(run, oid);
         } catch (e) {
-          log.debug(`recovery of ${oidToHex(oid)} from ${nodeToString(src.node)} failed: ${(e as Error).message}`);
+          log.debug(`recovery of ${oidToHex(oid)} from ${nodeToString(src.node)} failed: ${(e as Error).message}${(e as Error).cause ? ` (${(e as Error).cause})` : ''}`);
         }
       }
       await sleep(200 * (attempt + 1));

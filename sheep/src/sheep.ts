@@ -19,6 +19,7 @@ import { VdiRegistry, VdiNotice, VdiStateEntry, VdiTableRow } from './vdi.js';
 import { Gateway, PlacementView } from './gateway.js';
 import { PeerPool } from './peer.js';
 import { Recovery } from './recovery.js';
+import { Reclaimer } from './reclaim.js';
 import type { ObjectCache } from './cache/cache.js';
 import type { ClusterDriver, ClusterEvent, ClusterMessage } from './cluster/driver.js';
 import { log } from './log.js';
@@ -98,6 +99,7 @@ export class Sheep implements PlacementView {
   readonly peers = new PeerPool();
   readonly gw: Gateway;
   readonly recovery: Recovery;
+  readonly reclaimer: Reclaimer;
   /** The object cache (sheep -w), when enabled. */
   cache?: ObjectCache;
   readonly stats: SdStat = emptyStat();
@@ -150,6 +152,7 @@ export class Sheep implements PlacementView {
       blockSizeShift: this.config.blockSizeShift, flags: this.config.flags,
     }));
     this.recovery = new Recovery(this);
+    this.reclaimer = new Reclaimer(this);
     this.store.onDamage = (oid, why) => this.recovery.repairDamaged(oid, why);
   }
 
@@ -582,6 +585,7 @@ export class Sheep implements PlacementView {
       log.notice(`cluster resumed at epoch ${this.epochNr}`);
       // objects missed before the stop are fetched, replicas a crash split are reconciled
       this.recovery.start(this.epochNr, this.epochs.get(this.epochNr)!.nodes, true);
+      this.reclaimer.kick();
     } else {
       await this.bumpEpoch(cur);
     }
@@ -679,7 +683,10 @@ export class Sheep implements PlacementView {
         (this.strict() ? '; writes are refused (strict mode)' : `; objects are stored under-replicated with ${zones}`));
     }
     this.notifyEpochWaiters();
-    if (this.status === 'ok') this.recovery.start(e, nodes);
+    if (this.status === 'ok') {
+      this.recovery.start(e, nodes);
+      this.reclaimer.kick(); // the first member may have changed
+    }
   }
 
   private notifyEpochWaiters(): void {
@@ -707,9 +714,11 @@ export class Sheep implements PlacementView {
         return; // for a joiner; handled before it is running
       case 'vdi_add':
       case 'vdi_del':
+      case 'vdi_reclaimed':
       case 'vdi_copies':
         this.vdis.apply(m as unknown as VdiNotice);
         await this.saveVdis();
+        if (m.t === 'vdi_del') this.reclaimer.kick();
         return;
       case 'make_fs':
         await this.applyMakeFs(m as unknown as MakeFsMsg);

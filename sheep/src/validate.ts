@@ -9,7 +9,7 @@
 // Every length, offset, count and name is hostile until checked here.
 import {
   Op, Flag, Res, RequestHeader, SD_MAX_COPIES, SD_NR_VDIS, SD_VDI_BITMAP_SIZE, SD_ATTR_OBJ_SIZE, SD_MAX_NODES,
-  SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, MAX_DATA_OBJS, MAX_PAYLOAD, SD_LEDGER_OBJ_SIZE, isDataObj,
+  SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, MAX_DATA_OBJS, SD_MAX_VDI_SIZE_HYPER, MAX_PAYLOAD, SD_LEDGER_OBJ_SIZE, isDataObj,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 
@@ -99,9 +99,10 @@ export const RULES = new Map<number, Rule>([
     const v = h.vdi;
     if (h.dataLength !== SD_MAX_VDI_LEN || !stringOk(data, 0, SD_MAX_VDI_LEN, true)) return Res.INVALID_PARMS;
     if (!copiesOk(v.copies) || v.copyPolicy !== 0 || v.storePolicy > 1 || !shiftOk(v.blockSizeShift) || !vidOk(v.baseVdiId)) return Res.INVALID_PARMS;
-    // the index has 2^20 entries of one object each
+    // the index has 2^20 entries of one object each; a hyper volume (store_policy 1) indexes by B-tree
     const shift = v.blockSizeShift || 22;
-    if (v.vdiSize > BigInt(MAX_DATA_OBJS) * (1n << BigInt(shift))) return Res.INVALID_PARMS;
+    const max = v.storePolicy === 1 ? BigInt(SD_MAX_VDI_SIZE_HYPER) : BigInt(MAX_DATA_OBJS) * (1n << BigInt(shift));
+    if (v.vdiSize > max) return Res.INVALID_PARMS;
     return undefined;
   })],
   [Op.LOCK_VDI, pub(512, 0, (s, h, data) => (h.vdi.type > 1 ? Res.INVALID_PARMS : nameTag(s, h, data)))],

@@ -19,6 +19,8 @@ export interface VdiStateEntry {
   lockState: number;
   lockOwner?: SdNode;
   participants: SdNode[];
+  /** Deleted, and its objects not all reclaimed yet (see Reclaimer). */
+  reclaim?: boolean;
 }
 
 /** What VDI code needs from the data path (the gateway). */
@@ -55,12 +57,13 @@ export interface NewVdiRequest {
 export type VdiNotice =
   | { t: 'vdi_add'; newVid: number; oldVid: number; copies: number; copyPolicy: number; blockSizeShift: number; setBitmap: boolean; oldIsSnapshot: boolean }
   | { t: 'vdi_del'; vid: number }
+  | { t: 'vdi_reclaimed'; vid: number }
   | { t: 'vdi_copies'; vid: number; copies: number; copyPolicy: number; blockSizeShift: number };
 
 /**
  * A VDI's entry in the table every node keeps on disk (vdis.json): enough to
  * place its objects and find its inode without reading any object.
- * [vid, nrCopies, copyPolicy, blockSizeShift, flags (1 snapshot, 2 deleted), parentVid]
+ * [vid, nrCopies, copyPolicy, blockSizeShift, flags (1 snapshot, 2 deleted, 4 objects not reclaimed yet), parentVid]
  */
 export type VdiTableRow = [number, number, number, number, number, number];
 
@@ -113,7 +116,7 @@ export class VdiRegistry {
     const rows: VdiTableRow[] = [];
     for (const v of this.inUse.setBits()) {
       const st = this.states.get(v);
-      const flags = (st?.snapshot ? 1 : 0) | (st?.deleted || this.deleted.test(v) ? 2 : 0);
+      const flags = (st?.snapshot ? 1 : 0) | (st?.deleted || this.deleted.test(v) ? 2 : 0) | (st?.reclaim ? 4 : 0);
       rows.push([v, st?.nrCopies ?? 0, st?.copyPolicy ?? 0, st?.blockSizeShift ?? 0, flags, st?.parentVid ?? 0]);
     }
     return rows;
@@ -130,19 +133,22 @@ export class VdiRegistry {
       if (!vid || vid >= SD_NR_VDIS) continue;
       const snapshot = (flags & 1) !== 0;
       const deleted = (flags & 2) !== 0;
+      // a reclaim another node still waits for is run again (reclaiming an emptied index does nothing)
+      const reclaim = (flags & 4) !== 0;
       if (!this.inUse.test(vid)) { this.inUse.set(vid); changed = true; }
       if (deleted && !this.deleted.test(vid)) { this.deleted.set(vid); changed = true; }
       const st = this.states.get(vid);
       if (!st) {
         this.states.set(vid, {
           vid, nrCopies: copies, copyPolicy: policy, blockSizeShift: shift, snapshot, deleted, parentVid: parent,
-          lockState: LockState.UNLOCKED, participants: [],
+          lockState: LockState.UNLOCKED, participants: [], reclaim,
         });
         changed = true;
         continue;
       }
       if (snapshot && !st.snapshot) { st.snapshot = true; changed = true; }
       if (deleted && !st.deleted) { st.deleted = true; changed = true; }
+      if (reclaim && !st.reclaim) { st.reclaim = true; changed = true; }
       if (!st.nrCopies && copies) { st.nrCopies = copies; st.copyPolicy = policy; changed = true; }
       if (!st.blockSizeShift && shift) { st.blockSizeShift = shift; changed = true; }
     }
@@ -170,7 +176,12 @@ export class VdiRegistry {
       case 'vdi_del': {
         this.deleted.set(n.vid);
         const s = this.states.get(n.vid);
-        if (s) s.deleted = true;
+        if (s) { s.deleted = true; s.reclaim = true; }
+        break;
+      }
+      case 'vdi_reclaimed': {
+        const s = this.states.get(n.vid);
+        if (s) s.reclaim = false;
         break;
       }
       case 'vdi_copies': {
@@ -377,31 +388,37 @@ export class VdiRegistry {
   }
 
   /**
-   * DEL_VDI work phase. Unlike v1.0 we also empty a non-empty index
-   * ourselves (dropping every reference), so QEMU's loadvm and snapshot
-   * delete work (§13.9, first option).
+   * DEL_VDI work phase, while the cluster-wide lock is held: only the mark
+   * (the inode's name emptied, in place, so it takes no new space on a
+   * full disk). The objects the index refers to are reclaimed afterwards,
+   * in the background (Reclaimer). Unlike v1.0 a non-empty index is
+   * emptied by us (dropping every reference), so QEMU's loadvm and
+   * snapshot delete work (§13.9, first option).
    */
   async delVdi(name: string, snapid: number, tag: string, publish: (n: VdiNotice) => Promise<void>): Promise<number> {
     const vid = await this.lookupOrThrow(name, snapid, tag);
-    const ino = await this.readFullInode(vid, Res.VDI_READ);
-    if (ino.header.name !== '') {
-      const n = this.lastUsedIndex(ino);
-      for (let i = 0; i < n; i++) {
-        const owner = ino.dataVdiId[i];
-        if (!owner) continue;
-        await this.io.decref(owner, i, ino.grefGeneration[i], ino.grefCount[i]).catch(() => undefined);
-      }
-      const h: InodeHeader = { ...ino.header, name: '', vdiSize: 0n };
-      const hb = encodeInodeHeader(h);
+    const h = await this.readHeader(vid);
+    if (!h) throw new SheepdogError(Res.VDI_READ);
+    if (h.name !== '') {
+      const hb = encodeInodeHeader({ ...h, name: '', vdiSize: 0n });
       hb.fill(0, 572);
       try {
-        await this.io.createRanges(vidToVdiOid(vid), [{ off: 0, data: hb }], ino.header.nrCopies);
+        await this.io.write(vidToVdiOid(vid), 0, hb, h.nrCopies);
       } catch {
         throw new SheepdogError(Res.VDI_WRITE);
       }
     }
     await publish({ t: 'vdi_del', vid });
     return vid;
+  }
+
+  /** The inode of a VDI, whole (for the reclaimer). */
+  readInode(vid: number): Promise<Inode> {
+    return this.readFullInode(vid, Res.VDI_READ);
+  }
+
+  lastIndex(ino: Inode): number {
+    return this.lastUsedIndex(ino);
   }
 
   /** GET_VDI_ATTR (§6.12). */

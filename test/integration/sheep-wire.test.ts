@@ -12,7 +12,7 @@ import {
   SD_VDI_BITMAP_SIZE, SD_CLUSTER_INFO_SIZE, SD_ATTR_OBJ_SIZE, oidToHex, addrToString, SD_INODE_SIZE,
   dataOidToLedgerOid,
 } from '@sheepdog/common';
-import { startSheep, stopAll, SheepProc } from '../helpers/cluster.js';
+import { startSheep, stopAll, SheepProc, waitFor } from '../helpers/cluster.js';
 import { Wire, nameTag } from '../helpers/wire.js';
 
 const MB = 1 << 20;
@@ -261,13 +261,12 @@ describe('sheep formatted', () => {
     expect((await w.readVdi(work, 0, 16)).length).toBe(16);
     // overwrite in the working VDI (COW) drops the last reference
     await w.writeVdi(work, 0, Buffer.from('x'));
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await exists(objFile(s, vidToDataOid(v, 0)))).toBe(false);
-    expect(await exists(objFile(s, dataOidToLedgerOid(vidToDataOid(v, 0))))).toBe(false);
-    // deleting the working VDI with its index still full also frees its objects
+    const gone = (f: string) => waitFor(async () => !(await exists(f)), 10_000, `${f} removed`);
+    await gone(objFile(s, vidToDataOid(v, 0)));
+    await gone(objFile(s, dataOidToLedgerOid(vidToDataOid(v, 0))));
+    // deleting the working VDI with its index still full also frees its objects (in the background)
     expect((await w.send({ opcode: Op.DEL_VDI, flags: Flag.CMD_WRITE, vdi: {} }, nameTag('Reclaim'))).rsp.result).toBe(Res.SUCCESS);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await exists(objFile(s, vidToDataOid(work, 0)))).toBe(false);
+    await gone(objFile(s, vidToDataOid(work, 0)));
     expect(await exists(objFile(s, vidToDataOid(v, 0)))).toBe(false);
   });
 

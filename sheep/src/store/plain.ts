@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { oidToHex, SheepdogError, Res, SpliceTarget } from '@sheepdog/common';
 import type { ObjectStore, ObjectCopy } from './store.js';
-import { FdCache, FdEntry, preadFull } from './fdcache.js';
+import { FdCache, FdEntry, preadFull, pwriteFull } from './fdcache.js';
 import { takePipe, givePipe, readPipeNow } from './pipes.js';
 import { WriteQueue } from './writequeue.js';
 import { syncPool } from './syncpool.js';
@@ -242,8 +242,46 @@ export class PlainStore implements ObjectStore {
     }
   }
 
-  createFull(oid: bigint, size: number, data: Buffer, version?: number): Promise<void> {
-    return this.install(oid, size, 0, data.length > size ? data.subarray(0, size) : data, version ?? this.epochNow());
+  async createFull(oid: bigint, size: number, data: Buffer, version?: number): Promise<void> {
+    const body = data.length > size ? data.subarray(0, size) : data;
+    const v = version ?? this.epochNow();
+    try {
+      await this.install(oid, size, 0, body, v);
+    } catch (e) {
+      // a full disk has no room for a new copy; the old one can often be patched where it differs
+      if (!(e instanceof SheepdogError && e.result === Res.NO_SPACE)) throw e;
+      // the old copy may be set aside (a node that rejoined): it is the one to patch
+      if (!(await this.exists(oid)) && !(await this.restoreStale(oid))) throw e;
+      await this.patchInPlace(oid, size, body, v);
+    }
+  }
+
+  /**
+   * Bring an existing copy to the given bytes by rewriting, in place, only
+   * the 4 KiB pages that differ (pages written before have their blocks
+   * already). Not atomic: the copy's version is 0 (older than any) until
+   * every page is in, so a crash half-way leaves a copy recovery replaces.
+   */
+  private async patchInPlace(oid: bigint, size: number, data: Buffer, version: number): Promise<void> {
+    const PAGE = 4096;
+    await this.fds.use(oid, async (fd, e) => {
+      if (versionIO!.setVersion(fd, 0) < 0) throw new SheepdogError(Res.EIO, `cannot clear the version of ${oidToHex(oid)}`);
+      e.ver = 0;
+      const mine = Buffer.alloc(PAGE);
+      const want = Buffer.alloc(PAGE);
+      for (let off = 0; off < size; off += PAGE) {
+        const n = Math.min(PAGE, size - off);
+        want.fill(0);
+        data.copy(want, 0, off, Math.min(data.length, off + n));
+        const got = await preadFull(fd, mine, 0, n, off);
+        if (got === n && mine.subarray(0, n).equals(want.subarray(0, n))) continue;
+        await pwriteFull(fd, want.subarray(0, n), off).catch((err: Error) => { throw Object.assign(new Error(`patching ${oidToHex(oid)} at ${off}: ${err.message}`), { code: (err as NodeJS.ErrnoException).code }); });
+      }
+      if (!this.nosync) await syncPool.fdatasync(fd);
+      if (versionIO!.setVersion(fd, version) < 0) throw new SheepdogError(Res.EIO, `cannot set the version of ${oidToHex(oid)}`);
+      e.ver = version;
+      if (!this.nosync) await syncPool.fsync(fd);
+    }).catch((err) => { throw this.mapErr(err); });
   }
 
   /**
@@ -497,7 +535,7 @@ export class PlainStore implements ObjectStore {
     if (e instanceof SheepdogError) return e;
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return new SheepdogError(Res.NO_OBJ);
-    if (code === 'ENOSPC' || code === 'EDQUOT') return new SheepdogError(Res.NO_SPACE);
+    if (code === 'ENOSPC' || code === 'EDQUOT') return new SheepdogError(Res.NO_SPACE, `no space: ${(e as Error).message}`);
     return new SheepdogError(Res.EIO, `I/O error: ${(e as Error).message}`);
   }
 }

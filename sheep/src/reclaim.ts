@@ -1,0 +1,110 @@
+// Reclaiming deleted VDIs' objects, in the background.
+//
+// Deleting a VDI only marks it (DEL_VDI holds the cluster-wide lock for
+// milliseconds, whatever the VDI's size); its index still names its
+// objects, and every node's VDI table says it waits to be reclaimed. The
+// first member of the current epoch walks the indexes of such VDIs: a
+// batch of entries is cleared in the inode first, then the references
+// they held are dropped (objects no other VDI shares go). A crash between
+// the two leaves objects behind, never drops a reference twice; a restart,
+// or a new first member, goes on where the index says. Throttled: one
+// batch at a time, a few references dropped at once, a pause between
+// batches, so that other VDIs' requests do not wait behind it.
+import { SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, sameNode, vidToVdiOid } from '@sheepdog/common';
+import type { Sheep } from './sheep.js';
+import { log } from './log.js';
+import { sleep } from './util.js';
+
+const BATCH = 256;
+const AT_ONCE = 4;
+const PAUSE_MS = 20;
+
+export interface ReclaimProgress {
+  vid: number;
+  done: number;
+  total: number;
+}
+
+export class Reclaimer {
+  private running = false;
+  /** What is being reclaimed now (for collie node recovery and the metrics). */
+  progress?: ReclaimProgress;
+
+  constructor(private readonly s: Sheep) {}
+
+  /** Some VDI may wait: start reclaiming if this node leads and is not at it already. */
+  kick(): void {
+    if (this.running || !this.leading()) return;
+    this.running = true;
+    void this.loop().catch((e) => log.warn(`reclaiming deleted VDIs stopped: ${(e as Error).message}`)).finally(() => {
+      this.running = false;
+      this.progress = undefined;
+      // a deletion noticed meanwhile, or a failure: look again a little later
+      if (this.pending().length) setTimeout(() => this.kick(), 2000).unref();
+    });
+  }
+
+  private leading(): boolean {
+    const s = this.s;
+    const first = s.members[0];
+    return s.status === 'ok' && !!first && sameNode(first, s.selfNode);
+  }
+
+  private pending(): number[] {
+    return [...this.s.vdis.states.values()].filter((v) => v.deleted && v.reclaim).map((v) => v.vid).sort((a, b) => a - b);
+  }
+
+  private async loop(): Promise<void> {
+    for (;;) {
+      const vid = this.pending()[0];
+      if (vid === undefined || !this.leading()) return;
+      await this.reclaim(vid);
+    }
+  }
+
+  private async reclaim(vid: number): Promise<void> {
+    const s = this.s;
+    const ino = await s.vdis.readInode(vid);
+    const n = s.vdis.lastIndex(ino);
+    const copies = ino.header.nrCopies || undefined;
+    const started = Date.now();
+    let dropped = 0;
+    this.progress = { vid, done: 0, total: n };
+    for (let first = 0; first < n; first += BATCH) {
+      if (!this.leading()) return;
+      const count = Math.min(BATCH, n - first);
+      const refs: [number, number, number, number][] = [];
+      for (let i = first; i < first + count; i++) {
+        if (ino.dataVdiId[i]) refs.push([ino.dataVdiId[i], i, ino.grefGeneration[i], ino.grefCount[i]]);
+      }
+      if (refs.length) {
+        // the index first: a crash now leaks these objects, it cannot drop a reference twice.
+        // Only the span that holds something is rewritten: zeros over a hole would take
+        // space, and a delete must work on a full disk.
+        const inode = vidToVdiOid(vid);
+        const lo = refs[0][1];
+        const hi = refs[refs.length - 1][1] + 1;
+        await s.gw.rawWrite(inode, SD_INODE_HEADER_SIZE + 4 * lo, Buffer.alloc(4 * (hi - lo)), copies);
+        let glo = -1;
+        let ghi = -1;
+        for (let i = lo; i < hi; i++) {
+          if (ino.grefGeneration[i] || ino.grefCount[i]) {
+            if (glo < 0) glo = i;
+            ghi = i + 1;
+          }
+        }
+        if (glo >= 0) await s.gw.rawWrite(inode, SD_INODE_GREF_OFFSET + 8 * glo, Buffer.alloc(8 * (ghi - glo)), copies);
+        for (let i = 0; i < refs.length; i += AT_ONCE) {
+          await Promise.all(refs.slice(i, i + AT_ONCE).map(([owner, idx, gen, cnt]) => s.gw.decref(owner, idx, gen, cnt).catch((e) => {
+            log.warn(`reclaiming VDI ${vid.toString(16)}: object ${idx} of ${owner.toString(16)} stays: ${(e as Error).message}`);
+          })));
+        }
+        dropped += refs.length;
+      }
+      this.progress = { vid, done: first + count, total: n };
+      await sleep(PAUSE_MS);
+    }
+    await s.cluster.notify({ t: 'vdi_reclaimed', vid });
+    log.info(`deleted VDI ${vid.toString(16)}: ${dropped} reference(s) dropped in ${Date.now() - started} ms`);
+  }
+}

@@ -440,14 +440,25 @@ async function readPeer(s: Sheep, h: RequestHeader): Promise<Reply> {
   if (h.flags & Flag.CMD_WILDCARD && !(await s.store.exists(o.oid))) return ok({ data: await s.store.staleRead(o.oid, o.offset, h.dataLength) });
   return ok({ data: await s.store.read(o.oid, o.offset, h.dataLength) });
 }
+/**
+ * A snapshot's data is read-only on the replicas too: a gateway that has
+ * not heard of a snapshot yet (its notice is on its way) must not write
+ * into it; every replica must agree to a write, so one that knows suffices.
+ */
+function checkWritable(s: Sheep, oid: bigint): void {
+  if (isDataObj(oid) && s.vdis.isSnapshot(oidToVid(oid))) fail(Res.READONLY);
+}
+
 async function writePeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   await checkPeerEpoch(s, h);
+  checkWritable(s, h.obj.oid);
   await s.store.write(h.obj.oid, h.obj.offset, data); // NO_OBJ if it is not here
   s.stats.peerWrite++;
   return ok();
 }
 async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   await checkPeerEpoch(s, h);
+  checkWritable(s, h.obj.oid);
   const size = s.gw.sizeOf(h.obj.oid);
   if (h.obj.offset + data.length > size) fail(Res.INVALID_PARMS);
   await s.store.create(h.obj.oid, size, h.obj.offset, data);

@@ -80,6 +80,8 @@ interface StateMsg extends ClusterMessage {
   throttle: { maxExecCount: number; queueWorkInterval: bigint; throttling: boolean };
   born?: [string, number][];
   recovered?: number;
+  /** Events after the joiner's own join that this state already reflects (a sender that took over sends it late). */
+  skip?: number;
 }
 
 export class Sheep implements PlacementView {
@@ -135,6 +137,12 @@ export class Sheep implements PlacementView {
   /** Foreign nodes (another cluster's data) that joined the group: never members. */
   private refused = new Set<string>();
   private joinSettled?: { resolve: () => void; reject: (e: Error) => void };
+  /** Events processed as a member, counted alike by every member from its own join on. */
+  private eventCount = 0;
+  /** Joiners waiting for the state: joiner -> the member that is to send it (nodeToString both). */
+  private stateOwed = new Map<string, string>();
+  /** eventCount at each joiner's join. */
+  private joinedAt = new Map<string, number>();
   private aliveTimer?: NodeJS.Timeout;
   private historyFetch?: Promise<void>;
 
@@ -439,12 +447,24 @@ export class Sheep implements PlacementView {
         this.joining = false;
         this.ready = true;
         this.settleJoin();
+        // what the state already reflects is not applied again
+        this.held.splice(0, st.skip ?? 0);
+        for (const h of this.held.splice(0)) await this.onEvent(h);
+      } else if (e.type === 'leave' && e.members.length && this.isSelf(e.members[0])) {
+        // every member older than us left before telling us how things stand
+        // (dead instances a restarted cluster's driver still listed): we are
+        // the oldest now, and our own disk is the cluster's state
+        log.notice('the members older than this node left before it got the cluster state: it starts the cluster from its own state');
+        this.held.push(e);
+        this.joining = false;
+        await this.startAsFirst();
         for (const h of this.held.splice(0)) await this.onEvent(h);
       } else {
         this.held.push(e);
       }
       return;
     }
+    this.eventCount++;
     switch (e.type) {
       case 'join': return this.onJoin(e.node, e.info as JoinInfo, this.admitted(e.members));
       case 'leave': {
@@ -484,26 +504,16 @@ export class Sheep implements PlacementView {
         this.status = 'wait_join';
         return;
       }
-      // first member: our own disk is the cluster's state
-      this.present = [node];
-      this.ready = true;
-      this.settleJoin();
-      if (!this.formatted) {
-        this.status = 'wait_format';
-        this.ring = new VnodeRing(this.withVnodes(this.present));
-      } else {
-        this.expected = this.epochs.get(this.epochNr)?.nodes ?? [];
-        this.status = 'wait_join';
-        await this.checkResume();
-      }
+      await this.startAsFirst();
       return;
     }
-    // Somebody else joined. The oldest member sends the state as of now.
+    // Somebody else joined. The oldest member sends the state as of now;
+    // everyone remembers who owes it, in case that one dies first.
+    const jk = nodeToString(node);
     const oldest = members.find((m) => !sameNode(m, node));
-    if (oldest && this.isSelf(oldest)) {
-      const st = this.captureState(node);
-      this.cluster.notify(st).catch((err) => log.err(`cannot send state to joiner: ${err}`));
-    }
+    this.joinedAt.set(jk, this.eventCount);
+    if (oldest) this.stateOwed.set(jk, nodeToString(oldest));
+    if (oldest && this.isSelf(oldest)) this.sendState(node);
     const why = this.foreign(info.config);
     if (why) {
       this.refused.add(nodeToString(node));
@@ -511,6 +521,26 @@ export class Sheep implements PlacementView {
       return;
     }
     await this.applyJoin(node, info, members);
+  }
+
+  /** The first member (or the oldest left): our own disk is the cluster's state. */
+  private async startAsFirst(): Promise<void> {
+    this.present = [this.selfNode];
+    this.ready = true;
+    this.settleJoin();
+    if (!this.formatted) {
+      this.status = 'wait_format';
+      this.ring = new VnodeRing(this.withVnodes(this.present));
+    } else {
+      this.expected = this.epochs.get(this.epochNr)?.nodes ?? [];
+      this.status = 'wait_join';
+      await this.checkResume();
+    }
+  }
+
+  private sendState(to: SdNode): void {
+    const st = this.captureState(to);
+    this.cluster.notify(st).catch((err) => log.err(`cannot send state to joiner: ${err}`));
   }
 
   /** Everyone, joiner included, runs this for a join. */
@@ -597,6 +627,22 @@ export class Sheep implements PlacementView {
 
   private async onLeave(node: SdNode, members: SdNode[]): Promise<void> {
     this.present = members;
+    // a joiner that left is owed nothing; one whose state was owed by the
+    // member that left gets it from the oldest member that is no joiner
+    const gone = nodeToString(node);
+    this.stateOwed.delete(gone);
+    this.joinedAt.delete(gone);
+    for (const [jk, owner] of this.stateOwed) {
+      if (owner !== gone) continue;
+      const next = members.find((m) => nodeToString(m) !== jk && !this.stateOwed.has(nodeToString(m)));
+      if (!next) continue; // the joiner will find itself the oldest
+      this.stateOwed.set(jk, nodeToString(next));
+      const joiner = members.find((m) => nodeToString(m) === jk);
+      if (this.isSelf(next) && joiner) {
+        log.info(`${gone} left before sending the cluster state to ${jk}: sending it`);
+        this.sendState(joiner);
+      }
+    }
     this.peers.drop(node);
     this.lockQueue = this.lockQueue.filter((l) => !sameNode(l.node, node));
     this.checkLockHead();
@@ -618,6 +664,7 @@ export class Sheep implements PlacementView {
       deleted: [...this.vdis.deleted.setBits()], vdiStates, lockQueue: [...this.lockQueue],
       recoveryDone: [...this.recoveryDone], recoveryComplete: [...this.recoveryComplete], throttle: { ...this.recoveryThrottle },
       born: [...this.bornOf, [nodeToString(this.selfNode), this.born]], recovered: this.recoveredEpoch,
+      skip: this.eventCount - (this.joinedAt.get(nodeToString(to)) ?? this.eventCount),
     };
   }
 
@@ -711,6 +758,8 @@ export class Sheep implements PlacementView {
   private async onMessage(m: ClusterMessage, from: SdNode): Promise<void> {
     switch (m.t) {
       case 'state':
+        this.stateOwed.delete(nodeToString((m as StateMsg).to));
+        this.joinedAt.delete(nodeToString((m as StateMsg).to));
         return; // for a joiner; handled before it is running
       case 'vdi_add':
       case 'vdi_del':

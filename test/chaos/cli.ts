@@ -40,6 +40,7 @@ if (a.length) usage(`unexpected ${a.join(' ')}`);
 
 // a stray rejection in the harness is a bug of the harness: say where, do not die
 process.on('unhandledRejection', (e) => console.error(`chaos: unhandled rejection: ${(e as Error)?.stack ?? e}`));
+process.on('uncaughtException', (e) => console.error(`chaos: uncaught exception: ${(e as Error)?.stack ?? e}`));
 
 let bad = 0;
 for (let k = 0; k < runs; k++) {

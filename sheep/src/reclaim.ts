@@ -3,11 +3,10 @@
 // Deleting a VDI only marks it (DEL_VDI holds the cluster-wide lock for
 // milliseconds, whatever the VDI's size); its index still names its
 // objects, and every node's VDI table says it waits to be reclaimed. The
-// first member of the current epoch walks the indexes of such VDIs: a
-// batch of entries is cleared in the inode first, then the references
-// they held are dropped (objects no other VDI shares go). A crash between
-// the two leaves objects behind, never drops a reference twice; a restart,
-// or a new first member, goes on where the index says. Throttled: one
+// first member of the current epoch walks the indexes of such VDIs a batch
+// of entries at a time, dropping their references and clearing them in
+// the inode (see the order in reclaim()); a restart, or a new first
+// member, goes on where the index says. Throttled: one
 // batch at a time, a few references dropped at once, a pause between
 // batches, so that other VDIs' requests do not wait behind it.
 import { SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, sameNode, vidToVdiOid } from '@sheepdog/common';
@@ -78,9 +77,22 @@ export class Reclaimer {
         if (ino.dataVdiId[i]) refs.push([ino.dataVdiId[i], i, ino.grefGeneration[i], ino.grefCount[i]]);
       }
       if (refs.length) {
-        // the index first: a crash now leaks these objects, it cannot drop a reference twice.
-        // Only the span that holds something is rewritten: zeros over a hole would take
-        // space, and a delete must work on a full disk.
+        const drop = async (list: [number, number, number, number][]) => {
+          for (let i = 0; i < list.length; i += AT_ONCE) {
+            await Promise.all(list.slice(i, i + AT_ONCE).map(([owner, idx, gen, cnt]) => s.gw.decref(owner, idx, gen, cnt).catch((e) => {
+              log.warn(`reclaiming VDI ${vid.toString(16)}: object ${idx} of ${owner.toString(16)} stays: ${(e as Error).message}`);
+            })));
+          }
+        };
+        // An object nobody shares (generation and count 0) goes before its
+        // entry is cleared: removing it again after a crash is harmless. A
+        // shared one's reference is dropped after: a crash then leaks it,
+        // it can never drop a reference twice.
+        const unshared = refs.filter(([, , gen, cnt]) => gen === 0 && cnt === 0);
+        const shared = refs.filter(([, , gen, cnt]) => gen !== 0 || cnt !== 0);
+        await drop(unshared);
+        // Only the span that holds something is rewritten: zeros over a hole
+        // would take space, and a delete must work on a full disk.
         const inode = vidToVdiOid(vid);
         const lo = refs[0][1];
         const hi = refs[refs.length - 1][1] + 1;
@@ -94,11 +106,7 @@ export class Reclaimer {
           }
         }
         if (glo >= 0) await s.gw.rawWrite(inode, SD_INODE_GREF_OFFSET + 8 * glo, Buffer.alloc(8 * (ghi - glo)), copies);
-        for (let i = 0; i < refs.length; i += AT_ONCE) {
-          await Promise.all(refs.slice(i, i + AT_ONCE).map(([owner, idx, gen, cnt]) => s.gw.decref(owner, idx, gen, cnt).catch((e) => {
-            log.warn(`reclaiming VDI ${vid.toString(16)}: object ${idx} of ${owner.toString(16)} stays: ${(e as Error).message}`);
-          })));
-        }
+        await drop(shared);
         dropped += refs.length;
       }
       this.progress = { vid, done: first + count, total: n };

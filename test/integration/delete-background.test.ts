@@ -46,7 +46,10 @@ describe('VDI deletion in the background', () => {
     const leftAtCrash = await objects(s, vid);
     expect(leftAtCrash).toBeGreaterThan(0);
     s = await startSheep({ dir, port, args: ['-n'] });
-    await waitFor(async () => (await objects(s, vid)) === 0, 120_000, 'every object reclaimed');
+    await waitFor(async () => (await objects(s, vid)) === 0, 120_000, 'every object reclaimed').catch(async (e) => {
+      console.log((await fsp.readFile(path.join(dir, 'sheep.log'), 'utf8')).split('\n').filter((l) => !l.includes('cluster event')).slice(-40).join('\n'));
+      throw e;
+    });
     const log = await fsp.readFile(path.join(dir, 'sheep.log'), 'utf8');
     expect(log).toMatch(new RegExp(`deleted VDI ${vid.toString(16)}: \\d+ reference\\(s\\) dropped`));
     // and the other VDI is untouched

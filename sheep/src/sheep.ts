@@ -253,6 +253,8 @@ export class Sheep implements PlacementView {
       // writes in flight when we died may have reached some replicas only
       this.uncleanFrom = this.recoveredEpoch;
       this.suspectSince = crashedAt - 300_000;
+      const fixed = await this.store.rebuildSums(this.suspectSince);
+      if (fixed) log.notice(`${fixed} object(s) written when the last run died had checksums that did not cover their bytes yet: recomputed`);
       log.notice(`the last run did not stop cleanly: objects changed in its last minutes are compared with their other replicas`);
     }
     this.status = this.formatted ? 'wait_join' : 'wait_format';

@@ -122,8 +122,8 @@ describe('damaged object copies', () => {
     }
     // both copies are whole again, and the logs name them
     await waitFor(async () => (await fsp.stat(path.join(nodes[0].dir, 'obj', oidToHex(inode)))).size > 4 * MB, 20_000, 'the inode repaired');
-    await waitFor(async () => (await fsp.stat(path.join(nodes[1].dir, 'obj', oidToHex(obj)))).size === 4 * MB, 20_000, 'the object repaired');
-    expect((await fsp.readFile(path.join(nodes[1].dir, 'obj', oidToHex(obj)))).equals(data.subarray(4 * MB, 8 * MB))).toBe(true);
+    await waitFor(async () => (await fsp.stat(path.join(nodes[1].dir, 'obj', oidToHex(obj)))).size > 4 * MB, 20_000, 'the object repaired');
+    expect((await fsp.readFile(path.join(nodes[1].dir, 'obj', oidToHex(obj)))).subarray(0, 4 * MB).equals(data.subarray(4 * MB, 8 * MB))).toBe(true);
     expect(await fsp.readFile(path.join(nodes[0].dir, 'sheep.log'), 'utf8')).toMatch(new RegExp(`${oidToHex(inode)} is damaged`));
     expect(await fsp.readFile(path.join(nodes[1].dir, 'sheep.log'), 'utf8')).toMatch(new RegExp(`repaired ${oidToHex(obj)}`));
   }, 120_000);

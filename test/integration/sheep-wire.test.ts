@@ -330,7 +330,8 @@ describe('sheep formatted', () => {
     expect(ex.rsp.result).toBe(Res.SUCCESS);
     expect((await w.send({ opcode: Op.EXIST, obj: { oid: vidToDataOid(vid, 999) } })).rsp.result).toBe(Res.NO_OBJ);
     const h = await w.send({ opcode: Op.GET_HASH, obj: { oid, tgtEpoch: 1 } });
-    const body = await fsp.readFile(objFile(s, oid));
+    // the hash covers the object's bytes, not the block checksums after them
+    const body = (await fsp.readFile(objFile(s, oid))).subarray(0, 4 * MB);
     expect(h.rsp.hash.equals(createHash('sha1').update(body).digest())).toBe(true);
     const ids = Buffer.alloc(16);
     ids.writeBigUInt64LE(oid, 0);
@@ -369,7 +370,7 @@ describe('sheep formatted', () => {
     const fw = Buffer.alloc(16);
     fw[12] = 127; fw[15] = 1;
     expect((await w.send({ opcode: Op.REPAIR_REPLICA, epoch: 1, forw: { oid, addr: fw, port: s.port } })).rsp.result).toBe(Res.SUCCESS);
-    expect((await fsp.readFile(objFile(s, oid))).equals(body)).toBe(true);
+    expect((await fsp.readFile(objFile(s, oid))).subarray(0, 4 * MB).equals(body)).toBe(true);
   });
 
   it('changes copies and registers VDIs cluster-wide', async () => {

@@ -18,6 +18,20 @@ export interface FdEntry {
   ver?: number;
   /** A version change on its way to the disk: writes wait for it. */
   stamping?: Promise<void>;
+  /** The object's size as its checksums know it (0: a file without checksums; undefined: not read yet). */
+  size?: number;
+  /** Its block checksums (see checksums.ts), once read. */
+  sums?: Buffer;
+  sumsLoading?: Promise<void>;
+  /** Sums writes in flight may leave in a block (what each replaces and what it writes): reads accept them. */
+  inflight?: Map<number, number[]>;
+  /** Writes in flight, and who waits for none to be. */
+  writing?: number;
+  drained?: (() => void)[];
+  /** Writes that need a block's other bytes go one at a time, after the writes before them. */
+  partial?: Promise<void>;
+  /** Counts writes starting and ending (a read that saw it move reads again). */
+  gen?: number;
 }
 
 const closeQuietly = (fd: number) => fs.close(fd, () => undefined);
@@ -98,6 +112,13 @@ export class FdCache {
     return hit;
   }
 
+  /** The open entry of oid, if any, for synchronous use only (no reference taken). */
+  peekEntry(oid: bigint): FdEntry | undefined {
+    const e = this.map.get(oid);
+    if (e) e.used = true;
+    return e;
+  }
+
   /**
    * The open descriptor of oid, if there is one, for synchronous use only: no
    * reference is taken, so nothing may wait between this call and the I/O.
@@ -147,16 +168,18 @@ export class FdCache {
    * request.)
    */
   private evict(): void {
-    while (this.map.size > this.max) {
+    // An entry in use stays: a second entry for the same file would keep
+    // its own checksums and miss the first one's writes in flight.
+    for (let turns = 2 * this.map.size; this.map.size > this.max && turns > 0; turns--) {
       const [k, e] = this.map.entries().next().value as [bigint, FdEntry];
       this.map.delete(k);
-      if (e.used) {
+      if (e.used || e.refs > 0) {
         e.used = false;
         this.map.set(k, e);
         continue;
       }
       e.dead = true;
-      if (e.refs === 0) closeQuietly(e.fd);
+      closeQuietly(e.fd);
     }
   }
 

@@ -38,6 +38,10 @@ export interface FileIOAddon {
   getVersion(file: string | number): number;
   /** 0, or -errno. */
   setVersion(file: string | number, version: number): number;
+  /** The object's size kept beside the version (0: the file carries no checksums), or -errno. */
+  getObjectSize(file: string | number): number;
+  /** Version and object size together; 0, or -errno. */
+  setMeta(file: string | number, version: number, size: number): number;
 }
 
 export const FILEIO_ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/fileio/build/Release/fileio.node');
@@ -69,7 +73,7 @@ export const fileio = load();
  * addon is needed for them whatever SHEEP_NATIVE_IO says (recovery's safety
  * rests on versions, so a sheep without them refuses to start).
  */
-export const versionIO: Pick<FileIOAddon, 'getVersion' | 'setVersion'> | undefined = addon;
+export const versionIO: Pick<FileIOAddon, 'getVersion' | 'setVersion' | 'getObjectSize' | 'setMeta'> | undefined = addon;
 export const versionIOMissing = (): string => why;
 
 /**

@@ -17,6 +17,33 @@ import { WriteQueue } from './writequeue.js';
 import { syncPool } from './syncpool.js';
 import { tryReadNow, PipeSource, chunkRoom, versionIO, versionIOMissing } from './fileio.js';
 import { RecentWrites } from './recent.js';
+import { SUM_BLOCK, sumBytes, sumsOf, blockSum, firstBad } from './checksums.js';
+
+/** SHEEP_CHECKSUMS=0: new objects carry no block checksums (and large NBD writes are spliced again). */
+const CHECKSUMS = process.env.SHEEP_CHECKSUMS !== '0';
+
+/** sumsOf over data placed at off of a size-byte object, in slices that let other work in between. */
+async function sumsOfLater(data: Buffer, off: number, size: number): Promise<Buffer> {
+  if (off === 0 && data.length <= 1 << 20) return sumsOf(data, size);
+  const sums = Buffer.alloc(sumBytes(size));
+  const STEP = 256 * SUM_BLOCK; // 1 MiB of CRC at a time (about 0.3 ms here)
+  const blk = Buffer.alloc(SUM_BLOCK);
+  for (let pos = 0; pos < size; pos += SUM_BLOCK) {
+    const n = Math.min(SUM_BLOCK, size - pos);
+    let s: number;
+    if (pos >= off && pos + n <= off + data.length) s = blockSum(data, pos - off, n);
+    else {
+      blk.fill(0);
+      const from = Math.max(off, pos);
+      const to = Math.min(off + data.length, pos + n);
+      if (to > from) data.copy(blk, from - pos, from - off, to - off);
+      s = blockSum(blk, 0, n);
+    }
+    sums.writeUInt32LE(s, 4 * (pos / SUM_BLOCK));
+    if (pos % STEP === STEP - SUM_BLOCK) await new Promise((r) => setImmediate(r));
+  }
+  return sums;
+}
 
 export class PlainStore implements ObjectStore {
   readonly name: string = 'plain';
@@ -49,15 +76,71 @@ export class PlainStore implements ObjectStore {
 
   async read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer> {
     const buf = into ?? Buffer.allocUnsafe(len);
-    let got: number;
+    let bad: string | undefined;
     try {
-      got = await this.fds.use(oid, (fd) => preadFull(fd, buf, 0, len, off));
+      bad = await this.fds.use(oid, async (fd, e) => {
+        for (let tries = 0; ; tries++) {
+          // a write that starts and ends while we read makes our bytes older
+          // than the sums we check them against: read again
+          const gen = e.gen ?? 0;
+          const got = await preadFull(fd, buf, 0, len, off);
+          // every object file is created at its full size: a short one lost its end
+          if (got < len) return `the file ends at ${off + got}, before byte ${off + len} of the object`;
+          const why = await this.verify(e, fd, buf, off, len);
+          if (!why || tries === 3 || (e.gen ?? 0) === gen) return why;
+        }
+      });
     } catch (e) {
       throw this.mapErr(e);
     }
-    // every object file is created at its full size: a short one lost its end
-    if (got < len) throw this.damaged(oid, `the file ends at ${off + got}, before byte ${off + len} of the object`);
+    if (bad) throw this.damaged(oid, bad);
     return buf;
+  }
+
+  /** Read e's size and checksums, once. */
+  private loadSums(e: FdEntry): Promise<void> | undefined {
+    if (e.size !== undefined) return undefined;
+    e.sumsLoading ??= (async () => {
+      const size = versionIO!.getObjectSize(e.fd);
+      if (size <= 0) {
+        e.size = 0;
+        return;
+      }
+      const sums = Buffer.alloc(sumBytes(size));
+      const got = await preadFull(e.fd, sums, 0, sums.length, size);
+      if (got < sums.length) sums.fill(0, got); // a cut trailer: those blocks go unchecked (the data read says the rest)
+      e.sums = sums;
+      e.size = size;
+    })().finally(() => { e.sumsLoading = undefined; });
+    return e.sumsLoading;
+  }
+
+  /** Why the len bytes buf holds from off are not what e's checksums say (undefined: they are). */
+  private async verify(e: FdEntry, fd: number, buf: Buffer, off: number, len: number): Promise<string | undefined> {
+    const loading = this.loadSums(e);
+    if (loading) await loading;
+    const size = e.size!;
+    if (!size || !e.sums || len === 0) return undefined;
+    const sums = e.sums;
+    const accept = e.inflight?.size ? (b: number, sum: number) => !!e.inflight!.get(b)?.includes(sum) : undefined;
+    const first = Math.floor(off / SUM_BLOCK);
+    const last = Math.floor((off + len - 1) / SUM_BLOCK);
+    const tmp = (off % SUM_BLOCK || ((off + len) % SUM_BLOCK && off + len < size)) ? Buffer.allocUnsafe(SUM_BLOCK) : undefined;
+    for (let b = first; b <= last; b++) {
+      const pos = b * SUM_BLOCK;
+      const n = Math.min(SUM_BLOCK, size - pos);
+      let bad: number;
+      if (pos >= off && pos + n <= off + len) {
+        bad = firstBad(sums, size, buf, pos - off, pos, n, accept);
+      } else {
+        // the read covers part of the block: the rest comes from the file (the page cache, mostly)
+        const got = await preadFull(fd, tmp!, 0, n, pos);
+        if (got < n) return `the file ends at ${pos + got}, in block ${b}`;
+        bad = firstBad(sums, size, tmp!, 0, pos, n, accept);
+      }
+      if (bad >= 0) return `block ${bad} (bytes ${bad * SUM_BLOCK}-${bad * SUM_BLOCK + SUM_BLOCK - 1}) does not match its checksum`;
+    }
+    return undefined;
   }
 
   /** Called with an object whose copy here is damaged (the node repairs it from another replica). */
@@ -71,9 +154,17 @@ export class PlainStore implements ObjectStore {
   }
 
   readCached(oid: bigint, off: number, len: number, into: Buffer, at: number): boolean {
-    const fd = this.fds.peek(oid);
+    const e = this.fds.peekEntry(oid);
+    // checksums not read yet, or a read of part of a block: read() does those
+    if (e === undefined || e.size === undefined) return false;
+    const size = e.size;
+    if (size && (off % SUM_BLOCK || ((off + len) % SUM_BLOCK && off + len < size))) return false;
     // a short read may be a page not cached or the end of the file: read() tells them apart
-    return fd !== undefined && tryReadNow(fd, into, at, len, off) === len;
+    if (tryReadNow(e.fd, into, at, len, off) !== len) return false;
+    if (!size || !e.sums) return true;
+    const accept = e.inflight?.size ? (b: number, sum: number) => !!e.inflight!.get(b)?.includes(sum) : undefined;
+    // a mismatch goes the long way, which reports and repairs it
+    return firstBad(e.sums, size, into, at, off, len, accept) < 0;
   }
 
   // Callbacks rather than async steps: this is every write's path, and each
@@ -103,9 +194,104 @@ export class PlainStore implements ObjectStore {
           // nothing to write: the object exists, and stays as it is
           this.fds.release(e!);
           resolve();
-        } else this.queueWrite(e!, data, off, resolve, reject, undefined, oid);
+        } else if (e!.size === 0) {
+          this.queueWrite(e!, data, off, resolve, reject, undefined, oid);
+        } else {
+          this.writeSummed(e!, oid, data, off).then(resolve, reject);
+        }
       });
     });
+  }
+
+  /**
+   * A write into a file with checksums: the sums of the blocks it touches
+   * go with it, in the same batch, synced with it. A write that covers part
+   * of a block needs the block's other bytes, so it waits for every write
+   * before it and goes alone; one of whole blocks waits only for such a
+   * write. Takes over the caller's reference to e.
+   */
+  private async writeSummed(e: FdEntry, oid: bigint, data: Buffer, off: number): Promise<void> {
+    try {
+      const loading = this.loadSums(e);
+      if (loading) await loading;
+    } catch (err) {
+      this.fds.release(e);
+      throw this.mapErr(err);
+    }
+    if (!e.size || !e.sums) return new Promise<void>((resolve, reject) => this.queueWrite(e, data, off, resolve, reject, undefined, oid));
+    const size = e.size;
+    const partial = (off % SUM_BLOCK !== 0) || ((off + data.length) % SUM_BLOCK !== 0 && off + data.length < size);
+    if (!partial && !e.partial) return this.writeBlocks(e, oid, data, off);
+    const run = (e.partial ?? Promise.resolve()).then(() => this.drain(e)).then(() => this.writeBlocks(e, oid, data, off));
+    const done: Promise<void> = run.then(() => undefined, () => undefined).then(() => { if (e.partial === done) e.partial = undefined; });
+    e.partial = done;
+    return run;
+  }
+
+  /** Resolves when no write is in flight on e. */
+  private drain(e: FdEntry): Promise<void> {
+    if (!e.writing) return Promise.resolve();
+    return new Promise((r) => (e.drained ??= []).push(r));
+  }
+
+  /** Compute the new sums of the blocks data touches, and write both (gives back e's reference). */
+  private async writeBlocks(e: FdEntry, oid: bigint, data: Buffer, off: number): Promise<void> {
+    const size = e.size!;
+    const sums = e.sums!;
+    const first = Math.floor(off / SUM_BLOCK);
+    const last = Math.floor((off + data.length - 1) / SUM_BLOCK);
+    const fresh: number[] = [];
+    try {
+      for (let b = first; b <= last; b++) {
+        const pos = b * SUM_BLOCK;
+        const n = Math.min(SUM_BLOCK, size - pos);
+        if (pos >= off && pos + n <= off + data.length) {
+          fresh.push(blockSum(data, pos - off, n));
+          continue;
+        }
+        // part of the block: its other bytes as they are now (no write is in flight: see writeSummed)
+        const blk = Buffer.alloc(n);
+        await preadFull(e.fd, blk, 0, n, pos);
+        const from = Math.max(off, pos);
+        data.copy(blk, from - pos, from - off, Math.min(off + data.length, pos + n) - off);
+        fresh.push(blockSum(blk, 0, n));
+      }
+    } catch (err) {
+      this.fds.release(e);
+      throw this.mapErr(err);
+    }
+    // while the write is in flight a read may find the old bytes or the new
+    const inflight = (e.inflight ??= new Map());
+    const added: [number, number, number][] = [];
+    for (let b = first; b <= last; b++) {
+      const was = sums.readUInt32LE(4 * b);
+      const now = fresh[b - first];
+      const l = inflight.get(b);
+      if (l) l.push(was, now); else inflight.set(b, [was, now]);
+      added.push([b, was, now]);
+      sums.writeUInt32LE(now, 4 * b);
+    }
+    e.writing = (e.writing ?? 0) + 1;
+    e.gen = (e.gen ?? 0) + 1;
+    const trailer = { data: Buffer.from(sums.subarray(4 * first, 4 * (last + 1))), off: size + 4 * first };
+    try {
+      await new Promise<void>((resolve, reject) => this.queueWrite(e, data, off, resolve, reject, undefined, oid, trailer));
+    } finally {
+      for (const [b, was, now] of added) {
+        const l = inflight.get(b);
+        if (!l) continue;
+        for (let i = 0; i + 1 < l.length; i += 2) {
+          if (l[i] === was && l[i + 1] === now) {
+            l.splice(i, 2);
+            break;
+          }
+        }
+        if (!l.length) inflight.delete(b);
+      }
+      e.writing--;
+      e.gen = (e.gen ?? 0) + 1;
+      if (!e.writing && e.drained) for (const r of e.drained.splice(0)) r();
+    }
   }
 
   /**
@@ -133,17 +319,21 @@ export class PlainStore implements ObjectStore {
   }
 
   /** Write data at off through e (whose reference this gives back), synced unless nosync. */
-  private queueWrite(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void, oid?: bigint): void {
+  private queueWrite(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void, oid?: bigint, also?: { data: Buffer; off: number }): void {
     if (oid !== undefined) this.recent.add(oid);
-    this.stamp(e, () => this.queueStamped(e, data, off, resolve, reject, written), (err) => {
+    this.stamp(e, () => this.queueStamped(e, data, off, resolve, reject, written, also), (err) => {
       written?.(false);
       this.fds.release(e);
       reject(err);
     });
   }
 
-  private queueStamped(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void): void {
-    this.writes.write(e.fd, data, off, (werr) => {
+  /** also: a second piece (the sums) that goes in the same batch and is synced with data. */
+  private queueStamped(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void, also?: { data: Buffer; off: number }): void {
+    let alsoErr: Error | null = null;
+    if (also) this.writes.write(e.fd, also.data, also.off, (werr) => { alsoErr = werr; });
+    this.writes.write(e.fd, data, off, (werr0) => {
+      const werr = werr0 ?? alsoErr;
       written?.(!werr);
       if (werr || this.nosync) {
         this.fds.release(e);
@@ -158,7 +348,8 @@ export class PlainStore implements ObjectStore {
 
   /** The object's file must be open already: a target is offered only when nothing need wait. */
   spliceTarget(oid: bigint, off: number, len: number): SpliceTarget | undefined {
-    if (this.held.has(oid)) return undefined;
+    // the bytes of a spliced payload never pass through memory, where their sums would be computed
+    if (CHECKSUMS || this.held.has(oid)) return undefined;
     const e = this.fds.acquireOpen(oid);
     if (!e) return undefined;
     const p = takePipe(len);
@@ -228,7 +419,15 @@ export class PlainStore implements ObjectStore {
         const { bytesWritten } = await fh.write(data, done, chunkRoom(off + done, data.length - done), off + done);
         done += bytesWritten;
       }
-      const r = versionIO!.setVersion(fh.fd, version);
+      let r: number;
+      if (CHECKSUMS) {
+        const sums = await sumsOfLater(data, off, size);
+        const { bytesWritten } = await fh.write(sums, 0, sums.length, size);
+        if (bytesWritten !== sums.length) throw new SheepdogError(Res.EIO, `short write of the checksums of ${oidToHex(oid)}`);
+        r = versionIO!.setMeta(fh.fd, version, size);
+      } else {
+        r = versionIO!.setVersion(fh.fd, version);
+      }
       if (r < 0) throw new SheepdogError(Res.EIO, `cannot set the version of ${oidToHex(oid)}: errno ${-r}`);
       if (!this.nosync) await syncPool.fsync(fh.fd);
       await fh.close();
@@ -277,6 +476,11 @@ export class PlainStore implements ObjectStore {
         if (got === n && mine.subarray(0, n).equals(want.subarray(0, n))) continue;
         await pwriteFull(fd, want.subarray(0, n), off).catch((err: Error) => { throw Object.assign(new Error(`patching ${oidToHex(oid)} at ${off}: ${err.message}`), { code: (err as NodeJS.ErrnoException).code }); });
       }
+      if (e.size) {
+        const sums = sumsOf(data, size);
+        await pwriteFull(fd, sums, size);
+        e.sums = sums;
+      }
       if (!this.nosync) await syncPool.fdatasync(fd);
       if (versionIO!.setVersion(fd, version) < 0) throw new SheepdogError(Res.EIO, `cannot set the version of ${oidToHex(oid)}`);
       e.ver = version;
@@ -305,6 +509,44 @@ export class PlainStore implements ObjectStore {
       }
     }
     return [...byOid.values()];
+  }
+
+  /**
+   * After a crash: a write's bytes and its block sums may not both have
+   * reached the disk. For the copies changed since ms, the sums are
+   * recomputed from the bytes (the replicas of those objects are compared
+   * and reconciled by recovery, see Sheep.copyRecords). Returns how many
+   * copies had sums to fix.
+   */
+  async rebuildSums(sinceMs: number): Promise<number> {
+    let fixed = 0;
+    for (const dir of [this.objDir, this.staleDir]) {
+      for (const f of await fsp.readdir(dir).catch(() => [] as string[])) {
+        if (!/^[0-9a-f]{16}$/.test(f)) continue;
+        const file = path.join(dir, f);
+        try {
+          if ((await fsp.stat(file)).mtimeMs < sinceMs) continue;
+          const fh = await fsp.open(file, 'r+');
+          try {
+            const size = versionIO!.getObjectSize(fh.fd);
+            if (size <= 0) continue;
+            const data = Buffer.alloc(size);
+            const got = await preadFull(fh.fd, data, 0, size, 0);
+            if (got < size) continue; // cut short: damaged, not torn; reads will say so
+            const want = await sumsOfLater(data, 0, size);
+            const have = Buffer.alloc(want.length);
+            await preadFull(fh.fd, have, 0, have.length, size);
+            if (have.equals(want)) continue;
+            await pwriteFull(fh.fd, want, size);
+            if (!this.nosync) await syncPool.fdatasync(fh.fd);
+            fixed++;
+          } finally {
+            await fh.close();
+          }
+        } catch { /* removed meanwhile */ }
+      }
+    }
+    return fixed;
   }
 
   /** Whether a copy (live, or the one set aside) was modified at or after the time ms. */
@@ -340,12 +582,18 @@ export class PlainStore implements ObjectStore {
   async readCopy(oid: bigint, size: number, anyCopy: boolean): Promise<{ data: Buffer; version: number; stale: boolean }> {
     const which = this.bestCopy(oid);
     if (which === 'live' || (which === 'stale' && !anyCopy && this.fileVersion(this.p(oid)) !== undefined)) {
-      return this.fds.use(oid, async (fd) => {
+      return this.fds.use(oid, async (fd, e) => {
         // a write raises the version before its bytes land: read the version first
         const v = versionIO!.getVersion(fd);
         const data = Buffer.alloc(size);
-        const got = await preadFull(fd, data, 0, size, 0);
-        if (got < size) throw this.damaged(oid, `the file ends at ${got}, before the object's ${size} bytes`);
+        for (let tries = 0; ; tries++) {
+          const gen = e.gen ?? 0;
+          const got = await preadFull(fd, data, 0, size, 0);
+          if (got < size) throw this.damaged(oid, `the file ends at ${got}, before the object's ${size} bytes`);
+          const bad = await this.verify(e, fd, data, 0, size);
+          if (!bad) break;
+          if (tries === 3 || (e.gen ?? 0) === gen) throw this.damaged(oid, bad);
+        }
         return { data, version: v > 0 ? v : 0, stale: false };
       }).catch((err) => { throw this.mapErr(err); });
     }
@@ -417,15 +665,18 @@ export class PlainStore implements ObjectStore {
     return this.hashFile(this.p(oid));
   }
 
+  /** SHA-1 of a copy's bytes (not of the checksums after them). */
   private async hashFile(file: string): Promise<Buffer> {
     const h = createHash('sha1');
     try {
       const fh = await fsp.open(file, 'r');
       try {
         const buf = Buffer.allocUnsafe(1 << 20);
+        const size = versionIO!.getObjectSize(fh.fd);
+        const end = size > 0 ? size : Infinity;
         let pos = 0;
         for (;;) {
-          const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+          const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
           if (!bytesRead) break;
           h.update(buf.subarray(0, bytesRead));
           pos += bytesRead;

@@ -48,6 +48,8 @@ export interface ObjectStore {
   createFull(oid: bigint, size: number, data: Buffer, version?: number): Promise<void>;
   /** Every copy held here, live and set aside, with versions. */
   copies(): Promise<ObjectCopy[]>;
+  /** Recompute the block sums of the copies changed since ms (after a crash); how many were off. */
+  rebuildSums(sinceMs: number): Promise<number>;
   /** Whether a copy (live, or set aside) was modified at or after the time ms. */
   changedSince(oid: bigint, stale: boolean, ms: number): Promise<boolean>;
   /** Remove the copy set aside, if any. */

@@ -4,8 +4,14 @@
 // is set on a new object's temporary file before the rename that publishes
 // it, so a copy and its version appear and move together.
 //
+// The attribute may carry, after the version, the object's size (a u32):
+// then the file holds the object's bytes and, from that offset on, its
+// block checksums (see store/checksums.ts).
+//
 // getVersion(pathOrFd) -> version (0: the file has none), or -errno
-// setVersion(pathOrFd, version) -> 0, or -errno
+// setVersion(pathOrFd, version) -> 0, or -errno (the size, if any, kept)
+// getObjectSize(pathOrFd) -> size (0: no checksums), or -errno
+// setMeta(pathOrFd, version, size) -> 0, or -errno
 //   Plain syscalls on cached inodes: cheap enough for the loop. A version
 //   reaches the disk with the file's next fsync (not fdatasync).
 #include <node_api.h>
@@ -35,35 +41,60 @@ static napi_value num(napi_env env, int64_t n) {
   return r;
 }
 
-static napi_value get_version(napi_env env, napi_callback_info info) {
+static ssize_t read_attr(int fd, const char *path, uint8_t *b, size_t cap) {
+  return fd >= 0 ? fgetxattr(fd, NAME, b, cap) : getxattr(path, NAME, b, cap);
+}
+
+static uint32_t u32(const uint8_t *b) {
+  return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static void put32(uint8_t *b, uint32_t v) {
+  b[0] = v & 0xff; b[1] = (v >> 8) & 0xff; b[2] = (v >> 16) & 0xff; b[3] = (v >> 24) & 0xff;
+}
+
+static napi_value get_field(napi_env env, napi_callback_info info, int which) {
   size_t argc = 1;
   napi_value argv[1];
   int fd;
   char path[4096];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || target(env, argv[0], &fd, path, sizeof path)) {
-    napi_throw_type_error(env, NULL, "getVersion(path: string | fd: number)");
+    napi_throw_type_error(env, NULL, "expected (path: string | fd: number)");
     return NULL;
   }
-  uint8_t b[4];
-  ssize_t n = fd >= 0 ? fgetxattr(fd, NAME, b, sizeof b) : getxattr(path, NAME, b, sizeof b);
+  uint8_t b[8];
+  ssize_t n = read_attr(fd, path, b, sizeof b);
   if (n < 0) return num(env, errno == ENODATA ? 0 : -(int64_t)errno);
-  if (n != 4) return num(env, 0);
-  return num(env, (int64_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24));
+  if (which == 0) return num(env, n >= 4 ? u32(b) : 0);
+  return num(env, n >= 8 ? u32(b + 4) : 0);
 }
 
+static napi_value get_version(napi_env env, napi_callback_info info) { return get_field(env, info, 0); }
+static napi_value get_object_size(napi_env env, napi_callback_info info) { return get_field(env, info, 1); }
+
 static napi_value set_version(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   int fd;
   char path[4096];
-  uint32_t v;
+  uint32_t v, size = 0;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || target(env, argv[0], &fd, path, sizeof path) ||
-      napi_get_value_uint32(env, argv[1], &v) != napi_ok) {
-    napi_throw_type_error(env, NULL, "setVersion(path: string | fd: number, version: number)");
+      napi_get_value_uint32(env, argv[1], &v) != napi_ok || (argc > 2 && napi_get_value_uint32(env, argv[2], &size) != napi_ok)) {
+    napi_throw_type_error(env, NULL, "setVersion(path | fd, version) / setMeta(path | fd, version, size)");
     return NULL;
   }
-  uint8_t b[4] = { v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, (v >> 24) & 0xff };
-  int r = fd >= 0 ? fsetxattr(fd, NAME, b, sizeof b, 0) : setxattr(path, NAME, b, sizeof b, 0);
+  uint8_t b[8];
+  size_t len = 4;
+  if (argc > 2) {
+    len = 8;
+  } else {
+    // keep the size a checksummed object carries
+    ssize_t n = read_attr(fd, path, b, sizeof b);
+    if (n >= 8) { len = 8; size = u32(b + 4); }
+  }
+  put32(b, v);
+  put32(b + 4, size);
+  int r = fd >= 0 ? fsetxattr(fd, NAME, b, len, 0) : setxattr(path, NAME, b, len, 0);
   return num(env, r < 0 ? -(int64_t)errno : 0);
 }
 
@@ -71,6 +102,8 @@ void xattr_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "getVersion", NULL, get_version, NULL, NULL, NULL, napi_default, NULL },
     { "setVersion", NULL, set_version, NULL, NULL, NULL, napi_default, NULL },
+    { "setMeta", NULL, set_version, NULL, NULL, NULL, napi_default, NULL },
+    { "getObjectSize", NULL, get_object_size, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

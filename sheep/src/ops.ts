@@ -621,7 +621,7 @@ export async function execute(s: Sheep, h: RequestHeader, data: Buffer, from?: R
     return await def.handler(s, h, data);
   } catch (e) {
     if (e instanceof SheepdogError) {
-      if (e.result === Res.HALT) log.debug(`${def.name} ${h.obj.oid.toString(16)}: ${e.message}`);
+      if (e.result === Res.HALT || (e.result === Res.NO_OBJ && def.kind === 'gateway')) log.debug(`${def.name} ${h.obj.oid.toString(16)}: ${e.message}`);
       return { result: e.result };
     }
     log.err(`${def.name} failed: ${(e as Error).stack ?? e}`);

@@ -347,7 +347,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       vio = await openVdi(c, v.name, { cacheFlags: Flag.CMD_DIRECT });
     } catch (e) {
       c.close();
-      throw e;
+      throw annotate(e, 'open');
     }
     const budget = 20 + rng.int(80);
     try {
@@ -359,7 +359,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           if (!r) continue;
           const [off, len] = r;
           hold(v, off, len, true);
-          inflight.push(vio.read(off, len).then((d) => { reads++; checkRead(v, v.model, off, d, `read via ${n.port}`); }).finally(() => hold(v, off, len, false)));
+          inflight.push(vio.read(off, len).then((d) => { reads++; checkRead(v, v.model, off, d, `read via ${n.port}`); }, (e) => { throw annotate(e, `read ${off}+${len}`); }).finally(() => hold(v, off, len, false)));
         } else {
           const r = pickRange(v);
           if (!r) continue;
@@ -368,7 +368,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           hold(v, off, len, true);
           v.model.begin(off, len, id);
           writes++;
-          inflight.push(vio.write(off, payload(id, off, len)).then(() => { acked++; v.model.ack(off, len, id); }).finally(() => hold(v, off, len, false)));
+          inflight.push(vio.write(off, payload(id, off, len)).then(() => { acked++; v.model.ack(off, len, id); }, (e) => { throw annotate(e, `write ${off}+${len} (object ${Math.floor(off / (4 * MB))})`); }).finally(() => hold(v, off, len, false)));
         }
         if (inflight.length >= 4) {
           await settled(inflight);
@@ -665,6 +665,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   return {
     seed: o.seed, driver: o.driver, nodes: nNodes, copies, zones: zonesNr, writes, acked, reads, checkedBytes, faults, adminOps, findings, logFile, outDir,
   };
+}
+
+/** The same error, its message saying what was being done (a SheepdogError keeps its result). */
+function annotate(e: unknown, what: string): unknown {
+  if (e instanceof Error) e.message = `${what}: ${e.message}`;
+  return e;
 }
 
 /** Promise.all that waits for every promise before it rejects (none is left unobserved). */

@@ -97,6 +97,10 @@ export const Op = {
   FETCH_OBJ: 0xe1,
   /** Which of the (oid, version) records in the payload this node holds as current copies, at that version or newer. */
   CHECK_HELD: 0xe2,
+  /** Start a scrub of this node's copies: obj.oid = a VDI id (0: all), obj.offset = MB/s (0: the default). */
+  SCRUB: 0xe4,
+  /** This node's scrub status, as JSON (see sheep/src/scrub.ts ScrubStatus). */
+  SCRUB_STATUS: 0xe5,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

@@ -15,6 +15,7 @@ import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
 import { fileioStatus } from './store/fileio.js';
 import { INVOKED_AS_ENV, invokedAs, stderrIsJournal } from '@sheepdog/common';
 import { enableMetrics, SheepMetrics } from './metrics.js';
+import { DEFAULT_SCRUB_RATE } from './scrub.js';
 import { NodeBudget, DEFAULT_BUDGET, peerReserve } from './budget.js';
 import { AdminAllow } from './access.js';
 import { DEFAULT_GUARD } from './guard.js';
@@ -38,6 +39,8 @@ interface Parsed {
   gateway: boolean;
   nbd?: { host?: string; port: number };
   metrics?: { host?: string; port: number };
+  scrubInterval: number;
+  scrubRate: number;
   cache?: { sizeMB: number; dir?: string; directio: boolean };
   connBudget: number;
   nodeBudget: number;
@@ -97,6 +100,8 @@ export function parseArgs(argv: string[]): Parsed {
     })
     .option('--nbd <[addr:]port>', 'also serve VDIs over NBD on this port (e.g. 10809 or 127.0.0.1:10809); export NAME = VDI, NAME:SNAPID or NAME:TAG = snapshot (read-only)', parseListenOpt('NBD'))
     .option('--metrics <[addr:]port>', 'serve Prometheus metrics over HTTP at /metrics on this port (e.g. 9760 or 127.0.0.1:9760)', parseListenOpt('metrics'))
+    .option('--scrub-interval <seconds>', 'read and check every copy this node holds, and compare it with its other replicas, every this many seconds (default 604800, a week; 0: only when collie cluster scrub asks)', parseIntOpt('scrub interval', 0, 365 * 86400), 7 * 86400)
+    .option('--scrub-rate <MB/s>', `how fast a scrub reads (default ${DEFAULT_SCRUB_RATE})`, parseIntOpt('scrub rate', 1, 100_000), DEFAULT_SCRUB_RATE)
     .option('--conn-budget <size>', `memory one connection may hold in request payloads and unsent replies (default ${DEFAULT_BUDGET.conn >> 20}M); a request larger than this is refused`, parseSizeOpt('connection budget', 4 << 20), DEFAULT_BUDGET.conn)
     .option('--node-budget <size>', `memory all connections together may hold (default ${DEFAULT_BUDGET.node >> 20}M, a quarter of it kept for replica traffic between sheep)`, parseSizeOpt('node budget', 16 << 20), DEFAULT_BUDGET.node)
     .option('--admin-allow <cidrs>', "addresses besides the cluster members that may send peer and admin requests: CIDR[,CIDR]..., 'loopback' (default) or 'none'", (v: string) => {
@@ -130,7 +135,7 @@ export function parseArgs(argv: string[]): Parsed {
     maxConnsPerAddr: o.maxConnsPerAddr, requestTimeoutMs: o.requestTimeout * 1000,
     dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
     foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
-    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, metrics: o.metrics, cache: o.cache,
+    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, metrics: o.metrics, cache: o.cache, scrubInterval: o.scrubInterval, scrubRate: o.scrubRate,
   };
 }
 
@@ -233,6 +238,7 @@ export async function main(argv: string[]): Promise<number> {
       await nbd.listen(p.nbd.host ?? p.bindaddr, p.nbd.port);
     }
     if (p.metrics) await metricsServer!.listen(p.metrics.host ?? p.bindaddr, p.metrics.port);
+    sheep.scrubber.every(p.scrubInterval, p.scrubRate);
   } catch (e) {
     const msg = `failed to start: ${(e as Error).message}`;
     log.err(msg);

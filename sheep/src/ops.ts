@@ -294,7 +294,23 @@ async function getHash(s: Sheep, h: RequestHeader): Promise<Reply> {
   // WILDCARD: the best copy, which may be one set aside (recovery compares those too)
   const stale = (h.flags & Flag.CMD_WILDCARD) !== 0 && s.store.bestCopy(h.obj.oid) === 'stale';
   const digest = stale ? await s.store.staleSha1(h.obj.oid) : await s.store.sha1(h.obj.oid);
-  return ok({ hash: digest });
+  // asked for 8 bytes (scrub): the live copy's version too; dog asks for none
+  let data: Buffer | undefined;
+  if (h.dataLength >= 8 && !stale) {
+    data = Buffer.alloc(8);
+    data.writeUInt32LE((await s.store.versionOf(h.obj.oid)) ?? 0, 0);
+  }
+  return ok({ hash: digest, data });
+}
+
+async function scrub(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const vid = Number(h.obj.oid & 0xffffffn);
+  s.scrubber.start(h.obj.offset, vid);
+  return ok();
+}
+
+async function scrubStatus(s: Sheep): Promise<Reply> {
+  return ok({ data: Buffer.from(JSON.stringify(s.scrubber.status)) });
 }
 
 async function stat(s: Sheep): Promise<Reply> {
@@ -601,6 +617,8 @@ export const OPS = new Map<number, OpDef>([
   [Op.OBJ_COPIES, { name: 'OBJ_COPIES', kind: 'peer', handler: objCopies }],
   [Op.FETCH_OBJ, { name: 'FETCH_OBJ', kind: 'peer', handler: fetchObj }],
   [Op.CHECK_HELD, { name: 'CHECK_HELD', kind: 'peer', handler: checkHeld }],
+  [Op.SCRUB, { name: 'SCRUB', kind: 'local', handler: scrub }],
+  [Op.SCRUB_STATUS, { name: 'SCRUB_STATUS', kind: 'local', force: true, handler: scrubStatus }],
 ]);
 
 /** Fills in header-level checks and runs the handler; never throws. */

@@ -20,6 +20,7 @@ import { Gateway, PlacementView } from './gateway.js';
 import { PeerPool } from './peer.js';
 import { Recovery } from './recovery.js';
 import { Reclaimer } from './reclaim.js';
+import { Scrubber } from './scrub.js';
 import type { ObjectCache } from './cache/cache.js';
 import type { ClusterDriver, ClusterEvent, ClusterMessage } from './cluster/driver.js';
 import { log } from './log.js';
@@ -102,6 +103,7 @@ export class Sheep implements PlacementView {
   readonly gw: Gateway;
   readonly recovery: Recovery;
   readonly reclaimer: Reclaimer;
+  readonly scrubber: Scrubber;
   /** The object cache (sheep -w), when enabled. */
   cache?: ObjectCache;
   readonly stats: SdStat = emptyStat();
@@ -161,6 +163,7 @@ export class Sheep implements PlacementView {
     }));
     this.recovery = new Recovery(this);
     this.reclaimer = new Reclaimer(this);
+    this.scrubber = new Scrubber(this);
     this.store.onDamage = (oid, why) => this.recovery.repairDamaged(oid, why);
   }
 
@@ -935,6 +938,7 @@ export class Sheep implements PlacementView {
 
   async close(): Promise<void> {
     this.recovery.stop();
+    this.scrubber.stop();
     this.peers.closeAll();
     if (this.aliveTimer) clearInterval(this.aliveTimer);
     if (this.status === 'refused') {

@@ -164,7 +164,7 @@ export const RULES = new Map<number, Rule>([
   // disk lists (paths joined by commas); not supported here, but framed
   [Op.MD_PLUG, adm(64 * KiB, 0)],
   [Op.MD_UNPLUG, adm(64 * KiB, 0)],
-  [Op.GET_HASH, adm(0, 0)],
+  [Op.GET_HASH, adm(0, 8)],
   [Op.REWEIGHT, adm(0, 0)],
   [Op.STAT, pub(0, 120)],
   [Op.GET_LOGLEVEL, pub(0, 4)],
@@ -197,6 +197,8 @@ export const RULES = new Map<number, Rule>([
   [Op.OBJ_COPIES, adm(0, STATE_REPLY)],
   [Op.FETCH_OBJ, adm(0, MAX_PAYLOAD)],
   [Op.CHECK_HELD, adm(4 * MiB, 4 * MiB)],
+  [Op.SCRUB, adm(0, 0)],
+  [Op.SCRUB_STATUS, adm(0, 4096)],
 ]);
 
 /**

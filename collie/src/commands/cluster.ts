@@ -11,6 +11,7 @@ import { clusterInfoText } from '../format.js';
 import { scanVdis, isSnapshot } from '../scan.js';
 import { confirm } from './common.js';
 import { checkVdi } from './vdi.js';
+import { clusterScrub } from './scrub.js';
 import { BufferSink } from '../output.js';
 import { printJson, clusterInfoJson, vdiJson } from '../json.js';
 
@@ -25,6 +26,8 @@ export const clusterOptions: OptDef[] = [
   { ch: 'R', name: 'recycle-vid', hasArg: false, desc: 'enable recycling of deleted VDI ids' },
   { ch: 'F', name: 'avoid-diskfull', hasArg: false, desc: 'avoid recovery that could fill up disks' },
   { ch: 'l', name: 'lock', hasArg: false, desc: 'Lock vdi to exclude multiple users' },
+  { ch: 'i', name: 'vdi', hasArg: true, desc: 'scrub only the objects of this VDI' },
+  { ch: 'e', name: 'rate', hasArg: true, desc: 'scrub at most this many MB/s on each node' },
 ];
 
 function fail(msg: string, code = EXIT_FAILURE): never {
@@ -243,6 +246,7 @@ export const clusterCommands: SubCommand[] = [
   { name: 'reweight', opts: 'aph', desc: 'reweight the cluster', run: (c) => clusterReweight(c) },
   { name: 'check', opts: 'aph', desc: 'check and repair cluster', needNodeList: true, run: (c) => clusterCheck(c), json: true },
   { name: 'alter-copy', opts: 'aphcf', desc: "set the cluster's redundancy level", needNodeList: true, run: clusterAlterCopy },
+  { name: 'scrub', opts: 'aphrie', desc: 'read and check every copy, repair damaged ones and replicas that differ', needNodeList: true, run: clusterScrub, json: true },
 ];
 for (const c of clusterCommands) c.options = clusterOptions;
 

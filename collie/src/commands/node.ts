@@ -14,6 +14,7 @@ import {
 import { scanVdis, isSnapshot } from '../scan.js';
 import { renderBar } from '../progress.js';
 import { confirm } from './common.js';
+import { nodeScrubStatus } from './scrub.js';
 import { printJson, printJsonLine, nodeJson, statJson, recoveryJson, mdDiskJson, bytes, percent } from '../json.js';
 
 export const nodeOptions: OptDef[] = [
@@ -304,6 +305,10 @@ export const nodeCommands: SubCommand[] = [
     ],
   },
   { name: 'stat', opts: 'aprwh', desc: 'show stat information about the node', run: nodeStat, json: true },
+  {
+    name: 'scrub', opts: 'aprh', desc: 'show the scrub status of each node', needArg: true,
+    sub: [{ name: 'status', desc: 'show the current or last scrub of each node', needNodeList: true, run: (c) => nodeScrubStatus(c), json: true }],
+  },
   {
     name: 'log', opts: 'aph', desc: 'show or set log level of the node', needArg: true,
     sub: [

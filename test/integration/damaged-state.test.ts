@@ -209,3 +209,38 @@ describe('bit rot', () => {
     }
   }, 180_000);
 });
+
+describe('scrub', () => {
+  it('collie cluster scrub finds a damaged copy nobody reads, repairs it, and node scrub status says so', async () => {
+    const spec = `local:${uniqueClusterId()}`;
+    const nodes: SheepProc[] = [];
+    for (let i = 0; i < 3; i++) nodes.push(await startSheep({ cluster: spec, args: ['-z', String(i), '-n'] }));
+    await waitFor(async () => (await nodeList(nodes[0].port)).length === 3, 10_000, '3 members');
+    await formatCluster(nodes[0].port, 3);
+    const data = randomBytes(8 * MB);
+    const vid = await withWire(nodes[0].port, async (w) => {
+      const v = (await w.newVdi('quiet', 16n * BigInt(MB))).rsp.vdi.vdiId;
+      await w.writeVdi(v, 0, data);
+      return v;
+    });
+    const oid = vidToDataOid(vid, 1);
+    const file = path.join(nodes[2].dir, 'obj', oidToHex(oid));
+    const fh = await fsp.open(file, 'r+');
+    await fh.write(Buffer.from('rot'), 0, 3, 123_456);
+    await fh.close();
+    const r = await runCollie(['cluster', 'scrub', '--rate', '200'], { port: nodes[0].port });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Scrubbed \d+ object copies \([\d.]+ MB\): 1 damaged and repaired from another replica, 0 replica\(s\) that differed/m);
+    await waitFor(async () => (await fsp.readFile(file)).subarray(0, 4 * MB).equals(data.subarray(4 * MB)), 20_000, 'the copy repaired');
+    const st = await runCollie(['node', 'scrub', 'status', '-r'], { port: nodes[0].port });
+    expect(st.code).toBe(0);
+    const lines = st.stdout.trim().split('\n').map((l) => l.split(' '));
+    expect(lines.length).toBe(3);
+    for (const l of lines) expect(l[2]).toBe('done');
+    expect(lines.find((l) => l[1].endsWith(`:${nodes[2].port}`))![5]).toBe('1');
+    const js = JSON.parse((await runCollie(['node', 'scrub', 'status', '--json'], { port: nodes[0].port })).stdout);
+    expect(js.nodes.reduce((a: number, n: { damaged: number }) => a + n.damaged, 0)).toBe(1);
+    // a typo is a usage error
+    expect((await runCollie(['cluster', 'scrub', '--rate', 'fast'], { port: nodes[0].port })).code).toBe(64);
+  }, 120_000);
+});

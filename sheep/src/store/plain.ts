@@ -661,8 +661,12 @@ export class PlainStore implements ObjectStore {
     return { size: BigInt(sf.blocks) * BigInt(sf.bsize), free: BigInt(sf.bavail) * BigInt(sf.bsize) };
   }
 
-  sha1(oid: bigint): Promise<Buffer> {
-    return this.hashFile(this.p(oid));
+  /** SHA-1 of the live copy's bytes, which must pass their checksums (a damaged copy has no hash to compare). */
+  async sha1(oid: bigint): Promise<Buffer> {
+    const size = versionIO!.getObjectSize(this.p(oid));
+    if (size <= 0) return this.hashFile(this.p(oid));
+    const { data } = await this.readCopy(oid, size, false);
+    return createHash('sha1').update(data).digest();
   }
 
   /** SHA-1 of a copy's bytes (not of the checksums after them). */

@@ -121,7 +121,26 @@ export class Gateway implements ObjectIO {
 
   /** retrying() for a write into an existing object: NO_OBJ where the object may be away is HALT. */
   private retryingWrite(oid: bigint, fn: () => Promise<void>): Promise<void> {
-    return this.retrying(fn).catch((e) => { throw this.missing(oid, e); });
+    return this.retrying(async () => {
+      const ep = this.view.epoch();
+      try {
+        await fn();
+      } catch (e) {
+        throw this.outdated(ep, e);
+      }
+    }).catch((e) => { throw this.missing(oid, e); });
+  }
+
+  /**
+   * A NO_OBJ is an answer about the membership it was asked in: once the
+   * epoch has moved on (nodes that were away came back, say), whether the
+   * object may be elsewhere is a question for the new epoch, so it is asked again.
+   */
+  private outdated(ep: number, e: unknown): unknown {
+    if (e instanceof SheepdogError && e.result === Res.NO_OBJ && this.view.epoch() !== ep) {
+      return new SheepdogError(Res.OLD_NODE_VER, `the membership changed (epoch ${ep} -> ${this.view.epoch()}) while asking for an object`);
+    }
+    return e;
   }
 
   private async localRead(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer> {
@@ -221,6 +240,7 @@ export class Gateway implements ObjectIO {
   }
 
   private async readOnce(oid: bigint, off: number, len: number, copies?: number, into?: Buffer): Promise<Buffer> {
+    const ep = this.view.epoch();
     const targets = this.replicas(oid, copies);
     const local = targets.find((n) => this.isLocal(n));
     const order = local ? [local, ...targets.filter((n) => n !== local)] : shuffle(targets);
@@ -239,6 +259,7 @@ export class Gateway implements ObjectIO {
     // one replica's NO_OBJ is a real answer only if none has it, none
     // failed to say, and no newer copy can be on nodes that are away
     if (unsure) throw unsure;
+    if (this.view.epoch() !== ep) throw this.outdated(ep, lastErr);
     if (lastErr instanceof SheepdogError && lastErr.result === Res.NO_OBJ && this.view.mayBeAway(oid)) {
       throw new SheepdogError(Res.HALT, `no holder of ${oid.toString(16)} present has it, and its holders may be away`);
     }
@@ -275,6 +296,7 @@ export class Gateway implements ObjectIO {
       const ep = this.view.epoch();
       return settleAll(targets.length, (i) => (this.isLocal(targets[i]) ? this.store.write(oid, off, data) : this.peers.writePeer(targets[i], oid, off, data, ep)))
         .catch((e) => {
+          e = this.outdated(ep, e);
           if (!(e instanceof SheepdogError) || !RETRYABLE.includes(e.result)) throw this.missing(oid, e);
           return this.rawWriteRetrying(oid, off, data, copies);
         });

@@ -327,6 +327,9 @@ describe('data safety under churn', () => {
       }
     }).catch(() => undefined));
     await new Promise((r) => setTimeout(r, 1500));
+    // one replica falls behind (frozen: the writes to it stay in flight), then the whole cluster dies
+    c.slots[2].proc!.proc.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 400));
     for (const s of c.slots) s.proc!.proc.kill('SIGKILL');
     stop = true;
     await Promise.all(c.slots.map((s) => c.kill(s)));

@@ -301,12 +301,15 @@ export class Recovery {
           }
           if (mine && mine.version === src.version) {
             // the same version is the same bytes unless a failure split the replicas: compare
-            const r = await s.peers.call(src.node, { opcode: Op.GET_HASH, epoch: run.epoch, flags: src.stale ? Flag.CMD_WILDCARD : 0, obj: { oid, tgtEpoch: run.epoch } });
+            // WILDCARD even for a copy listed live: the holder may have set it
+            // aside since it was listed (its own recovery of this epoch), and the
+            // bytes are the same; the version check below refuses anything older
+            const r = await s.peers.call(src.node, { opcode: Op.GET_HASH, epoch: run.epoch, flags: Flag.CMD_WILDCARD, obj: { oid, tgtEpoch: run.epoch } });
             const have = mine.stale ? await s.store.staleSha1(oid) : await s.store.sha1(oid);
             if (r.rsp.hash.equals(have) && (!mine.stale || (await s.store.restoreStale(oid)))) return this.finish(run, oid);
           }
           const r = await s.peers.call(src.node, {
-            opcode: Op.FETCH_OBJ, epoch: run.epoch, flags: Flag.CMD_RECOVERY | (src.stale ? Flag.CMD_WILDCARD : 0), dataLength: size + 8, obj: { oid, tgtEpoch: run.epoch },
+            opcode: Op.FETCH_OBJ, epoch: run.epoch, flags: Flag.CMD_RECOVERY | Flag.CMD_WILDCARD, dataLength: size + 8, obj: { oid, tgtEpoch: run.epoch },
           });
           const got = decodeFetched(r.data);
           if (got.version < src.version) throw new Error(`copy at version ${got.version}, listed at ${src.version}`);

@@ -70,7 +70,24 @@ class MetadataReserve {
 
 const reserve = new MetadataReserve();
 
-async function writeAtomic(file: string, data: Buffer | string): Promise<void> {
+/** Per file, the write in progress: writes of one file run one after another, in the order asked. */
+const writing = new Map<string, Promise<void>>();
+
+/**
+ * Two writers of one file at once (a state message and a format applied
+ * back to back while joining) would share the temporary file, and the
+ * second rename would fail: writes of a file are queued instead.
+ */
+function writeAtomic(file: string, data: Buffer | string): Promise<void> {
+  const before = writing.get(file) ?? Promise.resolve();
+  const p = before.catch(() => undefined).then(() => writeAtomicReserved(file, data));
+  const tail = p.catch(() => undefined);
+  writing.set(file, tail);
+  void tail.then(() => { if (writing.get(file) === tail) writing.delete(file); });
+  return p;
+}
+
+async function writeAtomicReserved(file: string, data: Buffer | string): Promise<void> {
   try {
     await writeAtomicOnce(file, data);
   } catch (e) {

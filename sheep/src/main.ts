@@ -226,6 +226,7 @@ export async function main(argv: string[]): Promise<number> {
     process.exit(code);
   };
   sheep.onShutdown = (why) => void stop(why);
+  sheep.onFatal = (why) => void stop(why, 1);
   try {
     // before the listeners, so the first request is counted
     if (p.metrics) metricsServer = enableMetrics(sheep);

@@ -111,6 +111,8 @@ export class Sheep implements PlacementView {
   readonly integrity = { damaged: 0, repaired: 0 };
   recoveryThrottle = { maxExecCount: 0, queueWorkInterval: 0n, throttling: false };
   onShutdown?: (why: 'shutdown' | 'killed') => void;
+  /** This node cannot go on (a cluster event it could not apply): stop, unsuccessfully. */
+  onFatal?: (why: string) => void;
 
   private joining = false; // own join seen, waiting for the state message
   /** Our join is complete: we may take part in cluster operations. */
@@ -320,9 +322,23 @@ export class Sheep implements PlacementView {
     }
   }
 
-  saveVdis(): Promise<void> {
-    return this.cfg.saveVdiTable({ vdis: this.vdis.table() });
+  /**
+   * vdis.json is a copy of what the cluster knows (rebuilt from the inodes
+   * and the other members' tables if lost): failing to write it is logged
+   * and retried with the next change, not a reason to stop.
+   */
+  async saveVdis(): Promise<void> {
+    try {
+      await this.cfg.saveVdiTable({ vdis: this.vdis.table() });
+      if (this.vdisUnsaved) log.notice('the VDI table (vdis.json) is saved again');
+      this.vdisUnsaved = false;
+    } catch (e) {
+      if (!this.vdisUnsaved) log.warn(`cannot save the VDI table (vdis.json): ${(e as Error).message}; it is kept in memory and saved with the next change`);
+      this.vdisUnsaved = true;
+    }
   }
+
+  private vdisUnsaved = false;
 
   private saveState(): Promise<void> {
     return this.cfg.saveState({ born: this.born, recovered: this.recoveredEpoch });
@@ -433,7 +449,25 @@ export class Sheep implements PlacementView {
 
   // ---- the ordered event stream ----------------------------------------
 
+  /**
+   * Every member applies every event, in order, to keep one view of the
+   * cluster. One this node failed to apply (a write of its state failed,
+   * say) leaves its view different from the others': it leaves rather than
+   * serve by that view, and starts afresh from the cluster's state when
+   * restarted.
+   */
   private async onEvent(e: ClusterEvent): Promise<void> {
+    try {
+      await this.applyEvent(e);
+    } catch (err) {
+      const what = `${e.type}${e.type === 'message' ? ` ${e.msg.t}` : ''}`;
+      log.err(`cannot apply the cluster event ${what}: ${(err as Error).stack ?? err}; this node leaves the cluster`);
+      if (!this.onFatal) throw err;
+      this.onFatal(`cannot apply the cluster event ${what}: ${(err as Error).message}`);
+    }
+  }
+
+  private async applyEvent(e: ClusterEvent): Promise<void> {
     log.debug(`cluster event ${e.type} ${e.type === 'message' ? `${e.msg.t} from ${nodeToString(e.from)}` : nodeToString(e.node)}${this.joining ? ' (held: joining)' : ''}`);
     if (this.status === 'refused') return;
     if (this.joining) {

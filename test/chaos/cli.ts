@@ -1,6 +1,6 @@
 // npm run chaos -- --seed N --minutes M [--driver local|zookeeper] [--replay LOG] [--out DIR] [--quiet]
 // Exit status: 0 no finding, 1 findings (the seed and the log are printed), 64 usage.
-import { runChaos } from './sim.js';
+import { runChaos, running } from './sim.js';
 
 function usage(msg?: string): never {
   if (msg) console.error(`chaos: ${msg}`);
@@ -41,6 +41,14 @@ if (a.length) usage(`unexpected ${a.join(' ')}`);
 // a stray rejection in the harness is a bug of the harness: say where, do not die
 process.on('unhandledRejection', (e) => console.error(`chaos: unhandled rejection: ${(e as Error)?.stack ?? e}`));
 process.on('uncaughtException', (e) => console.error(`chaos: uncaught exception: ${(e as Error)?.stack ?? e}`));
+
+// stopped (a batch's timeout, ^C): the cluster goes with us
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    console.error(`chaos: ${sig}: stopping the cluster`);
+    void Promise.all([...running].map((c) => c().catch(() => undefined))).finally(() => process.exit(2));
+  });
+}
 
 let bad = 0;
 for (let k = 0; k < runs; k++) {

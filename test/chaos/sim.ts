@@ -170,6 +170,9 @@ class ZooKeeper {
   }
 }
 
+/** Cleanups of the runs in progress (the CLI runs them when it is stopped). */
+export const running = new Set<() => Promise<void>>();
+
 export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const rng = new Rng(o.seed);
   const frng = new Rng(o.seed ^ 0x5eed);
@@ -264,404 +267,426 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     }
   };
 
-  // ---- the cluster ---------------------------------------------------------
-  for (let i = 0; i < nNodes; i++) await newNode(i % zonesNr);
-  nodes.forEach(startNode);
-  await waitUntil(async () => {
-    const r = await req(nodes[0], { opcode: Op.GET_NODE_LIST, dataLength: 1 << 20 }).catch(() => undefined);
-    return !!r && decodeNodes(r.data).length === nNodes;
-  }, 60_000, 'all nodes to join');
-  const fmt = await req(nodes[0], { opcode: Op.MAKE_FS, flags: Flag.CMD_WRITE, cluster: { copies, ctime: timestamp64(), flags: ClusterFlag.AUTO_VNODES } }, Buffer.from('plain\0'));
-  if (fmt.rsp.result !== Res.SUCCESS) throw new Error(`format failed: ${resultMessage(fmt.rsp.result)}`);
-  for (const n of nodes) n.member = true;
-
-  const vdis: Vdi[] = [];
-  const createVdi = async (name: string, size: number, vcopies: number, via: Node): Promise<Vdi> => {
-    const r = await req(via, { opcode: Op.NEW_VDI, flags: Flag.CMD_WRITE, vdi: { vdiSize: BigInt(size), copies: vcopies } }, encodeFixedString(name, 256));
-    if (r.rsp.result !== Res.SUCCESS) throw new Error(`create ${name}: ${resultMessage(r.rsp.result)}`);
-    const v: Vdi = { name, vid: r.rsp.vdi.vdiId, model: new DiskModel(size), copies: vcopies, snapshots: [], deleted: false, busy: new Set(), clone: false };
-    vdis.push(v);
-    return v;
+  // every node and ZooKeeper go with the run, however it ends (a harness
+  // killed or failing must not leave a cluster running behind it)
+  let finished = false;
+  const cleanup = async () => {
+    for (const n of nodes) if (n.paused && n.proc?.pid) { try { process.kill(n.proc.pid, 'SIGCONT'); } catch { /* gone */ } n.paused = false; }
+    await Promise.all(nodes.map((n) => signal(n, 'SIGKILL')));
+    await zk?.stop();
   };
-  for (let i = 0; i < 3; i++) await createVdi(`v${i}`, 32 * MB, rng.chance(0.3) ? Math.max(1, Math.min(zonesNr, rng.range(1, 3))) : 0, nodes[0]);
-  say(`formatted; VDIs ${vdis.map((v) => `${v.name}(${v.vid.toString(16)}, copies ${v.copies || copies})`).join(', ')}`);
-
-  // ---- writers and readers ---------------------------------------------------
-  let stop = false;
-  let wid = 0;
+  running.add(cleanup);
+  // a run that outlives its time by far is stuck: say so, and stop its cluster (its requests then fail)
+  const watchdog = setTimeout(() => {
+    if (finished) return;
+    finding(`the run is stuck: still going ${o.minutes + 15} minutes after its start`);
+    void cleanup();
+  }, (o.minutes + 15) * 60_000);
+  watchdog.unref();
   let writes = 0;
   let acked = 0;
   let reads = 0;
   let checkedBytes = 0;
-  const checkRead = (v: Vdi, model: DiskModel, off: number, data: Buffer, what: string) => {
-    const m: Mismatch | undefined = model.check(off, data);
-    checkedBytes += data.length;
-    if (m) finding(`${what}: ${v.name} sector ${m.sector} (offset ${m.sector * SECTOR}) holds write ${m.saw} (-1: nobody's bytes), expected one of ${m.expected.join(',')}`);
-  };
-  const isFatal = (e: unknown) => e instanceof SheepdogError && (e.result === Res.NO_VDI || e.result === Res.NO_OBJ);
-
-  /** One writer per VDI at a time, over the sheepdog protocol (as QEMU) or NBD (as qemu-img). */
-  const writer = async (k: number) => {
-    while (!stop) {
-      const v = vdis[k];
-      if (!v || v.deleted) return;
-      const via = live();
-      if (!via.length) { await sleep(500); continue; }
-      const n = rng.pick(via);
-      const nbd = rng.chance(0.4);
-      try {
-        if (nbd) await nbdSession(v, n);
-        else await protoSession(v, n);
-      } catch (e) {
-        if (isFatal(e) && !v.deleted) finding(`${v.name} via ${n.port}: ${(e as Error).message}`);
-        if ((e as { code?: string }).code === 'ETIMEDOUT' && !stop) finding(`a request to ${v.name} via ${n.port} hung for 150 s`);
-        await sleep(200 + rng.int(800));
-      }
-    }
-  };
-
-  const pickRange = (v: Vdi): [number, number] | undefined => {
-    for (let tries = 0; tries < 20; tries++) {
-      const len = SECTOR * rng.pick([1, 8, 8, 64, 256, 2048]);
-      const off = SECTOR * rng.int((v.model.size - len) / SECTOR);
-      let free = true;
-      for (let s = off / SECTOR; s < (off + len) / SECTOR; s++) if (v.busy.has(s)) { free = false; break; }
-      if (free) return [off, len];
-    }
-    return undefined;
-  };
-  const hold = (v: Vdi, off: number, len: number, on: boolean) => {
-    for (let s = off / SECTOR; s < (off + len) / SECTOR; s++) (on ? v.busy.add(s) : v.busy.delete(s));
-  };
-  const payload = (id: number, off: number, len: number) => {
-    const b = Buffer.alloc(len);
-    for (let i = 0; i < len / SECTOR; i++) sectorBytes(id, off / SECTOR + i, b, i * SECTOR);
-    return b;
-  };
-
-  /** A session of QEMU-style I/O on one node until the session's budget of requests is spent or it fails. */
-  const protoSession = async (v: Vdi, n: Node) => {
-    const c = client(n);
-    let vio: VdiIO;
-    try {
-      vio = await openVdi(c, v.name, { cacheFlags: Flag.CMD_DIRECT });
-    } catch (e) {
-      c.close();
-      throw annotate(e, 'open');
-    }
-    const budget = 20 + rng.int(80);
-    try {
-      let inflight: Promise<void>[] = [];
-      for (let i = 0; i < budget && !stop && !v.deleted && !v.quiet; i++) {
-        if (rng.chance(0.3)) {
-          // a read of a quiet range
-          const r = pickRange(v);
-          if (!r) continue;
-          const [off, len] = r;
-          hold(v, off, len, true);
-          inflight.push(vio.read(off, len).then((d) => { reads++; checkRead(v, v.model, off, d, `read via ${n.port}`); }, (e) => { throw annotate(e, `read ${off}+${len}`); }).finally(() => hold(v, off, len, false)));
-        } else {
-          const r = pickRange(v);
-          if (!r) continue;
-          const [off, len] = r;
-          const id = ++wid;
-          hold(v, off, len, true);
-          v.model.begin(off, len, id);
-          writes++;
-          inflight.push(vio.write(off, payload(id, off, len)).then(() => { acked++; v.model.ack(off, len, id); }, (e) => { throw annotate(e, `write ${off}+${len} (object ${Math.floor(off / (4 * MB))})`); }).finally(() => hold(v, off, len, false)));
-        }
-        if (inflight.length >= 4) {
-          await settled(inflight);
-          inflight = [];
-        }
-      }
-      await settled(inflight);
-    } finally {
-      c.close();
-    }
-  };
-
-  const nbdSession = async (v: Vdi, n: Node) => {
-    const conn = new RawConn(n.nbdPort);
-    try {
-      await conn.hello();
-      const g = await conn.go(v.name);
-      if ('error' in g) throw new Error(`NBD export ${v.name} on ${n.port}: error ${g.error}`);
-      const budget = 20 + rng.int(60);
-      for (let i = 0; i < budget && !stop && !v.deleted && !v.quiet; i++) {
-        const r = pickRange(v);
-        if (!r) continue;
-        const [off, len] = r;
-        if (off + len > Number(g.size)) continue;
-        hold(v, off, len, true);
-        try {
-          if (rng.chance(0.3)) {
-            const x = await conn.cmd(NBD.CMD.READ, off, len);
-            if (x.error) throw new Error(`NBD read error ${x.error}`);
-            reads++;
-            checkRead(v, v.model, off, x.data!, `NBD read via ${n.port}`);
-          } else {
-            const id = ++wid;
-            v.model.begin(off, len, id);
-            writes++;
-            const x = await conn.cmd(NBD.CMD.WRITE, off, len, payload(id, off, len), rng.chance(0.2) ? NBD.FLAG.FUA : 0);
-            if (x.error) throw new Error(`NBD write error ${x.error}`);
-            acked++;
-            v.model.ack(off, len, id);
-          }
-        } finally {
-          hold(v, off, len, false);
-        }
-      }
-    } finally {
-      conn.close();
-    }
-  };
-
-  const writers = vdis.map((_, k) => writer(k));
-
-  // ---- failures and administration -------------------------------------------------
   const faults: Record<string, number> = {};
   const adminOps: Record<string, number> = {};
-  const restartLater = (n: Node, ms: number) => setTimeout(() => { if (!stop && !n.proc) { record({ t: 'restart', node: n.id }); say(`restart node ${n.id}`); startNode(n); } }, ms).unref();
-  const quiesce = async (v: Vdi, fn: () => Promise<void>) => {
-    let release!: () => void;
-    v.quiet = new Promise((r) => (release = r));
-    const end = Date.now() + 30_000;
-    while (v.busy.size && Date.now() < end) await sleep(50);
-    try {
-      if (!v.busy.size) await fn();
-    } finally {
-      v.quiet = undefined;
-      release();
-    }
-  };
+  try {
+    // ---- the cluster ---------------------------------------------------------
+    for (let i = 0; i < nNodes; i++) await newNode(i % zonesNr);
+    nodes.forEach(startNode);
+    await waitUntil(async () => {
+      const r = await req(nodes[0], { opcode: Op.GET_NODE_LIST, dataLength: 1 << 20 }).catch(() => undefined);
+      return !!r && decodeNodes(r.data).length === nNodes;
+    }, 60_000, 'all nodes to join');
+    const fmt = await req(nodes[0], { opcode: Op.MAKE_FS, flags: Flag.CMD_WRITE, cluster: { copies, ctime: timestamp64(), flags: ClusterFlag.AUTO_VNODES } }, Buffer.from('plain\0'));
+    if (fmt.rsp.result !== Res.SUCCESS) throw new Error(`format failed: ${resultMessage(fmt.rsp.result)}`);
+    for (const n of nodes) n.member = true;
 
-  const apply = async (f: Fault) => {
-    record(f);
-    faults[f.t] = (faults[f.t] ?? 0) + 1;
-    const node = 'node' in f ? nodes[f.node] : undefined;
-    switch (f.t) {
-      case 'kill9':
-        say(`kill -9 node ${node!.id}`);
-        await signal(node!, 'SIGKILL');
-        if (!replay) restartLater(node!, frng.range(500, 12_000));
-        return;
-      case 'stop':
-        say(`stop (clean) node ${node!.id}`);
-        await signal(node!, 'SIGTERM');
-        if (!replay) restartLater(node!, frng.range(500, 12_000));
-        return;
-      case 'restart':
-        say(`restart node ${node!.id}`);
-        startNode(node!);
-        return;
-      case 'add': {
-        const n = await newNode(frng.int(zonesNr));
-        n.member = true;
-        say(`new empty node ${n.id} (zone ${n.zone})`);
-        startNode(n);
-        return;
-      }
-      case 'pause': {
-        const n = node!;
-        if (!n.proc?.pid) return;
-        say(`SIGSTOP node ${n.id} for ${f.ms} ms`);
-        n.paused = true;
-        try { process.kill(n.proc.pid, 'SIGSTOP'); } catch { /* gone */ }
-        setTimeout(() => { if (n.proc?.pid && n.paused) { try { process.kill(n.proc.pid, 'SIGCONT'); } catch { /* gone */ } } n.paused = false; }, f.ms).unref();
-        return;
-      }
-      case 'crash_all':
-        say('kill -9 every node, then start them all at once');
-        await Promise.all(nodes.map((n) => signal(n, 'SIGKILL')));
-        nodes.filter((n) => n.member).forEach(startNode);
-        return;
-      case 'shutdown_all': {
-        const n = live()[0];
-        if (!n) return;
-        say(`collie cluster shutdown via node ${n.id}, then start them all`);
-        await collie(n, ['cluster', 'shutdown']);
-        await Promise.all(nodes.map((x) => Promise.race([x.exited, sleep(15_000)])));
-        await Promise.all(nodes.map((x) => signal(x, 'SIGKILL')));
-        nodes.filter((x) => x.member).forEach(startNode);
-        return;
-      }
-      case 'zk_restart':
-        if (!zk) return;
-        say('restart ZooKeeper');
-        await zk.stop();
-        await sleep(frng.range(200, 3000));
-        await zk.start();
-        return;
-      case 'snapshot': {
-        const v = vdis[f.vdi];
-        const n = live()[0];
-        if (!v || v.deleted || v.clone || !n) return;
-        await quiesce(v, async () => {
-          const tag = `s${v.snapshots.length}`;
-          const r = await collie(n, ['vdi', 'snapshot', '-s', tag, v.name]);
-          say(`snapshot ${v.name} as ${tag}: exit ${r.code} ${r.err.trim()}`);
-          if (r.code === 0) {
-            v.snapshots.push({ tag, model: v.model.clone() });
-            adminOps.snapshot = (adminOps.snapshot ?? 0) + 1;
-          }
-          // on failure the snapshot may or may not exist: the name is not reused
-          else v.snapshots.push({ tag, model: undefined as unknown as DiskModel });
-        });
-        return;
-      }
-      case 'clone': {
-        const v = vdis[f.vdi];
-        const n = live()[0];
-        const snap = v?.snapshots.filter((s) => s.model).at(-1);
-        if (!v || !snap || !n) return;
-        const name = `${v.name}c${vdis.length}`;
-        const r = await collie(n, ['vdi', 'clone', '-s', snap.tag, v.name, name]);
-        say(`clone ${v.name}:${snap.tag} as ${name}: exit ${r.code} ${r.err.trim()}`);
-        if (r.code === 0) {
-          const info = await req(n, { opcode: Op.GET_VDI_INFO, flags: Flag.CMD_WRITE }, Buffer.concat([encodeFixedString(name, 256), encodeFixedString('', 256)])).catch(() => undefined);
-          if (info?.rsp.result === Res.SUCCESS) {
-            const c: Vdi = { name, vid: info.rsp.vdi.vdiId, model: snap.model.clone(), copies: v.copies, snapshots: [], deleted: false, busy: new Set(), clone: true };
-            vdis.push(c);
-            writers.push(writer(vdis.length - 1));
-            adminOps.clone = (adminOps.clone ?? 0) + 1;
-          }
+    const vdis: Vdi[] = [];
+    const createVdi = async (name: string, size: number, vcopies: number, via: Node): Promise<Vdi> => {
+      const r = await req(via, { opcode: Op.NEW_VDI, flags: Flag.CMD_WRITE, vdi: { vdiSize: BigInt(size), copies: vcopies } }, encodeFixedString(name, 256));
+      if (r.rsp.result !== Res.SUCCESS) throw new Error(`create ${name}: ${resultMessage(r.rsp.result)}`);
+      const v: Vdi = { name, vid: r.rsp.vdi.vdiId, model: new DiskModel(size), copies: vcopies, snapshots: [], deleted: false, busy: new Set(), clone: false };
+      vdis.push(v);
+      return v;
+    };
+    for (let i = 0; i < 3; i++) await createVdi(`v${i}`, 32 * MB, rng.chance(0.3) ? Math.max(1, Math.min(zonesNr, rng.range(1, 3))) : 0, nodes[0]);
+    say(`formatted; VDIs ${vdis.map((v) => `${v.name}(${v.vid.toString(16)}, copies ${v.copies || copies})`).join(', ')}`);
+
+    // ---- writers and readers ---------------------------------------------------
+    let stop = false;
+    let wid = 0;
+    const checkRead = (v: Vdi, model: DiskModel, off: number, data: Buffer, what: string) => {
+      const m: Mismatch | undefined = model.check(off, data);
+      checkedBytes += data.length;
+      if (m) finding(`${what}: ${v.name} sector ${m.sector} (offset ${m.sector * SECTOR}) holds write ${m.saw} (-1: nobody's bytes), expected one of ${m.expected.join(',')}`);
+    };
+    const isFatal = (e: unknown) => e instanceof SheepdogError && (e.result === Res.NO_VDI || e.result === Res.NO_OBJ);
+
+    /** One writer per VDI at a time, over the sheepdog protocol (as QEMU) or NBD (as qemu-img). */
+    const writer = async (k: number) => {
+      while (!stop) {
+        const v = vdis[k];
+        if (!v || v.deleted) return;
+        const via = live();
+        if (!via.length) { await sleep(500); continue; }
+        const n = rng.pick(via);
+        const nbd = rng.chance(0.4);
+        try {
+          if (nbd) await nbdSession(v, n);
+          else await protoSession(v, n);
+        } catch (e) {
+          if (isFatal(e) && !v.deleted) finding(`${v.name} via ${n.port}: ${(e as Error).message}`);
+          if ((e as { code?: string }).code === 'ETIMEDOUT' && !stop) finding(`a request to ${v.name} via ${n.port} hung for 150 s`);
+          await sleep(200 + rng.int(800));
         }
-        return;
       }
-      case 'delete': {
-        const v = vdis[f.vdi];
-        const n = live()[0];
-        if (!v || v.deleted || !v.clone || !n) return;
-        await quiesce(v, async () => {
-          v.deleted = true;
-          const r = await collie(n, ['vdi', 'delete', v.name]);
-          say(`delete ${v.name}: exit ${r.code} ${r.err.trim()}`);
-          if (r.code === 0) adminOps.delete = (adminOps.delete ?? 0) + 1;
-          else v.deleted = false;
-        });
-        return;
+    };
+
+    const pickRange = (v: Vdi): [number, number] | undefined => {
+      for (let tries = 0; tries < 20; tries++) {
+        const len = SECTOR * rng.pick([1, 8, 8, 64, 256, 2048]);
+        const off = SECTOR * rng.int((v.model.size - len) / SECTOR);
+        let free = true;
+        for (let s = off / SECTOR; s < (off + len) / SECTOR; s++) if (v.busy.has(s)) { free = false; break; }
+        if (free) return [off, len];
       }
-      case 'resize': {
-        const v = vdis[f.vdi];
-        const n = live()[0];
-        if (!v || v.deleted || !n) return;
-        const size = v.model.size + 8 * MB;
-        await quiesce(v, async () => {
-          const r = await collie(n, ['vdi', 'resize', v.name, String(size)]);
-          say(`resize ${v.name} to ${size}: exit ${r.code} ${r.err.trim()}`);
-          if (r.code === 0) {
-            v.model.size = size;
-            adminOps.resize = (adminOps.resize ?? 0) + 1;
-          }
-        });
-        return;
-      }
-    }
-  };
+      return undefined;
+    };
+    const hold = (v: Vdi, off: number, len: number, on: boolean) => {
+      for (let s = off / SECTOR; s < (off + len) / SECTOR; s++) (on ? v.busy.add(s) : v.busy.delete(s));
+    };
+    const payload = (id: number, off: number, len: number) => {
+      const b = Buffer.alloc(len);
+      for (let i = 0; i < len / SECTOR; i++) sectorBytes(id, off / SECTOR + i, b, i * SECTOR);
+      return b;
+    };
 
-  const nextFault = (): Fault => {
-    const running = nodes.filter((n) => n.proc);
-    const any = () => frng.pick(running.length ? running : nodes).id;
-    const r = frng.next();
-    const vdiIdx = frng.int(vdis.length);
-    if (r < 0.25) return { t: 'kill9', node: any() };
-    if (r < 0.38) return { t: 'stop', node: any() };
-    if (r < 0.46 && nodes.length < nNodes + 3) return { t: 'add' };
-    if (r < 0.54) return { t: 'pause', node: any(), ms: frng.range(500, 4000) };
-    if (r < 0.59) return { t: 'crash_all' };
-    if (r < 0.63) return { t: 'shutdown_all' };
-    if (r < 0.68 && zk) return { t: 'zk_restart' };
-    if (r < 0.78) return { t: 'snapshot', vdi: vdiIdx };
-    if (r < 0.85) return { t: 'clone', vdi: vdiIdx };
-    if (r < 0.92) return { t: 'delete', vdi: vdiIdx };
-    return { t: 'resize', vdi: vdiIdx };
-  };
-
-  const end = t0 + o.minutes * 60_000;
-  if (replay) {
-    for (const f of replay) {
-      if (Date.now() > end) break;
-      await sleep(frng.range(1500, 6000));
-      await apply(f).catch((e) => say(`fault ${f.t} failed: ${(e as Error).message}`));
-    }
-  } else {
-    while (Date.now() < end) {
-      await sleep(frng.range(1500, 6000));
-      if (Date.now() >= end) break;
-      await apply(nextFault()).catch((e) => say(`fault failed: ${(e as Error).message}`));
-    }
-  }
-
-  // ---- heal and check ----------------------------------------------------------
-  say('healing: every node back, waiting for recovery');
-  stop = true;
-  for (const n of nodes) if (n.paused && n.proc?.pid) { try { process.kill(n.proc.pid, 'SIGCONT'); } catch { /* gone */ } n.paused = false; }
-  await Promise.all(writers.map((w) => w.catch(() => undefined)));
-  nodes.filter((n) => n.member).forEach(startNode);
-  const members = () => nodes.filter((n) => n.member);
-  const healed = await waitUntil(async () => {
-    for (const n of members()) if (!n.proc) startNode(n);
-    const st = await Promise.all(members().map(status));
-    if (st.some((x) => !x || x.result !== Res.SUCCESS)) return false;
-    if (new Set(st.map((x) => x!.epoch)).size !== 1) return false;
-    const list = await req(members()[0], { opcode: Op.GET_NODE_LIST, dataLength: 1 << 20 }).catch(() => undefined);
-    if (!list || decodeNodes(list.data).length !== members().length) return false;
-    for (const n of members()) {
-      const r = await req(n, { opcode: Op.STAT_RECOVERY, dataLength: 24 }, undefined, 5000).catch(() => undefined);
-      if (!r || decodeRecoveryState(r.data).inRecovery) return false;
-    }
-    return true;
-  }, 240_000, 'the cluster to heal').then(() => true, (e) => { finding(`never healed: ${(e as Error).message}`); return false; });
-
-  if (healed) {
-    // every VDI and snapshot there, every byte as the model says
-    const via = members();
-    const list = await collie(via[0], ['vdi', 'list', '-r']);
-    for (const v of vdis) {
-      const listed = new RegExp(`^[=c] ${v.name} 0 `, 'm').test(list.out);
-      if (v.deleted && listed) finding(`${v.name} was deleted but is listed`);
-      if (!v.deleted && !listed) finding(`${v.name} is not listed: ${list.out}${list.err}`);
-      for (const s of v.snapshots) {
-        if (s.model && !new RegExp(`^s ${v.name} \\d+ .* ${s.tag} \\d+$`, 'm').test(list.out)) finding(`snapshot ${v.name}:${s.tag} is not listed`);
-      }
-    }
-    const readAll = async (n: Node, name: string, model: DiskModel, what: string, tag = '') => {
-      const c = client(n, 120_000);
+    /** A session of QEMU-style I/O on one node until the session's budget of requests is spent or it fails. */
+    const protoSession = async (v: Vdi, n: Node) => {
+      const c = client(n);
+      let vio: VdiIO;
       try {
-        const vio = await openVdi(c, name, { tag: tag || undefined, cacheFlags: Flag.CMD_DIRECT });
-        for (let off = 0; off < model.size; off += 4 * MB) {
-          const len = Math.min(4 * MB, model.size - off);
-          const d = await vio.read(off, len);
-          reads++;
-          checkRead({ name: tag ? `${name}:${tag}` : name } as Vdi, model, off, d, what);
-        }
+        vio = await openVdi(c, v.name, { cacheFlags: Flag.CMD_DIRECT });
       } catch (e) {
-        finding(`${what}: ${name}${tag ? ':' + tag : ''}: ${(e as Error).message}`);
+        c.close();
+        throw annotate(e, 'open');
+      }
+      const budget = 20 + rng.int(80);
+      try {
+        let inflight: Promise<void>[] = [];
+        for (let i = 0; i < budget && !stop && !v.deleted && !v.quiet; i++) {
+          if (rng.chance(0.3)) {
+            // a read of a quiet range
+            const r = pickRange(v);
+            if (!r) continue;
+            const [off, len] = r;
+            hold(v, off, len, true);
+            inflight.push(vio.read(off, len).then((d) => { reads++; checkRead(v, v.model, off, d, `read via ${n.port}`); }, (e) => { throw annotate(e, `read ${off}+${len}`); }).finally(() => hold(v, off, len, false)));
+          } else {
+            const r = pickRange(v);
+            if (!r) continue;
+            const [off, len] = r;
+            const id = ++wid;
+            hold(v, off, len, true);
+            v.model.begin(off, len, id);
+            writes++;
+            inflight.push(vio.write(off, payload(id, off, len)).then(() => { acked++; v.model.ack(off, len, id); }, (e) => { throw annotate(e, `write ${off}+${len} (object ${Math.floor(off / (4 * MB))})`); }).finally(() => hold(v, off, len, false)));
+          }
+          if (inflight.length >= 4) {
+            await settled(inflight);
+            inflight = [];
+          }
+        }
+        await settled(inflight);
       } finally {
         c.close();
       }
     };
-    for (const v of vdis.filter((x) => !x.deleted)) {
-      for (const n of [rng.pick(via), rng.pick(via)]) await readAll(n, v.name, v.model, `final read via ${n.port}`);
-      for (const s of v.snapshots.filter((x) => x.model)) await readAll(rng.pick(via), v.name, s.model, 'final snapshot read', s.tag);
-    }
-    // placement: every object of every VDI on exactly the nodes named, nothing anywhere else
-    const misplaced = await waitUntil(async () => (await placementProblems(nodes, members, req, vdis)) ?? true, 120_000, 'placement')
-      .then(() => undefined, async () => placementProblems(nodes, members, req, vdis));
-    if (misplaced) finding(`placement: ${misplaced}`);
-    // the same, whole epoch history everywhere
-    const infos = await Promise.all(via.map((n) => collie(n, ['cluster', 'info'])));
-    const table = (t: string) => t.split('\n').filter((l) => /^\d{4}-\d\d-\d\d /.test(l)).join('\n');
-    for (let i = 1; i < infos.length; i++) if (table(infos[i].out) !== table(infos[0].out)) finding(`epoch history of node ${via[i].id} differs from node ${via[0].id}`);
-    for (const l of table(infos[0].out).split('\n')) if (/\[\]/.test(l)) finding(`an epoch with no members in the history: ${l}`);
-  }
 
-  say(`done: ${writes} writes (${acked} acknowledged), ${reads} reads, ${(checkedBytes / MB).toFixed(0)} MiB checked, faults ${JSON.stringify(faults)}, admin ${JSON.stringify(adminOps)}, ${findings.length} finding(s)`);
-  for (const n of nodes) if (n.paused && n.proc?.pid) { try { process.kill(n.proc.pid, 'SIGCONT'); } catch { /* gone */ } }
-  await Promise.all(nodes.map((n) => signal(n, 'SIGKILL')));
-  await zk?.stop();
+    const nbdSession = async (v: Vdi, n: Node) => {
+      const conn = new RawConn(n.nbdPort);
+      try {
+        await conn.hello();
+        const g = await conn.go(v.name);
+        if ('error' in g) throw new Error(`NBD export ${v.name} on ${n.port}: error ${g.error}`);
+        const budget = 20 + rng.int(60);
+        for (let i = 0; i < budget && !stop && !v.deleted && !v.quiet; i++) {
+          const r = pickRange(v);
+          if (!r) continue;
+          const [off, len] = r;
+          if (off + len > Number(g.size)) continue;
+          hold(v, off, len, true);
+          try {
+            if (rng.chance(0.3)) {
+              const x = await conn.cmd(NBD.CMD.READ, off, len);
+              if (x.error) throw new Error(`NBD read error ${x.error}`);
+              reads++;
+              checkRead(v, v.model, off, x.data!, `NBD read via ${n.port}`);
+            } else {
+              const id = ++wid;
+              v.model.begin(off, len, id);
+              writes++;
+              const x = await conn.cmd(NBD.CMD.WRITE, off, len, payload(id, off, len), rng.chance(0.2) ? NBD.FLAG.FUA : 0);
+              if (x.error) throw new Error(`NBD write error ${x.error}`);
+              acked++;
+              v.model.ack(off, len, id);
+            }
+          } finally {
+            hold(v, off, len, false);
+          }
+        }
+      } finally {
+        conn.close();
+      }
+    };
+
+    const writers = vdis.map((_, k) => writer(k));
+
+    // ---- failures and administration -------------------------------------------------
+    const restartLater = (n: Node, ms: number) => setTimeout(() => { if (!stop && !n.proc) { record({ t: 'restart', node: n.id }); say(`restart node ${n.id}`); startNode(n); } }, ms).unref();
+    const quiesce = async (v: Vdi, fn: () => Promise<void>) => {
+      let release!: () => void;
+      v.quiet = new Promise((r) => (release = r));
+      const end = Date.now() + 30_000;
+      while (v.busy.size && Date.now() < end) await sleep(50);
+      try {
+        if (!v.busy.size) await fn();
+      } finally {
+        v.quiet = undefined;
+        release();
+      }
+    };
+
+    const apply = async (f: Fault) => {
+      record(f);
+      faults[f.t] = (faults[f.t] ?? 0) + 1;
+      const node = 'node' in f ? nodes[f.node] : undefined;
+      switch (f.t) {
+        case 'kill9':
+          say(`kill -9 node ${node!.id}`);
+          await signal(node!, 'SIGKILL');
+          if (!replay) restartLater(node!, frng.range(500, 12_000));
+          return;
+        case 'stop':
+          say(`stop (clean) node ${node!.id}`);
+          await signal(node!, 'SIGTERM');
+          if (!replay) restartLater(node!, frng.range(500, 12_000));
+          return;
+        case 'restart':
+          say(`restart node ${node!.id}`);
+          startNode(node!);
+          return;
+        case 'add': {
+          const n = await newNode(frng.int(zonesNr));
+          n.member = true;
+          say(`new empty node ${n.id} (zone ${n.zone})`);
+          startNode(n);
+          return;
+        }
+        case 'pause': {
+          const n = node!;
+          if (!n.proc?.pid) return;
+          say(`SIGSTOP node ${n.id} for ${f.ms} ms`);
+          n.paused = true;
+          try { process.kill(n.proc.pid, 'SIGSTOP'); } catch { /* gone */ }
+          setTimeout(() => { if (n.proc?.pid && n.paused) { try { process.kill(n.proc.pid, 'SIGCONT'); } catch { /* gone */ } } n.paused = false; }, f.ms).unref();
+          return;
+        }
+        case 'crash_all':
+          say('kill -9 every node, then start them all at once');
+          await Promise.all(nodes.map((n) => signal(n, 'SIGKILL')));
+          nodes.filter((n) => n.member).forEach(startNode);
+          return;
+        case 'shutdown_all': {
+          const n = live()[0];
+          if (!n) return;
+          say(`collie cluster shutdown via node ${n.id}, then start them all`);
+          await collie(n, ['cluster', 'shutdown']);
+          await Promise.all(nodes.map((x) => Promise.race([x.exited, sleep(15_000)])));
+          await Promise.all(nodes.map((x) => signal(x, 'SIGKILL')));
+          nodes.filter((x) => x.member).forEach(startNode);
+          return;
+        }
+        case 'zk_restart':
+          if (!zk) return;
+          say('restart ZooKeeper');
+          await zk.stop();
+          await sleep(frng.range(200, 3000));
+          await zk.start();
+          return;
+        case 'snapshot': {
+          const v = vdis[f.vdi];
+          const n = live()[0];
+          if (!v || v.deleted || v.clone || !n) return;
+          await quiesce(v, async () => {
+            const tag = `s${v.snapshots.length}`;
+            const r = await collie(n, ['vdi', 'snapshot', '-s', tag, v.name]);
+            say(`snapshot ${v.name} as ${tag}: exit ${r.code} ${r.err.trim()}`);
+            if (r.code === 0) {
+              v.snapshots.push({ tag, model: v.model.clone() });
+              adminOps.snapshot = (adminOps.snapshot ?? 0) + 1;
+            }
+            // on failure the snapshot may or may not exist: the name is not reused
+            else v.snapshots.push({ tag, model: undefined as unknown as DiskModel });
+          });
+          return;
+        }
+        case 'clone': {
+          const v = vdis[f.vdi];
+          const n = live()[0];
+          const snap = v?.snapshots.filter((s) => s.model).at(-1);
+          if (!v || !snap || !n) return;
+          const name = `${v.name}c${vdis.length}`;
+          const r = await collie(n, ['vdi', 'clone', '-s', snap.tag, v.name, name]);
+          say(`clone ${v.name}:${snap.tag} as ${name}: exit ${r.code} ${r.err.trim()}`);
+          if (r.code === 0) {
+            const info = await req(n, { opcode: Op.GET_VDI_INFO, flags: Flag.CMD_WRITE }, Buffer.concat([encodeFixedString(name, 256), encodeFixedString('', 256)])).catch(() => undefined);
+            if (info?.rsp.result === Res.SUCCESS) {
+              const c: Vdi = { name, vid: info.rsp.vdi.vdiId, model: snap.model.clone(), copies: v.copies, snapshots: [], deleted: false, busy: new Set(), clone: true };
+              vdis.push(c);
+              writers.push(writer(vdis.length - 1));
+              adminOps.clone = (adminOps.clone ?? 0) + 1;
+            }
+          }
+          return;
+        }
+        case 'delete': {
+          const v = vdis[f.vdi];
+          const n = live()[0];
+          if (!v || v.deleted || !v.clone || !n) return;
+          await quiesce(v, async () => {
+            v.deleted = true;
+            const r = await collie(n, ['vdi', 'delete', v.name]);
+            say(`delete ${v.name}: exit ${r.code} ${r.err.trim()}`);
+            if (r.code === 0) adminOps.delete = (adminOps.delete ?? 0) + 1;
+            else v.deleted = false;
+          });
+          return;
+        }
+        case 'resize': {
+          const v = vdis[f.vdi];
+          const n = live()[0];
+          if (!v || v.deleted || !n) return;
+          const size = v.model.size + 8 * MB;
+          await quiesce(v, async () => {
+            const r = await collie(n, ['vdi', 'resize', v.name, String(size)]);
+            say(`resize ${v.name} to ${size}: exit ${r.code} ${r.err.trim()}`);
+            if (r.code === 0) {
+              v.model.size = size;
+              adminOps.resize = (adminOps.resize ?? 0) + 1;
+            }
+          });
+          return;
+        }
+      }
+    };
+
+    const nextFault = (): Fault => {
+      const running = nodes.filter((n) => n.proc);
+      const any = () => frng.pick(running.length ? running : nodes).id;
+      const r = frng.next();
+      const vdiIdx = frng.int(vdis.length);
+      if (r < 0.25) return { t: 'kill9', node: any() };
+      if (r < 0.38) return { t: 'stop', node: any() };
+      if (r < 0.46 && nodes.length < nNodes + 3) return { t: 'add' };
+      if (r < 0.54) return { t: 'pause', node: any(), ms: frng.range(500, 4000) };
+      if (r < 0.59) return { t: 'crash_all' };
+      if (r < 0.63) return { t: 'shutdown_all' };
+      if (r < 0.68 && zk) return { t: 'zk_restart' };
+      if (r < 0.78) return { t: 'snapshot', vdi: vdiIdx };
+      if (r < 0.85) return { t: 'clone', vdi: vdiIdx };
+      if (r < 0.92) return { t: 'delete', vdi: vdiIdx };
+      return { t: 'resize', vdi: vdiIdx };
+    };
+
+    const end = t0 + o.minutes * 60_000;
+    if (replay) {
+      for (const f of replay) {
+        if (Date.now() > end) break;
+        await sleep(frng.range(1500, 6000));
+        await apply(f).catch((e) => say(`fault ${f.t} failed: ${(e as Error).message}`));
+      }
+    } else {
+      while (Date.now() < end) {
+        await sleep(frng.range(1500, 6000));
+        if (Date.now() >= end) break;
+        await apply(nextFault()).catch((e) => say(`fault failed: ${(e as Error).message}`));
+      }
+    }
+
+    // ---- heal and check ----------------------------------------------------------
+    say('healing: every node back, waiting for recovery');
+    stop = true;
+    for (const n of nodes) if (n.paused && n.proc?.pid) { try { process.kill(n.proc.pid, 'SIGCONT'); } catch { /* gone */ } n.paused = false; }
+    await Promise.all(writers.map((w) => w.catch(() => undefined)));
+    nodes.filter((n) => n.member).forEach(startNode);
+    const members = () => nodes.filter((n) => n.member);
+    const healed = await waitUntil(async () => {
+      for (const n of members()) if (!n.proc) startNode(n);
+      const st = await Promise.all(members().map(status));
+      if (st.some((x) => !x || x.result !== Res.SUCCESS)) return false;
+      if (new Set(st.map((x) => x!.epoch)).size !== 1) return false;
+      const list = await req(members()[0], { opcode: Op.GET_NODE_LIST, dataLength: 1 << 20 }).catch(() => undefined);
+      if (!list || decodeNodes(list.data).length !== members().length) return false;
+      for (const n of members()) {
+        const r = await req(n, { opcode: Op.STAT_RECOVERY, dataLength: 24 }, undefined, 5000).catch(() => undefined);
+        if (!r || decodeRecoveryState(r.data).inRecovery) return false;
+      }
+      return true;
+    }, 240_000, 'the cluster to heal').then(() => true, (e) => { finding(`never healed: ${(e as Error).message}`); return false; });
+
+    if (healed) {
+      // every VDI and snapshot there, every byte as the model says
+      const via = members();
+      const list = await collie(via[0], ['vdi', 'list', '-r']);
+      for (const v of vdis) {
+        const listed = new RegExp(`^[=c] ${v.name} 0 `, 'm').test(list.out);
+        if (v.deleted && listed) finding(`${v.name} was deleted but is listed`);
+        if (!v.deleted && !listed) finding(`${v.name} is not listed: ${list.out}${list.err}`);
+        for (const s of v.snapshots) {
+          if (s.model && !new RegExp(`^s ${v.name} \\d+ .* ${s.tag} \\d+$`, 'm').test(list.out)) finding(`snapshot ${v.name}:${s.tag} is not listed`);
+        }
+      }
+      const readAll = async (n: Node, name: string, model: DiskModel, what: string, tag = '') => {
+        const c = client(n, 120_000);
+        try {
+          const vio = await openVdi(c, name, { tag: tag || undefined, cacheFlags: Flag.CMD_DIRECT });
+          for (let off = 0; off < model.size; off += 4 * MB) {
+            const len = Math.min(4 * MB, model.size - off);
+            const d = await vio.read(off, len);
+            reads++;
+            checkRead({ name: tag ? `${name}:${tag}` : name } as Vdi, model, off, d, what);
+          }
+        } catch (e) {
+          finding(`${what}: ${name}${tag ? ':' + tag : ''}: ${(e as Error).message}`);
+        } finally {
+          c.close();
+        }
+      };
+      for (const v of vdis.filter((x) => !x.deleted)) {
+        for (const n of [rng.pick(via), rng.pick(via)]) await readAll(n, v.name, v.model, `final read via ${n.port}`);
+        for (const s of v.snapshots.filter((x) => x.model)) await readAll(rng.pick(via), v.name, s.model, 'final snapshot read', s.tag);
+      }
+      // placement: every object of every VDI on exactly the nodes named, nothing anywhere else
+      const misplaced = await waitUntil(async () => (await placementProblems(nodes, members, req, vdis)) ?? true, 120_000, 'placement')
+        .then(() => undefined, async () => placementProblems(nodes, members, req, vdis));
+      if (misplaced) finding(`placement: ${misplaced}`);
+      // the same, whole epoch history everywhere
+      const infos = await Promise.all(via.map((n) => collie(n, ['cluster', 'info'])));
+      const table = (t: string) => t.split('\n').filter((l) => /^\d{4}-\d\d-\d\d /.test(l)).join('\n');
+      for (let i = 1; i < infos.length; i++) if (table(infos[i].out) !== table(infos[0].out)) finding(`epoch history of node ${via[i].id} differs from node ${via[0].id}`);
+      for (const l of table(infos[0].out).split('\n')) if (/\[\]/.test(l)) finding(`an epoch with no members in the history: ${l}`);
+    }
+
+    say(`done: ${writes} writes (${acked} acknowledged), ${reads} reads, ${(checkedBytes / MB).toFixed(0)} MiB checked, faults ${JSON.stringify(faults)}, admin ${JSON.stringify(adminOps)}, ${findings.length} finding(s)`);
+  } catch (e) {
+    finding(`the run stopped: ${(e as Error).stack ?? e}`);
+  } finally {
+    finished = true;
+    clearTimeout(watchdog);
+    await cleanup();
+    running.delete(cleanup);
+  }
   return {
     seed: o.seed, driver: o.driver, nodes: nNodes, copies, zones: zonesNr, writes, acked, reads, checkedBytes, faults, adminOps, findings, logFile, outDir,
   };

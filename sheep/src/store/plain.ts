@@ -17,6 +17,7 @@ import { WriteQueue } from './writequeue.js';
 import { syncPool } from './syncpool.js';
 import { tryReadNow, PipeSource, chunkRoom, versionIO, versionIOMissing } from './fileio.js';
 import { RecentWrites } from './recent.js';
+import { MoveGate } from './movegate.js';
 import { SUM_BLOCK, sumBytes, sumsOf, blockSum, firstBad } from './checksums.js';
 
 /** SHEEP_CHECKSUMS=0: new objects carry no block checksums (and large NBD writes are spliced again). */
@@ -52,6 +53,7 @@ export class PlainStore implements ObjectStore {
   readonly staleDir: string;
   private fds = new FdCache((oid) => this.p(oid), 512);
   private writes = new WriteQueue();
+  private moves = new MoveGate();
   /** The epoch new writes are stamped with (set by the node). */
   epochNow: () => number = () => 0;
   readonly recent = new RecentWrites();
@@ -492,7 +494,11 @@ export class PlainStore implements ObjectStore {
    * Every object this node holds a copy of, once, with its best copy: the
    * newer of a live and a set-aside one (the live one when equal).
    */
-  async copies(): Promise<ObjectCopy[]> {
+  copies(): Promise<ObjectCopy[]> {
+    return this.moves.list(() => this.scanCopies());
+  }
+
+  private async scanCopies(): Promise<ObjectCopy[]> {
     const byOid = new Map<bigint, ObjectCopy>();
     for (const [dir, stale] of [[this.objDir, false], [this.staleDir, true]] as const) {
       const names = await fsp.readdir(dir).catch(() => [] as string[]);
@@ -559,8 +565,8 @@ export class PlainStore implements ObjectStore {
   }
 
   /** Remove the copy set aside, if any. */
-  async dropStale(oid: bigint): Promise<void> {
-    await fsp.rm(this.sp(oid), { force: true });
+  dropStale(oid: bigint): Promise<void> {
+    return this.moves.move(() => fsp.rm(this.sp(oid), { force: true }));
   }
 
   /** A live copy's version (undefined: no live copy). */
@@ -717,7 +723,11 @@ export class PlainStore implements ObjectStore {
   // One live and one set-aside copy of an object can exist side by side (a
   // copy set aside, then a newer one fetched); whatever moves between them,
   // the newer of the two is what stays.
-  async setAside(oid: bigint): Promise<void> {
+  setAside(oid: bigint): Promise<void> {
+    return this.moves.move(() => this.moveAside(oid));
+  }
+
+  private async moveAside(oid: bigint): Promise<void> {
     this.fds.invalidate(oid);
     const live = this.fileVersion(this.p(oid));
     if (live === undefined) return;
@@ -759,7 +769,11 @@ export class PlainStore implements ObjectStore {
     return this.hashFile(this.sp(oid));
   }
 
-  async restoreStale(oid: bigint): Promise<boolean> {
+  restoreStale(oid: bigint): Promise<boolean> {
+    return this.moves.move(() => this.moveBack(oid));
+  }
+
+  private async moveBack(oid: bigint): Promise<boolean> {
     const stale = this.fileVersion(this.sp(oid));
     if (stale === undefined) return false;
     const live = this.fileVersion(this.p(oid));

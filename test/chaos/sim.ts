@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import {
   SheepClient, Op, Flag, Res, ClusterFlag, timestamp64, decodeNodes, VnodeRing, openVdi, VdiIO, Inode,
   vidToVdiOid, vidToDataOid, oidToHex, decodeRecoveryState, SD_INODE_SIZE, encodeFixedString, SheepdogError,
-  resultMessage, isDataObj,
+  resultMessage, isDataObj, oidToVid,
 } from '@sheepdog/common';
 import { DiskModel, SECTOR, Mismatch, sectorBytes } from './model.js';
 import { RawConn, NBD } from '../helpers/nbd-client.js';
@@ -112,6 +112,13 @@ interface Vdi {
   quiet?: Promise<void>;
   busy: Set<number>;
   clone: boolean;
+  /**
+   * Byte ranges of writes that were never acknowledged (failed, or cut by a
+   * crash): such a write may have created its copy-on-write object before the
+   * index update that would refer to it was lost with it. Such an object is
+   * unreferenced garbage, as in upstream; anywhere else it is a leak.
+   */
+  unacked: [number, number][];
 }
 
 type Fault =
@@ -305,7 +312,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const createVdi = async (name: string, size: number, vcopies: number, via: Node): Promise<Vdi> => {
       const r = await req(via, { opcode: Op.NEW_VDI, flags: Flag.CMD_WRITE, vdi: { vdiSize: BigInt(size), copies: vcopies } }, encodeFixedString(name, 256));
       if (r.rsp.result !== Res.SUCCESS) throw new Error(`create ${name}: ${resultMessage(r.rsp.result)}`);
-      const v: Vdi = { name, vid: r.rsp.vdi.vdiId, model: new DiskModel(size), copies: vcopies, snapshots: [], deleted: false, busy: new Set(), clone: false };
+      const v: Vdi = { name, vid: r.rsp.vdi.vdiId, model: new DiskModel(size), copies: vcopies, snapshots: [], deleted: false, busy: new Set(), clone: false, unacked: [] };
       vdis.push(v);
       return v;
     };
@@ -390,7 +397,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
             hold(v, off, len, true);
             v.model.begin(off, len, id);
             writes++;
-            inflight.push(vio.write(off, payload(id, off, len)).then(() => { acked++; v.model.ack(off, len, id); }, (e) => { throw annotate(e, `write ${off}+${len} (object ${Math.floor(off / (4 * MB))})`); }).finally(() => hold(v, off, len, false)));
+            inflight.push(vio.write(off, payload(id, off, len)).then(() => { acked++; v.model.ack(off, len, id); }, (e) => { v.unacked.push([off, len]); throw annotate(e, `write ${off}+${len} (object ${Math.floor(off / (4 * MB))})`); }).finally(() => hold(v, off, len, false)));
           }
           if (inflight.length >= 4) {
             await settled(inflight);
@@ -426,8 +433,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
               const id = ++wid;
               v.model.begin(off, len, id);
               writes++;
-              const x = await conn.cmd(NBD.CMD.WRITE, off, len, payload(id, off, len), rng.chance(0.2) ? NBD.FLAG.FUA : 0);
-              if (x.error) throw new Error(`NBD write error ${x.error}`);
+              const x = await conn.cmd(NBD.CMD.WRITE, off, len, payload(id, off, len), rng.chance(0.2) ? NBD.FLAG.FUA : 0)
+                .catch((e) => { v.unacked.push([off, len]); throw e; });
+              if (x.error) {
+                v.unacked.push([off, len]);
+                throw new Error(`NBD write error ${x.error}`);
+              }
               acked++;
               v.model.ack(off, len, id);
             }
@@ -542,7 +553,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           if (r.code === 0) {
             const info = await req(n, { opcode: Op.GET_VDI_INFO, flags: Flag.CMD_WRITE }, Buffer.concat([encodeFixedString(name, 256), encodeFixedString('', 256)])).catch(() => undefined);
             if (info?.rsp.result === Res.SUCCESS) {
-              const c: Vdi = { name, vid: info.rsp.vdi.vdiId, model: snap.model.clone(), copies: v.copies, snapshots: [], deleted: false, busy: new Set(), clone: true };
+              const c: Vdi = { name, vid: info.rsp.vdi.vdiId, model: snap.model.clone(), copies: v.copies, snapshots: [], deleted: false, busy: new Set(), clone: true, unacked: [] };
               vdis.push(c);
               writers.push(writer(vdis.length - 1));
               adminOps.clone = (adminOps.clone ?? 0) + 1;
@@ -737,6 +748,7 @@ async function placementProblems(
   }
   // the objects of every live VDI and snapshot, from the inodes themselves
   const wanted = new Map<bigint, number>();
+  const named = new Map<number, { name: string; objectSize: number }>();
   const bitmap = await req(m[0], { opcode: Op.READ_VDIS, dataLength: 1 << 21 });
   for (let vid = 1; vid < bitmap.data.length * 8; vid++) {
     if (!(bitmap.data[vid >> 3] & (1 << (vid & 7)))) continue;
@@ -745,11 +757,11 @@ async function placementProblems(
     const ino = Inode.decode(r.data);
     const copies = ino.header.nrCopies;
     wanted.set(vidToVdiOid(vid), copies);
+    named.set(vid, { name: ino.header.name, objectSize: 2 ** ino.header.blockSizeShift });
     if (ino.header.name === '') continue; // deleted: its inode stays, its data went (or lives on where others refer to it)
     // what the index refers to, owned by this VDI or shared from an ancestor
     for (let i = 0; i < ino.dataVdiId.length; i++) if (ino.dataVdiId[i]) wanted.set(vidToDataOid(ino.dataVdiId[i], i), copies);
   }
-  void vdis;
   for (const [oid, copies] of wanted) {
     const want = ring.placeOid(oid, copies).map((n) => n.port).sort();
     const have = (where.get(oid) ?? []).sort();
@@ -757,6 +769,11 @@ async function placementProblems(
   }
   for (const [oid, on] of where) {
     if (!wanted.has(oid) && isDataObj(oid)) {
+      const owner = named.get(oidToVid(oid));
+      const v = owner && owner.name !== '' ? vdis.find((x) => x.name === owner.name && !x.deleted) : undefined;
+      const idx = Number(oid & 0xffffffffn);
+      const os = owner?.objectSize ?? 0;
+      if (v && v.unacked.some(([off, len]) => off < (idx + 1) * os && off + len > idx * os)) continue;
       // a data object nobody references (a leftover of a delete or a COW): not lost data, but a leak
       return `${oidToHex(oid)} on ${on.join(',')} belongs to no VDI`;
     }

@@ -83,7 +83,12 @@ interface StateMsg extends ClusterMessage {
   recovered?: number;
   /** Events after the joiner's own join that this state already reflects (a sender that took over sends it late). */
   skip?: number;
+  unconfirmedTimes?: number[];
+  timesUnknown?: boolean;
 }
+
+/** At most this many epoch times in one announcement (a message stays small however long the history). */
+const ANNOUNCE_ALL = 256;
 
 export class Sheep implements PlacementView {
   readonly store: ObjectStore;
@@ -149,6 +154,13 @@ export class Sheep implements PlacementView {
   private joinedAt = new Map<string, number>();
   private aliveTimer?: NodeJS.Timeout;
   private historyFetch?: Promise<void>;
+  /**
+   * Epochs whose time no member has announced yet (see bumpEpoch). After a
+   * start-up every record's time is unsure until the first member of the
+   * next epoch announces them all.
+   */
+  private unconfirmedTimes = new Set<number>();
+  private timesUnknown = true;
 
   constructor(readonly opts: SheepOptions, readonly cluster: ClusterDriver) {
     this.store = new PlainStore(opts.dir, opts.nosync);
@@ -704,6 +716,7 @@ export class Sheep implements PlacementView {
       recoveryDone: [...this.recoveryDone], recoveryComplete: [...this.recoveryComplete], throttle: { ...this.recoveryThrottle },
       born: [...this.bornOf, [nodeToString(this.selfNode), this.born]], recovered: this.recoveredEpoch,
       skip: this.eventCount - (this.joinedAt.get(nodeToString(to)) ?? this.eventCount),
+      unconfirmedTimes: [...this.unconfirmedTimes], timesUnknown: this.timesUnknown,
     };
   }
 
@@ -737,6 +750,8 @@ export class Sheep implements PlacementView {
     this.lockQueue = st.lockQueue;
     this.recoveryDone = new Set(st.recoveryDone);
     this.recoveryComplete = new Set(st.recoveryComplete ?? []);
+    this.unconfirmedTimes = new Set(st.unconfirmedTimes ?? []);
+    this.timesUnknown = st.timesUnknown ?? false;
     if (st.throttle) this.recoveryThrottle = { ...st.throttle };
     if (this.status === 'ok') this.ring = new VnodeRing(this.epochs.get(this.epochNr)?.nodes ?? []);
     else this.ring = new VnodeRing(this.withVnodes(this.present));
@@ -756,9 +771,17 @@ export class Sheep implements PlacementView {
     this.ring = new VnodeRing(nodes);
     const me = nodes.find((n) => this.isSelf(n));
     if (me) this.selfNode.nrVnodes = me.nrVnodes;
-    // each member stamped the epoch by its own clock; the first member's stamp is the one all keep
+    // Each member stamped the epoch by its own clock; the first member's
+    // stamp is the one all keep. It announces too the times of earlier
+    // epochs nobody announced (their first member died first: found by the
+    // churn simulator, seed 703, as epoch times a second apart between
+    // nodes), or, after a start-up, of the last ANNOUNCE_ALL epochs.
+    this.unconfirmedTimes.add(e);
     if (nodes.length && this.isSelf(nodes[0])) {
-      this.cluster.notify({ t: 'epoch_time', epoch: e, time }).catch(() => undefined);
+      const all = this.timesUnknown;
+      const which = all ? [...this.epochs.keys()].sort((a, b) => a - b).slice(-ANNOUNCE_ALL) : [...this.unconfirmedTimes].sort((a, b) => a - b).slice(-ANNOUNCE_ALL);
+      const times = which.filter((x) => this.epochs.has(x)).map((x) => [x, this.epochs.get(x)!.time]);
+      this.cluster.notify({ t: 'epoch_time', epoch: e, time, times, all }).catch(() => undefined);
     }
     this.recoveryDone.clear();
     this.recoveryComplete.clear();
@@ -848,11 +871,16 @@ export class Sheep implements PlacementView {
         }
         return;
       case 'epoch_time': {
-        const rec = this.epochs.get(m.epoch as number);
-        if (rec && rec.time !== m.time) {
-          rec.time = m.time as number;
-          await this.cfg.saveEpoch(rec.epoch, rec.nodes, rec.time);
+        const times = (m.times as [number, number][] | undefined) ?? [[m.epoch as number, m.time as number]];
+        for (const [e, t] of times) {
+          this.unconfirmedTimes.delete(e);
+          const rec = this.epochs.get(e);
+          if (rec && rec.time !== t) {
+            rec.time = t;
+            await this.cfg.saveEpoch(rec.epoch, rec.nodes, rec.time);
+          }
         }
+        if (m.all) this.timesUnknown = false;
         return;
       }
       case 'recovery_done':

@@ -1,6 +1,7 @@
 // Start real sheep processes on loopback in temp dirs, run real collie.
 import { spawn, ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
+import { readFile, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dir as tmpDir } from 'tmp-promise';
@@ -84,6 +85,9 @@ export async function startSheep(opts: StartOptions = {}): Promise<SheepProc> {
   const port = opts.port ?? (await freePort());
   const dir = opts.dir ?? (await tmpDir({ unsafeCleanup: true, prefix: 'sheep-' })).path;
   const cluster = opts.cluster ?? `local:${uniqueClusterId()}`;
+  // where this run's lines start in a log an earlier run on dir wrote to
+  const logFile = path.join(dir, 'sheep.log');
+  const logFrom = await stat(logFile).then((st) => st.size, () => 0);
   const proc = spawn(process.execPath, [SHEEP_BIN, '-f', '-b', '127.0.0.1', '-p', String(port), '-c', cluster, ...(opts.args ?? []), dir], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: opts.env ? { ...process.env, ...opts.env } : process.env,
@@ -112,9 +116,15 @@ export async function startSheep(opts: StartOptions = {}): Promise<SheepProc> {
   const serving = new RegExp(`serving [^ ]*:${port}\\b`);
   await Promise.race([
     (async () => {
-      const end = Date.now() + 30_000;
-      while (!serving.test(out)) {
-        if (Date.now() > end) throw new Error(`sheep on ${port} did not say it serves: ${out}`);
+      // the log file is the record: its pipe to us can lag far behind on a loaded machine
+      const inLog = () => readFile(logFile).then((t) => serving.test(t.subarray(logFrom).toString()), () => false);
+      const end = Date.now() + 60_000;
+      for (let i = 0; !serving.test(out); i++) {
+        if (i % 50 === 49 && (await inLog())) break;
+        if (Date.now() > end) {
+          if (await inLog()) break;
+          throw new Error(`sheep on ${port} did not say it serves: ${out}`);
+        }
         await new Promise((r) => setTimeout(r, 20));
       }
       await waitForJoined(port);

@@ -30,6 +30,8 @@ export interface PlacementView {
   mayBeAway(oid: bigint): boolean;
   /** Strict mode: refuse writes that cannot have all their copies. */
   strict(): boolean;
+  /** The members that hold data (for removals that must reach copies set aside anywhere). */
+  holders?(): SdNode[];
 }
 
 /**
@@ -390,9 +392,16 @@ export class Gateway implements ObjectIO {
   }
 
   async remove(oid: bigint, copies?: number): Promise<void> {
-    await this.retrying(() => this.forAll(this.replicas(oid, copies),
+    const targets = this.replicas(oid, copies);
+    await this.retrying(() => this.forAll(targets,
       async () => { await this.store.remove(oid); },
       (n) => this.peers.removePeer(n, oid, this.view.epoch())));
+    // A copy set aside on a node the placement no longer names would be
+    // brought back by a later recovery as the only copy of an object that
+    // no longer exists (churn simulator, seed 1702): every other member
+    // drops its copies too. Best effort: a member that is away keeps its own.
+    const others = (this.view.holders?.() ?? []).filter((n) => !targets.some((t) => sameNode(t, n)));
+    await Promise.all(others.map((n) => (this.isLocal(n) ? this.store.remove(oid) : this.peers.removePeer(n, oid, this.view.epoch())).catch(() => undefined)));
   }
 
   /**

@@ -215,6 +215,7 @@ export class Sheep implements PlacementView {
   epoch(): number { return this.epochNr; }
   self(): SdNode { return this.selfNode; }
   targets(oid: bigint, copies: number): SdNode[] { return this.ring.placeOid(oid, copies); }
+  holders(): SdNode[] { return (this.epochs.get(this.epochNr)?.nodes ?? []).filter((n) => n.nrVnodes > 0); }
   defaultCopies(): number { return this.config.copies; }
   vdiCopies(vid: number): number | undefined { return this.vdis.state(vid)?.nrCopies; }
   objectSize(vid: number): number { return this.vdis.objectSize(vid); }

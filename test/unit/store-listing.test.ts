@@ -45,4 +45,24 @@ describe('store listing during moves', () => {
     }
     await st.close();
   });
+
+  it('removing an object removes a copy set aside too (a later recovery would bring it back)', async () => {
+    const st = new PlainStore(d.path + '/rm', true);
+    await st.init();
+    st.epochNow = () => 1;
+    const oid = 0x0011af4f00000003n;
+    await st.createFull(oid, 512, Buffer.alloc(512, 1), 1);
+    await st.setAside(oid);
+    await st.createFull(oid, 512, Buffer.alloc(512, 2), 2);
+    expect((await st.copies()).length).toBe(1);
+    expect(await st.remove(oid)).toBe(true);
+    expect(await st.copies()).toEqual([]);
+    expect(await st.staleList()).toEqual([]);
+    await st.createFull(oid, 512, Buffer.alloc(512, 1), 1);
+    await st.setAside(oid);
+    expect(await st.remove(oid)).toBe(true);
+    expect(await st.copies()).toEqual([]);
+    expect(await st.remove(oid)).toBe(false);
+    await st.close();
+  });
 });

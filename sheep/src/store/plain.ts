@@ -608,13 +608,15 @@ export class PlainStore implements ObjectStore {
     return { data: await this.staleRead(oid, 0, size), version, stale: true };
   }
 
+  /** Remove the object: its live copy and any copy set aside (a recovery would bring that one back). */
   async remove(oid: bigint): Promise<boolean> {
     this.fds.invalidate(oid);
+    const aside = await this.moves.move(() => fsp.unlink(this.sp(oid)).then(() => true, () => false));
     try {
       await fsp.unlink(this.p(oid));
       return true;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return aside;
       throw this.mapErr(e);
     }
   }

@@ -53,7 +53,15 @@ for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
 let bad = 0;
 for (let k = 0; k < runs; k++) {
   const seed = seed0 + k;
-  const r = await runChaos({ seed, minutes, driver: driver as 'local' | 'zookeeper', replay, outDir: out && runs > 1 ? `${out}/seed-${seed}` : out, verbose: !quiet });
+  let r: Awaited<ReturnType<typeof runChaos>>;
+  try {
+    r = await runChaos({ seed, minutes, driver: driver as 'local' | 'zookeeper', replay, outDir: out && runs > 1 ? `${out}/seed-${seed}` : out, verbose: !quiet });
+  } catch (e) {
+    // the run could not start or the harness broke: that is no clean run
+    console.error(`chaos: seed ${seed}: ${(e as Error)?.stack ?? e}`);
+    bad++;
+    continue;
+  }
   console.log(JSON.stringify({ seed: r.seed, driver: r.driver, nodes: r.nodes, copies: r.copies, zones: r.zones, writes: r.writes, acked: r.acked, reads: r.reads, checkedMiB: Math.round(r.checkedBytes / 1048576), faults: r.faults, admin: r.adminOps, findings: r.findings.length }));
   if (r.findings.length) {
     bad++;

@@ -80,5 +80,5 @@ describe('collie on a 3-node cluster', () => {
     expect(md5(r.stdoutBuf)).toBe(md5(data));
     r = await runCollie(['vdi', 'object', 'location', '-i', '0', 'Alice'], { port });
     expect(r.stdout.match(/has the object/g)?.length).toBe(3);
-  });
+  }, 180_000); // some forty collie runs, each a process start: minutes on a loaded machine
 });

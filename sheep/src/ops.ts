@@ -585,7 +585,8 @@ export const OPS = new Map<number, OpDef>([
   [Op.FLUSH_DEL_CACHE, { name: 'FLUSH_DEL_CACHE', kind: 'local', handler: noop }],
   [Op.NOTIFY_VDI_DEL, { name: 'NOTIFY_VDI_DEL', kind: 'cluster', force: true, handler: notifyVdiDel }],
   [Op.KILL_NODE, { name: 'KILL_NODE', kind: 'local', force: true, handler: killNode }],
-  [Op.GET_OBJ_LIST, { name: 'GET_OBJ_LIST', kind: 'local', handler: getObjList }],
+  // in any state: collie cluster format asks every node what it holds before wiping it
+  [Op.GET_OBJ_LIST, { name: 'GET_OBJ_LIST', kind: 'local', force: true, handler: getObjList }],
   [Op.GET_EPOCH, { name: 'GET_EPOCH', kind: 'local', handler: getEpoch }],
   [Op.CREATE_AND_WRITE_PEER, { name: 'CREATE_AND_WRITE_PEER', kind: 'peer', handler: createPeer }],
   [Op.READ_PEER, { name: 'READ_PEER', kind: 'peer', handler: readPeer }],

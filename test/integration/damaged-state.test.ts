@@ -117,6 +117,49 @@ describe('damaged node state', () => {
   }, 120_000);
 });
 
+describe('format', () => {
+  it('collie cluster format refuses to wipe nodes that hold objects, naming them, unless -f', async () => {
+    const spec = `local:${uniqueClusterId()}`;
+    const nodes: SheepProc[] = [];
+    for (let i = 0; i < 2; i++) nodes.push(await startSheep({ cluster: spec, args: ['-z', String(i), '-n'] }));
+    await waitFor(async () => (await nodeList(nodes[0].port)).length === 2, 10_000, '2 members');
+    const port = nodes[0].port;
+    // nothing held: formats without a question, and again
+    for (let i = 0; i < 2; i++) {
+      const f = await runCollie(['cluster', 'format', '--copies=2'], { port });
+      expect(f.code, f.stderr).toBe(0);
+      expect(f.stderr).toBe('');
+    }
+    const data = randomBytes(8 * MB);
+    const vid = await withWire(port, async (w) => {
+      const v = (await w.newVdi('precious', 16n * BigInt(MB))).rsp.vdi.vdiId;
+      await w.writeVdi(v, 0, data);
+      return v;
+    });
+    // inode + 2 data objects, on both nodes
+    const held = async (s: SheepProc) => (await fsp.readdir(path.join(s.dir, 'obj'))).filter((f) => /^[0-9a-f]{16}$/.test(f)).length;
+    for (const s of nodes) expect(await held(s)).toBe(3);
+    // without -f: refused, whatever stdin says, with the nodes and what they hold; nothing changes
+    for (const input of [undefined, 'yes\n']) {
+      const r = await runCollie(['cluster', 'format', '--copies=2'], { port, input });
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(/^Refusing to format: formatting destroys every object the nodes hold, and\n/);
+      for (const s of nodes) expect(r.stderr).toContain(`  127.0.0.1:${s.port} holds 3 objects\n`);
+      expect(r.stderr).toMatch(/Use -f \(--force\) to format anyway\.\n$/);
+    }
+    for (const s of nodes) {
+      expect(await held(s)).toBe(3);
+      await withWire(s.port, async (w) => expect((await w.readVdi(vid, 0, 8 * MB)).equals(data)).toBe(true));
+    }
+    // with -f: formatted, the objects gone
+    const f = await runCollie(['cluster', 'format', '--copies=2', '-f'], { port });
+    expect(f.code, f.stderr).toBe(0);
+    await withWire(port, async (w) => expect((await w.info('precious')).rsp.result).toBe(Res.NO_VDI));
+    for (const s of nodes) await waitFor(async () => (await held(s)) === 0, 10_000, 'the objects wiped');
+  }, 90_000);
+});
+
 describe('damaged object copies', () => {
   it('a truncated inode or data file is never served: the other replicas answer and it is repaired', async () => {
     const spec = `local:${uniqueClusterId()}`;

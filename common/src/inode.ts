@@ -158,6 +158,16 @@ export class Inode {
     return ino;
   }
 
+  /** Set index entries first.. from b, which holds their 4-byte records (read from SD_INODE_HEADER_SIZE + 4 * first). */
+  decodeIndex(b: Buffer, first: number): void {
+    const n = Math.min(b.length >> 2, MAX_DATA_OBJS - first);
+    if (LITTLE_ENDIAN) {
+      new Uint8Array(this.dataVdiId.buffer, this.dataVdiId.byteOffset + 4 * first, 4 * n).set(b.subarray(0, 4 * n));
+      return;
+    }
+    for (let i = 0; i < n; i++) this.dataVdiId[first + i] = b.readUInt32LE(4 * i);
+  }
+
   /** Set the generation references of entries first.. from b, which holds their 8-byte records (read from SD_INODE_GREF_OFFSET + 8 * first). */
   decodeGrefs(b: Buffer, first: number): void {
     const g = Math.min(b.length >> 3, MAX_DATA_OBJS - first);

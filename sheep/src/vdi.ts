@@ -1,7 +1,7 @@
 // VDI metadata: id bitmaps, the per-VDI state table, name lookup (§9),
 // create/clone/snapshot (§10.5), delete (§6.14) and attributes (§6.12).
 import {
-  Res, SheepdogError, hash24, SD_NR_VDIS, SD_INODE_SIZE, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, SD_INODE_QEMU_SIZE,
+  Res, SheepdogError, hash24, SD_NR_VDIS, SD_INODE_SIZE, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET,
   SD_ATTR_OBJ_SIZE, Inode, InodeHeader, emptyInodeHeader, encodeInodeHeader, decodeInodeHeader, timestamp64,
   vidToVdiOid, vidToAttrOid, attrHash, attrSameKey, MAX_DATA_OBJS, LockState, SdNode,
   Flag, ClusterFlag, INODE_OFF,
@@ -420,10 +420,17 @@ export class VdiRegistry {
    */
   async readInode(vid: number): Promise<Inode> {
     const oid = vidToVdiOid(vid);
+    // in pieces, so that no one read (and the check of its block sums) holds the event loop long
+    const PIECE = 32768;
     try {
-      const ino = Inode.decode(await this.io.read(oid, 0, SD_INODE_QEMU_SIZE));
+      const ino = Inode.decode(await this.io.read(oid, 0, SD_INODE_HEADER_SIZE));
+      for (let first = 0; first < MAX_DATA_OBJS; first += PIECE) {
+        ino.decodeIndex(await this.io.read(oid, SD_INODE_HEADER_SIZE + 4 * first, 4 * Math.min(PIECE, MAX_DATA_OBJS - first)), first);
+      }
       const n = this.lastUsedIndex(ino);
-      if (n) ino.decodeGrefs(await this.io.read(oid, SD_INODE_GREF_OFFSET, 8 * n), 0);
+      for (let first = 0; first < n; first += PIECE) {
+        ino.decodeGrefs(await this.io.read(oid, SD_INODE_GREF_OFFSET + 8 * first, 8 * Math.min(PIECE, n - first)), first);
+      }
       return ino;
     } catch {
       throw new SheepdogError(Res.VDI_READ);

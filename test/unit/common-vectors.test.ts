@@ -280,5 +280,10 @@ describe('inode index and grefs by typed-array copies', () => {
     ino.decodeGrefs(part, 7);
     expect([...ino.grefGeneration.subarray(6, 13)]).toEqual([0, ...[0, 1, 2, 3, 4].map((i) => part.readInt32LE(8 * i)), 0]);
     expect([...ino.grefCount.subarray(6, 13)]).toEqual([0, ...[0, 1, 2, 3, 4].map((i) => part.readInt32LE(8 * i + 4)), 0]);
+    // and index entries
+    ino.decodeIndex(part, MAX_DATA_OBJS - 3);
+    expect([...ino.dataVdiId.subarray(MAX_DATA_OBJS - 4)]).toEqual([0, ...[0, 1, 2].map((i) => part.readUInt32LE(4 * i))]);
+    ino.decodeIndex(part.subarray(0, 8), 10);
+    expect([...ino.dataVdiId.subarray(9, 13)]).toEqual([0, part.readUInt32LE(0), part.readUInt32LE(4), 0]);
   });
 });

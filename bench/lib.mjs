@@ -27,11 +27,11 @@ export async function waitPort(port) {
 }
 
 const procs = [];
-export async function startSheep({ cluster, zone, args = [] }) {
+export async function startSheep({ cluster, zone, args = [], env }) {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), 'sheep-bench-'));
   const nodeArgs = process.env.BENCH_SHEEP_NODE_ARGS ? process.env.BENCH_SHEEP_NODE_ARGS.split(' ') : [];
-  const p = spawn(process.execPath, [...nodeArgs, SHEEP, '-f', '-b', '127.0.0.1', '-p', String(port), '-c', cluster, '-z', String(zone), ...args, dir], { stdio: 'ignore' });
+  const p = spawn(process.execPath, [...nodeArgs, SHEEP, '-f', '-b', '127.0.0.1', '-p', String(port), '-c', cluster, '-z', String(zone), ...args, dir], { stdio: 'ignore', env: env ? { ...process.env, ...env } : process.env });
   const exited = new Promise((r) => p.once('exit', r));
   // with node args (e.g. --cpu-prof) stop gracefully so node can write its output
   const sig = nodeArgs.length ? 'SIGTERM' : 'SIGKILL';

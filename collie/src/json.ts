@@ -77,6 +77,15 @@ export function recoveryJson(n: SdNode, id: number, st: RecoveryState) {
   };
 }
 
+/** A deleted VDI whose objects are being reclaimed (node: host:port of the node at it; null while it waits). */
+export function reclaimJson(e: { vid: number; objectsDone: number; objectsTotal: number; by?: string }) {
+  return {
+    vdi_id: e.vid, node: e.by ?? null, objects_total: e.objectsTotal,
+    objects_left: Math.max(0, e.objectsTotal - e.objectsDone),
+    progress_percent: e.by === undefined ? 0 : e.objectsTotal === 0 ? 100 : Math.round((1000 * e.objectsDone) / e.objectsTotal) / 10,
+  };
+}
+
 export function mdDiskJson(d: MdDisk) {
   const size = d.free + d.used;
   return { id: d.idx, path: d.path, size: bytes(size), used: bytes(d.used), avail: bytes(d.free), use_percent: percent(d.used, size) };

@@ -101,6 +101,8 @@ export const Op = {
   SCRUB: 0xe4,
   /** This node's scrub status, as JSON (see sheep/src/scrub.ts ScrubStatus). */
   SCRUB_STATUS: 0xe5,
+  /** The deleted VDIs whose objects are not all reclaimed yet, and this node's progress on them; reply: ReclaimStatus (reclaim.ts). */
+  RECLAIM_STATUS: 0xe6,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

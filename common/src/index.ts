@@ -19,6 +19,7 @@ export * from './vdiscan.js';
 export * from './cacheinfo.js';
 export * from './sendqueue.js';
 export * from './copies.js';
+export * from './reclaim.js';
 export * from './epochfile.js';
 export * from './backup.js';
 export * from './proctitle.js';

@@ -151,6 +151,28 @@ export class SheepMetrics {
       collect() { this.set(self.recoveryRate()); },
     });
 
+    // damage on disk: kept by the daemon whether or not --metrics is on (Sheep.integrity)
+    new client.Counter({
+      name: 'sheep_damaged_copies_total', labelNames: ['found_by'], registers,
+      help: 'Damaged copies (short files, failed block checksums) found on this node\'s disk since it started, by what found them: found_by="read" a read, "recovery" a recovery transfer or comparison, "scrub" a scrub',
+      collect() { this.reset(); for (const [by, n] of Object.entries(s.integrity.damaged)) this.inc({ found_by: by }, n); },
+    });
+    new client.Counter({
+      name: 'sheep_repaired_copies_total', registers,
+      help: 'Damaged copies on this node replaced with a good copy from another replica since it started',
+      collect() { this.reset(); this.inc(s.integrity.repaired); },
+    });
+    // background deletion (reclaim.ts): every node knows which VDIs wait; the first member reclaims them
+    new client.Gauge({ name: 'sheep_reclaim_vdis_pending', help: 'Deleted VDIs whose objects are not all reclaimed yet', registers, collect() { this.set(s.reclaimer.pending().length); } });
+    new client.Gauge({
+      name: 'sheep_reclaim_objects_pending', help: 'Objects of the deleted VDI this node reclaims now that are still to go (0 on the other nodes)', registers,
+      collect() { const p = s.reclaimer.progress; this.set(p ? Math.max(0, p.objects - p.dropped) : 0); },
+    });
+    new client.Counter({
+      name: 'sheep_reclaimed_objects_total', help: 'Objects (references) of deleted VDIs this node has reclaimed since it started', registers,
+      collect() { this.reset(); this.inc(s.reclaimer.droppedTotal); },
+    });
+
     const cacheGauge = (name: string, help: string, get: (c: NonNullable<Sheep['cache']>) => number, counter = false) => {
       const opts = { name, help, registers };
       if (counter) {

@@ -5,7 +5,7 @@ import {
   SD_VDI_STATE_SIZE, SD_MAX_COPIES, encodeNodes, encodeEpochLog, encodeClusterInfo, encodeRecoveryState,
   encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeFixedString,
   addrToString, isDataObj, oidToVid, LockState, timestamp64, encodeObjectCopies, COPIES_HEADER_SIZE,
-  COPY_RECORD_SIZE, FETCH_HEADER_SIZE, encodeFetchHeader, decodeHeldQuery, encodeOids, CopyFlag, decodeFetched,
+  COPY_RECORD_SIZE, FETCH_HEADER_SIZE, encodeReclaimStatus, RECLAIM_HEADER_SIZE, encodeFetchHeader, decodeHeldQuery, encodeOids, CopyFlag, decodeFetched,
   RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS,
 } from '@sheepdog/common';
 import type { Sheep, MakeFsMsg } from './sheep.js';
@@ -293,7 +293,9 @@ async function mdInfo(s: Sheep): Promise<Reply> {
 async function getHash(s: Sheep, h: RequestHeader): Promise<Reply> {
   // WILDCARD: the best copy, which may be one set aside (recovery compares those too)
   const stale = (h.flags & Flag.CMD_WILDCARD) !== 0 && s.store.bestCopy(h.obj.oid) === 'stale';
-  const digest = stale ? await s.store.staleSha1(h.obj.oid) : await s.store.sha1(h.obj.oid);
+  // who asks, for the count of damaged copies: scrub asks for the version too, recovery for the best copy
+  const by = h.dataLength >= 8 ? 'scrub' : (h.flags & Flag.CMD_WILDCARD) !== 0 ? 'recovery' : 'read';
+  const digest = stale ? await s.store.staleSha1(h.obj.oid) : await s.store.sha1(h.obj.oid, by);
   // asked for 8 bytes (scrub): the live copy's version too; dog asks for none
   let data: Buffer | undefined;
   if (h.dataLength >= 8 && !stale) {
@@ -311,6 +313,12 @@ async function scrub(s: Sheep, h: RequestHeader): Promise<Reply> {
 
 async function scrubStatus(s: Sheep): Promise<Reply> {
   return ok({ data: Buffer.from(JSON.stringify(s.scrubber.status)) });
+}
+
+/** RECLAIM_STATUS: the deleted VDIs waiting to be reclaimed, and this node's progress (as much as data_length takes). */
+async function reclaimStatus(s: Sheep, h: RequestHeader): Promise<Reply> {
+  if (h.dataLength < RECLAIM_HEADER_SIZE) fail(Res.BUFFER_SMALL);
+  return ok({ data: encodeReclaimStatus(s.reclaimer.status(), h.dataLength) });
 }
 
 async function stat(s: Sheep): Promise<Reply> {
@@ -577,7 +585,8 @@ export const OPS = new Map<number, OpDef>([
   [Op.FLUSH_DEL_CACHE, { name: 'FLUSH_DEL_CACHE', kind: 'local', handler: noop }],
   [Op.NOTIFY_VDI_DEL, { name: 'NOTIFY_VDI_DEL', kind: 'cluster', force: true, handler: notifyVdiDel }],
   [Op.KILL_NODE, { name: 'KILL_NODE', kind: 'local', force: true, handler: killNode }],
-  [Op.GET_OBJ_LIST, { name: 'GET_OBJ_LIST', kind: 'local', handler: getObjList }],
+  // in any state: collie cluster format asks every node what it holds before wiping it
+  [Op.GET_OBJ_LIST, { name: 'GET_OBJ_LIST', kind: 'local', force: true, handler: getObjList }],
   [Op.GET_EPOCH, { name: 'GET_EPOCH', kind: 'local', handler: getEpoch }],
   [Op.CREATE_AND_WRITE_PEER, { name: 'CREATE_AND_WRITE_PEER', kind: 'peer', handler: createPeer }],
   [Op.READ_PEER, { name: 'READ_PEER', kind: 'peer', handler: readPeer }],
@@ -619,6 +628,7 @@ export const OPS = new Map<number, OpDef>([
   [Op.CHECK_HELD, { name: 'CHECK_HELD', kind: 'peer', handler: checkHeld }],
   [Op.SCRUB, { name: 'SCRUB', kind: 'local', handler: scrub }],
   [Op.SCRUB_STATUS, { name: 'SCRUB_STATUS', kind: 'local', force: true, handler: scrubStatus }],
+  [Op.RECLAIM_STATUS, { name: 'RECLAIM_STATUS', kind: 'local', force: true, handler: reclaimStatus }],
 ]);
 
 /** Fills in header-level checks and runs the handler; never throws. */

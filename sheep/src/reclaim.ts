@@ -9,25 +9,49 @@
 // member, goes on where the index says. Throttled: one
 // batch at a time, a few references dropped at once, a pause between
 // batches, so that other VDIs' requests do not wait behind it.
-import { SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, sameNode, vidToVdiOid } from '@sheepdog/common';
+// Progress: RECLAIM_STATUS (collie node recovery, collie vdi list) and the
+// sheep_reclaim_* metrics.
+import {
+  SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, sameNode, vidToVdiOid, ReclaimEntry, ReclaimFlag, ReclaimStatus,
+} from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import { log } from './log.js';
 import { sleep } from './util.js';
 
-const BATCH = 256;
+/** A whole number from the environment (a tuning and testing knob), or the default. */
+function knob(name: string, def: number, min: number, max: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    log.warn(`${name}=${v} is not a whole number from ${min} to ${max}: ${def} is used`);
+    return def;
+  }
+  return n;
+}
+
+/** Index entries looked at per batch (SHEEP_RECLAIM_BATCH). */
+const BATCH = knob('SHEEP_RECLAIM_BATCH', 256, 1, 1 << 20);
 const AT_ONCE = 4;
-const PAUSE_MS = 20;
+/** Pause between batches (SHEEP_RECLAIM_PAUSE_MS). */
+const PAUSE_MS = knob('SHEEP_RECLAIM_PAUSE_MS', 20, 0, 60_000);
 
 export interface ReclaimProgress {
   vid: number;
+  /** Index entries walked, of total. */
   done: number;
   total: number;
+  /** Objects (references) to drop, found when this run started, and dropped so far. */
+  objects: number;
+  dropped: number;
 }
 
 export class Reclaimer {
   private running = false;
   /** What is being reclaimed now (for collie node recovery and the metrics). */
   progress?: ReclaimProgress;
+  /** References dropped by this node's reclaims since it started (sheep_reclaimed_objects_total). */
+  droppedTotal = 0;
 
   constructor(private readonly s: Sheep) {}
 
@@ -49,7 +73,16 @@ export class Reclaimer {
     return s.status === 'ok' && !!first && sameNode(first, s.selfNode);
   }
 
-  private pending(): number[] {
+  /** The deleted VDIs not reclaimed yet (every node knows them), with this node's progress on the one it reclaims. */
+  status(): ReclaimStatus {
+    const p = this.progress;
+    const entries: ReclaimEntry[] = this.pending().map((vid) => (p && p.vid === vid
+      ? { vid, flags: ReclaimFlag.RUNNING, entriesDone: p.done, entriesTotal: p.total, objectsTotal: p.objects, objectsDone: p.dropped }
+      : { vid, flags: 0, entriesDone: 0, entriesTotal: 0, objectsTotal: 0, objectsDone: 0 }));
+    return { entries, pending: entries.length };
+  }
+
+  pending(): number[] {
     return [...this.s.vdis.states.values()].filter((v) => v.deleted && v.reclaim).map((v) => v.vid).sort((a, b) => a - b);
   }
 
@@ -68,7 +101,10 @@ export class Reclaimer {
     const copies = ino.header.nrCopies || undefined;
     const started = Date.now();
     let dropped = 0;
-    this.progress = { vid, done: 0, total: n };
+    let objects = 0;
+    for (let i = 0; i < n; i++) if (ino.dataVdiId[i]) objects++;
+    const progress: ReclaimProgress = { vid, done: 0, total: n, objects, dropped: 0 };
+    this.progress = progress;
     for (let first = 0; first < n; first += BATCH) {
       if (!this.leading()) return;
       const count = Math.min(BATCH, n - first);
@@ -81,6 +117,9 @@ export class Reclaimer {
           for (let i = 0; i < list.length; i += AT_ONCE) {
             await Promise.all(list.slice(i, i + AT_ONCE).map(([owner, idx, gen, cnt]) => s.gw.decref(owner, idx, gen, cnt).catch((e) => {
               log.warn(`reclaiming VDI ${vid.toString(16)}: object ${idx} of ${owner.toString(16)} stays: ${(e as Error).message}`);
+            }).finally(() => {
+              progress.dropped++;
+              this.droppedTotal++;
             })));
           }
         };
@@ -109,7 +148,7 @@ export class Reclaimer {
         await drop(shared);
         dropped += refs.length;
       }
-      this.progress = { vid, done: first + count, total: n };
+      progress.done = first + count;
       await sleep(PAUSE_MS);
     }
     await s.cluster.notify({ t: 'vdi_reclaimed', vid });

@@ -26,6 +26,7 @@ import {
   decodeObjectCopies, decodeFetched, encodeHeldQuery, decodeOids, CopyRecord,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
+import type { FoundBy } from './store/store.js';
 import { log } from './log.js';
 import { sleep } from './util.js';
 import { metrics } from './metrics.js';
@@ -305,7 +306,7 @@ export class Recovery {
             // aside since it was listed (its own recovery of this epoch), and the
             // bytes are the same; the version check below refuses anything older
             const r = await s.peers.call(src.node, { opcode: Op.GET_HASH, epoch: run.epoch, flags: Flag.CMD_WILDCARD, obj: { oid, tgtEpoch: run.epoch } });
-            const have = mine.stale ? await s.store.staleSha1(oid) : await s.store.sha1(oid);
+            const have = mine.stale ? await s.store.staleSha1(oid) : await s.store.sha1(oid, 'recovery');
             if (r.rsp.hash.equals(have) && (!mine.stale || (await s.store.restoreStale(oid)))) return this.finish(run, oid);
           }
           const r = await s.peers.call(src.node, {
@@ -349,11 +350,13 @@ export class Recovery {
    * node the placement names (at the same version or newer), holding local
    * writes to it meanwhile.
    */
-  repairDamaged(oid: bigint, why: string): void {
+  repairDamaged(oid: bigint, why: string, by: FoundBy): void {
     const s = this.s;
     log.err(why);
-    s.integrity.damaged++;
-    if (this.repairing.has(oid) || !s.formatted) return;
+    // reads of a copy under repair find it again: counted once
+    if (this.repairing.has(oid)) return;
+    s.integrity.damaged[by]++;
+    if (!s.formatted) return;
     this.repairing.add(oid);
     void (async () => {
       const release = s.store.hold(oid);

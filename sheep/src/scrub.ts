@@ -80,7 +80,7 @@ export class Scrubber {
       const size = s.gw.sizeOf(oid);
       let sound = true;
       try {
-        await s.store.read(oid, 0, size);
+        await s.store.read(oid, 0, size, undefined, 'scrub');
       } catch (e) {
         // a damaged copy is reported, and repaired, by the store; anything else (removed meanwhile) is not ours to judge
         sound = false;
@@ -105,7 +105,7 @@ export class Scrubber {
     if (!targets.length || !sameNode(targets[0], s.selfNode) || s.recovery.pendingFor(oid)) return;
     const mine = await s.store.versionOf(oid);
     if (mine === undefined) return;
-    const myHash = await s.store.sha1(oid);
+    const myHash = await s.store.sha1(oid, 'scrub');
     for (const n of targets.slice(1)) {
       const r = await s.peers.call(n, { opcode: Op.GET_HASH, epoch: s.epochNr, dataLength: 8, obj: { oid, tgtEpoch: s.epochNr } }, undefined, [Res.NO_OBJ]);
       if (r.rsp.result === Res.NO_OBJ) continue; // recovery's to bring, not ours

@@ -12,7 +12,7 @@ import {
   decodeInodeHeader, isVdiObj, oidToVid, SD_DEFAULT_VNODES, emptyStat, SdStat, sameNode,
   nodeToString, LockState, Op, decodeNodes, SD_NODE_SIZE, CopyRecord, CopyFlag,
 } from '@sheepdog/common';
-import type { ObjectStore } from './store/store.js';
+import type { ObjectStore, FoundBy } from './store/store.js';
 import { PlainStore } from './store/plain.js';
 import { NodeConfigStore, ClusterConfig, emptyConfig, DamagedState, STORE_DRIVERS } from './config.js';
 import { VdiRegistry, VdiNotice, VdiStateEntry, VdiTableRow } from './vdi.js';
@@ -112,8 +112,13 @@ export class Sheep implements PlacementView {
   /** The object cache (sheep -w), when enabled. */
   cache?: ObjectCache;
   readonly stats: SdStat = emptyStat();
-  /** Damaged copies found (short files, failed checksums) and repaired from another replica. */
-  readonly integrity = { damaged: 0, repaired: 0 };
+  /**
+   * Damaged copies found here (short files, failed checksums), by what
+   * found them, once per copy while its repair is under way; and copies
+   * repaired from another replica (sheep_damaged_copies_total,
+   * sheep_repaired_copies_total).
+   */
+  readonly integrity = { damaged: { read: 0, recovery: 0, scrub: 0 } as Record<FoundBy, number>, repaired: 0 };
   recoveryThrottle = { maxExecCount: 0, queueWorkInterval: 0n, throttling: false };
   onShutdown?: (why: 'shutdown' | 'killed') => void;
   /** This node cannot go on (a cluster event it could not apply): stop, unsuccessfully. */
@@ -178,7 +183,7 @@ export class Sheep implements PlacementView {
     this.recovery = new Recovery(this);
     this.reclaimer = new Reclaimer(this);
     this.scrubber = new Scrubber(this);
-    this.store.onDamage = (oid, why) => this.recovery.repairDamaged(oid, why);
+    this.store.onDamage = (oid, why, by) => this.recovery.repairDamaged(oid, why, by);
   }
 
   get objDir(): string {

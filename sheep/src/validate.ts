@@ -199,6 +199,8 @@ export const RULES = new Map<number, Rule>([
   [Op.CHECK_HELD, adm(4 * MiB, 4 * MiB)],
   [Op.SCRUB, adm(0, 0)],
   [Op.SCRUB_STATUS, adm(0, 4096)],
+  // status, as STAT_RECOVERY: anyone may ask
+  [Op.RECLAIM_STATUS, pub(0, 64 * KiB)],
 ]);
 
 /**

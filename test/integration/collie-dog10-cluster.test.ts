@@ -78,13 +78,14 @@ describe('dog 1.0 texts: cluster', { timeout: 60_000 }, () => {
     });
   });
 
-  it('a non-empty cluster is formatted only after a yes', async () => {
+  it('a cluster whose nodes hold objects is formatted only with -f (1.0 asks, and formats after a yes)', async () => {
     expectDog(await dog(['vdi', 'create', 'Keep', '4M']), { code: 0 });
-    expectDog(await dog(['cluster', 'format', '--copies', '1'], 'no\n'), {
-      code: 0,
-      stdout: "    __\n   ()'`;\n   /\\|`  Caution! The cluster is not empty. Formatting it will\n" +
-        '  /  |   destroy all the data in the cluster.\n(/_)_|_  Are you sure you want to continue? [yes/no]: ',
-    });
+    for (const input of ['no\n', 'yes\n']) {
+      expectDog(await dog(['cluster', 'format', '--copies', '1'], input), {
+        code: 1,
+        stderr: `Refusing to format: formatting destroys every object the nodes hold, and\n  127.0.0.1:${s.port} holds 1 object\nUse -f (--force) to format anyway.\n`,
+      });
+    }
     expect((await dog(['vdi', 'list', '-r', 'Keep'])).stdout).toMatch(/^= Keep 0 4194304 /);
   });
 

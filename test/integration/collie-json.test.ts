@@ -100,7 +100,7 @@ describe('collie --json', () => {
       expect(Math.abs(n.size - Number(rawInfo[i][1]))).toBeLessThan(1 << 30);
     });
     expect(ni.total_virtual_image_size).toBe(64 * MB + 64 * MB + 1024 * MB);
-    expect(await json(['node', 'recovery'])).toEqual({ nodes: [] });
+    expect(await json(['node', 'recovery'])).toEqual({ nodes: [], reclaiming: [] });
     const st = await json(['node', 'stat']);
     expect(st.time).toMatch(ISO);
     expect(st.client.total).toBeGreaterThan(0);

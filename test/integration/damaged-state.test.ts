@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Res, vidToDataOid, vidToVdiOid, oidToHex } from '@sheepdog/common';
-import { startSheep, stopAll, waitFor, runCollie, SheepProc, uniqueClusterId } from '../helpers/cluster.js';
+import { startSheep, stopAll, waitFor, runCollie, SheepProc, uniqueClusterId, freePort } from '../helpers/cluster.js';
 import { formatCluster, nodeList } from '../helpers/cluster-scenarios.js';
 import { Wire } from '../helpers/wire.js';
 
@@ -43,6 +43,26 @@ async function refuses(s: SheepProc, msg: RegExp): Promise<string> {
   expect(err).toMatch(msg);
   expect(Date.now() - t0).toBeLessThan(20_000);
   return err;
+}
+
+/** A node's metrics (sheep --metrics), as exposition text. */
+async function scrape(port: number): Promise<string> {
+  const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+  expect(r.status).toBe(200);
+  return r.text();
+}
+
+/** The value of one series in exposition text (undefined: absent). */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+/** A node's damaged-copy counters, by what found them, and its repairs. */
+async function damageCounts(mport: number): Promise<{ read?: number; recovery?: number; scrub?: number; repaired?: number }> {
+  const t = await scrape(mport);
+  const by = (f: string) => sample(t, `sheep_damaged_copies_total{found_by="${f}"}`);
+  return { read: by('read'), recovery: by('recovery'), scrub: by('scrub'), repaired: sample(t, 'sheep_repaired_copies_total') };
 }
 
 afterEach(() => stopAll());
@@ -97,11 +117,56 @@ describe('damaged node state', () => {
   }, 120_000);
 });
 
+describe('format', () => {
+  it('collie cluster format refuses to wipe nodes that hold objects, naming them, unless -f', async () => {
+    const spec = `local:${uniqueClusterId()}`;
+    const nodes: SheepProc[] = [];
+    for (let i = 0; i < 2; i++) nodes.push(await startSheep({ cluster: spec, args: ['-z', String(i), '-n'] }));
+    await waitFor(async () => (await nodeList(nodes[0].port)).length === 2, 10_000, '2 members');
+    const port = nodes[0].port;
+    // nothing held: formats without a question, and again
+    for (let i = 0; i < 2; i++) {
+      const f = await runCollie(['cluster', 'format', '--copies=2'], { port });
+      expect(f.code, f.stderr).toBe(0);
+      expect(f.stderr).toBe('');
+    }
+    const data = randomBytes(8 * MB);
+    const vid = await withWire(port, async (w) => {
+      const v = (await w.newVdi('precious', 16n * BigInt(MB))).rsp.vdi.vdiId;
+      await w.writeVdi(v, 0, data);
+      return v;
+    });
+    // inode + 2 data objects, on both nodes
+    const held = async (s: SheepProc) => (await fsp.readdir(path.join(s.dir, 'obj'))).filter((f) => /^[0-9a-f]{16}$/.test(f)).length;
+    for (const s of nodes) expect(await held(s)).toBe(3);
+    // without -f: refused, whatever stdin says, with the nodes and what they hold; nothing changes
+    for (const input of [undefined, 'yes\n']) {
+      const r = await runCollie(['cluster', 'format', '--copies=2'], { port, input });
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(/^Refusing to format: formatting destroys every object the nodes hold, and\n/);
+      for (const s of nodes) expect(r.stderr).toContain(`  127.0.0.1:${s.port} holds 3 objects\n`);
+      expect(r.stderr).toMatch(/Use -f \(--force\) to format anyway\.\n$/);
+    }
+    for (const s of nodes) {
+      expect(await held(s)).toBe(3);
+      await withWire(s.port, async (w) => expect((await w.readVdi(vid, 0, 8 * MB)).equals(data)).toBe(true));
+    }
+    // with -f: formatted, the objects gone
+    const f = await runCollie(['cluster', 'format', '--copies=2', '-f'], { port });
+    expect(f.code, f.stderr).toBe(0);
+    await withWire(port, async (w) => expect((await w.info('precious')).rsp.result).toBe(Res.NO_VDI));
+    for (const s of nodes) await waitFor(async () => (await held(s)) === 0, 10_000, 'the objects wiped');
+  }, 90_000);
+});
+
 describe('damaged object copies', () => {
   it('a truncated inode or data file is never served: the other replicas answer and it is repaired', async () => {
     const spec = `local:${uniqueClusterId()}`;
     const nodes = [];
-    for (let i = 0; i < 3; i++) nodes.push(await startSheep({ cluster: spec, args: ['-z', String(i)] }));
+    const mports = [await freePort(), await freePort(), await freePort()];
+    for (let i = 0; i < 3; i++) nodes.push(await startSheep({ cluster: spec, args: ['-z', String(i), '--metrics', `127.0.0.1:${mports[i]}`] }));
+    for (const m of mports) expect(await damageCounts(m)).toEqual({ read: 0, recovery: 0, scrub: 0, repaired: 0 });
     await waitFor(async () => (await nodeList(nodes[0].port)).length === 3, 10_000, '3 members');
     await formatCluster(nodes[0].port, 3);
     const data = randomBytes(8 * MB);
@@ -127,7 +192,41 @@ describe('damaged object copies', () => {
     expect((await fsp.readFile(path.join(nodes[1].dir, 'obj', oidToHex(obj)))).subarray(0, 4 * MB).equals(data.subarray(4 * MB, 8 * MB))).toBe(true);
     expect(await fsp.readFile(path.join(nodes[0].dir, 'sheep.log'), 'utf8')).toMatch(new RegExp(`${oidToHex(inode)} is damaged`));
     expect(await fsp.readFile(path.join(nodes[1].dir, 'sheep.log'), 'utf8')).toMatch(new RegExp(`repaired ${oidToHex(obj)}`));
+    // and the metrics of the nodes that held them say so: found by a read, repaired; the third node found nothing
+    for (const i of [0, 1]) {
+      const c = await waitFor(async () => { const d = await damageCounts(mports[i]); return d.repaired! >= 1 && d; }, 10_000, `node ${i}'s repair counted`);
+      expect(c.read, `node ${i}`).toBeGreaterThanOrEqual(1);
+      expect(c.recovery, `node ${i}`).toBe(0);
+      expect(c.scrub, `node ${i}`).toBe(0);
+    }
+    expect(await damageCounts(mports[2])).toEqual({ read: 0, recovery: 0, scrub: 0, repaired: 0 });
   }, 120_000);
+
+  it('a damaged copy a recovery transfer finds is never sent, and counts as found by recovery', async () => {
+    // two copies on one zone: one copy each, until a node of a second zone
+    // joins and fetches every object from the only holder, whose copies are damaged
+    const spec = `local:${uniqueClusterId()}`;
+    const mport = await freePort();
+    const a = await startSheep({ cluster: spec, args: ['-z', '0', '-n', '--metrics', `127.0.0.1:${mport}`] });
+    await formatCluster(a.port, 2);
+    const vid = await withWire(a.port, async (w) => {
+      const v = (await w.newVdi('moved', 16n * BigInt(MB))).rsp.vdi.vdiId;
+      await w.writeVdi(v, 0, randomBytes(8 * MB));
+      return v;
+    });
+    for (const idx of [0, 1]) {
+      const fh = await fsp.open(path.join(a.dir, 'obj', oidToHex(vidToDataOid(vid, idx))), 'r+');
+      await fh.write(Buffer.from('rot'), 0, 3, 4096 * (idx + 3) + 17);
+      await fh.close();
+    }
+    execFileSync('sh', ['-c', 'sync; echo 1 > /proc/sys/vm/drop_caches']);
+    const b = await startSheep({ cluster: spec, args: ['-z', '1', '-n'] });
+    const c = await waitFor(async () => { const d = await damageCounts(mport); return d.recovery! >= 2 && d; }, 30_000, 'both damaged copies found by recovery');
+    // (recovery may ask again, and its sources' repairs find no good copy: at least once each)
+    expect({ ...c, recovery: Math.min(c.recovery!, 2) }).toEqual({ read: 0, recovery: 2, scrub: 0, repaired: 0 });
+    // and the joiner did not take them as good copies
+    for (const idx of [0, 1]) expect(await fsp.stat(path.join(b.dir, 'obj', oidToHex(vidToDataOid(vid, idx)))).then(() => true, () => false)).toBe(false);
+  }, 60_000);
 
   it('with one copy, a truncated inode makes lookups fail with an I/O error, not "No VDI found"', async () => {
     const s = await startSheep();
@@ -214,7 +313,8 @@ describe('scrub', () => {
   it('collie cluster scrub finds a damaged copy nobody reads, repairs it, and node scrub status says so', async () => {
     const spec = `local:${uniqueClusterId()}`;
     const nodes: SheepProc[] = [];
-    for (let i = 0; i < 3; i++) nodes.push(await startSheep({ cluster: spec, args: ['-z', String(i), '-n'] }));
+    const mports = [await freePort(), await freePort(), await freePort()];
+    for (let i = 0; i < 3; i++) nodes.push(await startSheep({ cluster: spec, args: ['-z', String(i), '-n', '--metrics', `127.0.0.1:${mports[i]}`] }));
     await waitFor(async () => (await nodeList(nodes[0].port)).length === 3, 10_000, '3 members');
     await formatCluster(nodes[0].port, 3);
     const data = randomBytes(8 * MB);
@@ -240,6 +340,10 @@ describe('scrub', () => {
     expect(lines.find((l) => l[1].endsWith(`:${nodes[2].port}`))![5]).toBe('1');
     const js = JSON.parse((await runCollie(['node', 'scrub', 'status', '--json'], { port: nodes[0].port })).stdout);
     expect(js.nodes.reduce((a: number, n: { damaged: number }) => a + n.damaged, 0)).toBe(1);
+    // the damaged copy's node counts it as found by the scrub, and repaired
+    expect(await waitFor(async () => { const d = await damageCounts(mports[2]); return d.repaired === 1 && d; }, 10_000, 'the repair counted'))
+      .toEqual({ read: 0, recovery: 0, scrub: 1, repaired: 1 });
+    for (const i of [0, 1]) expect(await damageCounts(mports[i])).toEqual({ read: 0, recovery: 0, scrub: 0, repaired: 0 });
     // a typo is a usage error
     expect((await runCollie(['cluster', 'scrub', '--rate', 'fast'], { port: nodes[0].port })).code).toBe(64);
   }, 120_000);

@@ -257,3 +257,33 @@ describe('structure codecs', () => {
     expect(() => parseSize('12X')).toThrow();
   });
 });
+
+describe('inode index and grefs by typed-array copies', () => {
+  it('decode reads every entry as readUInt32LE / readInt32LE would, from aligned, unaligned and partial buffers; encode gives the bytes back', async () => {
+    const { randomBytes } = await import('node:crypto');
+    const { SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, MAX_DATA_OBJS } = await import('../../common/src/index.js');
+    const whole = randomBytes(SD_INODE_SIZE + 1);
+    for (const b of [whole.subarray(0, SD_INODE_SIZE), whole.subarray(1), whole.subarray(1, SD_INODE_QEMU_SIZE + 1), whole.subarray(0, SD_INODE_GREF_OFFSET + 8 * 10 + 5)]) {
+      const ino = Inode.decode(b);
+      const n = Math.min(MAX_DATA_OBJS, (Math.min(b.length, SD_INODE_QEMU_SIZE) - SD_INODE_HEADER_SIZE) >> 2);
+      const g = Math.max(0, (b.length - SD_INODE_GREF_OFFSET) >> 3);
+      for (let i = 0; i < MAX_DATA_OBJS; i += 997) {
+        expect(ino.dataVdiId[i]).toBe(i < n ? b.readUInt32LE(SD_INODE_HEADER_SIZE + 4 * i) : 0);
+        expect(ino.grefGeneration[i]).toBe(i < g ? b.readInt32LE(SD_INODE_GREF_OFFSET + 8 * i) : 0);
+        expect(ino.grefCount[i]).toBe(i < g ? b.readInt32LE(SD_INODE_GREF_OFFSET + 8 * i + 4) : 0);
+      }
+      if (b.length === SD_INODE_SIZE) expect(ino.encode().subarray(SD_INODE_HEADER_SIZE).equals(b.subarray(SD_INODE_HEADER_SIZE))).toBe(true);
+    }
+    // the grefs of some entries, read apart (the reclaimer reads only those in use)
+    const ino = new Inode();
+    const part = whole.subarray(SD_INODE_GREF_OFFSET + 1, SD_INODE_GREF_OFFSET + 1 + 8 * 5);
+    ino.decodeGrefs(part, 7);
+    expect([...ino.grefGeneration.subarray(6, 13)]).toEqual([0, ...[0, 1, 2, 3, 4].map((i) => part.readInt32LE(8 * i)), 0]);
+    expect([...ino.grefCount.subarray(6, 13)]).toEqual([0, ...[0, 1, 2, 3, 4].map((i) => part.readInt32LE(8 * i + 4)), 0]);
+    // and index entries
+    ino.decodeIndex(part, MAX_DATA_OBJS - 3);
+    expect([...ino.dataVdiId.subarray(MAX_DATA_OBJS - 4)]).toEqual([0, ...[0, 1, 2].map((i) => part.readUInt32LE(4 * i))]);
+    ino.decodeIndex(part.subarray(0, 8), 10);
+    expect([...ino.dataVdiId.subarray(9, 13)]).toEqual([0, part.readUInt32LE(0), part.readUInt32LE(4), 0]);
+  });
+});

@@ -1,10 +1,10 @@
 // dog cluster ... (spec §14.3)
 import {
   Op, Flag, Res, resultMessage, decodeEpochLogs, EpochLog, ClusterFlag, timestamp64, decodeClusterInfo,
-  SD_CLUSTER_INFO_SIZE, SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_MAX_NODES,
+  SD_CLUSTER_INFO_SIZE, SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_MAX_NODES, addrToString,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
-import type { Ctx } from '../conn.js';
+import type { Ctx, Target } from '../conn.js';
 import { CliError, EXIT_SUCCESS, EXIT_FAILURE, EXIT_SYSFAIL, EXIT_USAGE } from '../exitcodes.js';
 import { parseCopies, parseShift } from '../args.js';
 import { clusterInfoText } from '../format.js';
@@ -69,6 +69,42 @@ async function clusterInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> 
   return EXIT_SUCCESS;
 }
 
+/** GET_OBJ_LIST's largest answer here: 8 bytes an object. */
+const OBJ_LIST_MAX = 64 << 20;
+
+/** How many objects a node holds (live and set aside): a count, at least a count, or why it cannot say. */
+async function objectsHeld(ctx: Ctx, t: Target): Promise<{ count: number; atLeast: boolean } | { why: string }> {
+  let count = 0;
+  let atLeast = false;
+  for (const flags of [0, Flag.CMD_WILDCARD]) {
+    const r = await ctx.execOrFail({ opcode: Op.GET_OBJ_LIST, flags, dataLength: OBJ_LIST_MAX }, undefined, t);
+    if (r.rsp.result === Res.BUFFER_SMALL) {
+      count += OBJ_LIST_MAX / 8;
+      atLeast = true;
+    } else if (r.rsp.result === Res.SUCCESS) {
+      count += Math.floor(r.data.length / 8);
+    } else {
+      return { why: resultMessage(r.rsp.result) };
+    }
+  }
+  return { count, atLeast };
+}
+
+/** Fail, naming them, if nodes hold objects (or cannot say whether they do). */
+async function refuseIfHeld(ctx: Ctx): Promise<void> {
+  const lines: string[] = [];
+  for (const n of ctx.nodes) {
+    const t = ctx.nodeTarget(n);
+    const h = await objectsHeld(ctx, t);
+    const who = `${addrToString(n.addr)}:${n.port}`;
+    if ('why' in h) lines.push(`  ${who}: cannot tell what it holds (${h.why})`);
+    else if (h.count > 0) lines.push(`  ${who} holds ${h.atLeast ? 'more than ' : ''}${h.count} object${h.count === 1 ? '' : 's'}`);
+  }
+  if (!lines.length) return;
+  fail(`Refusing to format: formatting destroys every object the nodes hold, and\n${lines.join('\n')}\n` +
+    'Use -f (--force) to format anyway.');
+}
+
 async function clusterFormat(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
   const fixed = o.V === true;
   const cp = o.c ? parseCopies(o.c as string) : { copies: 0, policy: 0 };
@@ -83,6 +119,10 @@ async function clusterFormat(ctx: Ctx, _args: string[], o: Opts): Promise<number
       if (!auto && !fixed) fail("Need to specify the option of '-V' to avoid the cluster vnode strategy being auto");
     }
   }
+  // Formatting wipes every node's objects: not without -f when there are some
+  // (dog 1.0 asks only when the VDI bitmap is not empty, and formats
+  // whatever the nodes hold when it is).
+  if (!o.f) await refuseIfHeld(ctx);
   const zones = ctx.ring?.nrZones ?? ctx.nodes.length;
   if (!o.f && cp.copies > zones) {
     await confirm(ctx,

@@ -9,13 +9,13 @@ import type { Ctx, Target } from '../conn.js';
 import { CliError, EXIT_SUCCESS, EXIT_FAILURE, EXIT_SYSFAIL, EXIT_USAGE } from '../exitcodes.js';
 import {
   nodeListText, NODE_INFO_HEADER, nodeInfoLine, nodeInfoTotal, RECOVERY_HEADER, recoveryLine, statText,
-  MD_INFO_HEADER, mdInfoText,
+  MD_INFO_HEADER, mdInfoText, RECLAIM_HEADER, reclaimLine,
 } from '../format.js';
 import { scanVdis, isSnapshot } from '../scan.js';
 import { renderBar } from '../progress.js';
-import { confirm } from './common.js';
+import { confirm, reclaiming } from './common.js';
 import { nodeScrubStatus } from './scrub.js';
-import { printJson, printJsonLine, nodeJson, statJson, recoveryJson, mdDiskJson, bytes, percent } from '../json.js';
+import { printJson, printJsonLine, nodeJson, statJson, recoveryJson, reclaimJson, mdDiskJson, bytes, percent } from '../json.js';
 
 export const nodeOptions: OptDef[] = [
   { ch: 'A', name: 'all', hasArg: false, desc: 'show md information of all the nodes' },
@@ -121,7 +121,17 @@ async function nodeRecovery(ctx: Ctx, _args: string[], o: Opts): Promise<number>
     if (ctx.json) list.push(recoveryJson(n, i, st));
     else ctx.out(recoveryLine(i, n, st, ctx.raw));
   }
-  if (ctx.json) printJson(ctx, { nodes: list });
+  // deleted VDIs still being reclaimed: a section of their own, only while
+  // there are some (dog's table above stays as it is; -r prints dog's lines only)
+  const reclaims = ctx.raw ? [] : await reclaiming(ctx);
+  if (ctx.json) {
+    printJson(ctx, { nodes: list, reclaiming: reclaims.map(reclaimJson) });
+    return EXIT_SUCCESS;
+  }
+  if (reclaims.length) {
+    ctx.out(RECLAIM_HEADER);
+    for (const e of reclaims) ctx.out(reclaimLine(e, e.by));
+  }
   return EXIT_SUCCESS;
 }
 

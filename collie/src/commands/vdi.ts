@@ -23,10 +23,10 @@ import {
 import { strnumber, hex16 } from '../output.js';
 import { Progress } from '../progress.js';
 import { stdin, writeStdout } from '../io.js';
-import { confirm } from './common.js';
+import { confirm, reclaiming } from './common.js';
 import { statClusterLogs } from './cluster.js';
 import { vdiBackup, vdiRestore } from './backup.js';
-import { printJson, vdiJson, vdiTreeJson, bytes, nodeJson } from '../json.js';
+import { printJson, vdiJson, vdiTreeJson, bytes, nodeJson, reclaimJson } from '../json.js';
 
 export const vdiOptions: OptDef[] = [
   { ch: 'P', name: 'prealloc', hasArg: false, desc: 'preallocate all the data objects' },
@@ -399,7 +399,18 @@ async function vdiList(ctx: Ctx, args: string[], o: Opts): Promise<number> {
       ctx.out(vdiListLine({ vid: v.vid, header: v.header, mine, cow }, ctx.raw));
     }
   }
-  if (ctx.json) printJson(ctx, { vdis: list });
+  // deleted VDIs whose objects are still being reclaimed: dog's table stays
+  // as it is (scripts parse it); a note on stderr, a field in --json (not with -r)
+  const reclaims = ctx.raw || name !== undefined || oid !== undefined ? [] : await reclaiming(ctx);
+  if (ctx.json) {
+    printJson(ctx, { vdis: list, reclaiming: reclaims.map(reclaimJson) });
+    return EXIT_SUCCESS;
+  }
+  for (const e of reclaims) {
+    ctx.err(e.by === undefined
+      ? `Deleted VDI ${e.vid.toString(16)}: waiting to be reclaimed\n`
+      : `Deleted VDI ${e.vid.toString(16)}: ${Math.max(0, e.objectsTotal - e.objectsDone)} of ${e.objectsTotal} objects still to reclaim (by ${e.by})\n`);
+  }
   return EXIT_SUCCESS;
 }
 

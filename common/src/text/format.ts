@@ -87,6 +87,20 @@ export function recoveryLine(i: number, n: SdNode, st: RecoveryState, raw: boole
   return `${rpad(i, 4)}   ${lpad(nodeAddr(n), 20)}${rpad(n.nrVnodes, 5)}${rpad(n.zone | 0, 11)}${rpad(printfFixed(pct, 1), 11)}%\n`;
 }
 
+/**
+ * Deleted VDIs whose objects are still being reclaimed in the background
+ * (this implementation's; not in dog): a section after `node recovery`'s
+ * table, printed only while there are some.
+ */
+export const RECLAIM_HEADER = '\nDeleted VDIs Being Reclaimed:\n  VDI id   Node                  Progress  Objects left\n';
+
+/** One VDI being reclaimed (node: host:port of the node reclaiming it, undefined while it waits its turn). */
+export function reclaimLine(e: { vid: number; objectsDone: number; objectsTotal: number }, node: string | undefined): string {
+  if (!node) return `  ${hex(e.vid).padEnd(8)} ${'(waiting)'.padEnd(20)}${'-'.padStart(10)}${'-'.padStart(14)}\n`;
+  const pct = e.objectsTotal === 0 ? 100 : (100 * e.objectsDone) / e.objectsTotal;
+  return `  ${hex(e.vid).padEnd(8)} ${node.padEnd(20)}${`${printfFixed(pct, 1)}%`.padStart(10)}${String(Math.max(0, e.objectsTotal - e.objectsDone)).padStart(14)}\n`;
+}
+
 export const STAT_HEADER = 'Request\tActive\tTotal\tWrite\tRead\tRemove\tFlush\tAll WR\tAll RD\n';
 
 export function statText(s: SdStat, raw: boolean, header = true): string {

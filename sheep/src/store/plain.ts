@@ -10,7 +10,7 @@ import { promises as fsp, constants as FS } from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { oidToHex, SheepdogError, Res, SpliceTarget } from '@sheepdog/common';
-import type { ObjectStore, ObjectCopy } from './store.js';
+import type { ObjectStore, ObjectCopy, FoundBy } from './store.js';
 import { FdCache, FdEntry, preadFull, pwriteFull } from './fdcache.js';
 import { takePipe, givePipe, readPipeNow } from './pipes.js';
 import { WriteQueue } from './writequeue.js';
@@ -76,7 +76,7 @@ export class PlainStore implements ObjectStore {
     return path.join(this.objDir, oidToHex(oid));
   }
 
-  async read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer> {
+  async read(oid: bigint, off: number, len: number, into?: Buffer, by: FoundBy = 'read'): Promise<Buffer> {
     const buf = into ?? Buffer.allocUnsafe(len);
     let bad: string | undefined;
     try {
@@ -95,7 +95,7 @@ export class PlainStore implements ObjectStore {
     } catch (e) {
       throw this.mapErr(e);
     }
-    if (bad) throw this.damaged(oid, bad);
+    if (bad) throw this.damaged(oid, bad, by);
     return buf;
   }
 
@@ -146,12 +146,12 @@ export class PlainStore implements ObjectStore {
   }
 
   /** Called with an object whose copy here is damaged (the node repairs it from another replica). */
-  onDamage?: (oid: bigint, why: string) => void;
+  onDamage?: (oid: bigint, why: string, by: FoundBy) => void;
 
   /** A damaged copy: never served; named in the log; repaired by whoever listens. */
-  private damaged(oid: bigint, why: string): SheepdogError {
+  private damaged(oid: bigint, why: string, by: FoundBy): SheepdogError {
     const what = `${this.p(oid)} is damaged: ${why}`;
-    this.onDamage?.(oid, what);
+    this.onDamage?.(oid, what, by);
     return new SheepdogError(Res.EIO, what);
   }
 
@@ -585,7 +585,7 @@ export class PlainStore implements ObjectStore {
   }
 
   /** A whole copy and its version: the live one, or (with anyCopy) the best one, which may be set aside. */
-  async readCopy(oid: bigint, size: number, anyCopy: boolean): Promise<{ data: Buffer; version: number; stale: boolean }> {
+  async readCopy(oid: bigint, size: number, anyCopy: boolean, by: FoundBy = 'recovery'): Promise<{ data: Buffer; version: number; stale: boolean }> {
     const which = this.bestCopy(oid);
     if (which === 'live' || (which === 'stale' && !anyCopy && this.fileVersion(this.p(oid)) !== undefined)) {
       return this.fds.use(oid, async (fd, e) => {
@@ -595,10 +595,10 @@ export class PlainStore implements ObjectStore {
         for (let tries = 0; ; tries++) {
           const gen = e.gen ?? 0;
           const got = await preadFull(fd, data, 0, size, 0);
-          if (got < size) throw this.damaged(oid, `the file ends at ${got}, before the object's ${size} bytes`);
+          if (got < size) throw this.damaged(oid, `the file ends at ${got}, before the object's ${size} bytes`, by);
           const bad = await this.verify(e, fd, data, 0, size);
           if (!bad) break;
-          if (tries === 3 || (e.gen ?? 0) === gen) throw this.damaged(oid, bad);
+          if (tries === 3 || (e.gen ?? 0) === gen) throw this.damaged(oid, bad, by);
         }
         return { data, version: v > 0 ? v : 0, stale: false };
       }).catch((err) => { throw this.mapErr(err); });
@@ -670,10 +670,10 @@ export class PlainStore implements ObjectStore {
   }
 
   /** SHA-1 of the live copy's bytes, which must pass their checksums (a damaged copy has no hash to compare). */
-  async sha1(oid: bigint): Promise<Buffer> {
+  async sha1(oid: bigint, by: FoundBy = 'read'): Promise<Buffer> {
     const size = versionIO!.getObjectSize(this.p(oid));
     if (size <= 0) return this.hashFile(this.p(oid));
-    const { data } = await this.readCopy(oid, size, false);
+    const { data } = await this.readCopy(oid, size, false, by);
     return createHash('sha1').update(data).digest();
   }
 

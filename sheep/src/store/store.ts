@@ -15,6 +15,9 @@ export interface ObjectCopy {
   stale: boolean;
 }
 
+/** What found a damaged copy: a read (a client's, or a peer's for one), a recovery transfer (or a comparison), or a scrub. */
+export type FoundBy = 'read' | 'recovery' | 'scrub';
+
 export interface ObjectStore {
   readonly name: string;
   /** The epoch new writes are stamped with. */
@@ -23,9 +26,9 @@ export interface ObjectStore {
   readonly recent: RecentWrites;
   init(): Promise<void>;
   /** Called with an object whose copy here turned out damaged (short, or failing its checksum). */
-  onDamage?: (oid: bigint, why: string) => void;
-  /** Read len bytes at off (into `into` when given); bytes past the stored length read as zero. */
-  read(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer>;
+  onDamage?: (oid: bigint, why: string, by: FoundBy) => void;
+  /** Read len bytes at off (into `into` when given); bytes past the stored length read as zero. by: who reads (default 'read'). */
+  read(oid: bigint, off: number, len: number, into?: Buffer, by?: FoundBy): Promise<Buffer>;
   /**
    * The page-cache hit path of read: fill into[at, at+len) with len bytes at
    * off, synchronously, when that needs no wait (the object's file is open
@@ -57,7 +60,7 @@ export interface ObjectStore {
   /** A live copy's version (undefined: none). */
   versionOf(oid: bigint): Promise<number | undefined>;
   /** A whole copy and its version: the live one, or (with anyCopy) the best one, which may be set aside. */
-  readCopy(oid: bigint, size: number, anyCopy: boolean): Promise<{ data: Buffer; version: number; stale: boolean }>;
+  readCopy(oid: bigint, size: number, anyCopy: boolean, by?: FoundBy): Promise<{ data: Buffer; version: number; stale: boolean }>;
   /** Which of an object's copies is the best (the newer of live and set aside; live when equal). */
   bestCopy(oid: bigint): 'live' | 'stale' | undefined;
   remove(oid: bigint): Promise<boolean>;
@@ -69,7 +72,8 @@ export interface ObjectStore {
   usage(): Promise<{ used: bigint; size: bigint; free: bigint }>;
   /** The filesystem's size and free space, without counting objects. */
   capacity(): Promise<{ size: bigint; free: bigint }>;
-  sha1(oid: bigint): Promise<Buffer>;
+  /** SHA-1 of the live copy (by: who asks, default 'read'). */
+  sha1(oid: bigint, by?: FoundBy): Promise<Buffer>;
   /** Remove every object (format). */
   wipe(): Promise<void>;
   close(): Promise<void>;

@@ -54,7 +54,7 @@ describe('dog 1.0 texts: cluster', { timeout: 60_000 }, () => {
   it('an unknown store lists the available ones and exits 2, cluster unchanged', async () => {
     expectDog(await dog(['cluster', 'format', '-b', 'nosuch']), {
       code: 2,
-      stdout: 'using backend nosuch store\nAvailable stores:\n---------------------------------------\nplain \n',
+      stdout: 'using backend nosuch store\nAvailable stores:\n---------------------------------------\nfarm tree plain \n',
       stderr: 'Format failed: Targeted backend store is not found\n',
     });
     expectDog(await dog(['cluster', 'info']), UNFORMATTED);

@@ -2,7 +2,7 @@
 import {
   Op, Flag, Res, resultMessage, decodeRecoveryState, encodeThrottling, decodeThrottling, decodeStat, decodeMdInfo,
   SD_STAT_SIZE, SD_MD_INFO_SIZE, ConnectionError, SdStat, STAT_FIELDS, RECOVERY_MAX_EXEC_COUNT_LIMIT,
-  RECOVERY_INTERVAL_LIMIT_MS,
+  RECOVERY_INTERVAL_LIMIT_MS, SD_CLUSTER_INFO_SIZE, decodeClusterInfo,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import type { Ctx, Target } from '../conn.js';
@@ -67,11 +67,18 @@ async function nodeInfo(ctx: Ctx): Promise<number> {
   if (success === 0) fail('Cannot get information from any nodes', EXIT_SYSFAIL);
   let totalVdi = 0n;
   for (const v of await scanVdis(ctx, false)) if (!isSnapshot(v.header)) totalVdi += v.header.vdiSize;
+  // not in dog 1.0: the store the cluster was formatted with (-v, and in JSON)
+  let store: string | undefined;
+  if (ctx.json || ctx.verbose) {
+    const ci = await ctx.execOrFail({ opcode: Op.CLUSTER_INFO, dataLength: SD_CLUSTER_INFO_SIZE });
+    if (ci.rsp.result === Res.SUCCESS) store = decodeClusterInfo(ci.data).defaultStore || undefined;
+  }
   if (ctx.json) {
-    printJson(ctx, { nodes: list, total: space(totalSize, totalFree), total_virtual_image_size: bytes(totalVdi) });
+    printJson(ctx, { nodes: list, total: space(totalSize, totalFree), total_virtual_image_size: bytes(totalVdi), store: store ?? null });
     return EXIT_SUCCESS;
   }
   ctx.out(nodeInfoTotal(totalSize, totalFree, totalVdi, ctx.raw));
+  if (ctx.verbose && store) ctx.out(ctx.raw ? `store ${store}\n` : `Store: ${store}\n`);
   return EXIT_SUCCESS;
 }
 
@@ -288,7 +295,7 @@ async function mdPlug(ctx: Ctx, args: string[], o: Opts, plug: boolean): Promise
 export const nodeCommands: SubCommand[] = [
   { name: 'kill', arg: '<node id>', opts: 'aprhl', desc: 'kill node', needNodeList: true, run: nodeKill },
   { name: 'list', opts: 'aprh', desc: 'list nodes', needNodeList: true, run: (c) => nodeList(c), json: true },
-  { name: 'info', opts: 'aprh', desc: 'show information about each node', needNodeList: true, run: (c) => nodeInfo(c), json: true },
+  { name: 'info', opts: 'aprhv', desc: 'show information about each node', needNodeList: true, run: (c) => nodeInfo(c), json: true },
   {
     name: 'recovery', opts: 'aphPr', desc: 'show recovery information of nodes (finished/all)', needNodeList: true, run: nodeRecovery, json: true,
     sub: [

@@ -105,9 +105,9 @@ describe('dog 1.0 texts: cluster', { timeout: 60_000 }, () => {
   });
 
   it('command words: missing, unknown, help', async () => {
-    // dog 1.0's list, then the commands 1.0 does not have
+    // dog 1.0's list (snapshot is where upstream's cluster.c has it), then the commands 1.0 does not have
     const list = 'Available cluster commands:\n' +
-      ['info', 'format', 'shutdown', 'recover', 'reweight', 'check', 'alter-copy', 'scrub'].map((c) => `  cluster ${c}\n`).join('');
+      ['info', 'format', 'shutdown', 'snapshot', 'recover', 'reweight', 'check', 'alter-copy', 'scrub'].map((c) => `  cluster ${c}\n`).join('');
     expectDog(await runDog(['cluster']), { code: 64, stderr: list });
     expectDog(await runDog(['cluster', 'help']), { code: 64, stderr: list });
     expectDog(await runDog(['cluster', 'fromat']), { code: 64, stderr: "Invalid command 'cluster fromat'\n" + list });

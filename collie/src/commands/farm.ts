@@ -1,0 +1,391 @@
+// collie cluster snapshot save|list|load|show|delete: cluster snapshots in a
+// local repository in dog 1.0's exact format (common/src/farm.ts,
+// farm-and-backup.md Part A), with dog's texts and exit codes. Unlike dog:
+// load checks the whole repository (every file present, every hash right)
+// before it formats anything; list and show on a damaged repository fail
+// with a message (dog crashes); `delete` exists; save and load show progress.
+import {
+  Op, Flag, Res, resultMessage, decodeInodeHeader, InodeHeader, vidToVdiOid, vidToDataOid, vidToVmstateOid, oidToVid,
+  isVdiObj, SD_INODE_SIZE, SD_INODE_HEADER_SIZE, SD_VDI_BITMAP_SIZE, SD_CLUSTER_INFO_SIZE, MAX_DATA_OBJS,
+  decodeClusterInfo, liveVids, FarmRepo, FarmError, FarmTrunkEntry, FarmLogRecord, encodeFarmTrunk,
+  decodeFarmSliceIndex, findFarmRecord, farmTagStartsWithNumber, ClusterFlag,
+} from '@sheepdog/common';
+import type { Opts } from '../cli.js';
+import { Ctx, readObject, ObjectError, Window } from '../conn.js';
+import { CliError, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE } from '../exitcodes.js';
+import { Progress } from '../progress.js';
+import { formatCluster } from './cluster.js';
+import { doVdiCreate } from './vdi.js';
+
+const WINDOW = 8;
+
+function sysfail(msg: string): never {
+  throw new CliError(EXIT_SYSFAIL, msg);
+}
+
+/** Open (and create the skeleton of) PATH, as every dog subcommand does. */
+async function openRepo(dir: string, then: string): Promise<FarmRepo> {
+  const repo = new FarmRepo(dir);
+  try {
+    await repo.init();
+  } catch (e) {
+    if (e instanceof FarmError) sysfail(`${e.message}\nFail to init farm.\n${then}`);
+    throw e;
+  }
+  return repo;
+}
+
+async function readLog(repo: FarmRepo, then: string) {
+  try {
+    return await repo.readLog();
+  } catch (e) {
+    if (e instanceof FarmError) sysfail(`${e.message}\n${then}`);
+    throw e;
+  }
+}
+
+const objSize = (shift: number) => 2 ** (shift || 22);
+
+// ---- save --------------------------------------------------------------------
+
+interface Planned {
+  oid: bigint;
+  copies: number;
+  copyPolicy: number;
+  blockSizeShift: number;
+  size: number;
+}
+
+export async function snapshotSave(ctx: Ctx, args: string[]): Promise<number> {
+  const [tag, dir, ...names] = args;
+  if (farmTagStartsWithNumber(tag)) {
+    ctx.err('Tag should not start with number.');
+    return EXIT_USAGE;
+  }
+  if (!dir) {
+    ctx.err('Please specify the path to save snapshot.');
+    return EXIT_USAGE;
+  }
+  const failLine = `Fail to save snapshot to path: ${dir}.`;
+  const repo = await openRepo(dir, failLine);
+  const log = await readLog(repo, failLine);
+  const storedTag = Buffer.from(tag, 'utf8').subarray(0, 255).toString('utf8');
+  if (log.records.some((r) => r.tag === storedTag)) {
+    sysfail(`Snapshot tag has already been used for another snapshot, please, use another one.\n${failLine}`);
+  }
+
+  // what to save: every snapshot VDI (optionally only the named ones), its data and vmstate objects
+  const bm = async (opcode: number) => {
+    const r = await ctx.execOrFail({ opcode, dataLength: SD_VDI_BITMAP_SIZE });
+    if (r.rsp.result !== Res.SUCCESS) sysfail(`Failed to read VDIs: ${resultMessage(r.rsp.result)}\n${failLine}`);
+    return r.data;
+  };
+  const vids = liveVids(await bm(Op.READ_VDIS), await bm(Op.READ_DEL_VDIS));
+  const plan = new Map<bigint, Planned>();
+  let found = 0;
+  for (const vid of vids) {
+    let inode: Buffer;
+    try {
+      inode = await readObject(ctx, vidToVdiOid(vid), SD_INODE_SIZE, 0, true);
+    } catch (e) {
+      if (e instanceof ObjectError) sysfail(`Fail to read inode of VDI ${vid.toString(16)}: ${resultMessage(e.result)}\n${failLine}`);
+      throw e;
+    }
+    const h = decodeInodeHeader(inode);
+    if (h.snapCtime === 0n) continue;
+    if (names.length && !names.includes(h.name)) continue;
+    if (h.storePolicy !== 0) {
+      sysfail(`${h.name} (VDI ${vid.toString(16)}) is a hyper volume: this collie does not save those (dog 1.0 saves them wrongly)\n${failLine}`);
+    }
+    if (h.name) found++;
+    const e = { copies: h.nrCopies, copyPolicy: h.copyPolicy, blockSizeShift: h.blockSizeShift };
+    const os = objSize(h.blockSizeShift);
+    const add = (oid: bigint, size: number) => { if (!plan.has(oid)) plan.set(oid, { oid, ...e, size }); };
+    add(vidToVdiOid(vid), SD_INODE_SIZE);
+    const count = Number((h.vdiSize + BigInt(os) - 1n) / BigInt(os));
+    for (let i = 0; i < Math.min(count, MAX_DATA_OBJS); i++) {
+      const owner = inode.readUInt32LE(SD_INODE_HEADER_SIZE + 4 * i);
+      if (owner) add(vidToDataOid(owner, i), os);
+    }
+    const nvm = Number((h.vmStateSize + BigInt(os) - 1n) / BigInt(os));
+    for (let i = 0; i < nvm; i++) add(vidToVmstateOid(vid, i), os);
+  }
+  if (!found) {
+    sysfail('Cannot execute. It may be caused by:\n' + (names.length
+      ? '1. The specified VDIs are not found.\n2. The specified VDIs don\'t have snapshots.\n'
+      : '1. The cluster is empty.\n2. All VDIs of the cluster don\'t have snapshots.\n') + failLine);
+  }
+  if (!log.header || !log.records.length) {
+    const r = await ctx.execOrFail({ opcode: Op.CLUSTER_INFO, dataLength: SD_CLUSTER_INFO_SIZE });
+    if (r.rsp.result !== Res.SUCCESS) sysfail(`${resultMessage(r.rsp.result)}\n${failLine}`);
+    const ci = decodeClusterInfo(r.data);
+    await repo.writeLogHeader({ copies: ci.nrCopies, copyPolicy: ci.copyPolicy, blockSizeShift: ci.blockSizeShift || 22 });
+  }
+
+  // ascending oid order, as dog without -m
+  const order = [...plan.values()].sort((a, b) => (a.oid < b.oid ? -1 : a.oid > b.oid ? 1 : 0));
+  const total = order.reduce((s, p) => s + BigInt(p.size), 0n);
+  const progress = new Progress(total);
+  let done = 0n;
+  const entries = new Map<bigint, FarmTrunkEntry>();
+  const w = new Window(WINDOW);
+  for (const p of order) {
+    await w.add(async () => {
+      let data: Buffer;
+      try {
+        data = await readObject(ctx, p.oid, p.size, 0, true);
+      } catch (e) {
+        if (e instanceof ObjectError) sysfail(`Fail to save object, oid ${p.oid.toString(16)}: ${resultMessage(e.result)}\n${failLine}`);
+        throw e;
+      }
+      const sha1 = await repo.putObject(data);
+      entries.set(p.oid, { oid: p.oid, copies: p.copies, copyPolicy: p.copyPolicy, blockSizeShift: p.blockSizeShift, sha1 });
+      done += BigInt(p.size);
+      progress.update(done);
+    });
+    if (w.failed) break;
+  }
+  await w.drain();
+  progress.finish();
+  const trunk = await repo.put(encodeFarmTrunk(order.map((p) => entries.get(p.oid)!)));
+  await repo.appendLog({ idx: log.records.length + 1, tag: storedTag, time: BigInt(Math.floor(Date.now() / 1000)), trunk });
+  return EXIT_SUCCESS;
+}
+
+// ---- list ----------------------------------------------------------------------
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const p2 = (n: number) => String(n).padStart(2, '0');
+
+/** ctime(3) without its newline: `%a %b %e %H:%M:%S %Y` in local time. */
+export function ctimeText(sec: bigint): string {
+  const d = new Date(Number(sec) * 1000);
+  return `${DAYS[d.getDay()]} ${MONTHS[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ` +
+    `${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())} ${d.getFullYear()}`;
+}
+
+export async function snapshotList(ctx: Ctx, args: string[]): Promise<number> {
+  const dir = args[0];
+  if (!dir) {
+    ctx.err('Please specify the path to list snapshot.');
+    return EXIT_USAGE;
+  }
+  const repo = await openRepo(dir, 'Fail to list snapshot.');
+  const log = await readLog(repo, 'Fail to list snapshot.');
+  let s = 'Index\t\tTag\t\tSnapshot Time\n';
+  for (const r of log.records) s += `${r.idx}\t\t${r.tag}\t\t${ctimeText(r.time)}\n`;
+  ctx.out(s);
+  return EXIT_SUCCESS;
+}
+
+// ---- show ----------------------------------------------------------------------
+
+async function findRecord(ctx: Ctx, repo: FarmRepo, arg: string, then: string): Promise<FarmLogRecord> {
+  const log = await readLog(repo, then);
+  const rec = findFarmRecord(log.records, arg);
+  if (!rec) sysfail(`Snapshot index or tag does not exist.\n${then}`);
+  if (!log.header) sysfail(then);
+  return rec;
+}
+
+export async function snapshotShow(ctx: Ctx, args: string[]): Promise<number> {
+  const [arg, dir, ...names] = args;
+  if (!dir) {
+    ctx.err('Please specify the path to show snapshot.');
+    return EXIT_USAGE;
+  }
+  const then = 'Fail to show snapshot';
+  const repo = await openRepo(dir, then);
+  const rec = await findRecord(ctx, repo, arg, then);
+  let n = 0;
+  try {
+    const trunk = await repo.getTrunk(rec.trunk).catch((e) => {
+      throw new FarmError(`${(e as Error).message}\nfailed to read trunk`);
+    });
+    for (const e of trunk) {
+      if (!isVdiObj(e.oid)) continue;
+      const h = decodeInodeHeader(await repo.getObject(e.sha1));
+      if (names.length && (!h.name || !names.includes(h.name))) continue;
+      ctx.err(`${++n}. VDI id: ${oidToVid(e.oid).toString(16)}, name: ${h.name}, tag: ${h.tag}`);
+    }
+  } catch (e) {
+    if (e instanceof FarmError) sysfail(`${e.message}\n${then}`);
+    throw e;
+  }
+  return EXIT_SUCCESS;
+}
+
+// ---- load ----------------------------------------------------------------------
+
+export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<number> {
+  const [arg, dir, ...names] = args;
+  if (!dir) {
+    ctx.err('Please specify the path to save snapshot.');
+    return EXIT_USAGE;
+  }
+  const then = 'Fail to load snapshot';
+  const repo = await openRepo(dir, then);
+  const rec = await findRecord(ctx, repo, arg, then);
+  const header = (await repo.readLog()).header!;
+
+  // 1. the whole snapshot, checked before anything changes: the trunk, every
+  // slice index, every slice (each distinct file once), every inode
+  let trunk: FarmTrunkEntry[];
+  const slicesOf = new Map<string, Buffer[]>();
+  const inodes = new Map<bigint, InodeHeader>();
+  let wanted: Set<bigint> | undefined;
+  let total = 0n;
+  try {
+    trunk = await repo.getTrunk(rec.trunk).catch((e) => {
+      throw new FarmError(`${(e as Error).message}\nfailed to read trunk`);
+    });
+    const seen = new Set<string>();
+    const checking = new Progress(BigInt(trunk.length) * 4n * 1024n * 1024n);
+    let k = 0;
+    for (const e of trunk) {
+      const key = e.sha1.toString('hex');
+      if (!slicesOf.has(key)) {
+        const slices = decodeFarmSliceIndex(await repo.get(e.sha1));
+        slicesOf.set(key, slices);
+        for (const s of slices) {
+          const h = s.toString('hex');
+          if (seen.has(h)) continue;
+          await repo.get(s);
+          seen.add(h);
+        }
+      }
+      checking.update(BigInt(++k) * 4n * 1024n * 1024n);
+    }
+    checking.finish();
+    for (const e of trunk) {
+      if (!isVdiObj(e.oid)) continue;
+      const data = await repo.getObject(e.sha1);
+      if (data.length < SD_INODE_HEADER_SIZE) throw new FarmError(`the inode of oid ${e.oid.toString(16).padStart(16, '0')} is ${data.length} bytes`);
+      const h = decodeInodeHeader(data);
+      inodes.set(e.oid, h);
+      if (names.length && (names.includes(h.name) || !h.name)) {
+        wanted ??= new Set();
+        wanted.add(e.oid);
+        const n = Math.min(MAX_DATA_OBJS, Math.floor((data.length - SD_INODE_HEADER_SIZE) / 4));
+        for (let i = 0; i < n; i++) {
+          const owner = data.readUInt32LE(SD_INODE_HEADER_SIZE + 4 * i);
+          if (owner) wanted.add(vidToDataOid(owner, i));
+        }
+      }
+    }
+  } catch (e) {
+    if (e instanceof FarmError) sysfail(`${e.message}\nthe repository is damaged: nothing was changed\n${then}`);
+    throw e;
+  }
+  if (names.length && !wanted) sysfail(`Objects of specified VDIs are not found in local cluster snapshot storage.\n${then}`);
+  const todo = trunk.filter((e) => !wanted || wanted.has(e.oid));
+  for (const e of todo) total += BigInt(slicesOf.get(e.sha1.toString('hex'))!.length) * 128n * 1024n;
+
+  // 2. format, with the repository's copies, policy and object size
+  const ci = await ctx.execOrFail({ opcode: Op.CLUSTER_INFO, dataLength: SD_CLUSTER_INFO_SIZE });
+  const current = ci.rsp.result === Res.SUCCESS ? decodeClusterInfo(ci.data).defaultStore : '';
+  const fr = await formatCluster(ctx, {
+    copies: header.copies || 3, copyPolicy: header.copyPolicy, shift: header.blockSizeShift || 22,
+    flags: o.m ? ClusterFlag.STRICT /* dog's -m falls through to strict */ : 0, fixedVnodes: false, force: false,
+    store: current || 'plain',
+  });
+  if (fr !== EXIT_SUCCESS) return fr;
+
+  // 3. mark every vid in use, then write every object as saved
+  const vidInfo = new Map<number, FarmTrunkEntry>();
+  for (const e of todo) if (!vidInfo.has(oidToVid(e.oid))) vidInfo.set(oidToVid(e.oid), e);
+  for (const [vid, e] of vidInfo) {
+    const r = await ctx.execOrFail({
+      opcode: Op.NOTIFY_VDI_ADD, flags: Flag.CMD_WRITE,
+      vdiState: { newVid: vid, oldVid: 0, copies: e.copies || header.copies || 3, copyPolicy: e.copyPolicy, blockSizeShift: e.blockSizeShift || 22, setBitmap: 1 },
+    });
+    if (r.rsp.result !== Res.SUCCESS) sysfail(`Fail to notify vdi add event(${vid.toString(16)}): ${resultMessage(r.rsp.result)}\n${then}`);
+  }
+  const progress = new Progress(total);
+  let done = 0n;
+  const w = new Window(WINDOW);
+  for (const e of todo) {
+    await w.add(async () => {
+      const data = await repo.getObject(e.sha1);
+      const r = await ctx.execOrFail({
+        opcode: Op.CREATE_AND_WRITE_OBJ, flags: Flag.CMD_WRITE | Flag.CMD_DIRECT, dataLength: data.length,
+        obj: { oid: e.oid, copies: e.copies || header.copies || 3, copyPolicy: e.copyPolicy, offset: 0 },
+      }, data);
+      if (r.rsp.result !== Res.SUCCESS) {
+        sysfail(`Fail to load object, oid ${e.oid.toString(16).padStart(16, '0')}: ${resultMessage(r.rsp.result)}\n${then}`);
+      }
+      done += BigInt(slicesOf.get(e.sha1.toString('hex'))!.length) * 128n * 1024n;
+      progress.update(done);
+    });
+    if (w.failed) break;
+  }
+  await w.drain();
+  progress.finish();
+
+  // 4. a working VDI per name, cloned from its newest snapshot
+  const newest = new Map<string, { vid: number; h: InodeHeader }>();
+  for (const e of todo) {
+    const h = inodes.get(e.oid);
+    if (!h || !h.name) continue;
+    const had = newest.get(h.name);
+    if (!had || h.snapId > had.h.snapId) newest.set(h.name, { vid: oidToVid(e.oid), h });
+  }
+  const byName = [...newest.keys()].sort((a, b) => (Buffer.compare(Buffer.from(a), Buffer.from(b))));
+  for (const name of byName) {
+    const { vid, h } = newest.get(name)!;
+    await doVdiCreate(ctx, name, h.vdiSize, vid, false, h.nrCopies, h.copyPolicy, h.storePolicy, h.blockSizeShift);
+  }
+  return EXIT_SUCCESS;
+}
+
+// ---- delete (not in dog) ----------------------------------------------------------
+
+/**
+ * Remove one snapshot's record (the others are renumbered: dog takes idx as
+ * the position), then the content files no remaining snapshot refers to.
+ */
+export async function snapshotDelete(ctx: Ctx, args: string[]): Promise<number> {
+  const [arg, dir] = args;
+  if (!dir) {
+    ctx.err('Please specify the path to delete snapshot.');
+    return EXIT_USAGE;
+  }
+  const then = 'Fail to delete snapshot';
+  const repo = await openRepo(dir, then);
+  const log = await readLog(repo, then);
+  const rec = findFarmRecord(log.records, arg);
+  if (!rec || !log.header) sysfail(`Snapshot index or tag does not exist.\n${then}`);
+  const rest = log.records.filter((r) => r !== rec).map((r, i) => ({ ...r, idx: i + 1 }));
+  // what the remaining snapshots refer to (all of it, or nothing is removed)
+  const keep = new Set<string>();
+  let complete = true;
+  for (const r of rest) {
+    keep.add(r.trunk.toString('hex'));
+    try {
+      for (const e of await repo.getTrunk(r.trunk)) {
+        keep.add(e.sha1.toString('hex'));
+        for (const s of decodeFarmSliceIndex(await repo.get(e.sha1))) keep.add(s.toString('hex'));
+      }
+    } catch (e) {
+      if (!(e instanceof FarmError)) throw e;
+      ctx.err(`snapshot ${r.idx} (${r.tag}): ${e.message}`);
+      complete = false;
+    }
+  }
+  await repo.rewriteLog(log.header, rest);
+  if (!complete) {
+    ctx.err('the repository is damaged: the snapshot was removed from the log, but no content file was removed');
+    return EXIT_SYSFAIL;
+  }
+  let files = 0;
+  let bytes = 0;
+  for (const [h, size] of await repo.contents()) {
+    if (keep.has(h)) continue;
+    await repo.remove(h);
+    files++;
+    bytes += size;
+  }
+  if (ctx.verbose) ctx.out(`removed ${files} content files (${bytes} bytes)\n`);
+  return EXIT_SUCCESS;
+}

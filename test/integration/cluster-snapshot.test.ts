@@ -131,6 +131,7 @@ async function write(name: string, off: number, data: Buffer): Promise<void> {
 }
 async function ok(args: string[], input?: string): Promise<string> {
   const r = await dog(args, input);
+  if (r.code !== 0 && process.env.DEBUG_FARM) for (const n of c.nodes) console.log(n.output().split('\n').slice(-40).join('\n'));
   expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
   return r.stdout;
 }
@@ -352,6 +353,9 @@ describe('cluster snapshot', { timeout: 300_000 }, () => {
     // and the zero slice and the inodes' 4,664-byte tail are stored once for all
     expect(one).toBeGreaterThan(16 << 20);
     expect(one).toBeLessThan((16 << 20) * 1.05); // logically 2 x (16 MiB + a 12 MiB inode)
+    const v = await dog(['-v', 'cluster', 'snapshot', 'list', dir]);
+    const logical = 2 * (16 * 1024 * 1024 + INODE_SIZE);
+    expect(v.stdout).toMatch(new RegExp(`^Index\t\tTag\t\tSnapshot Time\n1\t\tboth\t\t.*\n\n1 snapshot\\(s\\) of ${logical} bytes of objects stored in [0-9]+ content file\\(s\\) of ${one} bytes: de-duplication ratio ${(logical / one).toFixed(2)}\n$`));
     // COW clones and a second snapshot of unchanged VDIs add only inodes
     await ok(['vdi', 'clone', '-s', 'base', 'img1', 'c1']);
     await ok(['vdi', 'clone', '-s', 'base', 'img2', 'c2']);

@@ -176,7 +176,39 @@ export async function snapshotList(ctx: Ctx, args: string[]): Promise<number> {
   let s = 'Index\t\tTag\t\tSnapshot Time\n';
   for (const r of log.records) s += `${r.idx}\t\t${r.tag}\t\t${ctimeText(r.time)}\n`;
   ctx.out(s);
+  if (ctx.verbose) await dedupReport(ctx, repo, log.records);
   return EXIT_SUCCESS;
+}
+
+/**
+ * collie -v cluster snapshot list (not in dog): what the snapshots hold
+ * against what the repository stores.
+ */
+async function dedupReport(ctx: Ctx, repo: FarmRepo, records: FarmLogRecord[]): Promise<void> {
+  const sizes = await repo.contents();
+  const stored = [...sizes.values()].reduce((a, b) => a + b, 0);
+  let logical = 0;
+  try {
+    const indexLen = new Map<string, number>();
+    for (const r of records) {
+      for (const e of await repo.getTrunk(r.trunk)) {
+        const key = e.sha1.toString('hex');
+        let len = indexLen.get(key);
+        if (len === undefined) {
+          len = 0;
+          for (const sl of decodeFarmSliceIndex(await repo.get(e.sha1))) len += sizes.get(sl.toString('hex')) ?? 0;
+          indexLen.set(key, len);
+        }
+        logical += len;
+      }
+    }
+  } catch (e) {
+    if (e instanceof FarmError) sysfail(`${e.message}\nFail to list snapshot.`);
+    throw e;
+  }
+  const ratio = stored ? (logical / stored).toFixed(2) : '-';
+  ctx.out(`\n${records.length} snapshot(s) of ${logical} bytes of objects stored in ${sizes.size} content file(s) of ${stored} bytes: ` +
+    `de-duplication ratio ${ratio}\n`);
 }
 
 // ---- show ----------------------------------------------------------------------

@@ -256,7 +256,7 @@ export const clusterCommands: SubCommand[] = [
   { name: 'format', opts: 'bcfaphtzVRFl', desc: 'create a Sheepdog store', needNodeList: true, run: clusterFormat },
   { name: 'shutdown', opts: 'aph', desc: 'stop Sheepdog', run: (c) => clusterShutdown(c) },
   {
-    name: 'snapshot', opts: 'aphTm', arg: '<tag|idx> <path> [vdi1] [vdi2] ...', needArg: true,
+    name: 'snapshot', opts: 'aphTmv', arg: '<tag|idx> <path> [vdi1] [vdi2] ...', needArg: true,
     desc: 'snapshot/restore the cluster',
     sub: [
       { name: 'save', desc: 'save a snapshot of the cluster into a repository', needNodeList: true, run: snapshotSave },

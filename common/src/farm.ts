@@ -157,6 +157,19 @@ export function decodeFarmSliceIndex(b: Buffer): Buffer[] {
 
 export const sha1Of = (b: Buffer): Buffer => createHash('sha1').update(b).digest();
 
+/** FARM_READ carries a SHA-1 in the object request fields oid, cow_oid and offset (8 + 8 + 4 bytes). */
+export function sha1ToObjFields(sha1: Buffer): { oid: bigint; cowOid: bigint; offset: number } {
+  return { oid: sha1.readBigUInt64LE(0), cowOid: sha1.readBigUInt64LE(8), offset: sha1.readUInt32LE(16) };
+}
+
+export function objFieldsToSha1(o: { oid: bigint; cowOid: bigint; offset: number }): Buffer {
+  const b = Buffer.alloc(20);
+  b.writeBigUInt64LE(o.oid, 0);
+  b.writeBigUInt64LE(o.cowOid, 8);
+  b.writeUInt32LE(o.offset >>> 0, 16);
+  return b;
+}
+
 // ---- the repository on disk ------------------------------------------------------
 
 /**
@@ -321,6 +334,41 @@ export class FarmRepo {
       }
     }
     return out;
+  }
+
+  /**
+   * Remove one snapshot: its record leaves the log (the others are
+   * renumbered: dog takes idx as the position), then every content file no
+   * remaining snapshot refers to. If a remaining snapshot cannot be read
+   * whole, no content file is removed (problems says why).
+   */
+  async deleteSnapshot(header: FarmLogHeader, records: FarmLogRecord[], rec: FarmLogRecord): Promise<{ files: number; bytes: number; problems: string[] }> {
+    const rest = records.filter((r) => r !== rec).map((r, i) => ({ ...r, idx: i + 1 }));
+    const keep = new Set<string>();
+    const problems: string[] = [];
+    for (const r of rest) {
+      keep.add(r.trunk.toString('hex'));
+      try {
+        for (const e of await this.getTrunk(r.trunk)) {
+          keep.add(e.sha1.toString('hex'));
+          for (const s of decodeFarmSliceIndex(await this.get(e.sha1))) keep.add(s.toString('hex'));
+        }
+      } catch (e) {
+        if (!(e instanceof FarmError)) throw e;
+        problems.push(`snapshot ${r.idx} (${r.tag}): ${e.message}`);
+      }
+    }
+    await this.rewriteLog(header, rest);
+    let files = 0;
+    let bytes = 0;
+    if (problems.length) return { files, bytes, problems };
+    for (const [h, size] of await this.contents()) {
+      if (keep.has(h)) continue;
+      await this.remove(h);
+      files++;
+      bytes += size;
+    }
+    return { files, bytes, problems };
   }
 
   async remove(sha1Hex: string): Promise<void> {

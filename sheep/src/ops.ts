@@ -11,9 +11,10 @@ import {
 import type { Sheep, MakeFsMsg } from './sheep.js';
 import { STORE_DRIVERS } from './sheep.js';
 import { getLogLevel, setLogLevel, LOG_LEVELS, log } from './log.js';
-import { SheepClient } from '@sheepdog/common';
+import { SheepClient, objFieldsToSha1 } from '@sheepdog/common';
 import { flushVdiOp, deleteCacheOp, getCacheInfoOp, cachePurgeOp } from './cache/index.js';
 import { check, ruleOf } from './validate.js';
+import { farmSave, farmRead, farmDelete } from './farm.js';
 
 /** Who sent a request (the sheepdog port fills it in): restricted opcodes need allowed(). */
 export interface RequestOrigin {
@@ -311,6 +312,22 @@ async function scrub(s: Sheep, h: RequestHeader): Promise<Reply> {
 
 async function scrubStatus(s: Sheep): Promise<Reply> {
   return ok({ data: Buffer.from(JSON.stringify(s.scrubber.status)) });
+}
+
+async function farmSaveOp(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
+  await farmSave(s, data);
+  return ok();
+}
+
+async function farmReadOp(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const b = await farmRead(s, objFieldsToSha1(h.obj));
+  if (b.length > h.dataLength) fail(Res.BUFFER_SMALL);
+  return ok({ data: b });
+}
+
+async function farmDeleteOp(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
+  await farmDelete(s, data);
+  return ok();
 }
 
 async function stat(s: Sheep): Promise<Reply> {
@@ -619,6 +636,9 @@ export const OPS = new Map<number, OpDef>([
   [Op.CHECK_HELD, { name: 'CHECK_HELD', kind: 'peer', handler: checkHeld }],
   [Op.SCRUB, { name: 'SCRUB', kind: 'local', handler: scrub }],
   [Op.SCRUB_STATUS, { name: 'SCRUB_STATUS', kind: 'local', force: true, handler: scrubStatus }],
+  [Op.FARM_SAVE, { name: 'FARM_SAVE', kind: 'local', handler: farmSaveOp }],
+  [Op.FARM_READ, { name: 'FARM_READ', kind: 'local', force: true, handler: farmReadOp }],
+  [Op.FARM_DELETE, { name: 'FARM_DELETE', kind: 'local', force: true, handler: farmDeleteOp }],
 ]);
 
 /** Fills in header-level checks and runs the handler; never throws. */

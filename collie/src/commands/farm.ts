@@ -8,14 +8,16 @@ import {
   Op, Flag, Res, resultMessage, decodeInodeHeader, InodeHeader, vidToVdiOid, vidToDataOid, vidToVmstateOid, oidToVid,
   isVdiObj, SD_INODE_SIZE, SD_INODE_HEADER_SIZE, SD_VDI_BITMAP_SIZE, SD_CLUSTER_INFO_SIZE, MAX_DATA_OBJS,
   decodeClusterInfo, liveVids, FarmRepo, FarmError, FarmTrunkEntry, FarmLogRecord, encodeFarmTrunk,
-  decodeFarmSliceIndex, findFarmRecord, farmTagStartsWithNumber, ClusterFlag,
+  decodeFarmSliceIndex, findFarmRecord, farmTagStartsWithNumber, ClusterFlag, FarmLogHeader, SdNode, ConnectionError,
+  parseFarmLog, decodeFarmTrunk, sha1ToObjFields,
 } from '@sheepdog/common';
 import type { Opts } from '../cli.js';
-import { Ctx, readObject, ObjectError, Window } from '../conn.js';
+import { Ctx, readObject, ObjectError, Window, nodeName } from '../conn.js';
 import { CliError, EXIT_SUCCESS, EXIT_SYSFAIL, EXIT_USAGE } from '../exitcodes.js';
 import { Progress } from '../progress.js';
 import { formatCluster } from './cluster.js';
 import { doVdiCreate } from './vdi.js';
+import { scanVdis, isSnapshot } from '../scan.js';
 
 const WINDOW = 8;
 
@@ -63,6 +65,7 @@ export async function snapshotSave(ctx: Ctx, args: string[]): Promise<number> {
     return EXIT_USAGE;
   }
   if (!dir) {
+    if (await farmCluster(ctx)) return saveInPlace(ctx, tag, names);
     ctx.err('Please specify the path to save snapshot.');
     return EXIT_USAGE;
   }
@@ -152,6 +155,34 @@ export async function snapshotSave(ctx: Ctx, args: string[]): Promise<number> {
   return EXIT_SUCCESS;
 }
 
+/**
+ * On a farm cluster: every node saves the snapshot objects it holds into its
+ * own repository (no object crosses the network), under one tag and time.
+ */
+async function saveInPlace(ctx: Ctx, tag: string, names: string[]): Promise<number> {
+  const failLine = 'Fail to save snapshot in the cluster.';
+  const storedTag = Buffer.from(tag, 'utf8').subarray(0, 255).toString('utf8');
+  if (names.length) sysfail(`Saving only some VDIs is not supported in place: give a PATH\n${failLine}`);
+  const { merged } = await clusterLogs(ctx, failLine);
+  if (merged.some((r) => r.tag === storedTag)) {
+    sysfail(`Snapshot tag has already been used for another snapshot, please, use another one.\n${failLine}`);
+  }
+  const snaps = (await scanVdis(ctx, false)).filter((v) => isSnapshot(v.header));
+  if (!snaps.length) {
+    sysfail(`Cannot execute. It may be caused by:\n1. The cluster is empty.\n2. All VDIs of the cluster don't have snapshots.\n${failLine}`);
+  }
+  const payload = Buffer.alloc(264);
+  payload.write(storedTag, 0, 'utf8');
+  payload.writeBigUInt64LE(BigInt(Math.floor(Date.now() / 1000)), 256);
+  const results = await Promise.all(ctx.nodes.filter((n) => n.nrVnodes > 0).map(async (n) => {
+    const r = await ctx.execOrFail({ opcode: Op.FARM_SAVE, flags: Flag.CMD_WRITE, dataLength: payload.length }, payload, ctx.nodeTarget(n));
+    return r.rsp.result === Res.SUCCESS ? '' : `${nodeName(n)}: ${resultMessage(r.rsp.result)}`;
+  }));
+  const bad = results.filter(Boolean);
+  if (bad.length) sysfail(`${bad.join('\n')}\n${failLine}`);
+  return EXIT_SUCCESS;
+}
+
 // ---- list ----------------------------------------------------------------------
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
@@ -168,6 +199,14 @@ export function ctimeText(sec: bigint): string {
 export async function snapshotList(ctx: Ctx, args: string[]): Promise<number> {
   const dir = args[0];
   if (!dir) {
+    if (await farmCluster(ctx)) {
+      // in place: the snapshots of every node's farm, merged by tag
+      const { merged } = await clusterLogs(ctx, 'Fail to list snapshot.');
+      let s = 'Index\t\tTag\t\tSnapshot Time\n';
+      for (const r of merged) s += `${r.idx}\t\t${r.tag}\t\t${ctimeText(r.time)}\n`;
+      ctx.out(s);
+      return EXIT_SUCCESS;
+    }
     ctx.err('Please specify the path to list snapshot.');
     return EXIT_USAGE;
   }
@@ -211,33 +250,132 @@ async function dedupReport(ctx: Ctx, repo: FarmRepo, records: FarmLogRecord[]): 
     `de-duplication ratio ${ratio}\n`);
 }
 
-// ---- show ----------------------------------------------------------------------
+// ---- sources: a repository directory, or the farms of the cluster's nodes ----------------
 
-async function findRecord(ctx: Ctx, repo: FarmRepo, arg: string, then: string): Promise<FarmLogRecord> {
+/** One snapshot to show or load: its trunk, and where its content files come from (checked). */
+interface Source {
+  header: FarmLogHeader;
+  rec: FarmLogRecord;
+  trunk: FarmTrunkEntry[];
+  get(sha1: Buffer): Promise<Buffer>;
+  /** in place: objects may be on no node (one lost with its farm): check what the inodes refer to */
+  inPlace: boolean;
+}
+
+async function getObj(src: Source, sha1: Buffer): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for (const sl of decodeFarmSliceIndex(await src.get(sha1))) parts.push(await src.get(sl));
+  return Buffer.concat(parts);
+}
+
+async function localSource(dir: string, arg: string, then: string): Promise<Source> {
+  const repo = await openRepo(dir, then);
   const log = await readLog(repo, then);
   const rec = findFarmRecord(log.records, arg);
   if (!rec) sysfail(`Snapshot index or tag does not exist.\n${then}`);
   if (!log.header) sysfail(then);
-  return rec;
+  let trunk: FarmTrunkEntry[];
+  try {
+    trunk = await repo.getTrunk(rec.trunk);
+  } catch (e) {
+    if (e instanceof FarmError) sysfail(`${e.message}\nfailed to read trunk\n${then}.\n${then}`);
+    throw e;
+  }
+  return { header: log.header, rec, trunk, get: (h) => repo.get(h), inPlace: false };
 }
+
+/** Is the cluster formatted with the farm store? (loads the node list if needed) */
+async function farmCluster(ctx: Ctx): Promise<boolean> {
+  if (!ctx.nodes.length) await ctx.loadNodeList();
+  const r = await ctx.execOrFail({ opcode: Op.CLUSTER_INFO, dataLength: SD_CLUSTER_INFO_SIZE });
+  return r.rsp.result === Res.SUCCESS && decodeClusterInfo(r.data).defaultStore === 'farm';
+}
+
+const ZERO_SHA1 = Buffer.alloc(20);
+const FARM_READ_MAX = 256 * 1024 * 1024;
+
+/** FARM_READ from one node: the file, or undefined when that node cannot give it (why in `why`). */
+async function farmRead(ctx: Ctx, n: SdNode, sha1: Buffer, why?: string[]): Promise<Buffer | undefined> {
+  try {
+    const r = await ctx.execOrFail({ opcode: Op.FARM_READ, dataLength: FARM_READ_MAX, obj: sha1ToObjFields(sha1) }, undefined, ctx.nodeTarget(n));
+    if (r.rsp.result === Res.SUCCESS) return r.data;
+    why?.push(`${nodeName(n)}: ${resultMessage(r.rsp.result)}`);
+  } catch (e) {
+    if (e instanceof CliError || e instanceof ConnectionError) {
+      why?.push(`${nodeName(n)}: cannot connect`);
+      return undefined;
+    }
+    throw e;
+  }
+  return undefined;
+}
+
+interface NodeLog { node: SdNode; header?: FarmLogHeader; records: FarmLogRecord[] }
+
+/** Every reachable node's log; the snapshots merged by tag, oldest first, numbered by position. */
+async function clusterLogs(ctx: Ctx, then: string): Promise<{ logs: NodeLog[]; merged: FarmLogRecord[] }> {
+  const logs: NodeLog[] = [];
+  for (const n of ctx.nodes) {
+    if (n.nrVnodes === 0) continue; // gateways hold no objects
+    const b = await farmRead(ctx, n, ZERO_SHA1);
+    if (!b) continue;
+    try {
+      logs.push({ node: n, ...parseFarmLog(b) });
+    } catch (e) {
+      if (e instanceof FarmError) sysfail(`${nodeName(n)}: ${e.message}\n${then}`);
+      throw e;
+    }
+  }
+  const byTag = new Map<string, FarmLogRecord>();
+  for (const l of logs) for (const r of l.records) if (!byTag.has(r.tag) || byTag.get(r.tag)!.time > r.time) byTag.set(r.tag, r);
+  const merged = [...byTag.values()].sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : a.tag < b.tag ? -1 : 1))
+    .map((r, i) => ({ ...r, idx: i + 1 }));
+  return { logs, merged };
+}
+
+async function clusterSource(ctx: Ctx, arg: string, then: string): Promise<Source> {
+  const { logs, merged } = await clusterLogs(ctx, then);
+  const rec = findFarmRecord(merged, arg);
+  if (!rec) sysfail(`Snapshot index or tag does not exist.\n${then}`);
+  const holders = logs.filter((l) => l.header && l.records.some((r) => r.tag === rec.tag));
+  const trunk = new Map<bigint, FarmTrunkEntry>();
+  for (const l of holders) {
+    const why: string[] = [];
+    const b = await farmRead(ctx, l.node, l.records.find((r) => r.tag === rec.tag)!.trunk, why);
+    if (!b) sysfail(`${why.join('\n')}\nfailed to read trunk\n${then}.\n${then}`);
+    for (const e of decodeFarmTrunk(b)) if (!trunk.has(e.oid)) trunk.set(e.oid, e);
+  }
+  const order = [...trunk.values()].sort((a, b) => (a.oid < b.oid ? -1 : a.oid > b.oid ? 1 : 0));
+  return {
+    header: holders[0].header!, rec, trunk: order, inPlace: true,
+    async get(sha1: Buffer): Promise<Buffer> {
+      const why: string[] = [];
+      for (const l of holders) {
+        const b = await farmRead(ctx, l.node, sha1, why);
+        if (b) return b;
+      }
+      throw new FarmError(`${sha1.toString('hex')} is on no node's farm (${why.join('; ')})`);
+    },
+  };
+}
+
+// ---- show ----------------------------------------------------------------------
 
 export async function snapshotShow(ctx: Ctx, args: string[]): Promise<number> {
   const [arg, dir, ...names] = args;
-  if (!dir) {
+  const then = 'Fail to show snapshot';
+  let src: Source;
+  if (dir) src = await localSource(dir, arg, then);
+  else if (await farmCluster(ctx)) src = await clusterSource(ctx, arg, then);
+  else {
     ctx.err('Please specify the path to show snapshot.');
     return EXIT_USAGE;
   }
-  const then = 'Fail to show snapshot';
-  const repo = await openRepo(dir, then);
-  const rec = await findRecord(ctx, repo, arg, then);
   let n = 0;
   try {
-    const trunk = await repo.getTrunk(rec.trunk).catch((e) => {
-      throw new FarmError(`${(e as Error).message}\nfailed to read trunk`);
-    });
-    for (const e of trunk) {
+    for (const e of src.trunk) {
       if (!isVdiObj(e.oid)) continue;
-      const h = decodeInodeHeader(await repo.getObject(e.sha1));
+      const h = decodeInodeHeader(await getObj(src, e.sha1));
       if (names.length && (!h.name || !names.includes(h.name))) continue;
       ctx.err(`${++n}. VDI id: ${oidToVid(e.oid).toString(16)}, name: ${h.name}, tag: ${h.tag}`);
     }
@@ -252,38 +390,38 @@ export async function snapshotShow(ctx: Ctx, args: string[]): Promise<number> {
 
 export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<number> {
   const [arg, dir, ...names] = args;
-  if (!dir) {
+  const then = 'Fail to load snapshot';
+  let src: Source;
+  if (dir) src = await localSource(dir, arg, then);
+  else if (await farmCluster(ctx)) src = await clusterSource(ctx, arg, then);
+  else {
     ctx.err('Please specify the path to save snapshot.');
     return EXIT_USAGE;
   }
-  const then = 'Fail to load snapshot';
-  const repo = await openRepo(dir, then);
-  const rec = await findRecord(ctx, repo, arg, then);
-  const header = (await repo.readLog()).header!;
+  const header = src.header;
 
   // 1. the whole snapshot, checked before anything changes: the trunk, every
   // slice index, every slice (each distinct file once), every inode
-  let trunk: FarmTrunkEntry[];
+  const trunk = src.trunk;
   const slicesOf = new Map<string, Buffer[]>();
   const inodes = new Map<bigint, InodeHeader>();
   let wanted: Set<bigint> | undefined;
+  /** in place: only what the saved inodes refer to (a node's farm may hold more) */
+  let reach: Set<bigint> | undefined;
   let total = 0n;
   try {
-    trunk = await repo.getTrunk(rec.trunk).catch((e) => {
-      throw new FarmError(`${(e as Error).message}\nfailed to read trunk`);
-    });
     const seen = new Set<string>();
     const checking = new Progress(BigInt(trunk.length) * 4n * 1024n * 1024n);
     let k = 0;
     for (const e of trunk) {
       const key = e.sha1.toString('hex');
       if (!slicesOf.has(key)) {
-        const slices = decodeFarmSliceIndex(await repo.get(e.sha1));
+        const slices = decodeFarmSliceIndex(await src.get(e.sha1));
         slicesOf.set(key, slices);
         for (const s of slices) {
           const h = s.toString('hex');
           if (seen.has(h)) continue;
-          await repo.get(s);
+          await src.get(s);
           seen.add(h);
         }
       }
@@ -292,10 +430,28 @@ export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<n
     checking.finish();
     for (const e of trunk) {
       if (!isVdiObj(e.oid)) continue;
-      const data = await repo.getObject(e.sha1);
+      const data = await getObj(src, e.sha1);
       if (data.length < SD_INODE_HEADER_SIZE) throw new FarmError(`the inode of oid ${e.oid.toString(16).padStart(16, '0')} is ${data.length} bytes`);
       const h = decodeInodeHeader(data);
       inodes.set(e.oid, h);
+      if (src.inPlace) {
+        // every object the snapshot's inodes refer to must be on some node's farm
+        const have = new Set(trunk.map((t) => t.oid));
+        const os = objSize(h.blockSizeShift);
+        const count = Math.min(MAX_DATA_OBJS, Number((h.vdiSize + BigInt(os) - 1n) / BigInt(os)));
+        const refs = [e.oid];
+        for (let i = 0; i < count; i++) {
+          const owner = data.readUInt32LE(SD_INODE_HEADER_SIZE + 4 * i);
+          if (owner) refs.push(vidToDataOid(owner, i));
+        }
+        const nvm = Number((h.vmStateSize + BigInt(os) - 1n) / BigInt(os));
+        for (let i = 0; i < nvm; i++) refs.push(vidToVmstateOid(oidToVid(e.oid), i));
+        for (const r of refs) if (!have.has(r)) throw new FarmError(`object ${r.toString(16).padStart(16, '0')} of ${h.name} is on no node's farm`);
+        if (!names.length || names.includes(h.name)) {
+          reach ??= new Set();
+          for (const r of refs) reach.add(r);
+        }
+      }
       if (names.length && (names.includes(h.name) || !h.name)) {
         wanted ??= new Set();
         wanted.add(e.oid);
@@ -311,6 +467,7 @@ export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<n
     throw e;
   }
   if (names.length && !wanted) sysfail(`Objects of specified VDIs are not found in local cluster snapshot storage.\n${then}`);
+  if (src.inPlace) wanted = reach ?? new Set();
   const todo = trunk.filter((e) => !wanted || wanted.has(e.oid));
   for (const e of todo) total += BigInt(slicesOf.get(e.sha1.toString('hex'))!.length) * 128n * 1024n;
 
@@ -339,7 +496,7 @@ export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<n
   const w = new Window(WINDOW);
   for (const e of todo) {
     await w.add(async () => {
-      const data = await repo.getObject(e.sha1);
+      const data = await getObj(src, e.sha1);
       const r = await ctx.execOrFail({
         opcode: Op.CREATE_AND_WRITE_OBJ, flags: Flag.CMD_WRITE | Flag.CMD_DIRECT, dataLength: data.length,
         obj: { oid: e.oid, copies: e.copies || header.copies || 3, copyPolicy: e.copyPolicy, offset: 0 },
@@ -380,6 +537,21 @@ export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<n
 export async function snapshotDelete(ctx: Ctx, args: string[]): Promise<number> {
   const [arg, dir] = args;
   if (!dir) {
+    if (await farmCluster(ctx)) {
+      const then = 'Fail to delete snapshot';
+      const { merged } = await clusterLogs(ctx, then);
+      const rec = findFarmRecord(merged, arg);
+      if (!rec) sysfail(`Snapshot index or tag does not exist.\n${then}`);
+      const payload = Buffer.alloc(256);
+      payload.write(rec.tag, 0, 'utf8');
+      const bad: string[] = [];
+      for (const n of ctx.nodes.filter((x) => x.nrVnodes > 0)) {
+        const r = await ctx.execOrFail({ opcode: Op.FARM_DELETE, flags: Flag.CMD_WRITE, dataLength: 256 }, payload, ctx.nodeTarget(n));
+        if (r.rsp.result !== Res.SUCCESS) bad.push(`${nodeName(n)}: ${resultMessage(r.rsp.result)}`);
+      }
+      if (bad.length) sysfail(`${bad.join('\n')}\n${then}`);
+      return EXIT_SUCCESS;
+    }
     ctx.err('Please specify the path to delete snapshot.');
     return EXIT_USAGE;
   }
@@ -388,35 +560,11 @@ export async function snapshotDelete(ctx: Ctx, args: string[]): Promise<number> 
   const log = await readLog(repo, then);
   const rec = findFarmRecord(log.records, arg);
   if (!rec || !log.header) sysfail(`Snapshot index or tag does not exist.\n${then}`);
-  const rest = log.records.filter((r) => r !== rec).map((r, i) => ({ ...r, idx: i + 1 }));
-  // what the remaining snapshots refer to (all of it, or nothing is removed)
-  const keep = new Set<string>();
-  let complete = true;
-  for (const r of rest) {
-    keep.add(r.trunk.toString('hex'));
-    try {
-      for (const e of await repo.getTrunk(r.trunk)) {
-        keep.add(e.sha1.toString('hex'));
-        for (const s of decodeFarmSliceIndex(await repo.get(e.sha1))) keep.add(s.toString('hex'));
-      }
-    } catch (e) {
-      if (!(e instanceof FarmError)) throw e;
-      ctx.err(`snapshot ${r.idx} (${r.tag}): ${e.message}`);
-      complete = false;
-    }
-  }
-  await repo.rewriteLog(log.header, rest);
-  if (!complete) {
+  const { files, bytes, problems } = await repo.deleteSnapshot(log.header, log.records, rec);
+  if (problems.length) {
+    for (const p of problems) ctx.err(p);
     ctx.err('the repository is damaged: the snapshot was removed from the log, but no content file was removed');
     return EXIT_SYSFAIL;
-  }
-  let files = 0;
-  let bytes = 0;
-  for (const [h, size] of await repo.contents()) {
-    if (keep.has(h)) continue;
-    await repo.remove(h);
-    files++;
-    bytes += size;
   }
   if (ctx.verbose) ctx.out(`removed ${files} content files (${bytes} bytes)\n`);
   return EXIT_SUCCESS;

@@ -19,9 +19,17 @@ function serial<T>(fn: () => Promise<T>): Promise<T> {
   return p;
 }
 
-function repoOf(s: Sheep): FarmRepo {
+const ready = new Set<string>();
+
+/** This node's repository, its skeleton made once. */
+async function repoOf(s: Sheep): Promise<FarmRepo> {
   if (s.config.store !== 'farm') throw new SheepdogError(Res.NO_STORE, 'the cluster was not formatted with the farm store');
-  return new FarmRepo((s.store as unknown as { farmDir: string }).farmDir);
+  const repo = new FarmRepo((s.store as unknown as { farmDir: string }).farmDir);
+  if (!ready.has(repo.dir)) {
+    await repo.init({ recursive: true });
+    ready.add(repo.dir);
+  }
+  return repo;
 }
 
 const asSheepError = (e: unknown): never => {
@@ -34,8 +42,7 @@ export function farmSave(s: Sheep, payload: Buffer): Promise<number> {
   const tag = decodeFixedString(payload, 0, 256);
   const time = payload.readBigUInt64LE(256);
   return serial(async () => {
-    const repo = repoOf(s);
-    await repo.init({ recursive: true });
+    const repo = await repoOf(s);
     const logNow = await repo.readLog().catch(asSheepError);
     if (logNow.records.some((r) => r.tag === tag)) throw new SheepdogError(Res.VDI_EXIST, `snapshot ${tag} is already in ${repo.dir}`);
     const entries: FarmTrunkEntry[] = [];
@@ -68,8 +75,7 @@ export function farmSave(s: Sheep, payload: Buffer): Promise<number> {
 
 /** FARM_READ: a content file (checked against its name), or with an all-zero name the log. */
 export async function farmRead(s: Sheep, sha1: Buffer): Promise<Buffer> {
-  const repo = repoOf(s);
-  await repo.init({ recursive: true });
+  const repo = await repoOf(s);
   if (sha1.every((b) => b === 0)) return repo.readLog().then(() => fsRead(repo.logFile)).catch(asSheepError);
   try {
     return await repo.get(sha1);
@@ -88,8 +94,7 @@ async function fsRead(file: string): Promise<Buffer> {
 export function farmDelete(s: Sheep, payload: Buffer): Promise<void> {
   const tag = decodeFixedString(payload, 0, 256);
   return serial(async () => {
-    const repo = repoOf(s);
-    await repo.init({ recursive: true });
+    const repo = await repoOf(s);
     const l = await repo.readLog().catch(asSheepError);
     const rec = l.records.find((r) => r.tag === tag);
     if (!rec || !l.header) return; // not on this node (it was away at the save)

@@ -263,9 +263,8 @@ interface Source {
 }
 
 async function getObj(src: Source, sha1: Buffer): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for (const sl of decodeFarmSliceIndex(await src.get(sha1))) parts.push(await src.get(sl));
-  return Buffer.concat(parts);
+  const slices = decodeFarmSliceIndex(await src.get(sha1));
+  return Buffer.concat(await Promise.all(slices.map((sl) => src.get(sl))));
 }
 
 async function localSource(dir: string, arg: string, then: string): Promise<Source> {
@@ -413,6 +412,7 @@ export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<n
     const seen = new Set<string>();
     const checking = new Progress(BigInt(trunk.length) * 4n * 1024n * 1024n);
     let k = 0;
+    const w = new Window(WINDOW);
     for (const e of trunk) {
       const key = e.sha1.toString('hex');
       if (!slicesOf.has(key)) {
@@ -421,12 +421,15 @@ export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<n
         for (const s of slices) {
           const h = s.toString('hex');
           if (seen.has(h)) continue;
-          await src.get(s);
           seen.add(h);
+          await w.add(async () => { await src.get(s); });
+          if (w.failed) break;
         }
       }
+      if (w.failed) break;
       checking.update(BigInt(++k) * 4n * 1024n * 1024n);
     }
+    await w.drain();
     checking.finish();
     for (const e of trunk) {
       if (!isVdiObj(e.oid)) continue;

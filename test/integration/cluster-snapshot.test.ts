@@ -314,7 +314,7 @@ describe('cluster snapshot', { timeout: 300_000 }, () => {
     await fsp.rm(path.join(noTrunk, 'objects', trunk.slice(0, 2), trunk.slice(2)));
     const sh = await dog(['cluster', 'snapshot', 'show', 's1', noTrunk]);
     expect(sh.code).toBe(2);
-    expect(sh.stderr).toMatch(/No such file or directory\nfailed to read trunk\nFail to show snapshot\n$/);
+    expect(sh.stderr).toMatch(/No such file or directory\nfailed to read trunk\nFail to show snapshot\.\nFail to show snapshot\n$/);
     expect((await dog(['cluster', 'snapshot', 'load', 's1', noTrunk], 'yes\n')).code).toBe(2);
 
     // a damaged log: errors from list, show and load (dog crashes here)

@@ -73,7 +73,9 @@ describe('in-place cluster snapshots (farm)', { timeout: 300_000 }, () => {
     await ok(['vdi', 'snapshot', '-s', 'a2', 'alpha']);
     await ok(['cluster', 'snapshot', 'save', 's2']);
     const total2 = c.nodes.reduce((s, n) => s + farmBytes(n.dir), 0);
-    expect(total2 - total).toBeLessThan(2 << 20);
+    // de-duplication is per node: a copy of the changed object placed on a node
+    // that held no copy of the old one is stored whole there (at most 2 x 4 MiB)
+    expect(total2 - total).toBeLessThan((8 << 20) + (1 << 20));
     expect((await dog(['cluster', 'snapshot', 'save', 's2'])).code).toBe(2); // tag used
     expect(await ok(['cluster', 'snapshot', 'list'])).toMatch(/^Index\t\tTag\t\tSnapshot Time\n1\t\ts1\t\t.*\n2\t\ts2\t\t.*\n$/);
   });
@@ -94,13 +96,17 @@ describe('in-place cluster snapshots (farm)', { timeout: 300_000 }, () => {
         flipped.push([f, orig]);
       } catch { /* not on this node */ }
     }
-    expect(flipped.length).toBe(2);
-    const r = await dog(['cluster', 'snapshot', 'load', 's1'], 'yes\n');
-    expect(r.code).toBe(2);
-    expect(r.stderr).toContain(`${h} is on no node's farm`);
-    expect(r.stdout).toBe('');
-    expect(await ok(['vdi', 'list'])).toBe(listBefore);
-    for (const [f, orig] of flipped) await fsp.writeFile(f, orig);
+    try {
+      // s1's copies (2), and perhaps a2's object 0 elsewhere: it shares this slice
+      expect(flipped.length).toBeGreaterThanOrEqual(2);
+      const r = await dog(['cluster', 'snapshot', 'load', 's1'], 'yes\n');
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${h} is on no node's farm`);
+      expect(r.stdout).toBe('');
+      expect(await ok(['vdi', 'list'])).toBe(listBefore);
+    } finally {
+      for (const [f, orig] of flipped) await fsp.writeFile(f, orig);
+    }
   });
 
   it('a snapshot survives the loss of a node: load in place, every byte back', async () => {

@@ -487,10 +487,17 @@ export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<n
   // 3. mark every vid in use, then write every object as saved
   const vidInfo = new Map<number, FarmTrunkEntry>();
   for (const e of todo) if (!vidInfo.has(oidToVid(e.oid))) vidInfo.set(oidToVid(e.oid), e);
+  // Unlike dog, a vid whose inode is not loaded (the base of a clone saved by
+  // name) is registered but not marked in use: an in-use vid without an inode
+  // would make every VDI listing fail to read it.
+  const withInode = new Set(todo.filter((e) => isVdiObj(e.oid)).map((e) => oidToVid(e.oid)));
   for (const [vid, e] of vidInfo) {
     const r = await ctx.execOrFail({
       opcode: Op.NOTIFY_VDI_ADD, flags: Flag.CMD_WRITE,
-      vdiState: { newVid: vid, oldVid: 0, copies: e.copies || header.copies || 3, copyPolicy: e.copyPolicy, blockSizeShift: e.blockSizeShift || 22, setBitmap: 1 },
+      vdiState: {
+        newVid: vid, oldVid: 0, copies: e.copies || header.copies || 3, copyPolicy: e.copyPolicy,
+        blockSizeShift: e.blockSizeShift || 22, setBitmap: withInode.has(vid) ? 1 : 0,
+      },
     });
     if (r.rsp.result !== Res.SUCCESS) sysfail(`Fail to notify vdi add event(${vid.toString(16)}): ${resultMessage(r.rsp.result)}\n${then}`);
   }

@@ -107,6 +107,8 @@ export const Op = {
   FARM_READ: 0xe7,
   /** Farm store: remove a snapshot from this node's repository; payload: tag[256]. */
   FARM_DELETE: 0xe8,
+  /** Farm store: this node's repository in figures, as JSON (FarmStat in common/src/farm.ts). */
+  FARM_STAT: 0xe9,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

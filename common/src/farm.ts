@@ -170,6 +170,21 @@ export function objFieldsToSha1(o: { oid: bigint; cowOid: bigint; offset: number
   return b;
 }
 
+/** A repository in figures: bytes of objects its snapshots hold, content files and bytes stored. */
+export interface FarmStat {
+  snapshots: number;
+  logical: number;
+  files: number;
+  stored: number;
+}
+
+/** `N snapshot(s) of L bytes of objects stored in F content file(s) of S bytes: de-duplication ratio R` */
+export function farmStatText(st: FarmStat): string {
+  const ratio = st.stored ? (st.logical / st.stored).toFixed(2) : '-';
+  return `${st.snapshots} snapshot(s) of ${st.logical} bytes of objects stored in ${st.files} content file(s) of ${st.stored} bytes: ` +
+    `de-duplication ratio ${ratio}`;
+}
+
 // ---- the repository on disk ------------------------------------------------------
 
 /**
@@ -369,6 +384,29 @@ export class FarmRepo {
       bytes += size;
     }
     return { files, bytes, problems };
+  }
+
+  /** The repository in figures: what its snapshots hold against what it stores. */
+  async stat(): Promise<FarmStat> {
+    const sizes = await this.contents();
+    const { records } = await this.readLog();
+    let logical = 0;
+    const indexLen = new Map<string, number>();
+    for (const r of records) {
+      for (const e of await this.getTrunk(r.trunk)) {
+        const key = e.sha1.toString('hex');
+        let len = indexLen.get(key);
+        if (len === undefined) {
+          len = 0;
+          for (const sl of decodeFarmSliceIndex(await this.get(e.sha1))) len += sizes.get(sl.toString('hex')) ?? 0;
+          indexLen.set(key, len);
+        }
+        logical += len;
+      }
+    }
+    let stored = 0;
+    for (const v of sizes.values()) stored += v;
+    return { snapshots: records.length, logical, files: sizes.size, stored };
   }
 
   async remove(sha1Hex: string): Promise<void> {

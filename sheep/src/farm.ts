@@ -102,3 +102,12 @@ export function farmDelete(s: Sheep, payload: Buffer): Promise<void> {
     if (r.problems.length) throw new SheepdogError(Res.EIO, r.problems.join('; '));
   });
 }
+
+/** FARM_STAT: this node's repository in figures (JSON). */
+export function farmStat(s: Sheep): Promise<Buffer> {
+  return serial(async () => {
+    const repo = await repoOf(s);
+    const st = await repo.stat().catch(asSheepError);
+    return Buffer.from(JSON.stringify(st));
+  });
+}

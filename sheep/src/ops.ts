@@ -14,7 +14,7 @@ import { getLogLevel, setLogLevel, LOG_LEVELS, log } from './log.js';
 import { SheepClient, objFieldsToSha1 } from '@sheepdog/common';
 import { flushVdiOp, deleteCacheOp, getCacheInfoOp, cachePurgeOp } from './cache/index.js';
 import { check, ruleOf } from './validate.js';
-import { farmSave, farmRead, farmDelete } from './farm.js';
+import { farmSave, farmRead, farmDelete, farmStat } from './farm.js';
 
 /** Who sent a request (the sheepdog port fills it in): restricted opcodes need allowed(). */
 export interface RequestOrigin {
@@ -323,6 +323,10 @@ async function farmReadOp(s: Sheep, h: RequestHeader): Promise<Reply> {
   const b = await farmRead(s, objFieldsToSha1(h.obj));
   if (b.length > h.dataLength) fail(Res.BUFFER_SMALL);
   return ok({ data: b });
+}
+
+async function farmStatOp(s: Sheep): Promise<Reply> {
+  return ok({ data: await farmStat(s) });
 }
 
 async function farmDeleteOp(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
@@ -639,6 +643,7 @@ export const OPS = new Map<number, OpDef>([
   [Op.FARM_SAVE, { name: 'FARM_SAVE', kind: 'local', handler: farmSaveOp }],
   [Op.FARM_READ, { name: 'FARM_READ', kind: 'local', force: true, handler: farmReadOp }],
   [Op.FARM_DELETE, { name: 'FARM_DELETE', kind: 'local', force: true, handler: farmDeleteOp }],
+  [Op.FARM_STAT, { name: 'FARM_STAT', kind: 'local', force: true, handler: farmStatOp }],
 ]);
 
 /** Fills in header-level checks and runs the handler; never throws. */

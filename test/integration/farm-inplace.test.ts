@@ -78,6 +78,15 @@ describe('in-place cluster snapshots (farm)', { timeout: 300_000 }, () => {
     expect(total2 - total).toBeLessThan((8 << 20) + (1 << 20));
     expect((await dog(['cluster', 'snapshot', 'save', 's2'])).code).toBe(2); // tag used
     expect(await ok(['cluster', 'snapshot', 'list'])).toMatch(/^Index\t\tTag\t\tSnapshot Time\n1\t\ts1\t\t.*\n2\t\ts2\t\t.*\n$/);
+    // the de-duplication ratio: per node (node info -v), and of all farms (list -v)
+    const info = await ok(['node', 'info', '-v']);
+    const ratios = [...info.matchAll(/^Farm of node (\d): 2 snapshot\(s\) of (\d+) bytes of objects stored in \d+ content file\(s\) of (\d+) bytes: de-duplication ratio ([\d.]+)$/gm)];
+    expect(ratios.map((m) => m[1])).toEqual(['0', '1', '2']);
+    for (const m of ratios) expect(Number(m[4])).toBeGreaterThan(1.5); // s2 repeats s1's objects, inodes are mostly zeros
+    const stored = ratios.reduce((t, m) => t + Number(m[3]), 0);
+    expect(stored).toBe(total2);
+    const v = await ok(['-v', 'cluster', 'snapshot', 'list']);
+    expect(v).toMatch(new RegExp(`\n\n2 snapshot\\(s\\) of \\d+ bytes of objects stored in \\d+ content file\\(s\\) of ${total2} bytes: de-duplication ratio [\\d.]+\n$`));
   });
 
   it('a damaged farm is refused before anything changes', async () => {

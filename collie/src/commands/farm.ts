@@ -9,7 +9,7 @@ import {
   isVdiObj, SD_INODE_SIZE, SD_INODE_HEADER_SIZE, SD_VDI_BITMAP_SIZE, SD_CLUSTER_INFO_SIZE, MAX_DATA_OBJS,
   decodeClusterInfo, liveVids, FarmRepo, FarmError, FarmTrunkEntry, FarmLogRecord, encodeFarmTrunk,
   decodeFarmSliceIndex, findFarmRecord, farmTagStartsWithNumber, ClusterFlag, FarmLogHeader, SdNode, ConnectionError,
-  parseFarmLog, decodeFarmTrunk, sha1ToObjFields,
+  parseFarmLog, decodeFarmTrunk, sha1ToObjFields, FarmStat, farmStatText,
 } from '@sheepdog/common';
 import type { Opts } from '../cli.js';
 import { Ctx, readObject, ObjectError, Window, nodeName } from '../conn.js';
@@ -205,6 +205,18 @@ export async function snapshotList(ctx: Ctx, args: string[]): Promise<number> {
       let s = 'Index\t\tTag\t\tSnapshot Time\n';
       for (const r of merged) s += `${r.idx}\t\t${r.tag}\t\t${ctimeText(r.time)}\n`;
       ctx.out(s);
+      if (ctx.verbose) {
+        // every node's farm, added up
+        const sum: FarmStat = { snapshots: merged.length, logical: 0, files: 0, stored: 0 };
+        for (const n of ctx.nodes.filter((x) => x.nrVnodes > 0)) {
+          const st = await nodeFarmStat(ctx, n);
+          if (!st) continue;
+          sum.logical += st.logical;
+          sum.files += st.files;
+          sum.stored += st.stored;
+        }
+        ctx.out(`\n${farmStatText(sum)}\n`);
+      }
       return EXIT_SUCCESS;
     }
     ctx.err('Please specify the path to list snapshot.');
@@ -215,7 +227,7 @@ export async function snapshotList(ctx: Ctx, args: string[]): Promise<number> {
   let s = 'Index\t\tTag\t\tSnapshot Time\n';
   for (const r of log.records) s += `${r.idx}\t\t${r.tag}\t\t${ctimeText(r.time)}\n`;
   ctx.out(s);
-  if (ctx.verbose) await dedupReport(ctx, repo, log.records);
+  if (ctx.verbose) await dedupReport(ctx, repo);
   return EXIT_SUCCESS;
 }
 
@@ -223,31 +235,24 @@ export async function snapshotList(ctx: Ctx, args: string[]): Promise<number> {
  * collie -v cluster snapshot list (not in dog): what the snapshots hold
  * against what the repository stores.
  */
-async function dedupReport(ctx: Ctx, repo: FarmRepo, records: FarmLogRecord[]): Promise<void> {
-  const sizes = await repo.contents();
-  const stored = [...sizes.values()].reduce((a, b) => a + b, 0);
-  let logical = 0;
+async function dedupReport(ctx: Ctx, repo: FarmRepo): Promise<void> {
   try {
-    const indexLen = new Map<string, number>();
-    for (const r of records) {
-      for (const e of await repo.getTrunk(r.trunk)) {
-        const key = e.sha1.toString('hex');
-        let len = indexLen.get(key);
-        if (len === undefined) {
-          len = 0;
-          for (const sl of decodeFarmSliceIndex(await repo.get(e.sha1))) len += sizes.get(sl.toString('hex')) ?? 0;
-          indexLen.set(key, len);
-        }
-        logical += len;
-      }
-    }
+    ctx.out(`\n${farmStatText(await repo.stat())}\n`);
   } catch (e) {
     if (e instanceof FarmError) sysfail(`${e.message}\nFail to list snapshot.`);
     throw e;
   }
-  const ratio = stored ? (logical / stored).toFixed(2) : '-';
-  ctx.out(`\n${records.length} snapshot(s) of ${logical} bytes of objects stored in ${sizes.size} content file(s) of ${stored} bytes: ` +
-    `de-duplication ratio ${ratio}\n`);
+}
+
+/** FARM_STAT of one node (undefined: it did not answer). */
+export async function nodeFarmStat(ctx: Ctx, n: SdNode): Promise<FarmStat | undefined> {
+  try {
+    const r = await ctx.execOrFail({ opcode: Op.FARM_STAT, dataLength: 4096 }, undefined, ctx.nodeTarget(n));
+    return r.rsp.result === Res.SUCCESS ? JSON.parse(r.data.toString()) as FarmStat : undefined;
+  } catch (e) {
+    if (e instanceof CliError || e instanceof ConnectionError) return undefined;
+    throw e;
+  }
 }
 
 // ---- sources: a repository directory, or the farms of the cluster's nodes ----------------

@@ -2,7 +2,7 @@
 import {
   Op, Flag, Res, resultMessage, decodeRecoveryState, encodeThrottling, decodeThrottling, decodeStat, decodeMdInfo,
   SD_STAT_SIZE, SD_MD_INFO_SIZE, ConnectionError, SdStat, STAT_FIELDS, RECOVERY_MAX_EXEC_COUNT_LIMIT,
-  RECOVERY_INTERVAL_LIMIT_MS, SD_CLUSTER_INFO_SIZE, decodeClusterInfo,
+  RECOVERY_INTERVAL_LIMIT_MS, SD_CLUSTER_INFO_SIZE, decodeClusterInfo, farmStatText,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import type { Ctx, Target } from '../conn.js';
@@ -15,6 +15,7 @@ import { scanVdis, isSnapshot } from '../scan.js';
 import { renderBar } from '../progress.js';
 import { confirm } from './common.js';
 import { nodeScrubStatus } from './scrub.js';
+import { nodeFarmStat } from './farm.js';
 import { printJson, printJsonLine, nodeJson, statJson, recoveryJson, mdDiskJson, bytes, percent } from '../json.js';
 
 export const nodeOptions: OptDef[] = [
@@ -79,6 +80,14 @@ async function nodeInfo(ctx: Ctx): Promise<number> {
   }
   ctx.out(nodeInfoTotal(totalSize, totalFree, totalVdi, ctx.raw));
   if (ctx.verbose && store) ctx.out(ctx.raw ? `store ${store}\n` : `Store: ${store}\n`);
+  if (ctx.verbose && store === 'farm') {
+    // each node's repository of in-place snapshots
+    for (let i = 0; i < ctx.nodes.length; i++) {
+      if (ctx.nodes[i].nrVnodes === 0) continue;
+      const st = await nodeFarmStat(ctx, ctx.nodes[i]);
+      if (st) ctx.out(`Farm of node ${i}: ${farmStatText(st)}\n`);
+    }
+  }
   return EXIT_SUCCESS;
 }
 

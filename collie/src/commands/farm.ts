@@ -8,7 +8,7 @@ import {
   Op, Flag, Res, resultMessage, decodeInodeHeader, InodeHeader, vidToVdiOid, vidToDataOid, vidToVmstateOid, oidToVid,
   isVdiObj, SD_INODE_SIZE, SD_INODE_HEADER_SIZE, SD_VDI_BITMAP_SIZE, SD_CLUSTER_INFO_SIZE, MAX_DATA_OBJS,
   decodeClusterInfo, liveVids, FarmRepo, FarmError, FarmTrunkEntry, FarmLogRecord, encodeFarmTrunk,
-  decodeFarmSliceIndex, findFarmRecord, farmTagStartsWithNumber, ClusterFlag, FarmLogHeader, SdNode, ConnectionError,
+  decodeFarmSliceIndex, findFarmRecord, farmTagStartsWithNumber, FarmLogHeader, SdNode, ConnectionError,
   parseFarmLog, decodeFarmTrunk, sha1ToObjFields, FarmStat, farmStatText,
 } from '@sheepdog/common';
 import type { Opts } from '../cli.js';
@@ -392,7 +392,7 @@ export async function snapshotShow(ctx: Ctx, args: string[]): Promise<number> {
 
 // ---- load ----------------------------------------------------------------------
 
-export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<number> {
+export async function snapshotLoad(ctx: Ctx, args: string[], _o: Opts): Promise<number> {
   const [arg, dir, ...names] = args;
   const then = 'Fail to load snapshot';
   let src: Source;
@@ -484,7 +484,8 @@ export async function snapshotLoad(ctx: Ctx, args: string[], o: Opts): Promise<n
   const current = ci.rsp.result === Res.SUCCESS ? decodeClusterInfo(ci.data).defaultStore : '';
   const fr = await formatCluster(ctx, {
     copies: header.copies || 3, copyPolicy: header.copyPolicy, shift: header.blockSizeShift || 22,
-    flags: o.m ? ClusterFlag.STRICT /* dog's -m falls through to strict */ : 0, fixedVnodes: false, force: false,
+    // dog's -m also sets strict here (a fall-through in its option parser): not copied
+    flags: 0, fixedVnodes: false, force: false,
     store: current || 'plain',
   });
   if (fr !== EXIT_SUCCESS) return fr;

@@ -37,10 +37,22 @@ const asSheepError = (e: unknown): never => {
   throw e;
 };
 
-/** FARM_SAVE: the snapshot objects held here into this node's repository, under tag and time. */
+/**
+ * FARM_SAVE: the snapshot objects held here into this node's repository,
+ * under tag and time. After tag and time, the payload lists VDI ids (u32
+ * each): the objects of each are saved, and with bit 31 set its inode too
+ * (collie names the snapshots, and every VDI whose objects they refer to).
+ */
 export function farmSave(s: Sheep, payload: Buffer): Promise<number> {
   const tag = decodeFixedString(payload, 0, 256);
   const time = payload.readBigUInt64LE(256);
+  const owners = new Set<number>();
+  const inodes = new Set<number>();
+  for (let o = 264; o + 4 <= payload.length; o += 4) {
+    const v = payload.readUInt32LE(o);
+    owners.add(v & 0xffffff);
+    if (v & 0x80000000) inodes.add(v & 0xffffff);
+  }
   return serial(async () => {
     const repo = await repoOf(s);
     const logNow = await repo.readLog().catch(asSheepError);
@@ -48,7 +60,7 @@ export function farmSave(s: Sheep, payload: Buffer): Promise<number> {
     const entries: FarmTrunkEntry[] = [];
     for (const oid of (await s.store.list()).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
       const vid = oidToVid(oid);
-      if (!(isVdiObj(oid) || isDataObj(oid) || isVmstateObj(oid)) || !s.vdis.isSnapshot(vid)) continue;
+      if (isVdiObj(oid) ? !inodes.has(vid) : !((isDataObj(oid) || isVmstateObj(oid)) && owners.has(vid))) continue;
       const size = objectStoredSize(oid, s.vdis.objectSize(vid));
       let data: Buffer;
       try {

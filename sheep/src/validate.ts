@@ -199,7 +199,8 @@ export const RULES = new Map<number, Rule>([
   [Op.CHECK_HELD, adm(4 * MiB, 4 * MiB)],
   [Op.SCRUB, adm(0, 0)],
   [Op.SCRUB_STATUS, adm(0, 4096)],
-  [Op.FARM_SAVE, adm(264, 0, (_s, h, d) => (h.dataLength !== 264 || !stringOk(d, 0, 256, true) ? Res.INVALID_PARMS : undefined))],
+  [Op.FARM_SAVE, adm(264 + 4 * SD_NR_VDIS, 0, (_s, h, d) =>
+    (h.dataLength < 264 || (h.dataLength - 264) % 4 || !stringOk(d, 0, 256, true) ? Res.INVALID_PARMS : undefined))],
   [Op.FARM_READ, adm(0, 256 * MiB)],
   [Op.FARM_STAT, adm(0, 4096)],
   [Op.FARM_DELETE, adm(256, 0, (_s, h, d) => (h.dataLength !== 256 || !stringOk(d, 0, 256, true) ? Res.INVALID_PARMS : undefined))],

@@ -167,20 +167,75 @@ async function saveInPlace(ctx: Ctx, tag: string, names: string[]): Promise<numb
   if (merged.some((r) => r.tag === storedTag)) {
     sysfail(`Snapshot tag has already been used for another snapshot, please, use another one.\n${failLine}`);
   }
-  const snaps = (await scanVdis(ctx, false)).filter((v) => isSnapshot(v.header));
+  const snaps = (await scanVdis(ctx, true)).filter((v) => isSnapshot(v.header));
   if (!snaps.length) {
     sysfail(`Cannot execute. It may be caused by:\n1. The cluster is empty.\n2. All VDIs of the cluster don't have snapshots.\n${failLine}`);
   }
-  const payload = Buffer.alloc(264);
+  if (snaps.some((v) => v.header.storePolicy !== 0)) sysfail(`hyper volumes cannot be saved by this collie\n${failLine}`);
+  // what every node saves of what it holds: each snapshot's inode and objects,
+  // and the objects of the VDIs (ancestors, deleted ones too) they refer to
+  const vids = new Map<number, number>();
+  for (const v of snaps) {
+    vids.set(v.vid, 0x80000000 | v.vid);
+    for (const [, owner] of v.index!.entries()) if (!vids.has(owner)) vids.set(owner, owner);
+  }
+  const payload = Buffer.alloc(264 + 4 * vids.size);
   payload.write(storedTag, 0, 'utf8');
   payload.writeBigUInt64LE(BigInt(Math.floor(Date.now() / 1000)), 256);
+  let at = 264;
+  for (const v of vids.values()) { payload.writeUInt32LE(v >>> 0, at); at += 4; }
   const results = await Promise.all(ctx.nodes.filter((n) => n.nrVnodes > 0).map(async (n) => {
     const r = await ctx.execOrFail({ opcode: Op.FARM_SAVE, flags: Flag.CMD_WRITE, dataLength: payload.length }, payload, ctx.nodeTarget(n));
     return r.rsp.result === Res.SUCCESS ? '' : `${nodeName(n)}: ${resultMessage(r.rsp.result)}`;
   }));
   const bad = results.filter(Boolean);
   if (bad.length) sysfail(`${bad.join('\n')}\n${failLine}`);
+  let missing: string[];
+  try {
+    missing = await checkInPlace(ctx, storedTag, failLine);
+  } catch (e) {
+    if (!(e instanceof FarmError)) throw e;
+    missing = [e.message];
+  }
+  if (missing.length) {
+    // not a snapshot that could be loaded: take it back from every node
+    await deleteInPlace(ctx, storedTag);
+    sysfail(`${missing.slice(0, 10).join(' is on no node\n')} is on no node (${missing.length} object(s); is the cluster recovering?)\n` +
+      `the snapshot was not kept\n${failLine}`);
+  }
   return EXIT_SUCCESS;
+}
+
+/** The objects an inode refers to: itself, its data objects (maybe its ancestors'), its vmstate. */
+function inodeRefs(oid: bigint, h: InodeHeader, data: Buffer): bigint[] {
+  const os = objSize(h.blockSizeShift);
+  const count = Math.min(MAX_DATA_OBJS, Number((h.vdiSize + BigInt(os) - 1n) / BigInt(os)),
+    Math.floor((data.length - SD_INODE_HEADER_SIZE) / 4));
+  const refs = [oid];
+  for (let i = 0; i < count; i++) {
+    const owner = data.readUInt32LE(SD_INODE_HEADER_SIZE + 4 * i);
+    if (owner) refs.push(vidToDataOid(owner, i));
+  }
+  const nvm = Number((h.vmStateSize + BigInt(os) - 1n) / BigInt(os));
+  for (let i = 0; i < nvm; i++) refs.push(vidToVmstateOid(oidToVid(oid), i));
+  return refs;
+}
+
+/**
+ * After an in-place save: every object the saved inodes refer to must be on
+ * some node's farm (a node still recovering may not hold its copies yet).
+ */
+async function checkInPlace(ctx: Ctx, tag: string, then: string): Promise<string[]> {
+  const src = await clusterSource(ctx, tag, then);
+  const have = new Set(src.trunk.map((t) => t.oid));
+  const missing: string[] = [];
+  for (const e of src.trunk) {
+    if (!isVdiObj(e.oid)) continue;
+    const data = await getObj(src, e.sha1);
+    const h = decodeInodeHeader(data);
+    for (const r of inodeRefs(e.oid, h, data)) if (!have.has(r)) missing.push(`object ${r.toString(16).padStart(16, '0')} of ${h.name}`);
+  }
+  return missing;
 }
 
 // ---- list ----------------------------------------------------------------------
@@ -350,15 +405,25 @@ async function clusterSource(ctx: Ctx, arg: string, then: string): Promise<Sourc
     for (const e of decodeFarmTrunk(b)) if (!trunk.has(e.oid)) trunk.set(e.oid, e);
   }
   const order = [...trunk.values()].sort((a, b) => (a.oid < b.oid ? -1 : a.oid > b.oid ? 1 : 0));
+  const cache = new Map<string, Buffer>();
   return {
     header: holders[0].header!, rec, trunk: order, inPlace: true,
     async get(sha1: Buffer): Promise<Buffer> {
+      // the same slices come back again and again (the zero slice of every inode): keep a few
+      const key = sha1.toString('hex');
+      const hit = cache.get(key);
+      if (hit) return hit;
       const why: string[] = [];
       for (const l of holders) {
         const b = await farmRead(ctx, l.node, sha1, why);
-        if (b) return b;
+        if (!b) continue;
+        if (b.length <= 128 * 1024) {
+          if (cache.size >= 64) cache.delete(cache.keys().next().value!);
+          cache.set(key, b);
+        }
+        return b;
       }
-      throw new FarmError(`${sha1.toString('hex')} is on no node's farm (${why.join('; ')})`);
+      throw new FarmError(`${key} is on no node's farm (${why.join('; ')})`);
     },
   };
 }
@@ -444,16 +509,8 @@ export async function snapshotLoad(ctx: Ctx, args: string[], _o: Opts): Promise<
       inodes.set(e.oid, h);
       if (src.inPlace) {
         // every object the snapshot's inodes refer to must be on some node's farm
+        const refs = inodeRefs(e.oid, h, data);
         const have = new Set(trunk.map((t) => t.oid));
-        const os = objSize(h.blockSizeShift);
-        const count = Math.min(MAX_DATA_OBJS, Number((h.vdiSize + BigInt(os) - 1n) / BigInt(os)));
-        const refs = [e.oid];
-        for (let i = 0; i < count; i++) {
-          const owner = data.readUInt32LE(SD_INODE_HEADER_SIZE + 4 * i);
-          if (owner) refs.push(vidToDataOid(owner, i));
-        }
-        const nvm = Number((h.vmStateSize + BigInt(os) - 1n) / BigInt(os));
-        for (let i = 0; i < nvm; i++) refs.push(vidToVmstateOid(oidToVid(e.oid), i));
         for (const r of refs) if (!have.has(r)) throw new FarmError(`object ${r.toString(16).padStart(16, '0')} of ${h.name} is on no node's farm`);
         if (!names.length || names.includes(h.name)) {
           reach ??= new Set();
@@ -544,6 +601,18 @@ export async function snapshotLoad(ctx: Ctx, args: string[], _o: Opts): Promise<
   return EXIT_SUCCESS;
 }
 
+/** FARM_DELETE of a tag on every node that holds objects; the nodes that failed. */
+async function deleteInPlace(ctx: Ctx, tag: string): Promise<string[]> {
+  const payload = Buffer.alloc(256);
+  payload.write(tag, 0, 'utf8');
+  const bad: string[] = [];
+  for (const n of ctx.nodes.filter((x) => x.nrVnodes > 0)) {
+    const r = await ctx.execOrFail({ opcode: Op.FARM_DELETE, flags: Flag.CMD_WRITE, dataLength: 256 }, payload, ctx.nodeTarget(n));
+    if (r.rsp.result !== Res.SUCCESS) bad.push(`${nodeName(n)}: ${resultMessage(r.rsp.result)}`);
+  }
+  return bad;
+}
+
 // ---- delete (not in dog) ----------------------------------------------------------
 
 /**
@@ -558,13 +627,7 @@ export async function snapshotDelete(ctx: Ctx, args: string[]): Promise<number> 
       const { merged } = await clusterLogs(ctx, then);
       const rec = findFarmRecord(merged, arg);
       if (!rec) sysfail(`Snapshot index or tag does not exist.\n${then}`);
-      const payload = Buffer.alloc(256);
-      payload.write(rec.tag, 0, 'utf8');
-      const bad: string[] = [];
-      for (const n of ctx.nodes.filter((x) => x.nrVnodes > 0)) {
-        const r = await ctx.execOrFail({ opcode: Op.FARM_DELETE, flags: Flag.CMD_WRITE, dataLength: 256 }, payload, ctx.nodeTarget(n));
-        if (r.rsp.result !== Res.SUCCESS) bad.push(`${nodeName(n)}: ${resultMessage(r.rsp.result)}`);
-      }
+      const bad = await deleteInPlace(ctx, rec.tag);
       if (bad.length) sysfail(`${bad.join('\n')}\n${then}`);
       return EXIT_SUCCESS;
     }

@@ -101,8 +101,16 @@ export const Op = {
   SCRUB: 0xe4,
   /** This node's scrub status, as JSON (see sheep/src/scrub.ts ScrubStatus). */
   SCRUB_STATUS: 0xe5,
+  /** Farm store: this node's snapshot objects into its repository; payload: tag[256], time (u64 seconds). */
+  FARM_SAVE: 0xe6,
+  /** Farm store: a content file of this node's repository by its SHA-1 (obj.oid, obj.cow_oid, obj.offset: 8+8+4 bytes, LE; all zeros: the log). */
+  FARM_READ: 0xe7,
+  /** Farm store: remove a snapshot from this node's repository; payload: tag[256]. */
+  FARM_DELETE: 0xe8,
+  /** Farm store: this node's repository in figures, as JSON (FarmStat in common/src/farm.ts). */
+  FARM_STAT: 0xe9,
   /** The deleted VDIs whose objects are not all reclaimed yet, and this node's progress on them; reply: ReclaimStatus (reclaim.ts). */
-  RECLAIM_STATUS: 0xe6,
+  RECLAIM_STATUS: 0xea,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

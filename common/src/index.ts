@@ -25,3 +25,4 @@ export * from './backup.js';
 export * from './proctitle.js';
 export * from './libvirt.js';
 export * from './journal.js';
+export * from './farm.js';

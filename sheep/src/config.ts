@@ -10,7 +10,8 @@ import { SdNode, SD_MAX_COPIES, encodeEpochFile, decodeEpochFile } from '@sheepd
 export class DamagedState extends Error {}
 
 /** Object stores a cluster can be formatted with. */
-export const STORE_DRIVERS = ['plain'];
+/** Object stores a cluster can be formatted with, in GET_STORE_LIST's order (1.0 answers `tree plain `). */
+export const STORE_DRIVERS = ['farm', 'tree', 'plain'];
 
 export interface ClusterConfig {
   ctime: bigint; // 0 = never formatted

@@ -11,9 +11,10 @@ import {
 import type { Sheep, MakeFsMsg } from './sheep.js';
 import { STORE_DRIVERS } from './sheep.js';
 import { getLogLevel, setLogLevel, LOG_LEVELS, log } from './log.js';
-import { SheepClient } from '@sheepdog/common';
+import { SheepClient, objFieldsToSha1 } from '@sheepdog/common';
 import { flushVdiOp, deleteCacheOp, getCacheInfoOp, cachePurgeOp } from './cache/index.js';
 import { check, ruleOf } from './validate.js';
+import { farmSave, farmRead, farmDelete, farmStat } from './farm.js';
 
 /** Who sent a request (the sheepdog port fills it in): restricted opcodes need allowed(). */
 export interface RequestOrigin {
@@ -319,6 +320,26 @@ async function scrubStatus(s: Sheep): Promise<Reply> {
 async function reclaimStatus(s: Sheep, h: RequestHeader): Promise<Reply> {
   if (h.dataLength < RECLAIM_HEADER_SIZE) fail(Res.BUFFER_SMALL);
   return ok({ data: encodeReclaimStatus(s.reclaimer.status(), h.dataLength) });
+}
+
+async function farmSaveOp(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
+  await farmSave(s, data);
+  return ok();
+}
+
+async function farmReadOp(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const b = await farmRead(s, objFieldsToSha1(h.obj));
+  if (b.length > h.dataLength) fail(Res.BUFFER_SMALL);
+  return ok({ data: b });
+}
+
+async function farmStatOp(s: Sheep): Promise<Reply> {
+  return ok({ data: await farmStat(s) });
+}
+
+async function farmDeleteOp(s: Sheep, _h: RequestHeader, data: Buffer): Promise<Reply> {
+  await farmDelete(s, data);
+  return ok();
 }
 
 async function stat(s: Sheep): Promise<Reply> {
@@ -629,6 +650,10 @@ export const OPS = new Map<number, OpDef>([
   [Op.SCRUB, { name: 'SCRUB', kind: 'local', handler: scrub }],
   [Op.SCRUB_STATUS, { name: 'SCRUB_STATUS', kind: 'local', force: true, handler: scrubStatus }],
   [Op.RECLAIM_STATUS, { name: 'RECLAIM_STATUS', kind: 'local', force: true, handler: reclaimStatus }],
+  [Op.FARM_SAVE, { name: 'FARM_SAVE', kind: 'local', handler: farmSaveOp }],
+  [Op.FARM_READ, { name: 'FARM_READ', kind: 'local', force: true, handler: farmReadOp }],
+  [Op.FARM_DELETE, { name: 'FARM_DELETE', kind: 'local', force: true, handler: farmDeleteOp }],
+  [Op.FARM_STAT, { name: 'FARM_STAT', kind: 'local', force: true, handler: farmStatOp }],
 ]);
 
 /** Fills in header-level checks and runs the handler; never throws. */

@@ -242,6 +242,7 @@ export class Sheep implements PlacementView {
     await this.store.init();
     await this.cfg.init((file) => log.err(`the disk of ${this.opts.dir} is full: used the space kept for metadata to write ${file}; free space (delete VDIs or add disk)`));
     let config = await this.cfg.load();
+    await this.store.setDriver(config?.store ?? 'plain');
     if (!this.opts.gateway) {
       // capacity only: start-up must not stat every object
       this.selfNode.space = (await this.store.capacity()).size;
@@ -644,6 +645,7 @@ export class Sheep implements PlacementView {
   private async adopt(info: JoinInfo): Promise<void> {
     this.config = { ...info.config };
     await this.cfg.save(this.config);
+    if (this.config.store !== this.store.name) await this.store.setDriver(this.config.store);
     if (info.record) {
       this.epochs.set(info.record.epoch, info.record);
       await this.cfg.saveEpoch(info.record.epoch, info.record.nodes, info.record.time);
@@ -735,6 +737,7 @@ export class Sheep implements PlacementView {
     }
     this.config = { ...st.config };
     await this.cfg.save(this.config);
+    if (this.config.store !== this.store.name) await this.store.setDriver(this.config.store);
     for (const r of st.records) {
       const have = this.epochs.get(r.epoch);
       if (!have || have.nodes.length !== r.nodes.length || have.time !== r.time) {
@@ -966,6 +969,7 @@ export class Sheep implements PlacementView {
   private async applyMakeFs(m: MakeFsMsg): Promise<void> {
     this.recovery.stop();
     await this.store.wipe();
+    await this.store.setDriver(m.store);
     await this.cfg.clearEpochs();
     this.epochs.clear();
     this.epochNr = 0;

@@ -201,6 +201,11 @@ export const RULES = new Map<number, Rule>([
   [Op.SCRUB_STATUS, adm(0, 4096)],
   // status, as STAT_RECOVERY: anyone may ask
   [Op.RECLAIM_STATUS, pub(0, 64 * KiB)],
+  [Op.FARM_SAVE, adm(264 + 4 * SD_NR_VDIS, 0, (_s, h, d) =>
+    (h.dataLength < 264 || (h.dataLength - 264) % 4 || !stringOk(d, 0, 256, true) ? Res.INVALID_PARMS : undefined))],
+  [Op.FARM_READ, adm(0, 256 * MiB)],
+  [Op.FARM_STAT, adm(0, 4096)],
+  [Op.FARM_DELETE, adm(256, 0, (_s, h, d) => (h.dataLength !== 256 || !stringOk(d, 0, 256, true) ? Res.INVALID_PARMS : undefined))],
 ]);
 
 /**

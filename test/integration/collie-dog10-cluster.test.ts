@@ -54,7 +54,7 @@ describe('dog 1.0 texts: cluster', { timeout: 60_000 }, () => {
   it('an unknown store lists the available ones and exits 2, cluster unchanged', async () => {
     expectDog(await dog(['cluster', 'format', '-b', 'nosuch']), {
       code: 2,
-      stdout: 'using backend nosuch store\nAvailable stores:\n---------------------------------------\nplain \n',
+      stdout: 'using backend nosuch store\nAvailable stores:\n---------------------------------------\nfarm tree plain \n',
       stderr: 'Format failed: Targeted backend store is not found\n',
     });
     expectDog(await dog(['cluster', 'info']), UNFORMATTED);
@@ -106,9 +106,9 @@ describe('dog 1.0 texts: cluster', { timeout: 60_000 }, () => {
   });
 
   it('command words: missing, unknown, help', async () => {
-    // dog 1.0's list, then the commands 1.0 does not have
+    // dog 1.0's list (snapshot is where upstream's cluster.c has it), then the commands 1.0 does not have
     const list = 'Available cluster commands:\n' +
-      ['info', 'format', 'shutdown', 'recover', 'reweight', 'check', 'alter-copy', 'scrub'].map((c) => `  cluster ${c}\n`).join('');
+      ['info', 'format', 'shutdown', 'snapshot', 'recover', 'reweight', 'check', 'alter-copy', 'scrub'].map((c) => `  cluster ${c}\n`).join('');
     expectDog(await runDog(['cluster']), { code: 64, stderr: list });
     expectDog(await runDog(['cluster', 'help']), { code: 64, stderr: list });
     expectDog(await runDog(['cluster', 'fromat']), { code: 64, stderr: "Invalid command 'cluster fromat'\n" + list });

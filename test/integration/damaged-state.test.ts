@@ -99,7 +99,7 @@ describe('damaged node state', () => {
     delete good.sum; // an operator's edit: the values themselves are checked
     for (const [k, v, msg] of [
       ['copies', 'x', /copies is "x", not a whole number from 1 to 31/],
-      ['store', 'nosuch', /store is "nosuch", not one of plain/],
+      ['store', 'nosuch', /store is "nosuch", not one of farm, tree, plain/],
       ['blockSizeShift', 40, /blockSizeShift is 40, not a whole number from 20 to 31/],
     ] as const) {
       await fsp.writeFile(file, JSON.stringify({ ...good, [k]: v }));

@@ -96,7 +96,7 @@ describe('sheep before format', () => {
     const r = await w.send({ opcode: Op.MAKE_FS, flags: Flag.CMD_WRITE, cluster: { copies: 1, ctime: timestamp64() } }, Buffer.from('nosuch\0'));
     expect(r.rsp.result).toBe(Res.NO_STORE);
     const sl = await w.send({ opcode: Op.GET_STORE_LIST, dataLength: 512 });
-    expect(sl.data.toString()).toBe('plain ');
+    expect(sl.data.toString()).toBe('farm tree plain ');
   });
 });
 

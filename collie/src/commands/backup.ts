@@ -19,7 +19,10 @@ import { processSink } from '../output.js';
 import { stdin } from '../io.js';
 import { openVdi, doVdiCreate, doVdiDelete, needName } from './vdi.js';
 
-const WINDOW = 4; // objects read ahead while the previous ones are compared and written
+const WINDOW = 4;
+
+/** The index of a snapshot that holds nothing (the FROM of a full backup). */
+const NO_OBJECTS: VdiIndex = { entries: () => [], get: () => 0 }; // objects read ahead while the previous ones are compared and written
 
 function fail(msg: string, code = EXIT_FAILURE): never {
   throw new CliError(code, msg);
@@ -31,12 +34,15 @@ export async function vdiBackup(ctx: Ctx, args: string[], o: Opts): Promise<numb
   const name = needName(args);
   const from = parseFromSnapshot(o.F as string | undefined);
   const to = parseSnapshot(o.s as string | undefined);
-  if ((!from.id && !from.tag) || (!to.id && !to.tag)) {
+  if (!to.id && !to.tag) {
     ctx.err("Please specify snapshots with '-F' and '-s' options");
     return EXIT_USAGE;
   }
-  const f = await openVdi(ctx, name, from.id, from.tag, true);
+  // Without -F (dog 1.0 requires it): a full backup, against a snapshot of
+  // zeros; it restores onto any snapshot that holds nothing (a new VDI's).
+  const full = !from.id && !from.tag;
   const t = await openVdi(ctx, name, to.id, to.tag, true);
+  const f = full ? { header: t.header, index: NO_OBJECTS } : await openVdi(ctx, name, from.id, from.tag, true);
   const os_ = objectSize(f.header);
   const count = nrDataObjs(t.header);
   // Every index where either snapshot has an object, ascending (dog walks

@@ -12,6 +12,7 @@ import { scanVdis, isSnapshot } from '../scan.js';
 import { confirm } from './common.js';
 import { checkVdi } from './vdi.js';
 import { clusterScrub } from './scrub.js';
+import { snapshotSave, snapshotList, snapshotLoad, snapshotShow, snapshotDelete } from './farm.js';
 import { BufferSink } from '../output.js';
 import { printJson, clusterInfoJson, vdiJson } from '../json.js';
 
@@ -28,6 +29,7 @@ export const clusterOptions: OptDef[] = [
   { ch: 'l', name: 'lock', hasArg: false, desc: 'Lock vdi to exclude multiple users' },
   { ch: 'i', name: 'vdi', hasArg: true, desc: 'scrub only the objects of this VDI' },
   { ch: 'e', name: 'rate', hasArg: true, desc: 'scrub at most this many MB/s on each node' },
+  { ch: 'm', name: 'multithread', hasArg: false, desc: "use multi-thread for 'cluster snapshot save'" },
 ];
 
 function fail(msg: string, code = EXIT_FAILURE): never {
@@ -106,9 +108,34 @@ async function refuseIfHeld(ctx: Ctx): Promise<void> {
 }
 
 async function clusterFormat(ctx: Ctx, _args: string[], o: Opts): Promise<number> {
-  const fixed = o.V === true;
   const cp = o.c ? parseCopies(o.c as string) : { copies: 0, policy: 0 };
   const shift = o.z ? parseShift(o.z as string) : 0;
+  let flags = 0;
+  if (o.t) flags |= ClusterFlag.STRICT;
+  if (o.l) flags |= ClusterFlag.USE_LOCK;
+  if (o.R) flags |= ClusterFlag.RECYCLE_VID;
+  if (o.F) flags |= ClusterFlag.AVOID_DISKFULL;
+  // dog keeps the first 15 bytes of the name (pstrcpy into char[16])
+  const store = typeof o.b === 'string' && o.b ? Buffer.from(o.b).subarray(0, 15).toString('latin1') : 'plain';
+  return formatCluster(ctx, { copies: cp.copies, copyPolicy: cp.policy, shift, flags, fixedVnodes: o.V === true, force: o.f === true, store, refuseHeld: o.f !== true });
+}
+
+export interface FormatRequest {
+  copies: number;
+  copyPolicy: number;
+  shift: number;
+  /** cluster flags other than AUTO_VNODES */
+  flags: number;
+  fixedVnodes: boolean;
+  force: boolean;
+  store: string;
+  /** Refuse when nodes hold objects (cluster format without -f; a snapshot load replaces the cluster by intent). */
+  refuseHeld?: boolean;
+}
+
+/** dog's cluster format (also the first step of cluster snapshot load): checks, prompts, MAKE_FS. */
+export async function formatCluster(ctx: Ctx, f: FormatRequest): Promise<number> {
+  const fixed = f.fixedVnodes;
   for (const n of ctx.nodes) {
     const r = await ctx.execOrFail({ opcode: Op.CLUSTER_INFO, dataLength: SD_CLUSTER_INFO_SIZE }, undefined, ctx.nodeTarget(n));
     if (r.rsp.result !== Res.SUCCESS) fail(resultMessage(r.rsp.result));
@@ -122,31 +149,26 @@ async function clusterFormat(ctx: Ctx, _args: string[], o: Opts): Promise<number
   // Formatting wipes every node's objects: not without -f when there are some
   // (dog 1.0 asks only when the VDI bitmap is not empty, and formats
   // whatever the nodes hold when it is).
-  if (!o.f) await refuseIfHeld(ctx);
+  if (f.refuseHeld) await refuseIfHeld(ctx);
   const zones = ctx.ring?.nrZones ?? ctx.nodes.length;
-  if (!o.f && cp.copies > zones) {
+  if (!f.force && f.copies > zones) {
     await confirm(ctx,
-      `Number of copies (${cp.copies}) is larger than number of zones (${zones}).\nAre you sure you want to continue? [yes/no]: `);
+      `Number of copies (${f.copies}) is larger than number of zones (${zones}).\nAre you sure you want to continue? [yes/no]: `);
   }
   const vr = await ctx.execOrFail({ opcode: Op.READ_VDIS, dataLength: SD_VDI_BITMAP_SIZE });
-  if (!o.f && vr.data.some((b) => b !== 0)) {
+  if (!f.force && vr.data.some((b) => b !== 0)) {
     await confirm(ctx,
       "    __\n   ()'`;\n   /\\|`  Caution! The cluster is not empty. Formatting it will\n" +
       '  /  |   destroy all the data in the cluster.\n(/_)_|_  Are you sure you want to continue? [yes/no]: ');
   }
-  let flags = 0;
-  if (o.t) flags |= ClusterFlag.STRICT;
-  if (o.l) flags |= ClusterFlag.USE_LOCK;
-  if (o.R) flags |= ClusterFlag.RECYCLE_VID;
+  let flags = f.flags;
   if (!fixed) flags |= ClusterFlag.AUTO_VNODES;
-  if (o.F) flags |= ClusterFlag.AVOID_DISKFULL;
-  // dog keeps the first 15 bytes of the name (pstrcpy into char[16])
-  const store = typeof o.b === 'string' && o.b ? Buffer.from(o.b).subarray(0, 15).toString('latin1') : 'plain';
+  const store = f.store;
   const payload = Buffer.from(store + '\0', 'latin1');
   ctx.out(`using backend ${store} store\n`);
   const r = await ctx.execOrFail({
     opcode: Op.MAKE_FS, flags: Flag.CMD_WRITE, dataLength: payload.length,
-    cluster: { copies: cp.copies, copyPolicy: cp.policy, ctime: timestamp64(), flags, blockSizeShift: shift },
+    cluster: { copies: f.copies, copyPolicy: f.copyPolicy, ctime: timestamp64(), flags, blockSizeShift: f.shift },
   }, payload);
   if (r.rsp.result !== Res.SUCCESS) {
     ctx.err(`Format failed: ${resultMessage(r.rsp.result)}`);
@@ -275,6 +297,17 @@ export const clusterCommands: SubCommand[] = [
   { name: 'info', opts: 'aprhvd', desc: 'show cluster information', needNodeList: true, run: clusterInfo, json: true },
   { name: 'format', opts: 'bcfaphtzVRFl', desc: 'create a Sheepdog store', needNodeList: true, run: clusterFormat },
   { name: 'shutdown', opts: 'aph', desc: 'stop Sheepdog', run: (c) => clusterShutdown(c) },
+  {
+    name: 'snapshot', opts: 'aphTmv', arg: '<tag|idx> <path> [vdi1] [vdi2] ...', needArg: true,
+    desc: 'snapshot/restore the cluster',
+    sub: [
+      { name: 'save', desc: 'save a snapshot of the cluster into a repository', needNodeList: true, run: snapshotSave },
+      { name: 'list', desc: 'list the snapshots of a repository', run: snapshotList },
+      { name: 'load', desc: 're-format the cluster and load a snapshot from a repository', needNodeList: true, run: snapshotLoad },
+      { name: 'show', desc: 'show the VDIs of a snapshot in a repository', run: snapshotShow },
+      { name: 'delete', desc: 'delete a snapshot from a repository', run: snapshotDelete },
+    ],
+  },
   {
     name: 'recover', opts: 'afph', desc: "See 'dog cluster recover' for more information", needArg: true,
     sub: [

@@ -2,7 +2,7 @@
 import {
   Op, Flag, Res, resultMessage, decodeRecoveryState, encodeThrottling, decodeThrottling, decodeStat, decodeMdInfo,
   SD_STAT_SIZE, SD_MD_INFO_SIZE, ConnectionError, SdStat, STAT_FIELDS, RECOVERY_MAX_EXEC_COUNT_LIMIT,
-  RECOVERY_INTERVAL_LIMIT_MS,
+  RECOVERY_INTERVAL_LIMIT_MS, SD_CLUSTER_INFO_SIZE, decodeClusterInfo, farmStatText,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import type { Ctx, Target } from '../conn.js';
@@ -15,6 +15,7 @@ import { scanVdis, isSnapshot } from '../scan.js';
 import { renderBar } from '../progress.js';
 import { confirm, reclaiming } from './common.js';
 import { nodeScrubStatus } from './scrub.js';
+import { nodeFarmStat } from './farm.js';
 import { printJson, printJsonLine, nodeJson, statJson, recoveryJson, reclaimJson, mdDiskJson, bytes, percent } from '../json.js';
 
 export const nodeOptions: OptDef[] = [
@@ -67,11 +68,26 @@ async function nodeInfo(ctx: Ctx): Promise<number> {
   if (success === 0) fail('Cannot get information from any nodes', EXIT_SYSFAIL);
   let totalVdi = 0n;
   for (const v of await scanVdis(ctx, false)) if (!isSnapshot(v.header)) totalVdi += v.header.vdiSize;
+  // not in dog 1.0: the store the cluster was formatted with (-v, and in JSON)
+  let store: string | undefined;
+  if (ctx.json || ctx.verbose) {
+    const ci = await ctx.execOrFail({ opcode: Op.CLUSTER_INFO, dataLength: SD_CLUSTER_INFO_SIZE });
+    if (ci.rsp.result === Res.SUCCESS) store = decodeClusterInfo(ci.data).defaultStore || undefined;
+  }
   if (ctx.json) {
-    printJson(ctx, { nodes: list, total: space(totalSize, totalFree), total_virtual_image_size: bytes(totalVdi) });
+    printJson(ctx, { nodes: list, total: space(totalSize, totalFree), total_virtual_image_size: bytes(totalVdi), store: store ?? null });
     return EXIT_SUCCESS;
   }
   ctx.out(nodeInfoTotal(totalSize, totalFree, totalVdi, ctx.raw));
+  if (ctx.verbose && store) ctx.out(ctx.raw ? `store ${store}\n` : `Store: ${store}\n`);
+  if (ctx.verbose && store === 'farm') {
+    // each node's repository of in-place snapshots
+    for (let i = 0; i < ctx.nodes.length; i++) {
+      if (ctx.nodes[i].nrVnodes === 0) continue;
+      const st = await nodeFarmStat(ctx, ctx.nodes[i]);
+      if (st) ctx.out(`Farm of node ${i}: ${farmStatText(st)}\n`);
+    }
+  }
   return EXIT_SUCCESS;
 }
 
@@ -298,7 +314,7 @@ async function mdPlug(ctx: Ctx, args: string[], o: Opts, plug: boolean): Promise
 export const nodeCommands: SubCommand[] = [
   { name: 'kill', arg: '<node id>', opts: 'aprhl', desc: 'kill node', needNodeList: true, run: nodeKill },
   { name: 'list', opts: 'aprh', desc: 'list nodes', needNodeList: true, run: (c) => nodeList(c), json: true },
-  { name: 'info', opts: 'aprh', desc: 'show information about each node', needNodeList: true, run: (c) => nodeInfo(c), json: true },
+  { name: 'info', opts: 'aprhv', desc: 'show information about each node', needNodeList: true, run: (c) => nodeInfo(c), json: true },
   {
     name: 'recovery', opts: 'aphPr', desc: 'show recovery information of nodes (finished/all)', needNodeList: true, run: nodeRecovery, json: true,
     sub: [

@@ -9,7 +9,7 @@
 import { promises as fsp, constants as FS } from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { oidToHex, SheepdogError, Res, SpliceTarget } from '@sheepdog/common';
+import { oidToHex, SheepdogError, Res, SpliceTarget, FarmRepo } from '@sheepdog/common';
 import type { ObjectStore, ObjectCopy, FoundBy } from './store.js';
 import { FdCache, FdEntry, preadFull, pwriteFull } from './fdcache.js';
 import { takePipe, givePipe, readPipeNow } from './pipes.js';
@@ -46,9 +46,33 @@ async function sumsOfLater(data: Buffer, off: number, size: number): Promise<Buf
   return sums;
 }
 
+/**
+ * Where live objects sit inside obj/ (farm-and-backup.md C.1):
+ * 'flat' (plain, farm): obj/<oid>. 'tree' (tree, as in upstream 1.0): inode,
+ * vmstate and attribute objects in obj/meta/<oid>; data, B-tree and ledger
+ * objects in obj/XX/<oid>, XX = the low byte of the vid (oid bits 32-39).
+ * Set-aside copies are in obj/.stale/<oid> either way.
+ */
+export type StoreLayout = 'flat' | 'tree';
+
+/** The layout a store driver name uses. */
+export const layoutOf = (store: string): StoreLayout => (store === 'tree' ? 'tree' : 'flat');
+
+/** The tree layout's subdirectory of an oid. */
+export function treeDirOf(oid: bigint): string {
+  const meta = (oid & ((1n << 63n) | (1n << 62n) | (1n << 61n))) !== 0n;
+  return meta ? 'meta' : Number((oid >> 32n) & 0xffn).toString(16).padStart(2, '0');
+}
+
+const TREE_DIRS = ['meta', ...Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))];
+
 export class PlainStore implements ObjectStore {
-  readonly name: string = 'plain';
+  /** The store driver the node was formatted with (plain, tree, farm). */
+  name = 'plain';
+  private layout: StoreLayout = 'flat';
   readonly objDir: string;
+  /** The farm store's repository (DIR/farm). */
+  readonly farmDir: string;
   readonly tmpDir: string;
   readonly staleDir: string;
   private fds = new FdCache((oid) => this.p(oid), 512);
@@ -60,6 +84,7 @@ export class PlainStore implements ObjectStore {
 
   constructor(readonly baseDir: string, readonly nosync: boolean) {
     this.objDir = path.join(baseDir, 'obj');
+    this.farmDir = path.join(baseDir, 'farm');
     this.tmpDir = path.join(baseDir, 'obj', '.tmp');
     this.staleDir = path.join(baseDir, 'obj', '.stale');
   }
@@ -73,7 +98,40 @@ export class PlainStore implements ObjectStore {
   }
 
   private p(oid: bigint): string {
+    if (this.layout === 'tree') return path.join(this.objDir, treeDirOf(oid), oidToHex(oid));
     return path.join(this.objDir, oidToHex(oid));
+  }
+
+  /**
+   * Use the layout of a store driver (at start-up, from the node's config;
+   * at format, after wipe()). Objects already in another layout are not
+   * moved: a store changes only when it is formatted.
+   */
+  async setDriver(store: string): Promise<void> {
+    const layout = layoutOf(store);
+    if (layout !== this.layout) await this.fds.closeAll();
+    this.name = store;
+    this.layout = layout;
+    if (layout === 'tree') {
+      for (const d of TREE_DIRS) await fsp.mkdir(path.join(this.objDir, d), { recursive: true });
+    }
+    // farm: the node's own content-addressed repository, in dog's repository
+    // format, beside the working objects (kept across formats)
+    if (store === 'farm') await new FarmRepo(this.farmDir).init({ recursive: true });
+  }
+
+  /** The directories that hold live objects. */
+  private liveDirs(): string[] {
+    return this.layout === 'tree' ? TREE_DIRS.map((d) => path.join(this.objDir, d)) : [this.objDir];
+  }
+
+  /** Names in the live directories (each with its directory). */
+  private async liveFiles(): Promise<{ dir: string; f: string }[]> {
+    const out: { dir: string; f: string }[] = [];
+    for (const dir of this.liveDirs()) {
+      for (const f of await fsp.readdir(dir).catch(() => [] as string[])) if (/^[0-9a-f]{16}$/.test(f)) out.push({ dir, f });
+    }
+    return out;
   }
 
   async read(oid: bigint, off: number, len: number, into?: Buffer, by: FoundBy = 'read'): Promise<Buffer> {
@@ -500,7 +558,8 @@ export class PlainStore implements ObjectStore {
 
   private async scanCopies(): Promise<ObjectCopy[]> {
     const byOid = new Map<bigint, ObjectCopy>();
-    for (const [dir, stale] of [[this.objDir, false], [this.staleDir, true]] as const) {
+    const dirs: [string, boolean][] = [...this.liveDirs().map((d) => [d, false] as [string, boolean]), [this.staleDir, true]];
+    for (const [dir, stale] of dirs) {
       const names = await fsp.readdir(dir).catch(() => [] as string[]);
       for (let i = 0; i < names.length; i++) {
         const f = names[i];
@@ -526,7 +585,7 @@ export class PlainStore implements ObjectStore {
    */
   async rebuildSums(sinceMs: number): Promise<number> {
     let fixed = 0;
-    for (const dir of [this.objDir, this.staleDir]) {
+    for (const dir of [...this.liveDirs(), this.staleDir]) {
       for (const f of await fsp.readdir(dir).catch(() => [] as string[])) {
         if (!/^[0-9a-f]{16}$/.test(f)) continue;
         const file = path.join(dir, f);
@@ -636,9 +695,7 @@ export class PlainStore implements ObjectStore {
   }
 
   async list(): Promise<bigint[]> {
-    const out: bigint[] = [];
-    for (const f of await fsp.readdir(this.objDir)) if (/^[0-9a-f]{16}$/.test(f)) out.push(BigInt('0x' + f));
-    return out;
+    return (await this.liveFiles()).map(({ f }) => BigInt('0x' + f));
   }
 
   private usageScan?: Promise<{ used: bigint; size: bigint; free: bigint }>;
@@ -654,10 +711,9 @@ export class PlainStore implements ObjectStore {
 
   private async scanUsage(): Promise<{ used: bigint; size: bigint; free: bigint }> {
     let used = 0n;
-    for (const f of await fsp.readdir(this.objDir)) {
-      if (!/^[0-9a-f]{16}$/.test(f)) continue;
+    for (const { dir, f } of await this.liveFiles()) {
       try {
-        const st = await fsp.stat(path.join(this.objDir, f));
+        const st = await fsp.stat(path.join(dir, f));
         used += BigInt(st.blocks) * 512n;
       } catch { /* removed meanwhile */ }
     }
@@ -709,6 +765,9 @@ export class PlainStore implements ObjectStore {
       await fsp.rm(path.join(this.objDir, f), { force: true, recursive: true });
     }
     await this.purgeStale();
+    // the tree's directories were removed with their objects
+    this.layout = 'flat';
+    this.name = 'plain';
   }
 
   private sp(oid: bigint): string {

@@ -25,6 +25,8 @@ export interface ObjectStore {
   /** Objects written lately (see RecentWrites). */
   readonly recent: RecentWrites;
   init(): Promise<void>;
+  /** Use the object layout of a store driver (plain, tree, farm): at start-up and at format. */
+  setDriver(store: string): Promise<void>;
   /** Called with an object whose copy here turned out damaged (short, or failing its checksum). */
   onDamage?: (oid: bigint, why: string, by: FoundBy) => void;
   /** Read len bytes at off (into `into` when given); bytes past the stored length read as zero. by: who reads (default 'read'). */

@@ -96,6 +96,10 @@ export class Reclaimer {
 
   private async reclaim(vid: number): Promise<void> {
     const s = this.s;
+    // A format meanwhile ends it: the same vid may soon name a new VDI,
+    // whose objects and inode this walk of the old index must not touch.
+    const ctime = s.config.ctime;
+    const current = () => this.leading() && s.config.ctime === ctime;
     const ino = await s.vdis.readInode(vid);
     const n = s.vdis.lastIndex(ino);
     const copies = ino.header.nrCopies || undefined;
@@ -106,7 +110,7 @@ export class Reclaimer {
     const progress: ReclaimProgress = { vid, done: 0, total: n, objects, dropped: 0 };
     this.progress = progress;
     for (let first = 0; first < n; first += BATCH) {
-      if (!this.leading()) return;
+      if (!current()) return;
       const count = Math.min(BATCH, n - first);
       const refs: [number, number, number, number][] = [];
       for (let i = first; i < first + count; i++) {
@@ -115,6 +119,7 @@ export class Reclaimer {
       if (refs.length) {
         const drop = async (list: [number, number, number, number][]) => {
           for (let i = 0; i < list.length; i += AT_ONCE) {
+            if (!current()) return;
             await Promise.all(list.slice(i, i + AT_ONCE).map(([owner, idx, gen, cnt]) => s.gw.decref(owner, idx, gen, cnt).catch((e) => {
               log.warn(`reclaiming VDI ${vid.toString(16)}: object ${idx} of ${owner.toString(16)} stays: ${(e as Error).message}`);
             }).finally(() => {
@@ -130,6 +135,7 @@ export class Reclaimer {
         const unshared = refs.filter(([, , gen, cnt]) => gen === 0 && cnt === 0);
         const shared = refs.filter(([, , gen, cnt]) => gen !== 0 || cnt !== 0);
         await drop(unshared);
+        if (!current()) return;
         // Only the span that holds something is rewritten: zeros over a hole
         // would take space, and a delete must work on a full disk.
         const inode = vidToVdiOid(vid);
@@ -144,6 +150,7 @@ export class Reclaimer {
             ghi = i + 1;
           }
         }
+        if (!current()) return;
         if (glo >= 0) await s.gw.rawWrite(inode, SD_INODE_GREF_OFFSET + 8 * glo, Buffer.alloc(8 * (ghi - glo)), copies);
         await drop(shared);
         dropped += refs.length;
@@ -151,6 +158,7 @@ export class Reclaimer {
       progress.done = first + count;
       await sleep(PAUSE_MS);
     }
+    if (!current()) return;
     await s.cluster.notify({ t: 'vdi_reclaimed', vid });
     log.info(`deleted VDI ${vid.toString(16)}: ${dropped} reference(s) dropped in ${Date.now() - started} ms`);
   }

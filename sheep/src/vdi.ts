@@ -7,6 +7,7 @@ import {
   Flag, ClusterFlag, INODE_OFF,
 } from '@sheepdog/common';
 import { VdiBitmap } from './bitmap.js';
+import { log } from './log.js';
 
 export interface VdiStateEntry {
   vid: number;
@@ -381,7 +382,8 @@ export class VdiRegistry {
     await publish({ t: 'vdi_add', newVid, oldVid, copies, copyPolicy, blockSizeShift: shift, setBitmap: true, oldIsSnapshot });
     try {
       await this.io.createRanges(vidToVdiOid(newVid), this.inodeRanges(ino, this.lastUsedIndex(ino)), copies);
-    } catch {
+    } catch (e) {
+      log.warn(`writing the inode of new VDI ${newVid.toString(16)} failed: ${(e as Error).message}`);
       throw new SheepdogError(Res.VDI_WRITE);
     }
     return { vid: newVid, copies, blockSizeShift: shift };

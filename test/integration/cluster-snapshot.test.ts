@@ -210,7 +210,7 @@ describe('cluster snapshot', { timeout: 300_000 }, () => {
   let repoDir: string;
 
   it('save: several VDIs with snapshots and a clone, exactly the doc\'s layout', async () => {
-    await ok(['cluster', 'format', '-c', '2'], 'yes\n');
+    await ok(['cluster', 'format', '-c', '2', '-f']);
     await ok(['vdi', 'create', 'alpha', '12M']);
     await write('alpha', 0, randomBytes(6 << 20));
     await ok(['vdi', 'snapshot', '-s', 'a1', 'alpha']);
@@ -265,7 +265,7 @@ describe('cluster snapshot', { timeout: 300_000 }, () => {
   });
 
   it('round trip: a fresh format, load, every snapshot and working VDI reads back equal', async () => {
-    await ok(['cluster', 'format', '-c', '2'], 'yes\n');
+    await ok(['cluster', 'format', '-c', '2', '-f']);
     expect(await vdis()).toEqual([]);
     const r = await dog(['cluster', 'snapshot', 'load', '1', repoDir]);
     expect(r.code, r.stderr).toBe(0);
@@ -282,7 +282,7 @@ describe('cluster snapshot', { timeout: 300_000 }, () => {
     // by name: a clone without its base's inode (dog marks the base's vid in use
     // without an inode, and every listing then fails to read it)
     await ok(['cluster', 'snapshot', 'save', 'g', repoDir, 'gamma']);
-    await ok(['cluster', 'format', '-c', '2'], 'yes\n');
+    await ok(['cluster', 'format', '-c', '2', '-f']);
     await ok(['cluster', 'snapshot', 'load', 'g', repoDir]);
     const l = await dog(['vdi', 'list']);
     expect(l.stderr).toBe('');
@@ -352,7 +352,7 @@ describe('cluster snapshot', { timeout: 300_000 }, () => {
   });
 
   it('de-duplication: two images with the same bytes cost one image; delete keeps what others use', async () => {
-    await ok(['cluster', 'format', '-c', '2'], 'yes\n');
+    await ok(['cluster', 'format', '-c', '2', '-f']);
     const img = randomBytes(16 << 20);
     for (const n of ['img1', 'img2']) {
       await ok(['vdi', 'create', n, '16M']);
@@ -388,7 +388,7 @@ describe('cluster snapshot', { timeout: 300_000 }, () => {
     const left = repoBytes(dir);
     expect(left).toBeLessThanOrEqual(two);
     expect(left).toBeGreaterThan(16 << 20);
-    await ok(['cluster', 'format', '-c', '2'], 'yes\n');
+    await ok(['cluster', 'format', '-c', '2', '-f']);
     await ok(['cluster', 'snapshot', 'load', 'clones', dir]);
     expect(await readVdi('img2', 16 << 20, 'base')).toBe(md5(img));
     const c1 = Buffer.from(img);

@@ -188,6 +188,15 @@ const templates = {
   [Op.SET_RECOVERY]: () => ({ f: { opcode: Op.SET_RECOVERY, flags: Flag.CMD_WRITE }, p: Buffer.alloc(24) }),
   [Op.SET_VNODES]: () => ({ f: { opcode: Op.SET_VNODES, flags: Flag.CMD_WRITE }, p: Buffer.from([0, 0, 0, 0, 0, 0, 0, 0]) }),
   [Op.GET_VNODES]: () => ({ f: { opcode: Op.GET_VNODES, dataLength: 4 } }),
+  // this implementation's own operations
+  [Op.OBJ_COPIES]: () => ({ f: { opcode: Op.OBJ_COPIES, epoch: 1, dataLength: pick([0, 16, 4096, MB]), obj: { cowOid: BigInt(ri(2 ** 31)) } } }),
+  [Op.FETCH_OBJ]: () => ({ f: { opcode: Op.FETCH_OBJ, epoch: 1, flags: pick([0, Flag.CMD_WILDCARD]), dataLength: pick([0, 8, 4096 + 8, OBJ + 8]), obj: { oid: victimOid(), tgtEpoch: 1 } } }),
+  [Op.CHECK_HELD]: () => { const n = ri(20); const p = Buffer.alloc(12 * n); for (let i = 0; i < n; i++) { p.writeBigUInt64LE(victimOid(), 12 * i); p.writeUInt32LE(ri(5), 12 * i + 8); } return { f: { opcode: Op.CHECK_HELD, epoch: 1, flags: Flag.CMD_WRITE, dataLength: p.length }, p }; },
+  [Op.SCRUB_STATUS]: () => ({ f: { opcode: Op.SCRUB_STATUS, dataLength: pick([0, 16, 4096]) } }),
+  [Op.RECLAIM_STATUS]: () => ({ f: { opcode: Op.RECLAIM_STATUS, dataLength: pick([0, 8, 4096, 65536]) } }),
+  [Op.FARM_STAT]: () => ({ f: { opcode: Op.FARM_STAT, dataLength: pick([0, 4096]) } }),
+  [Op.FARM_READ]: () => ({ f: { opcode: Op.FARM_READ, dataLength: pick([0, 4096, MB]), obj: { oid: BigInt(ri(2 ** 31)), cowOid: BigInt(ri(2 ** 31)), offset: ri(2 ** 31) } } }),
+  [Op.FARM_DELETE]: () => ({ f: { opcode: Op.FARM_DELETE, flags: Flag.CMD_WRITE }, p: name(pick(['nosuch', 'fuzz'])) }),
 };
 void vidToAttrOid;
 // Operations serialised cluster-wide (and some of them fsync a 12 MiB inode)

@@ -567,10 +567,28 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           if (!v || v.deleted || !v.clone || !n) return;
           await quiesce(v, async () => {
             v.deleted = true;
-            const r = await collie(n, ['vdi', 'delete', v.name]);
-            say(`delete ${v.name}: exit ${r.code} ${r.err.trim()}`);
-            if (r.code === 0) adminOps.delete = (adminOps.delete ?? 0) + 1;
-            else v.deleted = false;
+            // dog's vdi delete exits 0 even when it failed (and says so on
+            // stderr): such a delete may or may not have happened, so it is
+            // tried again until it says nothing, or that the VDI is gone
+            for (let attempt = 0; ; attempt++) {
+              const via = live()[0] ?? n;
+              const r = await collie(via, ['vdi', 'delete', v.name]);
+              const err = r.err.trim();
+              say(`delete ${v.name}: exit ${r.code} ${err}`);
+              if (r.code === 0 && (err === '' || (attempt > 0 && /No VDI found/.test(err)))) {
+                adminOps.delete = (adminOps.delete ?? 0) + 1;
+                break;
+              }
+              if (r.code !== 0) {
+                v.deleted = false;
+                break;
+              }
+              if (attempt === 20) {
+                finding(`delete of ${v.name} still fails after 20 tries: ${err}`);
+                break;
+              }
+              await sleep(1000);
+            }
           });
           return;
         }

@@ -57,6 +57,7 @@ it('a full disk: NO_SPACE for writes, the node rejoins after a restart, deletes 
     expect(del.rsp.result).toBe(Res.SUCCESS);
     await waitFor(async () => (await fsp.readdir(path.join(small, 'obj'))).filter((f) => f.startsWith('00')).length === 0, 60_000, 'the objects gone').catch(async (e) => {
       for (const d of [a.dir, b.dir, small]) console.log(d, (await fsp.readFile(path.join(d, 'sheep.log'), 'utf8')).split('\n').filter((l) => !l.includes('cluster event')).slice(-25).join('\n'));
+      console.log('left on the full node:', (await fsp.readdir(path.join(small, 'obj'))).join(' '));
       throw e;
     });
     const r = await w.newVdi('after', 8n * BigInt(MB));

@@ -128,21 +128,31 @@ describe('requests collie sends', () => {
     for (let i = 0; i < 130; i++) index.push([i, i % 2 ? vid : 0x42]);
     index.push([300, vid]);
     fake.addInode({ name: 'Alice', vdiId: vid, vdiSize: 2n << 30n, nrCopies: 2 }, index);
-    fake.handler = (q) => (q.h.opcode === Op.GET_VDI_INFO ? { vdiId: vid } : undefined);
+    // an upstream sheep: it does not know RECLAIM_STATUS (ours reclaims in the background, see below)
+    fake.handler = (q) => (q.h.opcode === Op.GET_VDI_INFO ? { vdiId: vid } : q.h.opcode === Op.RECLAIM_STATUS ? { result: Res.NO_SUPPORT } : undefined);
     const r = await dog(['vdi', 'delete', 'Alice']);
     expect(r.code).toBe(0);
-    expect(ops()).toEqual([Op.GET_VDI_INFO, Op.READ_OBJ, Op.WRITE_OBJ, Op.WRITE_OBJ, Op.DEL_VDI]);
+    expect(ops()).toEqual([Op.GET_VDI_INFO, Op.READ_OBJ, Op.RECLAIM_STATUS, Op.WRITE_OBJ, Op.WRITE_OBJ, Op.DEL_VDI]);
     const read = fake.reqs[1].h;
     expect([read.flags, read.dataLength, read.obj.oid, read.obj.offset]).toEqual([0, SD_INODE_SIZE, vidToVdiOid(vid), 0]);
-    const wipes = fake.reqs.slice(2, 4).map((q) => ({
+    const wipes = fake.reqs.slice(3, 5).map((q) => ({
       flags: q.h.flags, off: q.h.obj.offset, len: q.h.dataLength, zero: q.payload.every((x) => x === 0), copies: q.h.obj.copies, oid: q.h.obj.oid,
     }));
     expect(wipes).toEqual([
       { flags: Flag.CMD_WRITE | Flag.CMD_DIRECT, off: SD_INODE_HEADER_SIZE, len: 4 * 128, zero: true, copies: 2, oid: vidToVdiOid(vid) },
       { flags: Flag.CMD_WRITE | Flag.CMD_DIRECT, off: SD_INODE_HEADER_SIZE + 4 * 128, len: 4 * (301 - 128), zero: true, copies: 2, oid: vidToVdiOid(vid) },
     ]);
-    const del = fake.reqs[4];
+    const del = fake.reqs[5];
     expect([del.h.flags, del.h.dataLength, del.h.vdi.snapid, del.payload.length]).toEqual([Flag.CMD_WRITE, 512, 0, 512]);
+  });
+
+  it('vdi delete on a sheep that reclaims in the background: no index wipe, DEL_VDI at once', async () => {
+    const vid = 0x15d169;
+    fake.addInode({ name: 'Bob', vdiId: vid, vdiSize: 2n << 30n, nrCopies: 2 }, [[0, vid], [5, vid]]);
+    fake.handler = (q) => (q.h.opcode === Op.GET_VDI_INFO ? { vdiId: vid } : undefined);
+    const r = await dog(['vdi', 'delete', 'Bob']);
+    expect(r.code).toBe(0);
+    expect(ops()).toEqual([Op.GET_VDI_INFO, Op.READ_OBJ, Op.RECLAIM_STATUS, Op.DEL_VDI]);
   });
 
   it('vdi write: COW create + SETIDX, plain write, fresh create + SETIDX', async () => {

@@ -3,7 +3,7 @@ import {
   Op, Flag, Res, resultMessage, vidToVdiOid, vidToDataOid, vidToAttrOid, oidToVid, dataOidToIdx, isDataObj,
   encodeAttr, decodeAttr, encodeInodeHeader, InodeHeader, SD_INODE_HEADER_SIZE, SD_INODE_SIZE, SD_ATTR_OBJ_SIZE,
   MAX_DATA_OBJS, SD_MAX_VDI_SIZE_HYPER, SD_VDI_STATE_SIZE, addrToString, SdNode, VnodeRing, ConnectionError,
-  decodeCacheInfo, CacheInfoFlag, CACHE_INFO_HEADER_SIZE, CACHE_INFO_RECORD_SIZE, sizeToStr, libvirtDiskXml,
+  decodeCacheInfo, CacheInfoFlag, CACHE_INFO_HEADER_SIZE, CACHE_INFO_RECORD_SIZE, sizeToStr, libvirtDiskXml, RECLAIM_HEADER_SIZE,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import {
@@ -262,6 +262,14 @@ async function vdiClone(ctx: Ctx, args: string[], o: Opts): Promise<number> {
 }
 
 /** do_vdi_delete: LOOKUP, full inode read, index wipe, DEL_VDI. */
+async function reclaimsInBackground(ctx: Ctx): Promise<boolean> {
+  try {
+    return (await ctx.exec({ opcode: Op.RECLAIM_STATUS, dataLength: RECLAIM_HEADER_SIZE })).rsp.result === Res.SUCCESS;
+  } catch {
+    return false;
+  }
+}
+
 export async function doVdiDelete(ctx: Ctx, name: string, snapid: number, tag: string): Promise<number> {
   let vid: number;
   try {
@@ -285,7 +293,11 @@ export async function doVdiDelete(ctx: Ctx, name: string, snapid: number, tag: s
     throw e;
   }
   const h = full.header;
-  if (h.storePolicy === 0) {
+  // A sheep that reclaims deleted VDIs in the background (it answers
+  // RECLAIM_STATUS) frees the objects itself after DEL_VDI, with progress
+  // in node recovery: the index is not wiped here first, as dog does for
+  // upstream sheep, which would make the command last as long as the wipe.
+  if (h.storePolicy === 0 && !(await reclaimsInBackground(ctx))) {
     const ids = (full.index as FlatIndex).ids;
     const n = Math.min(nrDataObjs(h), ids.length);
     const win = new Window(WINDOW);

@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { Op, Flag, Res } from '@sheepdog/common';
+import { Op, Flag, Res, oidToHex, vidToDataOid } from '@sheepdog/common';
 import { startSheep, stopAll, waitFor, runCollie, uniqueClusterId, freePort } from '../helpers/cluster.js';
 import { formatCluster, nodeList, clusterStatus } from '../helpers/cluster-scenarios.js';
 import { Wire, nameTag } from '../helpers/wire.js';
@@ -55,9 +55,15 @@ it('a full disk: NO_SPACE for writes, the node rejoins after a restart, deletes 
     const del = await w.send({ opcode: Op.DEL_VDI, flags: Flag.CMD_WRITE, vdi: {} }, nameTag('filler'));
     if (del.rsp.result) console.log((await fsp.readFile(path.join(small, 'sheep.log'), 'utf8')).split('\n').filter((l) => !l.includes('cluster event')).slice(-15).join('\n'));
     expect(del.rsp.result).toBe(Res.SUCCESS);
-    await waitFor(async () => (await fsp.readdir(path.join(small, 'obj'))).filter((f) => f.startsWith('00')).length === 0, 60_000, 'the objects gone').catch(async (e) => {
+    // The write that ran out of space created its object on the other two
+    // nodes before the full one refused it; it was never acknowledged nor
+    // entered in the index, so the delete does not know it (as upstream,
+    // such an object stays: recovery may even copy it to the full node).
+    const refused = oidToHex(vidToDataOid(vid, full));
+    const left = async () => (await fsp.readdir(path.join(small, 'obj'))).filter((f) => f.startsWith('00') && f !== refused);
+    await waitFor(async () => (await left()).length === 0, 60_000, 'the objects gone').catch(async (e) => {
       for (const d of [a.dir, b.dir, small]) console.log(d, (await fsp.readFile(path.join(d, 'sheep.log'), 'utf8')).split('\n').filter((l) => !l.includes('cluster event')).slice(-25).join('\n'));
-      console.log('left on the full node:', (await fsp.readdir(path.join(small, 'obj'))).join(' '));
+      console.log('left on the full node:', (await left()).join(' '));
       throw e;
     });
     const r = await w.newVdi('after', 8n * BigInt(MB));

@@ -438,9 +438,15 @@ export class Sheep implements PlacementView {
   }
 
   private async fetchHistory(): Promise<void> {
+    // The members of the current epoch, even while this node is still
+    // taking the state it joined with (its recovery starts then, before
+    // `members` counts it in: a history fetched from nobody left a hole
+    // that made its recovery wait for holders "away" for good; churn
+    // simulator, seed 1709).
+    const ask = this.members.length ? this.members : (this.epochs.get(this.epochNr)?.nodes ?? this.present);
     for (let e = 1; e < this.epochNr; e++) {
       if (this.epochs.has(e)) continue;
-      for (const n of this.members) {
+      for (const n of ask) {
         if (this.isSelf(n)) continue;
         try {
           const r = await this.peers.call(n, { opcode: Op.GET_EPOCH, epoch: this.epochNr, dataLength: 1 << 20, obj: { tgtEpoch: e } });
@@ -455,7 +461,29 @@ export class Sheep implements PlacementView {
         }
       }
     }
+    if (this.historyRetry === undefined) this.historyRetry = 0;
+    const holes = [...Array(Math.max(0, this.epochNr - 1)).keys()].map((i) => i + 1).filter((e) => !this.epochs.has(e));
+    if (holes.length && this.historyRetry < 60) {
+      // asked again a little later; what is filled then is what recovery
+      // judged "away" by, so it runs again
+      if (this.historyRetry === 0) log.warn(`epoch record(s) ${holes.slice(0, 8).join(', ')}${holes.length > 8 ? ', ...' : ''} not found on any member yet; asking again`);
+      this.historyRetry++;
+      setTimeout(() => {
+        if (this.closing) return;
+        void this.ensureHistory().then(() => {
+          if (!this.closing && this.status === 'ok' && !holes.some((e) => !this.epochs.has(e))) {
+            log.info(`epoch history complete again: recovery of epoch ${this.epochNr} runs again`);
+            this.recovery.start(this.epochNr, this.epochs.get(this.epochNr)!.nodes);
+          }
+        });
+      }, 2000).unref();
+    } else if (!holes.length) {
+      this.historyRetry = 0;
+    }
   }
+
+  private historyRetry?: number;
+  private closing = false;
 
   withVnodes(nodes: SdNode[]): SdNode[] {
     const sorted = sortNodes(nodes);
@@ -1009,6 +1037,7 @@ export class Sheep implements PlacementView {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     this.recovery.stop();
     this.scrubber.stop();
     this.peers.closeAll();

@@ -99,7 +99,7 @@ export const Op = {
   CHECK_HELD: 0xe2,
   /** Start a scrub of this node's copies: obj.oid = a VDI id (0: all), obj.offset = MB/s (0: the default). */
   SCRUB: 0xe4,
-  /** This node's scrub status, as JSON (see sheep/src/scrub.ts ScrubStatus). */
+  /** This node's scrub status, as JSON (ScrubStatus, common/src/scrub.ts). */
   SCRUB_STATUS: 0xe5,
   /** Farm store: this node's snapshot objects into its repository; payload: tag[256], time (u64 seconds). */
   FARM_SAVE: 0xe6,

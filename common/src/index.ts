@@ -26,3 +26,4 @@ export * from './proctitle.js';
 export * from './libvirt.js';
 export * from './journal.js';
 export * from './farm.js';
+export * from './scrub.js';

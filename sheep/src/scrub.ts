@@ -7,28 +7,12 @@
 // one's copy (REPAIR_REPLICA). Runs on demand (collie cluster scrub) and
 // every --scrub-interval seconds.
 import {
-  Op, Res, SheepdogError, oidToVid, isVdiObj, isDataObj, nodeToString, sameNode, oidToHex,
+  Op, Res, SheepdogError, oidToVid, isVdiObj, isDataObj, nodeToString, sameNode, oidToHex, ScrubStatus,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import { log } from './log.js';
 import { sleep } from './util.js';
 
-export interface ScrubStatus {
-  running: boolean;
-  /** When the current (or last) scrub started and finished (ms; 0: never). */
-  started: number;
-  finished: number;
-  checked: number;
-  total: number;
-  bytes: number;
-  /** Copies here that failed their checksums (repaired from another replica). */
-  damaged: number;
-  /** Replicas elsewhere that were older or differed, and were told to take this node's copy. */
-  divergent: number;
-  /** The VDI scrubbed (0: all). */
-  vid: number;
-  rateMBs: number;
-}
 
 export const DEFAULT_SCRUB_RATE = 32; // MB/s
 

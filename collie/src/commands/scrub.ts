@@ -2,7 +2,7 @@
 // scrub (not in upstream dog). Every node reads and checks the copies it
 // holds, at a bounded rate, and brings replicas that differ to the first
 // holder's copy (see sheep/src/scrub.ts).
-import { Op, Res, resultMessage, addrToString } from '@sheepdog/common';
+import { Op, Res, resultMessage, addrToString, ScrubStatus } from '@sheepdog/common';
 import type { Opts } from '../cli.js';
 import type { Ctx } from '../conn.js';
 import { findVdi } from '../conn.js';
@@ -10,18 +10,6 @@ import { CliError, EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE } from '../exitcodes.j
 import { renderBar } from '../progress.js';
 import { printJson } from '../json.js';
 
-interface ScrubStatus {
-  running: boolean;
-  started: number;
-  finished: number;
-  checked: number;
-  total: number;
-  bytes: number;
-  damaged: number;
-  divergent: number;
-  vid: number;
-  rateMBs: number;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

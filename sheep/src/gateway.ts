@@ -32,6 +32,8 @@ export interface PlacementView {
   strict(): boolean;
   /** The members that hold data (for removals that must reach copies set aside anywhere). */
   holders?(): SdNode[];
+  /** The cluster removed oid in epoch: keep its tombstone (see Tombstones). */
+  removed?(oid: bigint, epoch: number): void;
 }
 
 /**
@@ -396,6 +398,7 @@ export class Gateway implements ObjectIO {
     await this.retrying(() => this.forAll(targets,
       async () => { await this.store.remove(oid); },
       (n) => this.peers.removePeer(n, oid, this.view.epoch())));
+    this.view.removed?.(oid, this.view.epoch());
     // A copy set aside on a node the placement no longer names would be
     // brought back by a later recovery as the only copy of an object that
     // no longer exists (churn simulator, seed 1702): every other member

@@ -513,6 +513,7 @@ async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Rep
 async function removePeer(s: Sheep, h: RequestHeader): Promise<Reply> {
   await checkPeerEpoch(s, h);
   await s.store.remove(h.obj.oid);
+  s.tombstones.add(h.obj.oid, h.epoch || s.epochNr);
   s.stats.peerRemove++;
   return ok();
 }

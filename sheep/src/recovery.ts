@@ -38,6 +38,8 @@ interface Holder {
   version: number;
   stale: boolean;
   suspect: boolean;
+  /** Not a copy: the node's tombstone, the object removed in epoch `version`. */
+  removed?: boolean;
 }
 
 interface Plan {
@@ -140,7 +142,10 @@ export class Recovery {
         const r = this.isSelf(n) ? { born: this.s.born, records: await this.s.copyRecords() } : await this.remoteCopies(run, n);
         const copies = new Map<bigint, Holder>();
         for (const c of r.records) {
-          copies.set(c.oid, { node: n, version: c.version, stale: (c.flags & CopyFlag.STALE) !== 0, suspect: (c.flags & CopyFlag.SUSPECT) !== 0 });
+          copies.set(c.oid, {
+            node: n, version: c.version, stale: (c.flags & CopyFlag.STALE) !== 0, suspect: (c.flags & CopyFlag.SUSPECT) !== 0,
+            removed: (c.flags & CopyFlag.REMOVED) !== 0,
+          });
         }
         log.debug(`recovery ${run.epoch}: ${nodeToString(n)} lists ${r.records.length} copies, ${r.records.filter((c) => c.flags & CopyFlag.STALE).length} set aside`);
         return { born: r.born, copies };
@@ -200,7 +205,17 @@ export class Recovery {
       }
       // 2. what placement gives us, and what to do about each
       let unavailable = 0;
-      for (const [oid, hs] of holders) {
+      const garbage: { oid: bigint; removedAt: number; stale: boolean }[] = [];
+      for (const [oid, listed] of holders) {
+        // a copy older than the object's removal outlived it on a node that was away: garbage, wherever it is
+        const removedAt = listed.reduce((m, h) => (h.removed && h.version > m ? h.version : m), 0);
+        const hs = removedAt ? listed.filter((h) => !h.removed) : listed;
+        if (!hs.length) continue;
+        if (removedAt > Math.max(...hs.map((h) => h.version))) {
+          const mine = hs.find((h) => this.isSelf(h.node));
+          if (mine) garbage.push({ oid, removedAt, stale: mine.stale });
+          continue;
+        }
         const targets = run.ring.placeOid(oid, copiesOf(oid));
         if (!targets.some((t) => this.isSelf(t))) continue;
         run.total++;
@@ -222,6 +237,13 @@ export class Recovery {
         run.plans.set(oid, { sources: suspect ? [best[0]] : best, mine });
         log.debug(`recovery ${run.epoch}: ${oidToHex(oid)} ${hs.map((h) => `${nodeToString(h.node)}:v${h.version}${h.stale ? 's' : ''}${h.suspect ? '?' : ''}`).join(' ')} -> ${nodeToString(best[0].node)}`);
       }
+      for (const g of garbage) {
+        if (run.cancelled) return;
+        s.tombstones.add(g.oid, g.removedAt);
+        if (g.stale) await s.store.dropStale(g.oid);
+        else await s.store.remove(g.oid);
+      }
+      if (garbage.length) log.info(`recovery for epoch ${run.epoch}: removed ${garbage.length} copy(ies) of objects the cluster removed while this node was away`);
       run.phase = RecoveryPhase.RECOVERING;
       prepared();
       if (unavailable) {

@@ -14,6 +14,7 @@ import {
 } from '@sheepdog/common';
 import type { ObjectStore, FoundBy } from './store/store.js';
 import { PlainStore } from './store/plain.js';
+import { Tombstones } from './store/tombstones.js';
 import { NodeConfigStore, ClusterConfig, emptyConfig, DamagedState, STORE_DRIVERS } from './config.js';
 import { VdiRegistry, VdiNotice, VdiStateEntry, VdiTableRow } from './vdi.js';
 import { Gateway, PlacementView } from './gateway.js';
@@ -151,6 +152,8 @@ export class Sheep implements PlacementView {
   private uncleanFrom?: number;
   private suspectSince = 0;
   private rings = new Map<number, VnodeRing>();
+  /** Objects the cluster removed, by epoch (see Tombstones). */
+  readonly tombstones: Tombstones;
   /**
    * Nodes the group lists that are not members: foreign nodes (another
    * cluster's data) that joined it, and ghosts, dead members of an earlier
@@ -179,6 +182,7 @@ export class Sheep implements PlacementView {
   constructor(readonly opts: SheepOptions, readonly cluster: ClusterDriver) {
     this.store = new PlainStore(opts.dir, opts.nosync);
     this.cfg = new NodeConfigStore(opts.dir);
+    this.tombstones = new Tombstones(opts.dir);
     this.selfNode = makeNode(opts.host, opts.port, {
       zone: opts.zone,
       nrVnodes: opts.gateway ? 0 : opts.vnodes ?? SD_DEFAULT_VNODES,
@@ -230,6 +234,7 @@ export class Sheep implements PlacementView {
   self(): SdNode { return this.selfNode; }
   targets(oid: bigint, copies: number): SdNode[] { return this.ring.placeOid(oid, copies); }
   holders(): SdNode[] { return (this.epochs.get(this.epochNr)?.nodes ?? []).filter((n) => n.nrVnodes > 0); }
+  removed(oid: bigint, epoch: number): void { this.tombstones.add(oid, epoch); }
   defaultCopies(): number { return this.config.copies; }
   vdiCopies(vid: number): number | undefined { return this.vdis.state(vid)?.nrCopies; }
   objectSize(vid: number): number { return this.vdis.objectSize(vid); }
@@ -251,6 +256,7 @@ export class Sheep implements PlacementView {
     await this.store.init();
     await this.cfg.init((file) => log.err(`the disk of ${this.opts.dir} is full: used the space kept for metadata to write ${file}; free space (delete VDIs or add disk)`));
     let config = await this.cfg.load();
+    await this.tombstones.load();
     await this.store.setDriver(config?.store ?? 'plain');
     if (!this.opts.gateway) {
       // capacity only: start-up must not stat every object
@@ -422,6 +428,11 @@ export class Sheep implements PlacementView {
         flags |= CopyFlag.SUSPECT;
       }
       out.push({ oid: c.oid, version: c.version, flags });
+    }
+    // what was removed (and is not here again): copies older than that, anywhere, are garbage
+    if (this.tombstones.size) {
+      const held = new Set(out.map((r) => r.oid));
+      for (const [oid, epoch] of this.tombstones.entries()) if (!held.has(oid)) out.push({ oid, version: epoch, flags: CopyFlag.REMOVED });
     }
     return out;
   }
@@ -1016,6 +1027,7 @@ export class Sheep implements PlacementView {
   private async applyMakeFs(m: MakeFsMsg): Promise<void> {
     this.recovery.stop();
     await this.store.wipe();
+    await this.tombstones.clear();
     await this.store.setDriver(m.store);
     await this.cfg.clearEpochs();
     this.epochs.clear();

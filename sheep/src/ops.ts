@@ -688,6 +688,9 @@ export async function execute(s: Sheep, h: RequestHeader, data: Buffer, from?: R
     const bad = check(s, h, data, true);
     if (bad !== undefined) return { result: bad };
     s.gate(!!def.force, def.kind === 'cluster');
+    // cut off from the membership engine: nothing is served until we know we are still a member
+    const held = def.force ? undefined : s.membershipHeld();
+    if (held) await held;
     if (def.kind === 'gateway') s.stats.gwTotal++;
     if (def.kind === 'peer') s.stats.peerTotal++;
     return await def.handler(s, h, data);

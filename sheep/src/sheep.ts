@@ -154,6 +154,8 @@ export class Sheep implements PlacementView {
   private rings = new Map<number, VnodeRing>();
   /** Objects the cluster removed, by epoch (see Tombstones). */
   readonly tombstones: Tombstones;
+  /** Cut off from the membership engine: whether we are still a member is unknown, requests wait (ClusterDriver.onCutOff). */
+  private cutOff?: { until: Promise<void>; resolve: () => void };
   /**
    * Nodes the group lists that are not members: foreign nodes (another
    * cluster's data) that joined it, and ghosts, dead members of an earlier
@@ -183,6 +185,15 @@ export class Sheep implements PlacementView {
     this.store = new PlainStore(opts.dir, opts.nosync);
     this.cfg = new NodeConfigStore(opts.dir);
     this.tombstones = new Tombstones(opts.dir);
+    cluster.onCutOff = (cut) => {
+      if (cut && !this.cutOff) {
+        let resolve!: () => void;
+        this.cutOff = { until: new Promise<void>((r) => (resolve = r)), resolve };
+      } else if (!cut && this.cutOff) {
+        this.cutOff.resolve();
+        this.cutOff = undefined;
+      }
+    };
     this.selfNode = makeNode(opts.host, opts.port, {
       zone: opts.zone,
       nrVnodes: opts.gateway ? 0 : opts.vnodes ?? SD_DEFAULT_VNODES,
@@ -235,6 +246,7 @@ export class Sheep implements PlacementView {
   targets(oid: bigint, copies: number): SdNode[] { return this.ring.placeOid(oid, copies); }
   holders(): SdNode[] { return (this.epochs.get(this.epochNr)?.nodes ?? []).filter((n) => n.nrVnodes > 0); }
   removed(oid: bigint, epoch: number): void { this.tombstones.add(oid, epoch); }
+  membershipHeld(): Promise<void> | undefined { return this.cutOff?.until; }
   defaultCopies(): number { return this.config.copies; }
   vdiCopies(vid: number): number | undefined { return this.vdis.state(vid)?.nrCopies; }
   objectSize(vid: number): number { return this.vdis.objectSize(vid); }

@@ -98,4 +98,42 @@ describe('zookeeper churn', () => {
       });
     }
   }, 180_000);
+
+  it('a ZooKeeper restart longer than the session timeout holds requests, and the nodes go on once it is back', async () => {
+    const id = uniqueClusterId();
+    const spec = `zookeeper:${zk.hostPort}/${id},timeout=3000`;
+    const nodes: SheepProc[] = [];
+    for (let z = 0; z < 3; z++) nodes.push(await startSheep({ cluster: spec, args: ['-z', String(z)] }));
+    dirs.push(...nodes.map((n) => n.dir));
+    await formatCluster(nodes[0].port, 2);
+    const vid = await withWire(nodes[0].port, async (w) => (await w.newVdi('zkdown', 40n * BigInt(MB))).rsp.vdi.vdiId);
+    const data = Array.from({ length: 10 }, () => randomBytes(4096));
+    await withWire(nodes[1].port, async (w) => { for (let i = 0; i < 10; i++) await w.writeVdi(vid, i * OBJ, data[i]); });
+    const epoch = await epochOf(nodes[0].port);
+    // down for 8 s (the sessions time out after 3 s); a read and a write meanwhile wait
+    const down = zk.restart(8000);
+    await new Promise((r) => setTimeout(r, 5000));
+    const fresh = randomBytes(4096);
+    let doneAt = 0;
+    const io = withWire(nodes[2].port, async (w) => {
+      await w.writeVdi(vid, 3 * OBJ, fresh);
+      const got = await w.readVdi(vid, 0, 4096);
+      doneAt = Date.now();
+      return got;
+    });
+    await down;
+    const back = Date.now();
+    expect((await io).equals(data[0])).toBe(true);
+    expect(doneAt, 'the request waited for ZooKeeper').toBeGreaterThanOrEqual(back - 200);
+    for (const n of nodes) {
+      expect(n.proc.exitCode, `${n.port} still runs`).toBeNull();
+      expect(await epochOf(n.port), 'no membership change').toBe(epoch);
+      await withWire(n.port, async (w) => {
+        for (let i = 0; i < 10; i++) expect((await w.readVdi(vid, i * OBJ, 4096)).equals(i === 3 ? fresh : data[i]), `object ${i} via ${n.port}`).toBe(true);
+      });
+    }
+    const log = await fsp.readFile(path.join(nodes[2].dir, 'sheep.log'), 'utf8');
+    expect(log).toMatch(/requests wait until it is back/);
+    expect(log).toMatch(/the session is still valid/);
+  }, 180_000);
 });

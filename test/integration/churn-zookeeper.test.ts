@@ -50,8 +50,8 @@ describe('zookeeper churn', () => {
     const spec = (timeoutMs: number) => `zookeeper:${zk.hostPort}/${id},timeout=${timeoutMs}`;
     // the survivor's session outlives it by 10 s: the window the others restart in
     let a = await startSheep({ cluster: spec(10_000), args: ['-z', '0'] });
-    let b = await startSheep({ cluster: spec(1000), args: ['-z', '1'] });
-    let c = await startSheep({ cluster: spec(1000), args: ['-z', '2'] });
+    let b = await startSheep({ cluster: spec(3000), args: ['-z', '1'] });
+    let c = await startSheep({ cluster: spec(3000), args: ['-z', '2'] });
     dirs.push(a.dir, b.dir, c.dir);
     await formatCluster(a.port, 3);
     const vid = await withWire(a.port, async (w) => (await w.newVdi('ghost', 40n * BigInt(MB))).rsp.vdi.vdiId);
@@ -72,8 +72,8 @@ describe('zookeeper churn', () => {
     const killedAt = Date.now();
     // (each start returns once the ghost is gone: until then the node waits for the state from it)
     [b, c] = await Promise.all([
-      startSheep({ dir: bDir, port: bPort, cluster: spec(1000), args: ['-z', '1'] }),
-      startSheep({ dir: cDir, port: cPort, cluster: spec(1000), args: ['-z', '2'] }),
+      startSheep({ dir: bDir, port: bPort, cluster: spec(3000), args: ['-z', '1'] }),
+      startSheep({ dir: cDir, port: cPort, cluster: spec(3000), args: ['-z', '2'] }),
     ]);
     // the ghost goes when its session expires (10 s), and the others must still wait
     await new Promise((r) => setTimeout(r, Math.max(0, killedAt + 14_000 - Date.now())));
@@ -84,7 +84,7 @@ describe('zookeeper churn', () => {
     }
 
     // A comes back: the cluster resumes from A's epoch, and every node serves A's data
-    a = await startSheep({ dir: aDir, port: aPort, cluster: spec(1000), args: ['-z', '0'] });
+    a = await startSheep({ dir: aDir, port: aPort, cluster: spec(3000), args: ['-z', '0'] });
     const all: SheepProc[] = [a, b, c];
     await waitFor(async () => {
       const st = await Promise.all(all.map((s) => clusterStatus(s.port)));

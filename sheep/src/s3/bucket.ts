@@ -1,0 +1,180 @@
+// A bucket: its VDI (s3/NAME), the index replayed from its log into memory,
+// and the allocator of its data region. Commits (log record, then
+// superblock) are serialised per bucket; object bytes are written before
+// the record that names them, so a crash leaves unreferenced bytes, never a
+// record pointing at bytes that were not written.
+import {
+  VdiIO, S3ObjectMeta, S3LogRecord, S3Extent, BucketSuper, encodeBucketSuper, decodeBucketSuper, encodeLogRecord,
+  decodeLogRecords, S3_LOG_START, S3_DATA_START, S3_SB_SIZE, S3_BUCKET_VDI_SIZE,
+} from '@sheepdog/common';
+import { S3Error } from './errors.js';
+import { log } from '../log.js';
+
+export interface Part {
+  n: number;
+  size: number;
+  etag: string;
+  extents: S3Extent[];
+  mtime: number;
+}
+
+export interface Upload {
+  id: string;
+  key: string;
+  headers: Record<string, string>;
+  created: number;
+  parts: Map<number, Part>;
+}
+
+/** Log replay reads this much at a time. */
+const REPLAY_CHUNK = 4 << 20;
+
+export class Bucket {
+  readonly objects = new Map<string, S3ObjectMeta>();
+  /** The keys of `objects`, sorted by their UTF-8 bytes (S3's order). */
+  readonly keys: string[] = [];
+  readonly uploads = new Map<string, Upload>();
+  private commitTail: Promise<void> = Promise.resolve();
+  private dataEnd: number;
+
+  private constructor(readonly name: string, readonly io: VdiIO, private sb: BucketSuper) {
+    this.dataEnd = sb.dataEnd;
+  }
+
+  get created(): number {
+    return this.sb.created;
+  }
+
+  /** Replay the log of an opened bucket VDI (writing its superblock if it never got one). */
+  static async load(name: string, io: VdiIO): Promise<Bucket> {
+    if (io.size !== S3_BUCKET_VDI_SIZE) throw new Error(`VDI s3/${name} is not a bucket (size ${io.size})`);
+    let sb = decodeBucketSuper(await io.read(0, S3_SB_SIZE));
+    if (!sb) {
+      sb = { logLen: 0, dataEnd: S3_DATA_START, created: Date.now() };
+      await io.write(0, encodeBucketSuper(sb));
+    }
+    const b = new Bucket(name, io, sb);
+    let pos = 0;
+    let carry = Buffer.alloc(0);
+    while (pos < sb.logLen) {
+      const n = Math.min(REPLAY_CHUNK, sb.logLen - pos);
+      const chunk = await io.read(S3_LOG_START + pos, n);
+      pos += n;
+      const buf = carry.length ? Buffer.concat([carry, chunk]) : chunk;
+      const { records, used } = decodeLogRecords(buf);
+      for (const r of records) b.apply(r);
+      carry = Buffer.from(buf.subarray(used));
+    }
+    if (carry.length) throw new Error(`bucket ${name}: the index log ends inside a record`);
+    return b;
+  }
+
+  /** Replay or commit one record; `live` (a commit) also releases the space it made unreferenced. */
+  private apply(r: S3LogRecord, live = false): void {
+    switch (r.t) {
+      case 'put': {
+        const old = this.objects.get(r.k);
+        this.setObject(r.k, r.o);
+        if (live && old) this.release(old.extents);
+        break;
+      }
+      case 'del': {
+        const old = this.objects.get(r.k);
+        this.removeObject(r.k);
+        if (live && old) this.release(old.extents);
+        break;
+      }
+      case 'mpu': this.uploads.set(r.id, { id: r.id, key: r.k, headers: r.h, created: r.m, parts: new Map() }); break;
+      case 'part': {
+        const parts = this.uploads.get(r.id)?.parts;
+        const old = parts?.get(r.n);
+        parts?.set(r.n, { n: r.n, size: r.size, etag: r.etag, extents: r.x, mtime: r.m });
+        if (live && old) this.release(old.extents);
+        break;
+      }
+      case 'mpuend': {
+        const u = this.uploads.get(r.id);
+        this.uploads.delete(r.id);
+        if (live && u) {
+          // the parts a completed upload's object took are its object's now
+          const used = new Set((this.objects.get(u.key)?.extents ?? []).map((x) => x[0]));
+          for (const p of u.parts.values()) this.release(p.extents.filter((x) => !used.has(x[0])));
+        }
+        break;
+      }
+    }
+  }
+
+  private setObject(k: string, o: S3ObjectMeta): void {
+    if (!this.objects.has(k)) this.keys.splice(this.keyIndex(k), 0, k);
+    this.objects.set(k, o);
+  }
+
+  private removeObject(k: string): void {
+    if (!this.objects.delete(k)) return;
+    this.keys.splice(this.keyIndex(k), 1);
+  }
+
+  /** First position whose key is >= k. */
+  keyIndex(k: string): number {
+    let lo = 0;
+    let hi = this.keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (compareKeys(this.keys[mid], k) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /**
+   * Address space for len bytes. Objects of a whole VDI object or more start
+   * on an object boundary, so deleting them frees whole objects.
+   */
+  alloc(len: number): number {
+    const os = this.io.objectSize;
+    let at = this.dataEnd;
+    if (len >= os) at = Math.ceil(at / os) * os;
+    if (at + len > S3_BUCKET_VDI_SIZE) throw new S3Error('EntityTooLarge', `bucket ${this.name} has no address space left`);
+    this.dataEnd = at + Math.max(len, 1);
+    return at;
+  }
+
+  /** Append records and publish them (superblock); in order, one commit at a time. */
+  commit(recs: S3LogRecord[]): Promise<void> {
+    const run = async () => {
+      const bufs = recs.map(encodeLogRecord);
+      const total = bufs.reduce((a, b) => a + b.length, 0);
+      if (S3_LOG_START + this.sb.logLen + total > S3_DATA_START) {
+        throw new S3Error('ServiceUnavailable', `the index log of bucket ${this.name} is full`);
+      }
+      await this.io.write(S3_LOG_START + this.sb.logLen, bufs.length === 1 ? bufs[0] : Buffer.concat(bufs));
+      const next = { ...this.sb, logLen: this.sb.logLen + total, dataEnd: Math.max(this.sb.dataEnd, this.dataEnd) };
+      await this.io.write(0, encodeBucketSuper(next));
+      this.sb = next;
+      for (const r of recs) this.apply(r, true);
+    };
+    const p = this.commitTail.then(run);
+    this.commitTail = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Give back the whole VDI objects of extents no longer referenced (their bytes read as zeros after). */
+  release(extents: S3Extent[]): void {
+    const os = this.io.objectSize;
+    for (const [off, len] of extents) {
+      const a = Math.ceil(off / os) * os;
+      const z = Math.floor((off + len) / os) * os;
+      if (z > a) this.io.discard(a, z - a).catch((e) => log.warn(`s3: bucket ${this.name}: discarding [${a}, ${z}): ${(e as Error).message}`));
+    }
+  }
+}
+
+/** S3 lists keys in the order of their UTF-8 bytes. */
+export function compareKeys(a: string, b: string): number {
+  if (a === b) return 0;
+  // UTF-16 order is UTF-8 order except where surrogates meet U+E000..U+FFFF
+  if (HIGH.test(a) && HIGH.test(b)) return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  return a < b ? -1 : 1;
+}
+const HIGH = /[\ud800-\uffff]/;

@@ -39,6 +39,8 @@ async function code(p: Promise<unknown>): Promise<string> {
     await p;
   } catch (e) {
     const err = e as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
+    // a 304 has no body to name it
+    if (err.$metadata?.httpStatusCode === 304) return 'NotModified';
     return err.Code ?? err.name ?? 'error';
   }
   return 'ok';
@@ -100,7 +102,7 @@ describe('S3 gateway with the AWS SDK', () => {
     expect(await code(s3.send(new GetObjectCommand({ Bucket: 'alpha', Key: 'dir/obj ü+&.bin', Range: `bytes=${data.length}-` })))).toBe('InvalidRange');
     expect(await code(s3.send(new GetObjectCommand({ Bucket: 'alpha', Key: 'nope' })))).toBe('NoSuchKey');
     expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'alpha', Key: 'nope' })))).toBe('NotFound');
-    expect(await code(s3.send(new GetObjectCommand({ Bucket: 'alpha', Key: 'dir/obj ü+&.bin', IfNoneMatch: `"${md5(data)}"` })))).toMatch(/304|NotModified/);
+    expect(await code(s3.send(new GetObjectCommand({ Bucket: 'alpha', Key: 'dir/obj ü+&.bin', IfNoneMatch: `"${md5(data)}"` })))).toBe('NotModified');
     // empty object, overwrite, delete
     await s3.send(new PutObjectCommand({ Bucket: 'alpha', Key: 'empty', Body: Buffer.alloc(0) }));
     expect((await body(await s3.send(new GetObjectCommand({ Bucket: 'alpha', Key: 'empty' })))).length).toBe(0);

@@ -149,6 +149,8 @@ export async function verifyRequest(
     if (now > t + exp * 1000) throw new S3Error('AccessDenied', 'Request has expired');
     if (t - now > MAX_SKEW_MS) throw new S3Error('AccessDenied', 'Request is not valid yet');
     payloadHash = q.get('X-Amz-Content-Sha256') ?? 'UNSIGNED-PAYLOAD';
+  } else if (q.has('AWSAccessKeyId') || q.has('Signature')) {
+    throw new S3Error('AccessDenied', 'Signature Version 2 presigned URLs are not supported: presign with AWS Signature Version 4');
   } else {
     throw new S3Error('AccessDenied', 'Anonymous requests are not allowed: sign them with AWS Signature Version 4');
   }

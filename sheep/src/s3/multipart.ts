@@ -64,6 +64,10 @@ export async function completeUpload(c: Ctx): Promise<void> {
     const p = u.parts.get(n);
     const etag = String(listed[i].ETag ?? '').replace(/"/g, '').trim();
     if (!p || p.etag !== etag) throw new S3Error('InvalidPart', `Part ${n} was not uploaded, or its ETag does not match.`);
+  }
+  for (let i = 0; i < listed.length; i++) {
+    const n = Number(listed[i].PartNumber);
+    const p = u.parts.get(n)!;
     if (i < listed.length - 1 && p.size < MIN_PART) throw new S3Error('EntityTooSmall', `Part ${n} is smaller than the minimum allowed size (5 MiB).`);
     extents.push(...p.extents);
     md5.update(Buffer.from(p.etag, 'hex'));

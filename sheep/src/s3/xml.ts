@@ -7,7 +7,7 @@ export const S3_NS = 'http://s3.amazonaws.com/doc/2006-03-01/';
 
 const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@', suppressEmptyNode: false, processEntities: true });
 const parser = new XMLParser({
-  ignoreAttributes: true, parseTagValue: false, trimValues: true, processEntities: true, removeNSPrefix: true,
+  ignoreAttributes: true, parseTagValue: false, trimValues: true, processEntities: true, htmlEntities: true, removeNSPrefix: true,
   isArray: (name) => name === 'Object' || name === 'Part',
 });
 

@@ -14,13 +14,17 @@ export interface S3Cluster {
   nodes: SheepProc[];
   s3Port: number;
   endpoint: string;
-  client: (o?: { accessKey?: string; secretKey?: string }) => S3Client;
+  /** The --s3 port of node i (undefined if it has none). */
+  s3Ports: (number | undefined)[];
+  client: (o?: { accessKey?: string; secretKey?: string; port?: number }) => S3Client;
 }
 
-/** n nodes (node 0 with --s3), formatted with `copies`, and one S3 user. */
-export async function startS3Cluster(n = 1, copies = 1, extra: string[] = ['-n']): Promise<S3Cluster> {
-  const s3Port = await freePort();
-  const c = await startCluster(n, { args: (i) => ['-z', String(i), ...extra, ...(i === 0 ? ['--s3', `127.0.0.1:${s3Port}`] : [])] });
+/** n nodes (the first `gateways` with --s3), formatted with `copies`, and one S3 user. */
+export async function startS3Cluster(n = 1, copies = 1, extra: string[] = ['-n'], gateways = 1): Promise<S3Cluster> {
+  const s3Ports: (number | undefined)[] = [];
+  for (let i = 0; i < n; i++) s3Ports.push(i < gateways ? await freePort() : undefined);
+  const s3Port = s3Ports[0]!;
+  const c = await startCluster(n, { args: (i) => ['-z', String(i), ...extra, ...(s3Ports[i] ? ['--s3', `127.0.0.1:${s3Ports[i]}`] : [])] });
   const cl = new SheepClient({ port: c.nodes[0].port });
   try {
     const r = await cl.send({ opcode: Op.MAKE_FS, flags: Flag.CMD_WRITE, cluster: { copies, ctime: timestamp64(), flags: ClusterFlag.AUTO_VNODES } }, Buffer.from('plain\0'));
@@ -33,9 +37,9 @@ export async function startS3Cluster(n = 1, copies = 1, extra: string[] = ['-n']
   if (add.code !== 0) throw new Error(`collie s3 user add failed: ${add.stderr}`);
   const endpoint = `http://127.0.0.1:${s3Port}`;
   return {
-    c, nodes: c.nodes, s3Port, endpoint,
+    c, nodes: c.nodes, s3Port, endpoint, s3Ports,
     client: (o = {}) => new S3Client({
-      endpoint, region: 'us-east-1', forcePathStyle: true, maxAttempts: 1,
+      endpoint: o.port ? `http://127.0.0.1:${o.port}` : endpoint, region: 'us-east-1', forcePathStyle: true, maxAttempts: 1,
       credentials: { accessKeyId: o.accessKey ?? ACCESS_KEY, secretAccessKey: o.secretKey ?? SECRET_KEY },
     }),
   };

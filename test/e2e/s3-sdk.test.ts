@@ -5,6 +5,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import * as net from 'node:net';
 import {
   S3Client, ListBucketsCommand, CreateBucketCommand, DeleteBucketCommand, HeadBucketCommand, PutObjectCommand,
   GetObjectCommand, HeadObjectCommand, DeleteObjectCommand, DeleteObjectsCommand, CopyObjectCommand,
@@ -12,8 +13,15 @@ import {
   AbortMultipartUploadCommand, ListPartsCommand,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { SignatureV4 } from '@smithy/signature-v4';
+import { Hash } from '@smithy/hash-node';
 import { stopAll, startSheep, runCollie } from '../helpers/cluster.js';
-import { startS3Cluster, S3Cluster } from '../helpers/s3.js';
+import { startS3Cluster, S3Cluster, ACCESS_KEY, SECRET_KEY } from '../helpers/s3.js';
+
+const signer = new SignatureV4({
+  service: 's3', region: 'us-east-1', sha256: Hash.bind(null, 'sha256'), uriEscapePath: false,
+  credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: SECRET_KEY },
+});
 
 const MiB = 1 << 20;
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
@@ -268,6 +276,59 @@ describe('S3 gateway with the AWS SDK', () => {
     const g3 = await fetch(old);
     expect(g3.status).toBe(403);
     expect(await g3.text()).toContain('expired');
+  });
+
+  it('answers hostile or broken requests with S3 errors and stays up', async () => {
+    await s3.send(new CreateBucketCommand({ Bucket: 'hostile' }));
+    // end: half-close after the text (else wait for an error document)
+    const raw = (text: string, end = true) => new Promise<string>((resolve, reject) => {
+      const sock = net.connect({ host: '127.0.0.1', port: g.s3Port }, () => (end ? sock.end(text) : sock.write(text)));
+      let out = '';
+      sock.on('data', (b) => {
+        out += b;
+        if (out.includes('</Error>')) sock.destroy();
+      });
+      sock.on('close', () => resolve(out));
+      sock.on('error', reject);
+    });
+    expect(await raw('GARBAGE\r\n\r\n')).toMatch(/^HTTP\/1\.1 400/);
+    expect(await raw('GET /%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1\.1 400[^]*InvalidArgument/);
+    // a presigned PUT that claims more than S3 allows is refused before its body is read
+    const put = await getSignedUrl(s3, new PutObjectCommand({ Bucket: 'hostile', Key: 'huge' }), { expiresIn: 60 });
+    const u = new URL(put);
+    const tooBig = await raw(`PUT ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\nContent-Length: ${6 * 2 ** 30}\r\n\r\nabc`, false);
+    expect(tooBig).toMatch(/^HTTP\/1\.1 400[^]*EntityTooLarge/);
+    // a body that stops short: no object
+    const short = await raw(`PUT ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\nContent-Length: 1000\r\n\r\nonly this`);
+    expect(short).not.toMatch(/^HTTP\/1\.1 200/);
+    expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'hostile', Key: 'huge' })))).toBe('NotFound');
+    // XML that is not XML, and too many keys
+    const signed = async (method: string, pathq: string, body: string) => {
+      const [p, q] = pathq.split('?');
+      const r = await signer.sign({
+        method, protocol: 'http:', hostname: '127.0.0.1', port: g.s3Port, path: p, query: Object.fromEntries(new URLSearchParams(q ?? '')),
+        headers: { host: `127.0.0.1:${g.s3Port}`, 'x-amz-content-sha256': createHash('sha256').update(body).digest('hex') }, body,
+      });
+      return fetch(`${g.endpoint}${pathq}`, { method, body, headers: r.headers as Record<string, string> });
+    };
+    const bad = await signed('POST', '/hostile?delete', '<Delete><Object><Key>x</Key></Obj');
+    expect(bad.status).toBe(400);
+    expect(await bad.text()).toContain('<Code>MalformedXML</Code>');
+    const many = await signed('POST', '/hostile?delete', `<Delete>${'<Object><Key>k</Key></Object>'.repeat(1001)}</Delete>`);
+    expect(await many.text()).toContain('<Code>MalformedXML</Code>');
+    const ent = await signed('POST', '/hostile?delete', '<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><Delete><Object><Key>&c;&c;&c;&c;</Key></Object></Delete>');
+    expect(ent.status).toBeGreaterThanOrEqual(200);
+    // a body that is not the one whose hash was signed is refused and not stored
+    const r = await signer.sign({
+      method: 'PUT', protocol: 'http:', hostname: '127.0.0.1', port: g.s3Port, path: '/hostile/swapped',
+      headers: { host: `127.0.0.1:${g.s3Port}`, 'x-amz-content-sha256': createHash('sha256').update('signed body').digest('hex') },
+    });
+    const sw = await fetch(`${g.endpoint}/hostile/swapped`, { method: 'PUT', body: 'other body!', headers: r.headers as Record<string, string> });
+    expect(sw.status).toBe(400);
+    expect(await sw.text()).toContain('<Code>XAmzContentSHA256Mismatch</Code>');
+    expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'hostile', Key: 'swapped' })))).toBe('NotFound');
+    // and it still serves
+    expect((await s3.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name)).toContain('hostile');
   });
 
   it('keeps buckets, objects and uploads in progress across a restart of the node', async () => {

@@ -45,6 +45,9 @@ describe('S3 gateway on 3 nodes, copies=3', () => {
     expect(vl.stdout).toMatch(/^= s3\/ha-bucket 0 4398046511104 \d+ \d+ \d+ [0-9a-f]+ 3 /m);
     const small = pattern(100_000, 1);
     await s3.send(new PutObjectCommand({ Bucket: 'ha-bucket', Key: 'before', Body: small }));
+    // the second gateway loads the bucket now, and must see later writes of the first
+    const other = g.client({ port: g.s3Ports[1] });
+    expect((await body(await other.send(new GetObjectCommand({ Bucket: 'ha-bucket', Key: 'before' })))).equals(small)).toBe(true);
     const id = (await s3.send(new CreateMultipartUploadCommand({ Bucket: 'ha-bucket', Key: 'big' }))).UploadId!;
     const parts = Array.from({ length: 6 }, (_, i) => pattern(5 * MiB + (i === 5 ? -12345 : 0), 10 + i));
     const etags: string[] = [];
@@ -74,7 +77,7 @@ describe('S3 gateway on 3 nodes, copies=3', () => {
 
     // now the writing gateway dies too: node 1 serves the bucket from its VDI
     await g.nodes[0].kill();
-    const other = g.client({ port: g.s3Ports[1] });
+    await new Promise((r) => setTimeout(r, 1100));
     try {
       const l = await other.send(new ListObjectsV2Command({ Bucket: 'ha-bucket' }));
       expect(l.Contents?.map((o) => [o.Key, o.Size])).toEqual([['before', small.length], ['big', 30 * MiB - 12345]]);

@@ -37,7 +37,11 @@ export class Bucket {
   private commitTail: Promise<void> = Promise.resolve();
   private dataEnd: number;
 
-  private constructor(readonly name: string, readonly io: VdiIO, private sb: BucketSuper) {
+  /** When the superblock was last compared with the VDI's (see refresh). */
+  private checkedAt = Date.now();
+  private refreshing?: Promise<void>;
+
+  private constructor(readonly name: string, public io: VdiIO, private sb: BucketSuper, private readonly reopen: () => Promise<VdiIO>) {
     this.dataEnd = sb.dataEnd;
   }
 
@@ -46,27 +50,54 @@ export class Bucket {
   }
 
   /** Replay the log of an opened bucket VDI (writing its superblock if it never got one). */
-  static async load(name: string, io: VdiIO): Promise<Bucket> {
+  static async load(name: string, io: VdiIO, reopen: () => Promise<VdiIO>): Promise<Bucket> {
     if (io.size !== S3_BUCKET_VDI_SIZE) throw new Error(`VDI s3/${name} is not a bucket (size ${io.size})`);
     let sb = decodeBucketSuper(await io.read(0, S3_SB_SIZE));
     if (!sb) {
       sb = { logLen: 0, dataEnd: S3_DATA_START, created: Date.now() };
       await io.write(0, encodeBucketSuper(sb));
     }
-    const b = new Bucket(name, io, sb);
-    let pos = 0;
+    const b = new Bucket(name, io, sb, reopen);
+    await b.replay(0, sb.logLen);
+    return b;
+  }
+
+  private async replay(from: number, to: number): Promise<void> {
+    let pos = from;
     let carry = Buffer.alloc(0);
-    while (pos < sb.logLen) {
-      const n = Math.min(REPLAY_CHUNK, sb.logLen - pos);
-      const chunk = await io.read(S3_LOG_START + pos, n);
+    while (pos < to) {
+      const n = Math.min(REPLAY_CHUNK, to - pos);
+      const chunk = await this.io.read(S3_LOG_START + pos, n);
       pos += n;
       const buf = carry.length ? Buffer.concat([carry, chunk]) : chunk;
       const { records, used } = decodeLogRecords(buf);
-      for (const r of records) b.apply(r);
+      for (const r of records) this.apply(r);
       carry = Buffer.from(buf.subarray(used));
     }
-    if (carry.length) throw new Error(`bucket ${name}: the index log ends inside a record`);
-    return b;
+    if (carry.length) throw new Error(`bucket ${this.name}: the index log ends inside a record`);
+  }
+
+  /**
+   * Pick up what another gateway committed to this bucket: at most once per
+   * `everyMs`, compare the superblock with ours and replay the new records
+   * (with the VDI's index read again, since the new bytes live in objects
+   * our copy of the index does not name).
+   */
+  refresh(everyMs: number): Promise<void> {
+    if (this.refreshing) return this.refreshing;
+    if (Date.now() - this.checkedAt < everyMs) return Promise.resolve();
+    this.refreshing = (async () => {
+      this.checkedAt = Date.now();
+      const sb = decodeBucketSuper(await this.io.read(0, S3_SB_SIZE));
+      if (!sb || sb.logLen <= this.sb.logLen) return;
+      await this.commitTail;
+      this.io = await this.reopen();
+      const from = this.sb.logLen;
+      this.sb = sb;
+      this.dataEnd = Math.max(this.dataEnd, sb.dataEnd);
+      await this.replay(from, sb.logLen);
+    })().finally(() => { this.refreshing = undefined; });
+    return this.refreshing;
   }
 
   /** Replay or commit one record; `live` (a commit) also releases the space it made unreferenced. */

@@ -13,6 +13,8 @@ import { S3Error } from './errors.js';
 
 /** Unknown access keys make us re-read s3/.users at most this often. */
 const USERS_MISS_INTERVAL_MS = 1000;
+/** A bucket's superblock is compared with the VDI's at most this often (other gateways' writes). */
+const REFRESH_MS = 1000;
 /** Known keys are trusted for this long (a deleted key stops working after it). */
 const USERS_TTL_MS = 5000;
 
@@ -47,12 +49,17 @@ export class S3Store {
           if (e instanceof SheepdogError && e.result === Res.NO_VDI) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
           throw e;
         }
-        return Bucket.load(name, await VdiIO.open(this.backendFor(), vid));
+        const open = () => VdiIO.open(this.backendFor(), vid);
+        return Bucket.load(name, await open(), open);
       })();
       this.buckets.set(name, p);
       p.catch(() => this.buckets.delete(name));
+      return p;
     }
-    return p;
+    return p.then(async (b) => {
+      await b.refresh(REFRESH_MS);
+      return b;
+    });
   }
 
   async createBucket(name: string): Promise<void> {

@@ -34,6 +34,7 @@ export class Bucket {
   /** The keys of `objects`, sorted by their UTF-8 bytes (S3's order). */
   readonly keys: string[] = [];
   readonly uploads = new Map<string, Upload>();
+  /** Settles when the commits queued so far are written (see refresh). */
   private commitTail: Promise<void> = Promise.resolve();
   private dataEnd: number;
 
@@ -171,23 +172,41 @@ export class Bucket {
     return at;
   }
 
-  /** Append records and publish them (superblock); in order, one commit at a time. */
+  /**
+   * Append records and publish them (superblock), in order. Commits that
+   * arrive while one is being written go out together in the next: one log
+   * write and one superblock write for all of them (group commit).
+   */
   commit(recs: S3LogRecord[]): Promise<void> {
-    const run = async () => {
-      const bufs = recs.map(encodeLogRecord);
-      const total = bufs.reduce((a, b) => a + b.length, 0);
-      if (S3_LOG_START + this.sb.logLen + total > S3_DATA_START) {
-        throw new S3Error('ServiceUnavailable', `the index log of bucket ${this.name} is full`);
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ recs, resolve, reject });
+      if (!this.writing) this.commitTail = this.writing = this.drainQueue().finally(() => { this.writing = undefined; });
+    });
+  }
+
+  private queue: { recs: S3LogRecord[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private writing?: Promise<void>;
+
+  private async drainQueue(): Promise<void> {
+    while (this.queue.length) {
+      const batch = this.queue.splice(0, this.queue.length);
+      try {
+        const bufs: Buffer[] = [];
+        for (const c of batch) for (const r of c.recs) bufs.push(encodeLogRecord(r));
+        const total = bufs.reduce((a, b) => a + b.length, 0);
+        if (S3_LOG_START + this.sb.logLen + total > S3_DATA_START) {
+          throw new S3Error('ServiceUnavailable', `the index log of bucket ${this.name} is full`);
+        }
+        await this.io.write(S3_LOG_START + this.sb.logLen, bufs.length === 1 ? bufs[0] : Buffer.concat(bufs));
+        const next = { ...this.sb, logLen: this.sb.logLen + total, dataEnd: Math.max(this.sb.dataEnd, this.dataEnd) };
+        await this.io.write(0, encodeBucketSuper(next));
+        this.sb = next;
+        for (const c of batch) for (const r of c.recs) this.apply(r, true);
+        for (const c of batch) c.resolve();
+      } catch (e) {
+        for (const c of batch) c.reject(e);
       }
-      await this.io.write(S3_LOG_START + this.sb.logLen, bufs.length === 1 ? bufs[0] : Buffer.concat(bufs));
-      const next = { ...this.sb, logLen: this.sb.logLen + total, dataEnd: Math.max(this.sb.dataEnd, this.dataEnd) };
-      await this.io.write(0, encodeBucketSuper(next));
-      this.sb = next;
-      for (const r of recs) this.apply(r, true);
-    };
-    const p = this.commitTail.then(run);
-    this.commitTail = p.catch(() => undefined);
-    return p;
+    }
   }
 
   /** Give back the whole VDI objects of extents no longer referenced (their bytes read as zeros after). */

@@ -7,6 +7,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
+import { HeadObjectCommand, ListBucketsCommand } from '@aws-sdk/client-s3';
 import { stopAll } from '../helpers/cluster.js';
 import { have } from '../helpers/nbd.js';
 import { requirePrereq } from '../helpers/prereq.js';
@@ -31,7 +32,7 @@ describe('S3 gateway with awscli, s3cmd and rclone', () => {
     small = path.join(tmp, 'small.txt');
     big = path.join(tmp, 'big.bin');
     await fsp.writeFile(small, 'hello from a client\n');
-    await fsp.writeFile(big, randomBytes(21 * MiB + 17));
+    await fsp.writeFile(big, randomBytes(11 * MiB + 17));
     await fsp.mkdir(path.join(tmp, '.aws'));
     await fsp.writeFile(path.join(tmp, '.aws/config'), '[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n  signature_version = s3v4\n');
     env = cleanEnv(tmp, {
@@ -46,23 +47,27 @@ describe('S3 gateway with awscli, s3cmd and rclone', () => {
     if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
   });
 
-  it('awscli: mb, cp (multipart), ls, ranged get-object, metadata, presign, rm, rb', async () => {
+  it('awscli: mb, sync (multipart), ls, cp, ranged get-object, metadata, presign, rb', async () => {
     const aws = (...a: string[]) => runClient('aws', ['--endpoint-url', g.endpoint, ...a], env);
     const ok = async (...a: string[]) => {
       const r = await aws(...a);
       expect(r.code, `aws ${a.join(' ')}: ${r.stderr}`).toBe(0);
       return r.stdout;
     };
+    // every aws start costs seconds on a loaded machine: few calls, and the SDK checks what they did
+    const sdk = g.client();
     expect(await ok('s3', 'mb', 's3://aws-bucket')).toContain('make_bucket: aws-bucket');
-    await ok('s3', 'cp', '--only-show-errors', small, 's3://aws-bucket/docs/small.txt');
-    await ok('s3', 'cp', '--only-show-errors', big, 's3://aws-bucket/big.bin'); // over 8 MiB: a multipart upload
+    const up = path.join(tmp, 'up');
+    await fsp.mkdir(path.join(up, 'docs'), { recursive: true });
+    await fsp.copyFile(small, path.join(up, 'docs/small.txt'));
+    await fsp.copyFile(big, path.join(up, 'big.bin'));
+    await ok('s3', 'sync', '--only-show-errors', up, 's3://aws-bucket'); // big.bin is over 8 MiB: a multipart upload
     const ls = await ok('s3', 'ls', 's3://aws-bucket');
     expect(ls).toMatch(/PRE docs\//);
-    expect(ls).toMatch(new RegExp(`${21 * MiB + 17} big.bin`));
-    expect(await ok('s3', 'ls', '--recursive', 's3://aws-bucket')).toMatch(/docs\/small\.txt/);
-    const head = JSON.parse(await ok('s3api', 'head-object', '--bucket', 'aws-bucket', '--key', 'big.bin'));
-    expect(head.ContentLength).toBe(21 * MiB + 17);
-    expect(head.ETag).toMatch(/^"[0-9a-f]{32}-3"$/);
+    expect(ls).toMatch(new RegExp(`${11 * MiB + 17} big.bin`));
+    const head = await sdk.send(new HeadObjectCommand({ Bucket: 'aws-bucket', Key: 'big.bin' }));
+    expect(head.ContentLength).toBe(11 * MiB + 17);
+    expect(head.ETag).toMatch(/^"[0-9a-f]{32}-2"$/);
     const back = path.join(tmp, 'big.back');
     await ok('s3', 'cp', '--only-show-errors', 's3://aws-bucket/big.bin', back);
     expect(await md5file(back)).toBe(await md5file(big));
@@ -70,11 +75,11 @@ describe('S3 gateway with awscli, s3cmd and rclone', () => {
     const gr = JSON.parse(await ok('s3api', 'get-object', '--bucket', 'aws-bucket', '--key', 'docs/small.txt', '--range', 'bytes=6-9', part));
     expect(gr.ContentRange).toBe('bytes 6-9/20');
     expect(await fsp.readFile(part, 'utf8')).toBe('from');
-    await ok('s3api', 'put-object', '--bucket', 'aws-bucket', '--key', 'meta', '--body', small, '--metadata', 'project=sheep,level=3', '--content-type', 'text/plain');
-    const mh = JSON.parse(await ok('s3api', 'head-object', '--bucket', 'aws-bucket', '--key', 'meta'));
+    const pr = JSON.parse(await ok('s3api', 'put-object', '--bucket', 'aws-bucket', '--key', 'meta', '--body', small, '--metadata', 'project=sheep,level=3', '--content-type', 'text/plain'));
+    expect(pr.ETag).toBe(`"${await md5file(small)}"`);
+    const mh = await sdk.send(new HeadObjectCommand({ Bucket: 'aws-bucket', Key: 'meta' }));
     expect(mh.Metadata).toEqual({ project: 'sheep', level: '3' });
     expect(mh.ContentType).toBe('text/plain');
-    expect(mh.ETag).toBe(`"${await md5file(small)}"`);
     const url = (await ok('s3', 'presign', 's3://aws-bucket/docs/small.txt', '--expires-in', '60')).trim();
     expect(url.startsWith(`${g.endpoint}/aws-bucket/docs/small.txt?`)).toBe(true);
     const fetched = await fetch(url);
@@ -84,9 +89,9 @@ describe('S3 gateway with awscli, s3cmd and rclone', () => {
     const rb = await aws('s3', 'rb', 's3://aws-bucket');
     expect(rb.code).not.toBe(0);
     expect(rb.stderr).toContain('BucketNotEmpty');
-    await ok('s3', 'rm', '--only-show-errors', '--recursive', 's3://aws-bucket');
-    await ok('s3', 'rb', 's3://aws-bucket');
-    expect(await ok('s3', 'ls')).not.toContain('aws-bucket');
+    await ok('s3', 'rb', '--force', 's3://aws-bucket'); // deletes every object, then the bucket
+    expect((await sdk.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name) ?? []).not.toContain('aws-bucket');
+    sdk.destroy();
     // a wrong secret is refused
     const bad = await runClient('aws', ['--endpoint-url', g.endpoint, 's3', 'ls'], { ...env, AWS_SECRET_ACCESS_KEY: 'wrong-secret-0123456789' });
     expect(bad.code).not.toBe(0);
@@ -110,12 +115,12 @@ describe('S3 gateway with awscli, s3cmd and rclone', () => {
     await ok('mb', 's3://cmd-bucket');
     await ok('put', small, 's3://cmd-bucket/dir/small.txt');
     await ok('put', '--multipart-chunk-size-mb=5', big, 's3://cmd-bucket/big.bin');
-    // it went up in 5 parts: the ETag says so
+    // it went up in 3 parts: the ETag says so
     const head = await runClient('aws', ['--endpoint-url', g.endpoint, 's3api', 'head-object', '--bucket', 'cmd-bucket', '--key', 'big.bin'], env);
-    expect(JSON.parse(head.stdout).ETag).toMatch(/^"[0-9a-f]{32}-5"$/);
+    expect(JSON.parse(head.stdout).ETag).toMatch(/^"[0-9a-f]{32}-3"$/);
     const ls = await ok('ls', 's3://cmd-bucket');
     expect(ls).toMatch(/DIR\s+s3:\/\/cmd-bucket\/dir\//);
-    expect(ls).toMatch(new RegExp(`${21 * MiB + 17}\\s+s3://cmd-bucket/big.bin`));
+    expect(ls).toMatch(new RegExp(`${11 * MiB + 17}\\s+s3://cmd-bucket/big.bin`));
     const back = path.join(tmp, 'big.s3cmd');
     await ok('get', '--force', 's3://cmd-bucket/big.bin', back);
     expect(await md5file(back)).toBe(await md5file(big));
@@ -153,7 +158,7 @@ describe('S3 gateway with awscli, s3cmd and rclone', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('0 differences found');
     const ls = await ok('ls', 'sd:rc-bucket');
-    expect(ls).toMatch(new RegExp(`${21 * MiB + 17} backup/big.bin`));
+    expect(ls).toMatch(new RegExp(`${11 * MiB + 17} backup/big.bin`));
     expect(ls).toMatch(/20 backup\/sub\/small\.txt/);
     expect(await ok('cat', 'sd:rc-bucket/backup/sub/small.txt')).toBe('hello from a client\n');
     expect(await ok('lsd', 'sd:')).toContain('rc-bucket');

@@ -12,6 +12,26 @@ import type { Bucket } from './bucket.js';
 const PIECE = 1 << 20;
 const WRITES_IN_FLIGHT = 4;
 const READS_AHEAD = 3;
+/** Object bytes all S3 requests together may hold in memory (staged writes, reads ahead). */
+const GATEWAY_BUDGET = 256 << 20;
+
+/** Bytes in memory for object data, shared by every request: a request waits for its share. */
+class ByteBudget {
+  private used = 0;
+  private waiters: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+  async take(n: number): Promise<void> {
+    // one request alone may always proceed, so a piece never waits forever
+    while (this.used > 0 && this.used + n > this.max) await new Promise<void>((r) => this.waiters.push(r));
+    this.used += n;
+  }
+  give(n: number): void {
+    this.used -= n;
+    for (const w of this.waiters.splice(0)) w();
+  }
+}
+const budget = new ByteBudget(GATEWAY_BUDGET);
+
 /** Bodies parsed whole (XML): CompleteMultipartUpload of 10,000 parts fits. */
 export const MAX_XML_BODY = 2 << 20;
 
@@ -64,7 +84,8 @@ export async function receive(b: Bucket, src: AsyncIterable<Buffer>, size: numbe
   const flush = async () => {
     if (!stage || fill === 0) return;
     const data = fill === stage.length ? stage : stage.subarray(0, fill);
-    const p = io.write(start + pos - fill, data).catch((e) => { failed ??= e; });
+    const held = stage.length;
+    const p = io.write(start + pos - fill, data).catch((e) => { failed ??= e; }).finally(() => budget.give(held));
     inflight.add(p);
     void p.finally(() => inflight.delete(p));
     stage = undefined;
@@ -72,28 +93,35 @@ export async function receive(b: Bucket, src: AsyncIterable<Buffer>, size: numbe
     while (inflight.size >= WRITES_IN_FLIGHT) await Promise.race(inflight);
     if (failed) throw failed;
   };
-  for await (const chunk of src) {
-    if (pos + chunk.length > size) throw new S3Error('IncompleteBody', 'the body is longer than its declared length');
-    md5.update(chunk);
-    extra?.update(chunk);
-    let p = 0;
-    while (p < chunk.length) {
-      if (!stage) {
-        // pieces end on PIECE boundaries of the VDI, so none straddles two objects
-        const at = start + pos;
-        stage = Buffer.allocUnsafe(Math.min(PIECE - (at % PIECE), size - pos));
+  try {
+    for await (const chunk of src) {
+      if (pos + chunk.length > size) throw new S3Error('IncompleteBody', 'the body is longer than its declared length');
+      md5.update(chunk);
+      extra?.update(chunk);
+      let p = 0;
+      while (p < chunk.length) {
+        if (!stage) {
+          // pieces end on PIECE boundaries of the VDI, so none straddles two objects
+          const at = start + pos;
+          const n = Math.min(PIECE - (at % PIECE), size - pos);
+          await budget.take(n);
+          stage = Buffer.allocUnsafe(n);
+        }
+        const n = Math.min(stage.length - fill, chunk.length - p);
+        chunk.copy(stage, fill, p, p + n);
+        fill += n;
+        p += n;
+        pos += n;
+        if (fill === stage.length) await flush();
       }
-      const n = Math.min(stage.length - fill, chunk.length - p);
-      chunk.copy(stage, fill, p, p + n);
-      fill += n;
-      p += n;
-      pos += n;
-      if (fill === stage.length) await flush();
     }
+    if (pos !== size) throw new S3Error('IncompleteBody', `You did not provide the number of bytes specified by the Content-Length HTTP header (${pos} of ${size})`);
+    await flush();
+    await Promise.all(inflight);
+  } finally {
+    // a body that failed halfway gives back the piece it was filling
+    if (stage) budget.give(stage.length);
   }
-  if (pos !== size) throw new S3Error('IncompleteBody', `You did not provide the number of bytes specified by the Content-Length HTTP header (${pos} of ${size})`);
-  await flush();
-  await Promise.all(inflight);
   if (failed) throw failed;
   return { extents: size ? [[start, size]] : [], md5: md5.digest() };
 }
@@ -101,7 +129,17 @@ export async function receive(b: Bucket, src: AsyncIterable<Buffer>, size: numbe
 /** Bytes [from, to) of the object made of `extents`, read ahead by a few pieces. */
 export async function* readExtents(io: VdiIO, extents: S3Extent[], from: number, to: number): AsyncGenerator<Buffer> {
   const queue: Promise<Buffer>[] = [];
+  const sizes: number[] = [];
   let base = 0;
+  let held = 0;
+  // a piece leaves the budget when it is handed out: the consumer (sendBody)
+  // waits for the socket to drain before it asks for the next
+  const next = async () => {
+    const b = await queue.shift()!;
+    held -= sizes.shift()!;
+    budget.give(b.length);
+    return b;
+  };
   try {
     for (const [off, len] of extents) {
       const a = Math.max(from, base);
@@ -109,18 +147,22 @@ export async function* readExtents(io: VdiIO, extents: S3Extent[], from: number,
       for (let p = a; p < z;) {
         const at = off + (p - base);
         const n = Math.min(PIECE - (at % PIECE), z - p);
+        await budget.take(n);
+        held += n;
+        sizes.push(n);
         const r = io.read(at, n);
         r.catch(() => undefined); // awaited below; a failure is not unhandled meanwhile
         queue.push(r);
         p += n;
-        if (queue.length >= READS_AHEAD) yield await queue.shift()!;
+        if (queue.length >= READS_AHEAD) yield await next();
       }
       base += len;
       if (base >= to) break;
     }
-    while (queue.length) yield await queue.shift()!;
+    while (queue.length) yield await next();
   } finally {
     queue.length = 0;
+    if (held) budget.give(held);
   }
 }
 

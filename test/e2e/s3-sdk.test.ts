@@ -261,6 +261,37 @@ describe('S3 gateway with the AWS SDK', () => {
     expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'alpha', Key: 'forged' })))).toBe('NotFound');
   });
 
+  it('takes keys from collie s3 user add, lists them, and stops taking a deleted one', async () => {
+    const port = g.nodes[0].port;
+    const add = await runCollie(['s3', 'user', 'add', 'bob', '--json'], { port });
+    expect(add.code, add.stderr).toBe(0);
+    const bob = JSON.parse(add.stdout) as { name: string; access_key: string; secret_key: string };
+    expect(bob.access_key).toMatch(/^SD[A-Z0-9]{18}$/);
+    expect(bob.secret_key.length).toBeGreaterThanOrEqual(32);
+    const list = await runCollie(['s3', 'user', 'list', '-r'], { port });
+    expect(list.stdout.split('\n').filter(Boolean).map((l) => l.split(' ').slice(0, 2))).toEqual([['tester', 'SDTESTACCESSKEY00001'], ['bob', bob.access_key]]);
+    expect(list.stdout).not.toContain(bob.secret_key);
+    const dup = await runCollie(['s3', 'user', 'add', 'bob'], { port });
+    expect(dup.code).toBe(1);
+    expect(dup.stderr).toContain('already exists');
+    expect((await runCollie(['s3', 'user', 'add', 'bad name'], { port })).code).toBe(64);
+    const c = g.client({ accessKey: bob.access_key, secretKey: bob.secret_key });
+    try {
+      expect((await c.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name)).toContain('alpha');
+      expect((await runCollie(['s3', 'user', 'delete', 'bob'], { port })).code).toBe(0);
+      expect((await runCollie(['s3', 'user', 'delete', 'bob'], { port })).code).toBe(1);
+      // gateways trust a key they know for 5 s at most
+      const t0 = Date.now();
+      while ((await code(c.send(new ListBucketsCommand({})))) === 'ok') {
+        expect(Date.now() - t0).toBeLessThan(8000);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      expect(await code(c.send(new ListBucketsCommand({})))).toBe('InvalidAccessKeyId');
+    } finally {
+      c.destroy();
+    }
+  }, 30_000);
+
   it('serves presigned GET and PUT URLs, and refuses expired ones', async () => {
     const put = await getSignedUrl(s3, new PutObjectCommand({ Bucket: 'alpha', Key: 'presigned' }), { expiresIn: 120 });
     const r = await fetch(put, { method: 'PUT', body: 'via presigned put' });

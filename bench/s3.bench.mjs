@@ -25,7 +25,10 @@ async function timed(depth, op, count = Infinity) {
   const t0 = process.hrtime.bigint();
   const end = Date.now() + SECS * 1000;
   const worker = async () => {
-    while (Date.now() < end && next < count) bytes += await op(next++);
+    while (Date.now() < end && next < count) {
+      const n = await op(next++); // not `bytes += await ...`: that adds to the value read before the await
+      bytes += n;
+    }
   };
   await Promise.all(Array.from({ length: depth }, worker));
   const s = Number(process.hrtime.bigint() - t0) / 1e9;

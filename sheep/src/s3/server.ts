@@ -50,6 +50,10 @@ export class S3Server {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    // a client that goes away mid-request surfaces as a failed read or
+    // write in the handler; as an event it must not be unhandled
+    req.on('error', () => undefined);
+    res.on('error', () => undefined);
     const requestId = randomBytes(8).toString('hex').toUpperCase();
     res.setHeader('x-amz-request-id', requestId);
     res.setHeader('server', 'sheepdog-s3');
@@ -138,6 +142,12 @@ export class S3Server {
   }
 
   private fail(req: http.IncomingMessage, res: http.ServerResponse, e: unknown, resource: string, requestId: string): void {
+    if (req.destroyed && !(e instanceof S3Error)) {
+      // the client left: nobody to answer
+      log.debug(`s3: ${req.method} ${resource}: client went away (${(e as Error)?.message})`);
+      res.destroy();
+      return;
+    }
     let err: S3Error;
     if (e instanceof S3Error) err = e;
     else {

@@ -24,8 +24,13 @@ interface Page {
   last?: string;
 }
 
+/** The first string after every string that starts with p (p not empty). */
+function pastPrefix(p: string): string {
+  return p.slice(0, -1) + String.fromCharCode(p.charCodeAt(p.length - 1) + 1);
+}
+
 /** Keys after `after` (skipping a common prefix it names), grouped by delimiter. */
-function page(keys: readonly string[], startAt: number, prefix: string, delimiter: string, max: number, after: string | undefined): Page {
+function page(keys: readonly string[], keyIndex: (k: string) => number, startAt: number, prefix: string, delimiter: string, max: number, after: string | undefined): Page {
   const out: Page = { contents: [], prefixes: [], truncated: false };
   let i = startAt;
   while (i < keys.length) {
@@ -54,9 +59,8 @@ function page(keys: readonly string[], startAt: number, prefix: string, delimite
     }
     if (isPrefix) {
       out.prefixes.push(item);
-      // skip every key under this common prefix
-      i++;
-      while (i < keys.length && keys[i].startsWith(item)) i++;
+      // skip every key under this common prefix (a search, not a walk: there may be millions)
+      i = Math.max(i + 1, keyIndex(pastPrefix(item)));
     } else {
       out.contents.push(k);
       i++;
@@ -84,8 +88,9 @@ export async function listObjects(c: Ctx, v2: boolean): Promise<void> {
       after = t.slice(2);
     } else if (q.get('start-after')) after = q.get('start-after');
   } else if (q.get('marker')) after = q.get('marker');
-  const from = b.keyIndex(after !== undefined && compareKeys(after, prefix) > 0 ? after : prefix);
-  const p = max === 0 ? { contents: [], prefixes: [], truncated: false } as Page : page(b.keys, from, prefix, delimiter, max, after);
+  let from = b.keyIndex(after !== undefined && compareKeys(after, prefix) > 0 ? after : prefix);
+  if (after && delimiter && after.endsWith(delimiter)) from = Math.max(from, b.keyIndex(pastPrefix(after)));
+  const p = max === 0 ? { contents: [], prefixes: [], truncated: false } as Page : page(b.keys, (k) => b.keyIndex(k), from, prefix, delimiter, max, after);
   const contents = p.contents.map((k) => {
     const o = b.objects.get(k)!;
     return { Key: enc(k), LastModified: isoTime(o.mtime), ETag: quoteEtag(o.etag), Size: o.size, ...(v2 ? {} : { Owner: OWNER }), StorageClass: 'STANDARD' };

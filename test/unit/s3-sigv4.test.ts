@@ -3,6 +3,7 @@
 // with chained chunk signatures), plus the bucket layout codecs.
 import { describe, it, expect } from 'vitest';
 import type { IncomingMessage } from 'node:http';
+import * as zlib from 'node:zlib';
 import { verifyRequest, decodeAwsChunked, parseQuery } from '../../sheep/src/s3/auth.js';
 import { S3Error } from '../../sheep/src/s3/errors.js';
 import {
@@ -96,6 +97,23 @@ describe('SigV4 (AWS documentation examples)', () => {
     expect(await s3code(decode(chunked('0'.repeat(64)), []))).toBe('SignatureDoesNotMatch');
     expect(await s3code(decode(chunked().subarray(0, 66000), []))).toBe('IncompleteBody');
     expect(await s3code(decode(Buffer.concat([Buffer.from('ffffffffffff;chunk-signature='), Buffer.alloc(5000, '0')]), []))).toBe('IncompleteBody');
+  });
+});
+
+describe('aws-chunked with an unsigned trailer (what the AWS SDK sends for streams)', () => {
+  const a = { accessKey: 'x', payload: { kind: 'chunked', signed: false, trailer: true }, seedSignature: '', signingKey: Buffer.alloc(0), amzDate: '', scope: '' } as const;
+  const crc = (b: Buffer) => { const o = Buffer.alloc(4); o.writeUInt32BE(zlib.crc32(b)); return o.toString('base64'); };
+  const run = async (body: string) => {
+    const out: Buffer[] = [];
+    for await (const b of decodeAwsChunked((async function* () { yield Buffer.from(body); })(), a, 'x-amz-checksum-crc32')) out.push(b);
+    return Buffer.concat(out).toString();
+  };
+  it('passes the data and checks the CRC-32 of the trailer', async () => {
+    const data = Buffer.from('hello, sheep');
+    expect(await run(`5\r\nhello\r\n7\r\n, sheep\r\n0\r\nx-amz-checksum-crc32:${crc(data)}\r\n\r\n`)).toBe('hello, sheep');
+    expect(await s3code(run(`5\r\nhello\r\n7\r\n, sheep\r\n0\r\nx-amz-checksum-crc32:${crc(Buffer.from('other'))}\r\n\r\n`))).toBe('BadDigest');
+    expect(await s3code(run('5\r\nhello\r\n0\r\n\r\n'))).toBe('BadDigest');
+    expect(await s3code(run('5\r\nhelloXX'))).toBe('IncompleteBody');
   });
 });
 

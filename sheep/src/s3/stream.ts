@@ -38,7 +38,8 @@ export const MAX_XML_BODY = 2 << 20;
 /** The payload bytes of a request: aws-chunked decoded, and checked against a signed SHA-256 at the end. */
 export async function* payload(req: IncomingMessage, a: AuthResult): AsyncGenerator<Buffer> {
   if (a.payload.kind === 'chunked') {
-    yield* decodeAwsChunked(req, a);
+    const t = req.headers['x-amz-trailer'];
+    yield* decodeAwsChunked(req, a, typeof t === 'string' ? t : '');
     return;
   }
   const h = a.payload.kind === 'sha256' ? createHash('sha256') : undefined;

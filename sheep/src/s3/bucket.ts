@@ -209,8 +209,34 @@ export class Bucket {
     }
   }
 
-  /** Give back the whole VDI objects of extents no longer referenced (their bytes read as zeros after). */
+  /** GETs and copies reading this bucket's bytes now. */
+  private readers = 0;
+  /** Extents released while some were: a reader may still be on them. */
+  private deferred: S3Extent[][] = [];
+
+  /**
+   * Run a read of objects' bytes: releases wait until it ends. Call it in
+   * the same turn as the lookup of the object, so no release comes between.
+   */
+  async reading<T>(fn: () => Promise<T>): Promise<T> {
+    this.readers++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.readers === 0) for (const x of this.deferred.splice(0)) this.release(x);
+    }
+  }
+
+  /**
+   * Give back the whole VDI objects of extents no longer referenced (their
+   * bytes read as zeros after): at once, or when no read is in progress
+   * (one that began before the object was replaced must still get its bytes).
+   */
   release(extents: S3Extent[]): void {
+    if (this.readers > 0) {
+      this.deferred.push(extents);
+      return;
+    }
     const os = this.io.objectSize;
     for (const [off, len] of extents) {
       const a = Math.ceil(off / os) * os;

@@ -5,6 +5,7 @@ import type { S3ObjectMeta } from '@sheepdog/common';
 import { Ctx, sendXml, sendEmpty, header, isoTime, quoteEtag } from './context.js';
 import { S3Error } from './errors.js';
 import { payload, receive, readExtents, sendBody, smallBody } from './stream.js';
+import type { Bucket } from './bucket.js';
 import { parseXml } from './xml.js';
 import { uriEncode } from './auth.js';
 
@@ -80,13 +81,6 @@ function objectHeaders(o: S3ObjectMeta): Record<string, string | number> {
   return { ...o.headers, etag: quoteEtag(o.etag), 'last-modified': new Date(o.mtime).toUTCString(), 'accept-ranges': 'bytes' };
 }
 
-async function getMeta(c: Ctx): Promise<S3ObjectMeta> {
-  checkKey(c);
-  const b = await c.store.bucket(c.bucket);
-  const o = b.objects.get(c.key);
-  if (!o) throw new S3Error('NoSuchKey', 'The specified key does not exist.');
-  return o;
-}
 
 /** A single byte range of `bytes=a-b`, `bytes=a-` or `bytes=-n`; undefined: the whole object (as S3 does for forms it ignores). */
 export function parseRange(v: string | undefined, size: number): [number, number] | undefined {
@@ -118,8 +112,14 @@ function conditional(c: Ctx, o: S3ObjectMeta): number | undefined {
 }
 
 export async function getObject(c: Ctx, head: boolean): Promise<void> {
-  const o = await getMeta(c);
+  checkKey(c);
   const b = await c.store.bucket(c.bucket);
+  const o = b.objects.get(c.key);
+  if (!o) throw new S3Error('NoSuchKey', 'The specified key does not exist.');
+  return b.reading(() => sendObject(c, b, o, head));
+}
+
+async function sendObject(c: Ctx, b: Bucket, o: S3ObjectMeta, head: boolean): Promise<void> {
   const h = objectHeaders(o);
   if (conditional(c, o) === 304) {
     c.res.writeHead(304, { etag: String(h.etag), 'last-modified': String(h['last-modified']) });
@@ -195,10 +195,10 @@ function copySource(c: Ctx): { bucket: string; key: string } {
 export async function copyObject(c: Ctx): Promise<void> {
   checkKey(c);
   const src = copySource(c);
+  const db = await c.store.bucket(c.bucket);
   const sb = await c.store.bucket(src.bucket);
   const o = sb.objects.get(src.key);
   if (!o) throw new S3Error('NoSuchKey', 'The specified key does not exist.');
-  const db = await c.store.bucket(c.bucket);
   const directive = (header(c, 'x-amz-metadata-directive') ?? 'COPY').toUpperCase();
   if (directive !== 'COPY' && directive !== 'REPLACE') throw new S3Error('InvalidArgument', 'x-amz-metadata-directive must be COPY or REPLACE');
   if (directive === 'COPY' && src.bucket === c.bucket && src.key === c.key) {
@@ -207,9 +207,11 @@ export async function copyObject(c: Ctx): Promise<void> {
   const im = header(c, 'x-amz-copy-source-if-match');
   if (im && im.replace(/"/g, '') !== o.etag) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
   const headers = directive === 'COPY' ? { ...o.headers } : storedHeaders(c);
-  // the body of a copy request is empty; read it so the connection stays usable
-  await smallBody(c.req, c.auth, 0);
-  const r = await receive(db, readExtents(sb.io, o.extents, 0, o.size), o.size);
+  const r = await sb.reading(async () => {
+    // the body of a copy request is empty; read it so the connection stays usable
+    await smallBody(c.req, c.auth, 0);
+    return receive(db, readExtents(sb.io, o.extents, 0, o.size), o.size);
+  });
   // a multipart object's ETag is not its MD5 and stays what it was
   const etag = o.etag.includes('-') ? o.etag : r.md5.toString('hex');
   const mtime = Date.now();

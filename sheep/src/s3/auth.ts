@@ -25,13 +25,19 @@ export interface AuthResult {
 
 /** RFC 3986 encoding as SigV4 wants it: everything but A-Z a-z 0-9 - _ . ~ (and '/' in paths). */
 export function uriEncode(s: string, keepSlash: boolean): string {
-  let out = '';
-  for (const b of Buffer.from(s, 'utf8')) {
-    const c = String.fromCharCode(b);
-    if (/[A-Za-z0-9\-_.~]/.test(c) || (keepSlash && c === '/')) out += c;
-    else out += '%' + b.toString(16).toUpperCase().padStart(2, '0');
+  let e: string;
+  try {
+    // encodeURIComponent keeps ! ' ( ) * as well, which SigV4 encodes
+    e = encodeURIComponent(s).replace(/[!'()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase());
+  } catch {
+    // a lone surrogate: encode the bytes Buffer makes of it
+    e = '';
+    for (const b of Buffer.from(s, 'utf8')) {
+      const c = String.fromCharCode(b);
+      e += /[A-Za-z0-9\-_.~]/.test(c) ? c : '%' + b.toString(16).toUpperCase().padStart(2, '0');
+    }
   }
-  return out;
+  return keepSlash ? e.replace(/%2F/g, '/') : e;
 }
 
 function safeDecode(s: string): string {

@@ -20,6 +20,8 @@ const USERS_TTL_MS = 5000;
 
 export class S3Store {
   private buckets = new Map<string, Promise<Bucket>>();
+  /** What each VDI id is (a VDI's name and creation time never change): a bucket, or null for any other VDI. */
+  private names = new Map<number, { name: string; created: number } | null>();
   private users = new Map<string, S3User>();
   private usersAt = 0;
   private usersLoading?: Promise<void>;
@@ -87,11 +89,16 @@ export class S3Store {
     const out: { name: string; created: number }[] = [];
     for (const st of this.sheep.vdis.states.values()) {
       if (st.deleted || st.snapshot) continue;
-      try {
-        const h = decodeInodeHeader(await this.sheep.gw.read(vidToVdiOid(st.vid), 0, 572));
-        if (h.snapCtime !== 0n || !h.name.startsWith(S3_BUCKET_PREFIX) || h.name === S3_USERS_VDI) continue;
-        out.push({ name: h.name.slice(S3_BUCKET_PREFIX.length), created: Number(h.createTime >> 32n) * 1000 });
-      } catch { /* deleted meanwhile */ }
+      let b = this.names.get(st.vid);
+      if (b === undefined) {
+        try {
+          const h = decodeInodeHeader(await this.sheep.gw.read(vidToVdiOid(st.vid), 0, 572));
+          const isBucket = h.snapCtime === 0n && h.name.startsWith(S3_BUCKET_PREFIX) && h.name !== S3_USERS_VDI;
+          b = isBucket ? { name: h.name.slice(S3_BUCKET_PREFIX.length), created: Number(h.createTime >> 32n) * 1000 } : null;
+          this.names.set(st.vid, b);
+        } catch { continue; /* deleted meanwhile */ }
+      }
+      if (b) out.push(b);
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : 1));
   }

@@ -27,4 +27,5 @@ export * from './libvirt.js';
 export * from './journal.js';
 export * from './farm.js';
 export * from './scrub.js';
+export * from './slices.js';
 export * from './s3.js';

@@ -27,11 +27,13 @@ export DEBIAN_FRONTEND=noninteractive
 #   libvirt-clients libxml2-utils   virt-xml-validate (which runs xmllint) checks `collie vdi libvirt-xml`
 #   systemd                         systemd-analyze verify checks the unit files
 #   procps                          pgrep/ps for the process title test
+#   awscli s3cmd rclone             real S3 clients against sheep --s3
 PKGS=(ca-certificates zookeeper
       qemu-utils libnbd-bin fio nbdkit qemu-system-x86
       corosync libcpg-dev libcorosync-common-dev libqb-dev
       libfuse2 fuse3 iproute2 build-essential python3
-      prometheus libvirt-clients libxml2-utils systemd procps)
+      prometheus libvirt-clients libxml2-utils systemd procps
+      awscli s3cmd rclone)
 
 need=()
 for p in "${PKGS[@]}"; do

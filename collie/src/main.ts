@@ -11,6 +11,7 @@ import { parsePort } from './args.js';
 import { vdiCommands, vdiParser } from './commands/vdi.js';
 import { nodeCommands } from './commands/node.js';
 import { clusterCommands, clusterParser } from './commands/cluster.js';
+import { s3Commands } from './commands/s3.js';
 import { Sink, processSink } from './output.js';
 import { writeStdout } from './io.js';
 import { VERSION } from './version.js';
@@ -19,6 +20,7 @@ export const commandGroups: CommandGroup[] = [
   { name: 'vdi', sub: vdiCommands, parser: vdiParser },
   { name: 'node', sub: nodeCommands },
   { name: 'cluster', sub: clusterCommands, parser: clusterParser },
+  { name: 's3', sub: s3Commands },
 ];
 
 export function programName(argv1 = process.argv[1] ?? 'collie'): string {

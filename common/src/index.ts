@@ -28,3 +28,4 @@ export * from './journal.js';
 export * from './farm.js';
 export * from './scrub.js';
 export * from './slices.js';
+export * from './s3.js';

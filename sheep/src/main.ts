@@ -10,7 +10,9 @@ import { SheepServer } from './server.js';
 import { createDriver } from './cluster/index.js';
 import { SHEEP_VERSION } from './version.js';
 import { NbdServer } from './nbd/server.js';
-import { SheepExports } from './nbd/exports.js';
+import { SheepExports, GatewayBackend } from './nbd/exports.js';
+import { S3Server } from './s3/server.js';
+import { S3Store } from './s3/store.js';
 import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
 import { fileioStatus } from './store/fileio.js';
 import { INVOKED_AS_ENV, invokedAs, stderrIsJournal } from '@sheepdog/common';
@@ -38,6 +40,7 @@ interface Parsed {
   vnodes?: number;
   gateway: boolean;
   nbd?: { host?: string; port: number };
+  s3?: { host?: string; port: number };
   metrics?: { host?: string; port: number };
   scrubInterval: number;
   scrubRate: number;
@@ -99,6 +102,7 @@ export function parseArgs(argv: string[]): Parsed {
       try { return parseCacheOpt(v); } catch (e) { throw new CommanderError(EX_USAGE, 'sheep.usage', (e as Error).message); }
     })
     .option('--nbd <[addr:]port>', 'also serve VDIs over NBD on this port (e.g. 10809 or 127.0.0.1:10809); export NAME = VDI, NAME:SNAPID or NAME:TAG = snapshot (read-only)', parseListenOpt('NBD'))
+    .option('--s3 <[addr:]port>', 'also serve an S3-compatible HTTP gateway on this port (e.g. 8080 or 127.0.0.1:8080): buckets are VDIs s3/BUCKET, access keys are managed with collie s3 user', parseListenOpt('S3'))
     .option('--metrics <[addr:]port>', 'serve Prometheus metrics over HTTP at /metrics on this port (e.g. 9760 or 127.0.0.1:9760)', parseListenOpt('metrics'))
     .option('--scrub-interval <seconds>', 'read and check every copy this node holds, and compare it with its other replicas, every this many seconds (default 604800, a week; 0: only when collie cluster scrub asks)', parseIntOpt('scrub interval', 0, 365 * 86400), 7 * 86400)
     .option('--scrub-rate <MB/s>', `how fast a scrub reads (default ${DEFAULT_SCRUB_RATE})`, parseIntOpt('scrub rate', 1, 100_000), DEFAULT_SCRUB_RATE)
@@ -135,7 +139,7 @@ export function parseArgs(argv: string[]): Parsed {
     maxConnsPerAddr: o.maxConnsPerAddr, requestTimeoutMs: o.requestTimeout * 1000,
     dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
     foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
-    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, metrics: o.metrics, cache: o.cache, scrubInterval: o.scrubInterval, scrubRate: o.scrubRate,
+    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, s3: o.s3, metrics: o.metrics, cache: o.cache, scrubInterval: o.scrubInterval, scrubRate: o.scrubRate,
   };
 }
 
@@ -205,6 +209,7 @@ export async function main(argv: string[]): Promise<number> {
   };
   const server = new SheepServer(sheep, limits);
   let nbd: NbdServer | undefined;
+  let s3: S3Server | undefined;
   let metricsServer: SheepMetrics | undefined;
   // Set before the port opens: a KILL_NODE or SHUTDOWN that arrives while
   // the node is still starting must still stop it.
@@ -215,6 +220,7 @@ export async function main(argv: string[]): Promise<number> {
     log.notice(`shutting down (${why})`);
     server.stopListening();
     await nbd?.close();
+    await s3?.close();
     await metricsServer?.close();
     // let in-flight replies (e.g. the SHUTDOWN answer) leave first
     await new Promise((r) => setTimeout(r, 100));
@@ -237,6 +243,10 @@ export async function main(argv: string[]): Promise<number> {
     if (p.nbd) {
       nbd = new NbdServer(new SheepExports(sheep, sheep.cache ? () => new CacheBackend(sheep.cache!) : undefined), limits);
       await nbd.listen(p.nbd.host ?? p.bindaddr, p.nbd.port);
+    }
+    if (p.s3) {
+      s3 = new S3Server(new S3Store(sheep, () => (sheep.cache ? new CacheBackend(sheep.cache) : new GatewayBackend(sheep.gw))));
+      await s3.listen(p.s3.host ?? p.bindaddr, p.s3.port);
     }
     if (p.metrics) await metricsServer!.listen(p.metrics.host ?? p.bindaddr, p.metrics.port);
     sheep.scrubber.every(p.scrubInterval, p.scrubRate);

@@ -87,6 +87,7 @@ interface StateMsg extends ClusterMessage {
   /** The members as of the state, the joiner included (the joiner's own list may still name ghosts or a sender that died). */
   present?: SdNode[];
   outsiders?: string[];
+  s3Writers?: [number, string][];
   unconfirmedTimes?: number[];
   timesUnknown?: boolean;
 }
@@ -152,6 +153,8 @@ export class Sheep implements PlacementView {
   private uncleanFrom?: number;
   private suspectSince = 0;
   private rings = new Map<number, VnodeRing>();
+  /** S3 buckets' writers (bucket VDI id -> node): one gateway writes a bucket at a time (claimS3Writer). */
+  readonly s3Writers = new Map<number, string>();
   /** Objects the cluster removed, by epoch (see Tombstones). */
   readonly tombstones: Tombstones;
   /** Cut off from the membership engine: whether we are still a member is unknown, requests wait (ClusterDriver.onCutOff). */
@@ -768,6 +771,7 @@ export class Sheep implements PlacementView {
       }
     }
     this.peers.drop(node);
+    for (const [vid, w] of this.s3Writers) if (w === gone) this.s3Writers.delete(vid);
     this.lockQueue = this.lockQueue.filter((l) => !sameNode(l.node, node));
     this.checkLockHead();
     if (this.status === 'ok') {
@@ -793,11 +797,14 @@ export class Sheep implements PlacementView {
       // sent from onJoin before the join is applied here: the joiner is not yet in present
       present: this.present.some((p) => sameNode(p, to)) ? [...this.present] : [...this.present, to],
       outsiders: [...this.outsiders],
+      s3Writers: [...this.s3Writers],
     };
   }
 
   private async applyState(st: StateMsg): Promise<void> {
     for (const o of st.outsiders ?? []) this.outsiders.add(o);
+    this.s3Writers.clear();
+    for (const [vid, w] of st.s3Writers ?? []) this.s3Writers.set(vid, w);
     this.present = st.present ? st.present.map((n) => ({ ...n })) : this.admitted(this.present);
     const wasRunningElsewhere = st.status === 'ok';
     for (const [k, b] of st.born ?? []) this.bornOf.set(k, b);
@@ -932,6 +939,10 @@ export class Sheep implements PlacementView {
         s.lockOwner = s.lockState === LockState.UNLOCKED ? undefined : from;
         return;
       }
+      case 's3_writer':
+        // the first claim in the cluster's order wins; the writer's leave frees the bucket
+        if (!this.s3Writers.has(m.vid as number)) this.s3Writers.set(m.vid as number, nodeToString(from));
+        return;
       case 'lock_req':
         this.lockQueue.push({ id: m.id as string, node: from });
         this.checkLockHead();
@@ -1071,6 +1082,20 @@ export class Sheep implements PlacementView {
     if (this.status === 'shutdown') throw new SheepdogError(Res.SHUTDOWN);
     if (!force && this.status === 'wait_format') throw new SheepdogError(Res.WAIT_FOR_FORMAT);
     if (!force && this.status === 'wait_join') throw new SheepdogError(Res.WAIT_FOR_JOIN);
+  }
+
+  /**
+   * Become the S3 gateway that writes the bucket VDI vid, unless another
+   * member is: two gateways appending to one bucket's log would write over
+   * each other. fresh: claimed just now (what an earlier writer committed
+   * must be read first).
+   */
+  async claimS3Writer(vid: number): Promise<{ self: boolean; fresh: boolean; writer?: string }> {
+    const me = nodeToString(this.selfNode);
+    if (this.s3Writers.get(vid) === me) return { self: true, fresh: false, writer: me };
+    if (!this.s3Writers.has(vid)) await this.cluster.notify({ t: 's3_writer', vid });
+    const w = this.s3Writers.get(vid);
+    return { self: w === me, fresh: w === me, writer: w };
   }
 
   /** Force the cluster out of wait_join with the members present. */

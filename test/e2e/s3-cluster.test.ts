@@ -1,7 +1,8 @@
 // sheep --s3 on a 3-node cluster with copies=3: a node killed in the middle
-// of a multipart upload loses no acknowledged part, and after the gateway
-// that wrote the bucket is killed too, another node's gateway serves
-// everything from the bucket's VDI.
+// of a multipart upload loses no acknowledged part; one gateway writes a
+// bucket at a time (another refuses writes, naming it); and after the
+// gateway that wrote the bucket is killed too, another node's gateway
+// serves everything from the bucket's VDI and writes it.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { createHash } from 'node:crypto';
 import {
@@ -48,6 +49,10 @@ describe('S3 gateway on 3 nodes, copies=3', () => {
     // the second gateway loads the bucket now, and must see later writes of the first
     const other = g.client({ port: g.s3Ports[1] });
     expect((await body(await other.send(new GetObjectCommand({ Bucket: 'ha-bucket', Key: 'before' })))).equals(small)).toBe(true);
+    // one gateway writes a bucket at a time: the other says which one
+    const refused = await other.send(new PutObjectCommand({ Bucket: 'ha-bucket', Key: 'elsewhere', Body: small })).then(() => undefined, (e: Error & { $metadata?: { httpStatusCode?: number } }) => e);
+    expect(refused?.$metadata?.httpStatusCode, String(refused)).toBe(503);
+    expect(refused?.message).toContain(`127.0.0.1:${g.nodes[0].port}`);
     const id = (await s3.send(new CreateMultipartUploadCommand({ Bucket: 'ha-bucket', Key: 'big' }))).UploadId!;
     const parts = Array.from({ length: 6 }, (_, i) => pattern(5 * MiB + (i === 5 ? -12345 : 0), 10 + i));
     const etags: string[] = [];
@@ -85,6 +90,13 @@ describe('S3 gateway on 3 nodes, copies=3', () => {
       const r = await other.send(new GetObjectCommand({ Bucket: 'ha-bucket', Key: 'big', Range: `bytes=${10 * MiB - 5}-${20 * MiB + 4}` }));
       expect((await body(r)).equals(Buffer.concat(parts).subarray(10 * MiB - 5, 20 * MiB + 5))).toBe(true);
       expect(r.ETag).toBe(`"${want}"`);
+      // the writer's node is gone: this gateway writes the bucket now, on top of what the other committed
+      const after = pattern(70_000, 3);
+      await other.send(new PutObjectCommand({ Bucket: 'ha-bucket', Key: 'after', Body: after }));
+      const l2 = await other.send(new ListObjectsV2Command({ Bucket: 'ha-bucket' }));
+      expect(l2.Contents?.map((o) => o.Key)).toEqual(['after', 'before', 'big']);
+      expect((await body(await other.send(new GetObjectCommand({ Bucket: 'ha-bucket', Key: 'after' })))).equals(after)).toBe(true);
+      expect((await body(await other.send(new GetObjectCommand({ Bucket: 'ha-bucket', Key: 'big' })))).equals(Buffer.concat(parts))).toBe(true);
     } finally {
       other.destroy();
     }

@@ -21,7 +21,7 @@ function upload(b: Bucket, c: Ctx): Upload {
 
 export async function createUpload(c: Ctx): Promise<void> {
   checkKey(c);
-  const b = await c.store.bucket(c.bucket);
+  const b = await c.store.bucketForWrite(c.bucket);
   const headers = storedHeaders(c);
   await smallBody(c.req, c.auth, 0);
   const id = randomBytes(16).toString('hex');
@@ -31,7 +31,7 @@ export async function createUpload(c: Ctx): Promise<void> {
 
 export async function uploadPart(c: Ctx): Promise<void> {
   checkKey(c);
-  const b = await c.store.bucket(c.bucket);
+  const b = await c.store.bucketForWrite(c.bucket);
   const u = upload(b, c);
   const n = intParam(c.query.get('partNumber'), 'partNumber', MAX_PARTS);
   if (!n) throw new S3Error('InvalidArgument', `Part number must be an integer between 1 and ${MAX_PARTS}, inclusive`);
@@ -48,7 +48,7 @@ export async function uploadPart(c: Ctx): Promise<void> {
 
 export async function completeUpload(c: Ctx): Promise<void> {
   checkKey(c);
-  const b = await c.store.bucket(c.bucket);
+  const b = await c.store.bucketForWrite(c.bucket);
   const u = upload(b, c);
   const d = parseXml(await smallBody(c.req, c.auth), 'CompleteMultipartUpload');
   const listed = (d.Part ?? []) as { PartNumber?: unknown; ETag?: unknown }[];
@@ -83,7 +83,7 @@ export async function completeUpload(c: Ctx): Promise<void> {
 
 export async function abortUpload(c: Ctx): Promise<void> {
   checkKey(c);
-  const b = await c.store.bucket(c.bucket);
+  const b = await c.store.bucketForWrite(c.bucket);
   const u = upload(b, c);
   await b.commit([{ t: 'mpuend', id: u.id }]);
   sendEmpty(c, 204);

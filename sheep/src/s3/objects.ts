@@ -66,7 +66,7 @@ export function checkKey(c: Ctx): void {
 
 export async function putObject(c: Ctx): Promise<void> {
   checkKey(c);
-  const b = await c.store.bucket(c.bucket);
+  const b = await c.store.bucketForWrite(c.bucket);
   const size = bodyLength(c);
   const want = contentMd5(c);
   const headers = storedHeaders(c);
@@ -148,13 +148,13 @@ async function sendObject(c: Ctx, b: Bucket, o: S3ObjectMeta, head: boolean): Pr
 
 export async function deleteObject(c: Ctx): Promise<void> {
   checkKey(c);
-  const b = await c.store.bucket(c.bucket);
+  const b = await c.store.bucketForWrite(c.bucket);
   if (b.objects.has(c.key)) await b.commit([{ t: 'del', k: c.key }]);
   sendEmpty(c, 204);
 }
 
 export async function deleteObjects(c: Ctx): Promise<void> {
-  const b = await c.store.bucket(c.bucket);
+  const b = await c.store.bucketForWrite(c.bucket);
   const want = contentMd5(c);
   const body = await smallBody(c.req, c.auth);
   checkMd5(want, createHash('md5').update(body).digest());
@@ -195,7 +195,7 @@ function copySource(c: Ctx): { bucket: string; key: string } {
 export async function copyObject(c: Ctx): Promise<void> {
   checkKey(c);
   const src = copySource(c);
-  const db = await c.store.bucket(c.bucket);
+  const db = await c.store.bucketForWrite(c.bucket);
   const sb = await c.store.bucket(src.bucket);
   const o = sb.objects.get(src.key);
   if (!o) throw new S3Error('NoSuchKey', 'The specified key does not exist.');

@@ -64,6 +64,21 @@ export class S3Store {
     });
   }
 
+  /**
+   * The bucket, for a request that changes it: only one gateway writes a
+   * bucket at a time (the first to, until its node leaves the cluster);
+   * the others answer such requests with 503 and say which node writes it.
+   */
+  async bucketForWrite(name: string): Promise<Bucket> {
+    const b = await this.bucket(name);
+    const w = await this.sheep.claimS3Writer(b.io.vid);
+    if (!w.self) {
+      throw new S3Error('ServiceUnavailable', `bucket ${name} is written through the S3 gateway of node ${w.writer ?? '(unknown)'}: send requests that change it there`);
+    }
+    if (w.fresh) await b.refresh(0);
+    return b;
+  }
+
   async createBucket(name: string): Promise<void> {
     let vid: number;
     try {
@@ -78,7 +93,7 @@ export class S3Store {
   }
 
   async deleteBucket(name: string): Promise<void> {
-    const b = await this.bucket(name);
+    const b = await this.bucketForWrite(name);
     if (b.objects.size > 0) throw new S3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty');
     this.buckets.delete(name);
     await this.exec({ opcode: Op.DEL_VDI, flags: Flag.CMD_WRITE }, Buffer.concat([encodeFixedString(S3_BUCKET_PREFIX + name, 256), encodeFixedString('', 256)]));

@@ -138,9 +138,10 @@ export class Journal {
         if (t && (!trim || t.seq > trim.seq)) trim = t;
       }
       const size = trim ? Math.max(st.size, trim.size) : sizeBytes;
-      if (trim && (trim.pos < FIRST_RECORD || trim.pos >= size)) trim = undefined;
+      // a trim point at the very end: the next record is at the start (replay wraps there)
+      if (trim && (trim.pos < FIRST_RECORD || trim.pos > size)) trim = undefined;
       const j = new Journal(file, fd, size, trim ?? { seq: 1, pos: FIRST_RECORD, size });
-      j.want = { size: alignUp(sizeBytes), fresh: !trim };
+      j.want = { size: alignUp(sizeBytes), fresh: !trim, damaged: !trim && st.size > 0 };
       return j;
     } catch (e) {
       fs.close(fd, () => undefined);
@@ -148,7 +149,7 @@ export class Journal {
     }
   }
 
-  private want = { size: 0, fresh: true };
+  private want = { size: 0, fresh: true, damaged: false };
   /** Why the last replay stopped where it did (a torn record, or the end). */
   replayEnd = '';
 
@@ -158,7 +159,8 @@ export class Journal {
    */
   async *replay(): AsyncGenerator<JournalRecord> {
     if (this.want.fresh) {
-      this.replayEnd = 'new journal';
+      this.replayEnd = this.want.damaged ? 'the journal file has no valid header: NOTHING REPLAYED (writes acknowledged before a crash may be missing)' : 'new journal';
+      if (this.want.damaged) this.onError(`${this.file}: ${this.replayEnd}`);
       return;
     }
     const WINDOW = 8 << 20;
@@ -459,6 +461,16 @@ export class Journal {
   private async writeHeader(t: TrimPoint): Promise<void> {
     const at = HEADER_SLOTS[this.cpCount++ % HEADER_SLOTS.length];
     await writeP(this.fd, encodeHeader(t), 0, 64, at);
+  }
+
+  /** Stop as a crash would: nothing more is written (what is out still lands), no checkpoint. For crash tests. */
+  async crash(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.closed = true;
+    for (const r of this.pending.splice(0)) r.done(new Error('the journal stopped (a simulated crash)'));
+    for (let i = 0; this.flushes.length && i < 500; i++) await new Promise((r) => setTimeout(r, 2));
+    if (this.cp) await this.cp.catch(() => undefined);
+    await closeP(this.fd).catch(() => undefined);
   }
 
   /** Write out what is queued, checkpoint (a clean stop leaves nothing to replay) and close. */

@@ -82,6 +82,12 @@ interface Flush {
  */
 const MAX_FLUSHES = Math.max(1, Number(process.env.SHEEP_JOURNAL_FLUSHES ?? 4));
 
+/**
+ * A checkpoint at least this often while records come in (and whenever the
+ * journal is half full): it bounds what a replay has to do.
+ */
+const CHECKPOINT_MS = Math.max(100, Number(process.env.SHEEP_JOURNAL_CHECKPOINT_MS ?? 1000));
+
 const ZEROS = Buffer.alloc(BLOCK);
 /** Records per journal write (each is two iovecs; IOV_MAX is 1024). */
 const MAX_BATCH = 256;
@@ -110,7 +116,7 @@ export class Journal {
   private timer?: NodeJS.Timeout;
   private closed = false;
   /** Counters for the log and the tests. */
-  readonly stats = { records: 0, batches: 0, checkpoints: 0, fallbacks: 0 };
+  readonly stats = { records: 0, batches: 0, checkpoints: 0, fallbacks: 0, flushMs: 0, checkpointMs: 0 };
 
   syncer: ObjectSyncer = async () => undefined;
   onError: (msg: string) => void = () => undefined;
@@ -230,9 +236,8 @@ export class Journal {
     this.tail = this.head = FIRST_RECORD;
     await this.writeHeader({ seq: this.trimSeq, pos: FIRST_RECORD, size: this.size });
     this.timer = setInterval(() => {
-      if (process.env.SHEEP_JOURNAL_DEBUG) this.onError(`DEBUG ${JSON.stringify(this.stats)} used=${this.used()} unapplied=${this.unapplied.size} pending=${this.pending.length}`);
       if (this.nextSeq > this.trimSeq && !this.cp) void this.checkpoint().catch((e) => this.onError(`journal checkpoint failed: ${(e as Error).message}`));
-    }, 1000);
+    }, CHECKPOINT_MS);
     this.timer.unref();
   }
 
@@ -350,7 +355,9 @@ export class Journal {
     this.flushes.push(f);
     this.head = pos + total;
     this.stats.batches++;
+    const t0 = performance.now();
     fs.writev(this.fd, iov, pos, (err) => {
+      this.stats.flushMs += performance.now() - t0;
       f.finished = true;
       f.err = err;
       this.settleFlushes();
@@ -437,6 +444,7 @@ export class Journal {
     const pos = this.positions.get(t) ?? this.head;
     const oids = [...this.dirty];
     this.dirty.clear();
+    const t0 = performance.now();
     try {
       await this.syncer(oids);
     } catch (e) {
@@ -447,6 +455,7 @@ export class Journal {
     this.trimSeq = t;
     this.tail = pos;
     this.stats.checkpoints++;
+    this.stats.checkpointMs += performance.now() - t0;
     for (const s of this.positions.keys()) {
       if (s >= t) break;
       this.positions.delete(s);

@@ -256,3 +256,15 @@ describe('journal crash simulation', () => {
     await j.close();
   });
 });
+
+describe('the -j option', () => {
+  it('takes dir= and size=, or none; refuses anything else', async () => {
+    const { parseJournalOpt } = await import('../../sheep/src/store/journal.js');
+    expect(parseJournalOpt('dir=/mnt/nvme/j,size=1024')).toEqual({ off: false, dir: '/mnt/nvme/j', sizeMB: 1024 });
+    expect(parseJournalOpt('size=64')).toEqual({ off: false, sizeMB: 64 });
+    expect(parseJournalOpt('none').off).toBe(true);
+    expect(() => parseJournalOpt('size=8')).toThrow(/at least 16/);
+    expect(() => parseJournalOpt('dir=')).toThrow(/Invalid journal option/);
+    expect(() => parseJournalOpt('sync')).toThrow(/Invalid journal option/);
+  });
+});

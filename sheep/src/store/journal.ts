@@ -281,6 +281,8 @@ export class Journal {
     this.unapplied.delete(r);
     this.dirty.add(r.oid);
     r.onApplied?.();
+    // the journal is full of records waiting for their object writes: this may free room
+    if (this.wantRoom && !this.cp) void this.checkpoint().catch((e) => this.onError(`journal checkpoint failed: ${(e as Error).message}`));
   }
 
   /** Whether oid has records a replay would apply (or that are on their way to the journal). */

@@ -918,6 +918,7 @@ export class PlainStore implements ObjectStore {
    */
   async startJournal(onError: (msg: string) => void): Promise<string | undefined> {
     if (this.nosync || !this.journalPlace || this.journal) return undefined;
+    await fsp.mkdir(path.dirname(this.journalPlace.file), { recursive: true });
     const j = await Journal.open(this.journalPlace.file, this.journalPlace.sizeBytes);
     j.onError = onError;
     const r = await replayInto(j, {

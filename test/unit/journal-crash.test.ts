@@ -263,7 +263,7 @@ describe('the -j option', () => {
     expect(parseJournalOpt('dir=/mnt/nvme/j,size=1024')).toEqual({ off: false, dir: '/mnt/nvme/j', sizeMB: 1024 });
     expect(parseJournalOpt('size=64')).toEqual({ off: false, sizeMB: 64 });
     expect(parseJournalOpt('none').off).toBe(true);
-    expect(() => parseJournalOpt('size=8')).toThrow(/at least 16/);
+    expect(() => parseJournalOpt("size=8")).toThrow(/MB >= 16/);
     expect(() => parseJournalOpt('dir=')).toThrow(/Invalid journal option/);
     expect(() => parseJournalOpt('sync')).toThrow(/Invalid journal option/);
   });

@@ -69,8 +69,9 @@ export type ObjectSyncer = (oids: bigint[]) => Promise<void>;
 
 interface Flush {
   batch: Rec[];
-  /** Where the batch starts (where the head goes back to if it fails). */
+  /** Where the batch starts (where the head goes back to if it fails) and ends. */
   pos: number;
+  end: number;
   finished: boolean;
   err: Error | null;
 }
@@ -353,7 +354,7 @@ export class Journal {
       at += REC_HEADER + r.data.length;
     }
     if (total > bytes) iov.push(ZEROS.subarray(0, total - bytes));
-    const f: Flush = { batch, pos, finished: false, err: null };
+    const f: Flush = { batch, pos, end: pos + total, finished: false, err: null };
     this.flushes.push(f);
     this.head = pos + total;
     this.stats.batches++;
@@ -472,6 +473,11 @@ export class Journal {
   private async writeHeader(t: TrimPoint): Promise<void> {
     const at = HEADER_SLOTS[this.cpCount++ % HEADER_SLOTS.length];
     await writeP(this.fd, encodeHeader(t), 0, 64, at);
+  }
+
+  /** The byte ranges of journal writes not finished yet (a power cut may keep any part of them). For crash tests. */
+  unfinishedWrites(): { pos: number; end: number }[] {
+    return this.flushes.filter((f) => !f.finished).map(({ pos, end }) => ({ pos, end }));
   }
 
   /** Stop as a crash would: nothing more is written (what is out still lands), no checkpoint. For crash tests. */

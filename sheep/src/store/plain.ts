@@ -268,9 +268,6 @@ export class PlainStore implements ObjectStore {
       const h = this.held.get(oid);
       if (h) return h.then(() => this.write(oid, off, data));
     }
-    const j = this.journal;
-    // too big for a record: it goes past the journal, which must first hold nothing of the object
-    if (j && data.length > j.maxRecord && j.holds(oid)) return j.settle(oid).then(() => this.write(oid, off, data));
     return new Promise((resolve, reject) => {
       this.fds.acquire(oid, (err, e) => {
         if (err) reject(this.mapErr(err));
@@ -419,6 +416,16 @@ export class PlainStore implements ObjectStore {
         (data.length < JOURNAL_BYPASS || j.holds(oid))) {
       return this.queueJournaled(j, e, data, off, resolve, reject, also, oid);
     }
+    if (j && oid !== undefined && j.holds(oid)) {
+      // past the journal (a spliced payload, a large write) only once the object has no record there
+      // that a replay could put over it; checked again when it goes, in the same turn
+      j.settle(oid).then(() => this.queueStamped(e, data, off, resolve, reject, written, also, oid), (err) => {
+        written?.(false);
+        this.fds.release(e);
+        reject(this.mapErr(err));
+      });
+      return;
+    }
     let alsoErr: Error | null = null;
     if (also) this.writes.write(e.fd, also.data, also.off, (werr) => { alsoErr = werr; });
     this.writes.write(e.fd, data, off, (werr0) => {
@@ -461,9 +468,9 @@ export class PlainStore implements ObjectStore {
 
   /** The object's file must be open already: a target is offered only when nothing need wait. */
   spliceTarget(oid: bigint, off: number, len: number): SpliceTarget | undefined {
-    // the bytes of a spliced payload never pass through memory, where their sums would be computed
-    // (nor could they go into a journal record)
-    if (CHECKSUMS || this.journal || this.held.has(oid)) return undefined;
+    // the bytes of a spliced payload never pass through memory, where their sums would be computed;
+    // nor can they go into a journal record: they go past it, as large writes do
+    if (CHECKSUMS || this.held.has(oid) || this.journal?.holds(oid)) return undefined;
     const e = this.fds.acquireOpen(oid);
     if (!e) return undefined;
     const p = takePipe(len);

@@ -13,6 +13,7 @@ import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { dir as tmpDir, DirectoryResult } from 'tmp-promise';
 import { PlainStore } from '../../sheep/src/store/plain.js';
 import { Journal } from '../../sheep/src/store/journal.js';
@@ -266,6 +267,46 @@ describe('journal crash simulation', () => {
     expect(j.sizeBytes).toBe(2 * JOURNAL);
     await j.close();
   });
+});
+
+describe('a journal on a full device', () => {
+  it('writes still succeed, each synced in its object file instead, and all are there after a crash', async () => {
+    const d = await tmpDir({ unsafeCleanup: true });
+    const small = await fs.promises.mkdtemp('/tmp/sheep-jfull-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', small]);
+    try {
+      const errors: string[] = [];
+      const place = { file: path.join(small, 'journal'), sizeBytes: 16 << 20 };
+      const st = new PlainStore(d.path, false, place);
+      await st.init();
+      await st.setDriver('plain');
+      st.epochNow = () => 1;
+      await st.startJournal((m) => errors.push(m));
+      const oid = oidOf(7);
+      await st.createFull(oid, 4 * OBJ, Buffer.alloc(4 * OBJ, 0), 1);
+      // 1 MiB of records through a journal with room for half of that: the rest fail over
+      const want = randomBytes(4 * OBJ);
+      for (let i = 0; i < want.length; i += 32 * BLK) {
+        await Promise.all(Array.from({ length: 32 }, (_, k) => st.write(oid, i + k * BLK, want.subarray(i + k * BLK, i + (k + 1) * BLK))));
+      }
+      expect(errors.join('\n')).toMatch(/journal write failed \(ENOSPC.*synced in their object files instead/);
+      expect(st.journal!.stats.fallbacks).toBeGreaterThan(0);
+      expect((await st.read(oid, 0, want.length)).equals(want)).toBe(true);
+      // a crash now: what the journal has is replayed, what failed over is in the object file
+      await st.journal!.crash();
+      await st.close();
+      const again = new PlainStore(d.path, false, place);
+      await again.init();
+      await again.setDriver('plain');
+      await again.startJournal((m) => errors.push(m));
+      expect((await again.read(oid, 0, want.length)).equals(want)).toBe(true);
+      await again.close();
+    } finally {
+      execFileSync('umount', ['-l', small]);
+      await fs.promises.rm(small, { recursive: true, force: true });
+      await d.cleanup();
+    }
+  }, 60_000);
 });
 
 describe('the -j option', () => {

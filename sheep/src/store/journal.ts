@@ -404,8 +404,14 @@ export class Journal {
    * failed batch (whose numbers a replay must never expect).
    */
   private failed(batch: Rec[], err: Error): void {
-    this.onError(`journal write failed (${err.message}): ${batch.length} write(s) synced in their object files instead`);
     this.stats.fallbacks += batch.length;
+    this.unlogged += batch.length;
+    // a full or failing device fails every write: a line per 10 s says so
+    if (Date.now() - this.loggedAt >= 10_000) {
+      this.onError(`journal write failed (${err.message}): ${this.unlogged} write(s) synced in their object files instead`);
+      this.loggedAt = Date.now();
+      this.unlogged = 0;
+    }
     this.paused = true;
     for (const r of batch) {
       r.fallback = true;
@@ -415,6 +421,9 @@ export class Journal {
       if (r.applied) void sync(); else r.onApplied = sync;
     }
   }
+
+  private loggedAt = 0;
+  private unlogged = 0;
 
   private resumeAfterFailure(): void {
     void (async () => {

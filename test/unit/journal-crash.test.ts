@@ -255,8 +255,11 @@ describe('journal crash simulation', () => {
     await st.createFull(oidOf(3), OBJ, Buffer.alloc(OBJ, 0), 1);
     await Promise.all(Array.from({ length: 40 }, (_, i) => st.write(oidOf(3), i * BLK, Buffer.alloc(BLK, i))));
     await st.close();
+    const closed = fs.readFileSync(path.join(dir, 'journal'));
     const again = await openStore(dir, errors);
     expect(again.replay).toMatch(/nothing to replay/);
+    // a start with nothing to replay writes nothing (a node refused by a cluster leaves its directory as it was)
+    expect(fs.readFileSync(path.join(dir, 'journal')).equals(closed)).toBe(true);
     for (let i = 0; i < 40; i++) expect((await again.st.read(oidOf(3), i * BLK, BLK)).equals(Buffer.alloc(BLK, i))).toBe(true);
     await again.st.close();
     const j = await Journal.open(path.join(dir, 'journal'), 2 * JOURNAL);

@@ -138,17 +138,23 @@ export class Journal {
     try {
       const st = await fstatP(fd);
       let trim: TrimPoint | undefined;
+      let slot = 0;
       const head = Buffer.alloc(BLOCK);
       const { bytesRead } = await readP(fd, head, 0, BLOCK, 0);
-      for (const at of HEADER_SLOTS) {
+      HEADER_SLOTS.forEach((at, i) => {
         const t = bytesRead >= at + 64 ? decodeHeader(head.subarray(at, at + 64)) : undefined;
-        if (t && (!trim || t.seq > trim.seq)) trim = t;
-      }
+        if (t && (!trim || t.seq > trim.seq)) {
+          trim = t;
+          slot = i;
+        }
+      });
       const size = trim ? Math.max(st.size, trim.size) : sizeBytes;
       // a trim point at the very end: the next record is at the start (replay wraps there)
       if (trim && (trim.pos < FIRST_RECORD || trim.pos > size)) trim = undefined;
       const j = new Journal(file, fd, size, trim ?? { seq: 1, pos: FIRST_RECORD, size });
       j.want = { size: alignUp(sizeBytes), fresh: !trim, damaged: !trim && st.size > 0 };
+      // the next header goes over the other slot: a torn header write leaves the newest one
+      j.cpCount = slot + 1;
       return j;
     } catch (e) {
       fs.close(fd, () => undefined);
@@ -159,6 +165,8 @@ export class Journal {
   private want = { size: 0, fresh: true, damaged: false };
   /** Why the last replay stopped where it did (a torn record, or the end). */
   replayEnd = '';
+  /** Records the replay found. */
+  private found = 0;
 
   /**
    * The records from the trim point on, in order. Each one's data is valid
@@ -216,6 +224,7 @@ export class Journal {
         break;
       }
       triedWrap = false;
+      this.found++;
       yield { ...r!, data: data! };
       pos += REC_HEADER + r!.len;
       expect++;
@@ -228,14 +237,18 @@ export class Journal {
    * object files): everything so far is trimmed, and new records go in.
    */
   async start(): Promise<void> {
-    if (this.want.size !== this.size || this.want.fresh) {
-      // a journal (re)sized: written sparse; the first lap allocates its blocks
-      await ftruncateP(this.fd, this.want.size);
-      this.size = this.want.size;
+    // The file grows as the first lap writes it (a node that writes little
+    // keeps a small one). Nothing of an unreadable journal may pass for a
+    // record later: it starts empty.
+    if (this.want.fresh) await ftruncateP(this.fd, 0);
+    const resized = this.want.size !== this.size;
+    this.size = this.want.size;
+    if (this.want.fresh || resized || this.found > 0) {
+      this.trimSeq = this.nextSeq;
+      this.tail = this.head = FIRST_RECORD;
+      await this.writeHeader({ seq: this.trimSeq, pos: FIRST_RECORD, size: this.size });
     }
-    this.trimSeq = this.nextSeq;
-    this.tail = this.head = FIRST_RECORD;
-    await this.writeHeader({ seq: this.trimSeq, pos: FIRST_RECORD, size: this.size });
+    // else the trim point stays where the header has it: a clean restart writes nothing
     this.timer = setInterval(() => {
       if (this.nextSeq > this.trimSeq && !this.cp) void this.checkpoint().catch((e) => this.onError(`journal checkpoint failed: ${(e as Error).message}`));
     }, CHECKPOINT_MS);

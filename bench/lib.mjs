@@ -27,9 +27,10 @@ export async function waitPort(port) {
 }
 
 const procs = [];
-export async function startSheep({ cluster, zone, args = [], env }) {
-  const port = await freePort();
-  const dir = mkdtempSync(path.join(tmpdir(), 'sheep-bench-'));
+/** A sheep on a fresh directory and port, or (dir and port given) one restarted on its own. */
+export async function startSheep({ cluster, zone, args = [], env, dir: oldDir, port: oldPort }) {
+  const port = oldPort ?? (await freePort());
+  const dir = oldDir ?? mkdtempSync(path.join(tmpdir(), 'sheep-bench-'));
   const nodeArgs = process.env.BENCH_SHEEP_NODE_ARGS ? process.env.BENCH_SHEEP_NODE_ARGS.split(' ') : [];
   const p = spawn(process.execPath, [...nodeArgs, SHEEP, '-f', '-b', '127.0.0.1', '-p', String(port), '-c', cluster, '-z', String(zone), ...args, dir], { stdio: 'ignore', env: env ? { ...process.env, ...env } : process.env });
   const exited = new Promise((r) => p.once('exit', r));

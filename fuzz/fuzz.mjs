@@ -190,7 +190,8 @@ const templates = {
   [Op.GET_VNODES]: () => ({ f: { opcode: Op.GET_VNODES, dataLength: 4 } }),
   // this implementation's own operations
   [Op.OBJ_COPIES]: () => ({ f: { opcode: Op.OBJ_COPIES, epoch: 1, dataLength: pick([0, 16, 4096, MB]), obj: { cowOid: BigInt(ri(2 ** 31)) } } }),
-  [Op.FETCH_OBJ]: () => ({ f: { opcode: Op.FETCH_OBJ, epoch: 1, flags: pick([0, Flag.CMD_WILDCARD]), dataLength: pick([0, 8, 4096 + 8, OBJ + 8]), obj: { oid: victimOid(), tgtEpoch: 1 } } }),
+  [Op.FETCH_OBJ]: () => ({ f: { opcode: Op.FETCH_OBJ, epoch: 1, flags: pick([0, Flag.CMD_WILDCARD]), dataLength: pick([0, 8, 9, 4096 + 8, OBJ + 8, 0xffffffff]), obj: { oid: victimOid(), offset: pick([0, 1, OBJ - 1, OBJ, 0xffffffff]), tgtEpoch: 1 } } }),
+  [Op.SLICE_HASHES]: () => ({ f: { opcode: Op.SLICE_HASHES, epoch: 1, flags: pick([0, Flag.CMD_WILDCARD]), dataLength: pick([0, 16, 16 + 20 * 32, 0xffffffff]), obj: { oid: victimOid(), tgtEpoch: 1 } } }),
   [Op.CHECK_HELD]: () => { const n = ri(20); const p = Buffer.alloc(12 * n); for (let i = 0; i < n; i++) { p.writeBigUInt64LE(victimOid(), 12 * i); p.writeUInt32LE(ri(5), 12 * i + 8); } return { f: { opcode: Op.CHECK_HELD, epoch: 1, flags: Flag.CMD_WRITE, dataLength: p.length }, p }; },
   [Op.SCRUB_STATUS]: () => ({ f: { opcode: Op.SCRUB_STATUS, dataLength: pick([0, 16, 4096]) } }),
   [Op.RECLAIM_STATUS]: () => ({ f: { opcode: Op.RECLAIM_STATUS, dataLength: pick([0, 8, 4096, 65536]) } }),

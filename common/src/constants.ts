@@ -111,6 +111,8 @@ export const Op = {
   FARM_STAT: 0xe9,
   /** The deleted VDIs whose objects are not all reclaimed yet, and this node's progress on them; reply: ReclaimStatus (reclaim.ts). */
   RECLAIM_STATUS: 0xea,
+  /** A copy's SHA-1 per 128 KiB slice, with its version; reply: see common/src/slices.ts (WILDCARD as FETCH_OBJ). */
+  SLICE_HASHES: 0xeb,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 

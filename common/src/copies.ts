@@ -8,6 +8,8 @@ export const CopyFlag = {
   STALE: 1,
   /** Written while a member failed or the cluster crashed: its replicas may differ. */
   SUSPECT: 2,
+  /** Not a copy: a tombstone. The object was removed in epoch `version`; copies older than that are garbage. */
+  REMOVED: 4,
 } as const;
 
 export interface CopyRecord {

@@ -27,3 +27,4 @@ export * from './libvirt.js';
 export * from './journal.js';
 export * from './farm.js';
 export * from './scrub.js';
+export * from './slices.js';

@@ -32,6 +32,10 @@ export interface PlacementView {
   strict(): boolean;
   /** The members that hold data (for removals that must reach copies set aside anywhere). */
   holders?(): SdNode[];
+  /** The cluster removed oid in epoch: keep its tombstone (see Tombstones). */
+  removed?(oid: bigint, epoch: number): void;
+  /** While this node cannot tell whether it is still a member: settles when it can (requests wait for it). */
+  membershipHeld?(): Promise<void> | undefined;
 }
 
 /**
@@ -215,7 +219,7 @@ export class Gateway implements ObjectIO {
    * current, and the store had the bytes at hand.
    */
   readCached(oid: bigint, off: number, len: number, copies: number | undefined, into: Buffer, at: number): boolean {
-    if (!this.store.readCached || this.view.recovering()) return false;
+    if (!this.store.readCached || this.view.recovering() || this.view.membershipHeld?.()) return false;
     const t = this.view.targets(oid, this.copiesFor(oid, copies));
     for (let i = 0; i < t.length; i++) if (this.isLocal(t[i])) return this.store.readCached(oid, off, len, into, at);
     return false;
@@ -227,6 +231,7 @@ export class Gateway implements ObjectIO {
    */
   spliceTarget(oid: bigint, off: number, len: number, copies?: number): SpliceTarget | undefined {
     const direct = () => !this.isReadonly(oid) && this.soleLocal(oid, copies);
+    if (this.view.membershipHeld?.()) return undefined;
     if (!this.store.spliceTarget || !isDataObj(oid) || off + len > this.sizeOf(oid) || !direct()) return undefined;
     const t = this.store.spliceTarget(oid, off, len);
     if (!t) return undefined;
@@ -237,6 +242,8 @@ export class Gateway implements ObjectIO {
 
   /** Read from one replica; into (len bytes, optional) may be filled and returned. */
   read(oid: bigint, off: number, len: number, copies?: number, into?: Buffer): Promise<Buffer> {
+    const held = this.view.membershipHeld?.();
+    if (held) return held.then(() => this.read(oid, off, len, copies, into));
     if (this.soleLocal(oid, copies)) return this.store.read(oid, off, len, into);
     return this.retrying(() => this.readOnce(oid, off, len, copies, into));
   }
@@ -271,6 +278,8 @@ export class Gateway implements ObjectIO {
   // Not async: a write to a data object returns the store's (or the
   // replicas') promise itself, without wrapping it in one more.
   write(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+    const held = this.view.membershipHeld?.();
+    if (held) return held.then(() => this.write(oid, off, data, copies));
     if (this.isReadonly(oid)) return Promise.reject(new SheepdogError(Res.READONLY));
     if (off + data.length > this.sizeOf(oid)) return Promise.reject(new SheepdogError(Res.INVALID_PARMS));
     // nothing to write changes nothing (upstream dog's vdi delete sends these for an empty index)
@@ -283,6 +292,8 @@ export class Gateway implements ObjectIO {
 
   /** Write into an existing object on every replica (no read-only or index bookkeeping; the object cache flushes with it). */
   rawWrite(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+    const held = this.view.membershipHeld?.();
+    if (held) return held.then(() => this.rawWrite(oid, off, data, copies));
     if (this.soleLocal(oid, copies)) return this.store.write(oid, off, data);
     if (!this.view.recovering()) {
       // Every guest write of a replicated VDI comes here: one attempt
@@ -354,6 +365,8 @@ export class Gateway implements ObjectIO {
   }
 
   async create(oid: bigint, off: number, data: Buffer, cowOid: bigint, copies?: number): Promise<void> {
+    const held = this.view.membershipHeld?.();
+    if (held) await held;
     if (this.isReadonly(oid)) throw new SheepdogError(Res.READONLY);
     const size = this.sizeOf(oid);
     if (off + data.length > size) throw new SheepdogError(Res.INVALID_PARMS);
@@ -374,6 +387,8 @@ export class Gateway implements ObjectIO {
   }
 
   async createRanges(oid: bigint, ranges: { off: number; data: Buffer }[], copies?: number): Promise<void> {
+    const held = this.view.membershipHeld?.();
+    if (held) await held;
     const size = this.sizeOf(oid);
     await this.retrying(() => {
       const ep = this.view.epoch();
@@ -392,10 +407,13 @@ export class Gateway implements ObjectIO {
   }
 
   async remove(oid: bigint, copies?: number): Promise<void> {
+    const held = this.view.membershipHeld?.();
+    if (held) await held;
     const targets = this.replicas(oid, copies);
     await this.retrying(() => this.forAll(targets,
       async () => { await this.store.remove(oid); },
       (n) => this.peers.removePeer(n, oid, this.view.epoch())));
+    this.view.removed?.(oid, this.view.epoch());
     // A copy set aside on a node the placement no longer names would be
     // brought back by a later recovery as the only copy of an object that
     // no longer exists (churn simulator, seed 1702): every other member

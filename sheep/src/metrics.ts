@@ -169,6 +169,15 @@ export class SheepMetrics {
       collect() { const p = s.reclaimer.progress; this.set(p ? Math.max(0, p.objects - p.dropped) : 0); },
     });
     new client.Counter({
+      name: 'sheep_recovery_fetched_bytes_total', help: 'Bytes of objects recovery fetched from other nodes since this node started', registers,
+      collect() { this.reset(); this.inc(s.recovery.bytesFetched); },
+    });
+    new client.Counter({
+      name: 'sheep_recovery_local_bytes_total', registers,
+      help: 'Bytes of objects recovery brought up to date from this node\'s own older copies instead of fetching them (farm store: only changed slices cross the network)',
+      collect() { this.reset(); this.inc(s.recovery.bytesFoundLocally); },
+    });
+    new client.Counter({
       name: 'sheep_reclaimed_objects_total', help: 'Objects (references) of deleted VDIs this node has reclaimed since it started', registers,
       collect() { this.reset(); this.inc(s.reclaimer.droppedTotal); },
     });

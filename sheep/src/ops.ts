@@ -6,6 +6,7 @@ import {
   encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeFixedString,
   addrToString, isDataObj, oidToVid, LockState, timestamp64, encodeObjectCopies, COPIES_HEADER_SIZE,
   COPY_RECORD_SIZE, FETCH_HEADER_SIZE, encodeReclaimStatus, RECLAIM_HEADER_SIZE, encodeFetchHeader, decodeHeldQuery, encodeOids, CopyFlag, decodeFetched,
+  sliceHashesSize, encodeSliceHashes, sliceHashesOf,
   RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS,
 } from '@sheepdog/common';
 import type { Sheep, MakeFsMsg } from './sheep.js';
@@ -513,6 +514,7 @@ async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Rep
 async function removePeer(s: Sheep, h: RequestHeader): Promise<Reply> {
   await checkPeerEpoch(s, h);
   await s.store.remove(h.obj.oid);
+  s.tombstones.add(h.obj.oid, h.epoch || s.epochNr);
   s.stats.peerRemove++;
   return ok();
 }
@@ -543,16 +545,32 @@ async function objCopies(s: Sheep, h: RequestHeader): Promise<Reply> {
   return ok({ data: encodeObjectCopies({ born: s.born, records: page, more: i + room < all.length }) });
 }
 
-/** FETCH_OBJ: a whole copy with its version (WILDCARD: the one set aside when there is no live one). */
+/**
+ * FETCH_OBJ: a copy with its version (WILDCARD: the one set aside when there
+ * is no live one): the whole of it, or data_length - 8 bytes from obj.offset
+ * (the slices a farm node's recovery lacks).
+ */
 async function fetchObj(s: Sheep, h: RequestHeader): Promise<Reply> {
   await checkPeerEpoch(s, h);
   const size = s.gw.sizeOf(h.obj.oid);
-  if (h.dataLength < size + FETCH_HEADER_SIZE) fail(Res.BUFFER_SMALL);
+  const off = h.obj.offset;
+  if (h.dataLength <= FETCH_HEADER_SIZE) fail(Res.BUFFER_SMALL);
+  if (off >= size) fail(Res.INVALID_PARMS);
+  const len = Math.min(size - off, h.dataLength - FETCH_HEADER_SIZE);
   const c = await s.store.readCopy(h.obj.oid, size, (h.flags & Flag.CMD_WILDCARD) !== 0);
-  const data = Buffer.allocUnsafe(FETCH_HEADER_SIZE + size);
+  const data = Buffer.allocUnsafe(FETCH_HEADER_SIZE + len);
   encodeFetchHeader(c.version, c.stale ? CopyFlag.STALE : 0, data);
-  c.data.copy(data, FETCH_HEADER_SIZE);
+  c.data.copy(data, FETCH_HEADER_SIZE, off, off + len);
   return ok({ data });
+}
+
+/** SLICE_HASHES: the SHA-1 of each 128 KiB slice of a copy, with its version (WILDCARD as FETCH_OBJ). */
+async function sliceHashes(s: Sheep, h: RequestHeader): Promise<Reply> {
+  await checkPeerEpoch(s, h);
+  const size = s.gw.sizeOf(h.obj.oid);
+  if (h.dataLength < sliceHashesSize(size)) fail(Res.BUFFER_SMALL);
+  const c = await s.store.readCopy(h.obj.oid, size, (h.flags & Flag.CMD_WILDCARD) !== 0);
+  return ok({ data: encodeSliceHashes(c.version, c.stale ? CopyFlag.STALE : 0, (await sliceHashesOf(c.data)) as Buffer[]) });
 }
 
 /** CHECK_HELD: which of the (oid, version) records this node holds as current copies at that version or newer. */
@@ -646,6 +664,7 @@ export const OPS = new Map<number, OpDef>([
   [Op.GET_VNODES, { name: 'GET_VNODES', kind: 'local', handler: getVnodes }],
   [Op.OBJ_COPIES, { name: 'OBJ_COPIES', kind: 'peer', handler: objCopies }],
   [Op.FETCH_OBJ, { name: 'FETCH_OBJ', kind: 'peer', handler: fetchObj }],
+  [Op.SLICE_HASHES, { name: 'SLICE_HASHES', kind: 'peer', handler: sliceHashes }],
   [Op.CHECK_HELD, { name: 'CHECK_HELD', kind: 'peer', handler: checkHeld }],
   [Op.SCRUB, { name: 'SCRUB', kind: 'local', handler: scrub }],
   [Op.SCRUB_STATUS, { name: 'SCRUB_STATUS', kind: 'local', force: true, handler: scrubStatus }],
@@ -669,6 +688,9 @@ export async function execute(s: Sheep, h: RequestHeader, data: Buffer, from?: R
     const bad = check(s, h, data, true);
     if (bad !== undefined) return { result: bad };
     s.gate(!!def.force, def.kind === 'cluster');
+    // cut off from the membership engine: nothing is served until we know we are still a member
+    const held = def.force ? undefined : s.membershipHeld();
+    if (held) await held;
     if (def.kind === 'gateway') s.stats.gwTotal++;
     if (def.kind === 'peer') s.stats.peerTotal++;
     return await def.handler(s, h, data);

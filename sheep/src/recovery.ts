@@ -24,6 +24,7 @@
 import {
   SdNode, VnodeRing, Op, Flag, Res, SheepdogError, sameNode, nodeToString, oidToHex, CopyFlag,
   decodeObjectCopies, decodeFetched, encodeHeldQuery, decodeOids, CopyRecord,
+  decodeSliceHashes, sliceHashesOf, sliceHashesSize, sliceCount, FARM_SLICE_SIZE,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import type { FoundBy } from './store/store.js';
@@ -38,6 +39,8 @@ interface Holder {
   version: number;
   stale: boolean;
   suspect: boolean;
+  /** Not a copy: the node's tombstone, the object removed in epoch `version`. */
+  removed?: boolean;
 }
 
 interface Plan {
@@ -70,6 +73,9 @@ export class Recovery {
   private run?: Run;
   /** Objects of `unavailableEpoch` whose current copy is on nodes that are away. */
   private unavailable = new Set<bigint>();
+  /** Bytes recovery fetched from peers, and (farm) bytes of fetched objects it found in its own copies instead. */
+  bytesFetched = 0;
+  bytesFoundLocally = 0;
   private unavailableEpoch = 0;
 
   constructor(private readonly s: Sheep) {}
@@ -140,7 +146,10 @@ export class Recovery {
         const r = this.isSelf(n) ? { born: this.s.born, records: await this.s.copyRecords() } : await this.remoteCopies(run, n);
         const copies = new Map<bigint, Holder>();
         for (const c of r.records) {
-          copies.set(c.oid, { node: n, version: c.version, stale: (c.flags & CopyFlag.STALE) !== 0, suspect: (c.flags & CopyFlag.SUSPECT) !== 0 });
+          copies.set(c.oid, {
+            node: n, version: c.version, stale: (c.flags & CopyFlag.STALE) !== 0, suspect: (c.flags & CopyFlag.SUSPECT) !== 0,
+            removed: (c.flags & CopyFlag.REMOVED) !== 0,
+          });
         }
         log.debug(`recovery ${run.epoch}: ${nodeToString(n)} lists ${r.records.length} copies, ${r.records.filter((c) => c.flags & CopyFlag.STALE).length} set aside`);
         return { born: r.born, copies };
@@ -200,7 +209,17 @@ export class Recovery {
       }
       // 2. what placement gives us, and what to do about each
       let unavailable = 0;
-      for (const [oid, hs] of holders) {
+      const garbage: { oid: bigint; removedAt: number; stale: boolean }[] = [];
+      for (const [oid, listed] of holders) {
+        // a copy older than the object's removal outlived it on a node that was away: garbage, wherever it is
+        const removedAt = listed.reduce((m, h) => (h.removed && h.version > m ? h.version : m), 0);
+        const hs = removedAt ? listed.filter((h) => !h.removed) : listed;
+        if (!hs.length) continue;
+        if (removedAt > Math.max(...hs.map((h) => h.version))) {
+          const mine = hs.find((h) => this.isSelf(h.node));
+          if (mine) garbage.push({ oid, removedAt, stale: mine.stale });
+          continue;
+        }
         const targets = run.ring.placeOid(oid, copiesOf(oid));
         if (!targets.some((t) => this.isSelf(t))) continue;
         run.total++;
@@ -222,6 +241,13 @@ export class Recovery {
         run.plans.set(oid, { sources: suspect ? [best[0]] : best, mine });
         log.debug(`recovery ${run.epoch}: ${oidToHex(oid)} ${hs.map((h) => `${nodeToString(h.node)}:v${h.version}${h.stale ? 's' : ''}${h.suspect ? '?' : ''}`).join(' ')} -> ${nodeToString(best[0].node)}`);
       }
+      for (const g of garbage) {
+        if (run.cancelled) return;
+        s.tombstones.add(g.oid, g.removedAt);
+        if (g.stale) await s.store.dropStale(g.oid);
+        else await s.store.remove(g.oid);
+      }
+      if (garbage.length) log.info(`recovery for epoch ${run.epoch}: removed ${garbage.length} copy(ies) of objects the cluster removed while this node was away`);
       run.phase = RecoveryPhase.RECOVERING;
       prepared();
       if (unavailable) {
@@ -231,6 +257,7 @@ export class Recovery {
       if (run.plans.size) log.info(`recovery for epoch ${run.epoch}: ${run.plans.size} of ${run.total} object(s) to bring up to date`);
       // 3. fetch, bounded
       const started = Date.now();
+      const [fetched0, kept0] = [this.bytesFetched, this.bytesFoundLocally];
       const queue = [...run.plans.keys()];
       const worker = async () => {
         while (queue.length && !run.cancelled) {
@@ -250,7 +277,10 @@ export class Recovery {
       // objects whose holders are away, or whose every source failed, keep the epoch from being complete
       if (run.plans.size || this.waiting) complete = false;
       run.phase = RecoveryPhase.NOTIFYING;
-      if (run.total) log.info(`recovery for epoch ${run.epoch} done: ${run.done}/${run.total} in ${Date.now() - started} ms${this.waiting ? `, ${this.waiting} waiting for their holders` : ''}`);
+      const moved = this.bytesFetched - fetched0;
+      const kept = this.bytesFoundLocally - kept0;
+      const traffic = moved || kept ? `, ${mib(moved)} MiB fetched${kept ? `, ${mib(kept)} MiB of it found in local copies` : ''}` : '';
+      if (run.total) log.info(`recovery for epoch ${run.epoch} done: ${run.done}/${run.total} in ${Date.now() - started} ms${traffic}${this.waiting ? `, ${this.waiting} waiting for their holders` : ''}`);
     } finally {
       prepared();
       if (!run.cancelled) {
@@ -309,10 +339,7 @@ export class Recovery {
             const have = mine.stale ? await s.store.staleSha1(oid) : await s.store.sha1(oid, 'recovery');
             if (r.rsp.hash.equals(have) && (!mine.stale || (await s.store.restoreStale(oid)))) return this.finish(run, oid);
           }
-          const r = await s.peers.call(src.node, {
-            opcode: Op.FETCH_OBJ, epoch: run.epoch, flags: Flag.CMD_RECOVERY | Flag.CMD_WILDCARD, dataLength: size + 8, obj: { oid, tgtEpoch: run.epoch },
-          });
-          const got = decodeFetched(r.data);
+          const got = (mine && s.config.store === 'farm' && (await this.fetchChanged(run, oid, src, mine, size))) || (await this.fetchWhole(run, oid, src, size));
           if (got.version < src.version) throw new Error(`copy at version ${got.version}, listed at ${src.version}`);
           if (run.cancelled) return;
           // writes may have reached our copy after the listing: never replace it with an older one
@@ -334,6 +361,58 @@ export class Recovery {
     run.plans.delete(oid);
     this.unavailable.add(oid);
     throw new SheepdogError(Res.HALT, `no source of ${oidToHex(oid)} answered`);
+  }
+
+  private async fetchWhole(run: Run, oid: bigint, src: Holder, size: number): Promise<{ version: number; data: Buffer }> {
+    const r = await this.s.peers.call(src.node, {
+      opcode: Op.FETCH_OBJ, epoch: run.epoch, flags: Flag.CMD_RECOVERY | Flag.CMD_WILDCARD, dataLength: size + 8, obj: { oid, tgtEpoch: run.epoch },
+    });
+    this.bytesFetched += size;
+    return decodeFetched(r.data);
+  }
+
+  /**
+   * Farm: the source's copy made from ours and the slices of it that differ
+   * (a node briefly away re-fetches what changed meanwhile). undefined:
+   * fetch it whole (the source changed it between the two requests, or
+   * does not answer SLICE_HASHES).
+   */
+  private async fetchChanged(run: Run, oid: bigint, src: Holder, mine: Holder, size: number): Promise<{ version: number; data: Buffer } | undefined> {
+    const s = this.s;
+    try {
+      const r = await s.peers.call(src.node, {
+        opcode: Op.SLICE_HASHES, epoch: run.epoch, flags: Flag.CMD_RECOVERY | Flag.CMD_WILDCARD, dataLength: sliceHashesSize(size), obj: { oid, tgtEpoch: run.epoch },
+      });
+      const theirs = decodeSliceHashes(r.data);
+      if (theirs.hashes.length !== sliceCount(size)) return undefined;
+      const data = mine.stale ? await s.store.staleRead(oid, 0, size) : (await s.store.readCopy(oid, size, false, 'recovery')).data;
+      const ours = await sliceHashesOf(data);
+      const differ = (i: number) => !ours[i]!.equals(theirs.hashes[i]);
+      let fetched = 0;
+      for (let i = 0; i < theirs.hashes.length; i++) {
+        if (!differ(i)) continue;
+        let j = i + 1;
+        while (j < theirs.hashes.length && differ(j)) j++;
+        const off = i * FARM_SLICE_SIZE;
+        const len = Math.min(j * FARM_SLICE_SIZE, size) - off;
+        const f = decodeFetched((await s.peers.call(src.node, {
+          opcode: Op.FETCH_OBJ, epoch: run.epoch, flags: Flag.CMD_RECOVERY | Flag.CMD_WILDCARD, dataLength: len + 8, obj: { oid, offset: off, tgtEpoch: run.epoch },
+        })).data);
+        if (f.data.length !== len) return undefined;
+        f.data.copy(data, off);
+        fetched += len;
+        i = j - 1;
+      }
+      // what came must be what the hashes named: else the copy changed between the requests
+      const check = await sliceHashesOf(data, differ);
+      if (check.some((h, i) => h && !h.equals(theirs.hashes[i]))) return undefined;
+      this.bytesFetched += fetched;
+      this.bytesFoundLocally += size - fetched;
+      return { version: theirs.version, data };
+    } catch (e) {
+      log.debug(`recovery of ${oidToHex(oid)}: slices from ${nodeToString(src.node)}: ${(e as Error).message}; fetching it whole`);
+      return undefined;
+    }
   }
 
   private finish(run: Run, oid: bigint): void {
@@ -443,6 +522,8 @@ export class Recovery {
     })().catch((e) => log.warn(`cleanup failed: ${(e as Error).message}`));
   }
 }
+
+const mib = (b: number) => (b / (1 << 20)).toFixed(1);
 
 /** Live copies first, then holders the placement names, in its order. */
 function rank(h: Holder, targets: SdNode[]): number {

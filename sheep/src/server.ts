@@ -25,7 +25,7 @@ const POOLED_PAYLOAD = new Set<number>([Op.WRITE_OBJ, Op.CREATE_AND_WRITE_OBJ, O
 /** Replica and recovery traffic between sheep: charged to the part of the node budget clients cannot take (see budget.ts). */
 const PEER_TRAFFIC = new Set<number>([
   Op.CREATE_AND_WRITE_PEER, Op.READ_PEER, Op.WRITE_PEER, Op.REMOVE_PEER, Op.DECREF_PEER, Op.GET_OBJ_LIST, Op.GET_HASH, Op.GET_EPOCH,
-  Op.OBJ_COPIES, Op.FETCH_OBJ, Op.CHECK_HELD,
+  Op.OBJ_COPIES, Op.FETCH_OBJ, Op.CHECK_HELD, Op.SLICE_HASHES,
 ]);
 
 /** Operations serialised across the cluster (the 'cluster' kind of the opcode table). */

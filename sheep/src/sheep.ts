@@ -15,6 +15,7 @@ import {
 import type { ObjectStore, FoundBy } from './store/store.js';
 import { PlainStore } from './store/plain.js';
 import { DEFAULT_JOURNAL_MB, type JournalOption } from './store/journal.js';
+import { Tombstones } from './store/tombstones.js';
 import { NodeConfigStore, ClusterConfig, emptyConfig, DamagedState, STORE_DRIVERS } from './config.js';
 import { VdiRegistry, VdiNotice, VdiStateEntry, VdiTableRow } from './vdi.js';
 import { Gateway, PlacementView } from './gateway.js';
@@ -86,6 +87,9 @@ interface StateMsg extends ClusterMessage {
   recovered?: number;
   /** Events after the joiner's own join that this state already reflects (a sender that took over sends it late). */
   skip?: number;
+  /** The members as of the state, the joiner included (the joiner's own list may still name ghosts or a sender that died). */
+  present?: SdNode[];
+  outsiders?: string[];
   unconfirmedTimes?: number[];
   timesUnknown?: boolean;
 }
@@ -151,8 +155,18 @@ export class Sheep implements PlacementView {
   private uncleanFrom?: number;
   private suspectSince = 0;
   private rings = new Map<number, VnodeRing>();
-  /** Foreign nodes (another cluster's data) that joined the group: never members. */
-  private refused = new Set<string>();
+  /** Objects the cluster removed, by epoch (see Tombstones). */
+  readonly tombstones: Tombstones;
+  /** Cut off from the membership engine: whether we are still a member is unknown, requests wait (ClusterDriver.onCutOff). */
+  private cutOff?: { until: Promise<void>; resolve: () => void };
+  /**
+   * Nodes the group lists that are not members: foreign nodes (another
+   * cluster's data) that joined it, and ghosts, dead members of an earlier
+   * run whose driver entries outlived them (a ZooKeeper session lingers
+   * for its timeout). Their events are counted like every event, and then
+   * ignored.
+   */
+  private outsiders = new Set<string>();
   private joinSettled?: { resolve: () => void; reject: (e: Error) => void };
   /** Events processed as a member, counted alike by every member from its own join on. */
   private eventCount = 0;
@@ -177,6 +191,16 @@ export class Sheep implements PlacementView {
       sizeBytes: (j?.sizeMB ?? DEFAULT_JOURNAL_MB) << 20,
     });
     this.cfg = new NodeConfigStore(opts.dir);
+    this.tombstones = new Tombstones(opts.dir);
+    cluster.onCutOff = (cut) => {
+      if (cut && !this.cutOff) {
+        let resolve!: () => void;
+        this.cutOff = { until: new Promise<void>((r) => (resolve = r)), resolve };
+      } else if (!cut && this.cutOff) {
+        this.cutOff.resolve();
+        this.cutOff = undefined;
+      }
+    };
     this.selfNode = makeNode(opts.host, opts.port, {
       zone: opts.zone,
       nrVnodes: opts.gateway ? 0 : opts.vnodes ?? SD_DEFAULT_VNODES,
@@ -228,6 +252,8 @@ export class Sheep implements PlacementView {
   self(): SdNode { return this.selfNode; }
   targets(oid: bigint, copies: number): SdNode[] { return this.ring.placeOid(oid, copies); }
   holders(): SdNode[] { return (this.epochs.get(this.epochNr)?.nodes ?? []).filter((n) => n.nrVnodes > 0); }
+  removed(oid: bigint, epoch: number): void { this.tombstones.add(oid, epoch); }
+  membershipHeld(): Promise<void> | undefined { return this.cutOff?.until; }
   defaultCopies(): number { return this.config.copies; }
   vdiCopies(vid: number): number | undefined { return this.vdis.state(vid)?.nrCopies; }
   objectSize(vid: number): number { return this.vdis.objectSize(vid); }
@@ -249,6 +275,7 @@ export class Sheep implements PlacementView {
     await this.store.init();
     await this.cfg.init((file) => log.err(`the disk of ${this.opts.dir} is full: used the space kept for metadata to write ${file}; free space (delete VDIs or add disk)`));
     let config = await this.cfg.load();
+    await this.tombstones.load();
     await this.store.setDriver(config?.store ?? 'plain');
     if (!this.opts.gateway) {
       // before anything reads an object: a crash may have left acknowledged writes only in the journal
@@ -426,6 +453,11 @@ export class Sheep implements PlacementView {
       }
       out.push({ oid: c.oid, version: c.version, flags });
     }
+    // what was removed (and is not here again): copies older than that, anywhere, are garbage
+    if (this.tombstones.size) {
+      const held = new Set(out.map((r) => r.oid));
+      for (const [oid, epoch] of this.tombstones.entries()) if (!held.has(oid)) out.push({ oid, version: epoch, flags: CopyFlag.REMOVED });
+    }
     return out;
   }
 
@@ -553,6 +585,11 @@ export class Sheep implements PlacementView {
         // (dead instances a restarted cluster's driver still listed): we are
         // the oldest now, and our own disk is the cluster's state
         log.notice('the members older than this node left before it got the cluster state: it starts the cluster from its own state');
+        // They were ghosts: the events held meanwhile still list them, and
+        // counting one as present would resume the cluster without the node
+        // that may hold the newest data (churn simulator, seed 1712).
+        const self = this.present.findIndex((m) => this.isSelf(m));
+        for (const g of this.present.slice(0, Math.max(self, 0))) this.outsiders.add(nodeToString(g));
         this.held.push(e);
         this.joining = false;
         await this.startAsFirst();
@@ -567,19 +604,19 @@ export class Sheep implements PlacementView {
       case 'join': return this.onJoin(e.node, e.info as JoinInfo, this.admitted(e.members));
       case 'leave': {
         const k = nodeToString(e.node);
-        if (this.refused.delete(k)) return; // it was never one of us
+        if (this.outsiders.delete(k)) return; // it was never one of us
         return this.onLeave(e.node, this.admitted(e.members));
       }
       case 'message': {
-        if (this.refused.has(nodeToString(e.from))) return;
+        if (this.outsiders.has(nodeToString(e.from))) return;
         return this.onMessage(e.msg, e.from);
       }
     }
   }
 
-  /** The group's members minus the foreign nodes it holds. */
+  /** The group's members minus the outsiders it lists. */
   private admitted(members: SdNode[]): SdNode[] {
-    return this.refused.size ? members.filter((m) => !this.refused.has(nodeToString(m))) : members;
+    return this.outsiders.size ? members.filter((m) => !this.outsiders.has(nodeToString(m))) : members;
   }
 
   /**
@@ -614,7 +651,7 @@ export class Sheep implements PlacementView {
     if (oldest && this.isSelf(oldest)) this.sendState(node);
     const why = this.foreign(info.config);
     if (why) {
-      this.refused.add(nodeToString(node));
+      this.outsiders.add(nodeToString(node));
       log.err(`${nodeToString(node)} is refused: ${why}`);
       return;
     }
@@ -765,10 +802,15 @@ export class Sheep implements PlacementView {
       born: [...this.bornOf, [nodeToString(this.selfNode), this.born]], recovered: this.recoveredEpoch,
       skip: this.eventCount - (this.joinedAt.get(nodeToString(to)) ?? this.eventCount),
       unconfirmedTimes: [...this.unconfirmedTimes], timesUnknown: this.timesUnknown,
+      // sent from onJoin before the join is applied here: the joiner is not yet in present
+      present: this.present.some((p) => sameNode(p, to)) ? [...this.present] : [...this.present, to],
+      outsiders: [...this.outsiders],
     };
   }
 
   private async applyState(st: StateMsg): Promise<void> {
+    for (const o of st.outsiders ?? []) this.outsiders.add(o);
+    this.present = st.present ? st.present.map((n) => ({ ...n })) : this.admitted(this.present);
     const wasRunningElsewhere = st.status === 'ok';
     for (const [k, b] of st.born ?? []) this.bornOf.set(k, b);
     if ((st.recovered ?? 0) > this.recoveredEpoch) {
@@ -807,7 +849,7 @@ export class Sheep implements PlacementView {
     // our local objects may be older than the cluster's: never serve them
     // as current; recovery decides what to keep
     if (wasRunningElsewhere && this.formatted) await this.recovery.setAsideAll();
-    const me = this.present[this.present.length - 1];
+    const me = this.present.find((p) => this.isSelf(p));
     await this.applyJoin(me ?? this.selfNode, this.joinInfo!, this.present);
   }
 
@@ -1009,6 +1051,7 @@ export class Sheep implements PlacementView {
   private async applyMakeFs(m: MakeFsMsg): Promise<void> {
     this.recovery.stop();
     await this.store.wipe();
+    await this.tombstones.clear();
     await this.store.setDriver(m.store);
     await this.cfg.clearEpochs();
     this.epochs.clear();

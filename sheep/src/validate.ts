@@ -196,6 +196,7 @@ export const RULES = new Map<number, Rule>([
   // this implementation's recovery (see recovery.ts): pages of copy records, whole copies, held-version queries
   [Op.OBJ_COPIES, adm(0, STATE_REPLY)],
   [Op.FETCH_OBJ, adm(0, MAX_PAYLOAD)],
+  [Op.SLICE_HASHES, adm(0, MiB)],
   [Op.CHECK_HELD, adm(4 * MiB, 4 * MiB)],
   [Op.SCRUB, adm(0, 0)],
   [Op.SCRUB_STATUS, adm(0, 4096)],

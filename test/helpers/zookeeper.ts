@@ -18,6 +18,8 @@ export interface ZooKeeperServer {
   output(): string;
   /** SIGKILL the server (it holds nothing we need) and wait until it is gone. */
   stop(): Promise<void>;
+  /** SIGKILL it, wait downMs, and start it again on the same port and data. */
+  restart(downMs: number): Promise<void>;
 }
 
 /** Send a four-letter word and return the answer ('' if the server is not up). */
@@ -55,48 +57,62 @@ export async function startZooKeeper(opts: { tickTime?: number; minSessionTimeou
       '',
     ].join('\n'),
   );
-  const proc = spawn(
-    'java',
-    ['-Xmx256m', '-XX:+UseSerialGC', '-cp', JARS.join(':'), 'org.apache.zookeeper.server.ZooKeeperServerMain', cfg],
-    { stdio: ['ignore', 'pipe', 'pipe'], cwd: tmp.path },
-  );
   let out = '';
-  proc.stdout!.on('data', (b) => (out += b));
-  proc.stderr!.on('data', (b) => (out += b));
-  // 'close' fires when the process is gone and its pipes are closed, even
-  // if nobody has reaped it yet
-  const gone = new Promise<void>((resolve) => {
-    proc.once('close', () => resolve());
-    proc.once('error', (e) => {
-      out += `spawn failed: ${e.message}\n`;
-      resolve();
+  let kill = async (): Promise<void> => undefined;
+  /** Start the server on cfg and wait until it answers; kill() then stops it. */
+  const launch = async (): Promise<void> => {
+    const proc = spawn(
+      'java',
+      ['-Xmx256m', '-XX:+UseSerialGC', '-cp', JARS.join(':'), 'org.apache.zookeeper.server.ZooKeeperServerMain', cfg],
+      { stdio: ['ignore', 'pipe', 'pipe'], cwd: tmp.path },
+    );
+    proc.stdout!.on('data', (b) => (out += b));
+    proc.stderr!.on('data', (b) => (out += b));
+    // 'close' fires when the process is gone and its pipes are closed, even
+    // if nobody has reaped it yet
+    const gone = new Promise<void>((resolve) => {
+      proc.once('close', () => resolve());
+      proc.once('error', (e) => {
+        out += `spawn failed: ${e.message}\n`;
+        resolve();
+      });
     });
-  });
-  let dead = false;
-  void gone.then(() => (dead = true));
-  const stop = async () => {
-    if (!dead && proc.pid !== undefined) {
-      try {
-        process.kill(proc.pid, 'SIGKILL');
-      } catch {
-        /* already gone */
+    let dead = false;
+    void gone.then(() => (dead = true));
+    kill = async () => {
+      if (!dead && proc.pid !== undefined) {
+        try {
+          process.kill(proc.pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
       }
+      await gone;
+    };
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (dead) {
+        await stop();
+        throw new Error(`ZooKeeper exited during startup:\n${out}`);
+      }
+      if ((await fourLetter(port, 'ruok')) === 'imok' && (await fourLetter(port, 'srvr')).includes('Mode: standalone')) break;
+      if (Date.now() > deadline) {
+        await stop();
+        throw new Error(`ZooKeeper did not answer on 127.0.0.1:${port} within 30 s:\n${out}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
-    await gone;
+  };
+  const stop = async () => {
+    await kill();
     await tmp.cleanup().catch(() => undefined);
   };
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (dead) {
-      await stop();
-      throw new Error(`ZooKeeper exited during startup:\n${out}`);
-    }
-    if ((await fourLetter(port, 'ruok')) === 'imok' && (await fourLetter(port, 'srvr')).includes('Mode: standalone')) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`ZooKeeper did not answer on 127.0.0.1:${port} within 30 s:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { port, hostPort: `127.0.0.1:${port}`, output: () => out, stop };
+  // down for downMs, then up again on the same port and data (its sessions are in its log)
+  const restart = async (downMs: number) => {
+    await kill();
+    await new Promise((r) => setTimeout(r, downMs));
+    await launch();
+  };
+  await launch();
+  return { port, hostPort: `127.0.0.1:${port}`, output: () => out, stop, restart };
 }

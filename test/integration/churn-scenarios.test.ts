@@ -79,6 +79,19 @@ class TestCluster {
   }
 }
 
+/** Files of vid's data objects (live or set aside) in the nodes' stores, as "port:oid". */
+async function dataObjectsOf(vid: number, slots: Slot[]): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (port: number, d: string): Promise<void> => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
+      if (e.isDirectory()) await walk(port, path.join(d, e.name));
+      else if (/^[0-9a-f]{16}$/.test(e.name) && Number(BigInt(`0x${e.name}`) >> 32n) === vid) out.push(`${port}:${e.name}`);
+    }
+  };
+  for (const s of slots) await walk(s.port, path.join(s.dir, 'obj'));
+  return out;
+}
+
 afterEach(async (ctx) => {
   // DEBUG_CHURN=1: the logs of every node of a failed story
   if (process.env.DEBUG_CHURN && ctx.task.result?.state === 'fail') {
@@ -148,6 +161,43 @@ describe('data safety under churn', () => {
       });
     }
   }, 420_000);
+
+  it('9. the objects of a VDI deleted while one of their holders was away do not come back with it', async () => {
+    // churn simulator, seeds 712 and 1708: the returning node's copies were
+    // restored as the only copies of objects nobody refers to
+    const c = new TestCluster();
+    for (let i = 0; i < 3; i++) await c.add();
+    await formatCluster(c.slots[0].port, 2);
+    const [gone, kept] = await withWire(c.slots[0].port, async (w) => [
+      (await w.newVdi('gone', 40n * BigInt(MB))).rsp.vdi.vdiId, (await w.newVdi('kept', 40n * BigInt(MB))).rsp.vdi.vdiId,
+    ]);
+    const data = Array.from({ length: 10 }, () => randomBytes(4096));
+    await withWire(c.slots[0].port, async (w) => {
+      for (let i = 0; i < 10; i++) {
+        await w.writeVdi(gone, i * OBJ, data[i]);
+        await w.writeVdi(kept, i * OBJ, data[i]);
+      }
+    });
+    const x = c.slots[2];
+    expect((await dataObjectsOf(gone, [x])).length, 'the node to take away holds some of the objects').toBeGreaterThan(0);
+    await c.kill(x);
+    await c.settled();
+    const del = await runCollie(['vdi', 'delete', 'gone'], { port: c.slots[0].port });
+    expect(del.code, del.stderr).toBe(0);
+    expect(del.stderr).toBe('');
+    await waitFor(async () => (await dataObjectsOf(gone, c.live)).length === 0, 60_000, 'the deleted VDI\'s objects to be reclaimed');
+    await c.start(x);
+    await c.settled();
+    // the returning node's own copies go once recovery has looked at them
+    await waitFor(async () => (await dataObjectsOf(gone, c.slots)).length === 0, 30_000, 'no copy of the deleted VDI left').catch(async (e) => {
+      throw new Error(`${e.message}: ${(await dataObjectsOf(gone, c.slots)).join(' ')}`);
+    });
+    for (const s of c.slots) {
+      await withWire(s.port, async (w) => {
+        for (let i = 0; i < 10; i++) expect((await w.readVdi(kept, i * OBJ, 4096)).equals(data[i]), `kept object ${i} via ${s.port}`).toBe(true);
+      });
+    }
+  }, 240_000);
 
   it('3. VDIs whose only holder was away are found again when it is back (3 nodes, copies=1)', async () => {
     const c = new TestCluster();

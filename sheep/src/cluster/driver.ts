@@ -32,6 +32,13 @@ export interface ClusterDriver {
   notify(msg: ClusterMessage): Promise<void>;
   /** Leave the group cleanly (others see a leave event). */
   leave(): Promise<void>;
+  /**
+   * Set by the group layer: called with true when this member cannot tell
+   * whether the others still count it as one (cut off from the membership
+   * engine for longer than it takes them to drop it), and with false when
+   * it knows it is still a member. Meanwhile it must serve nothing.
+   */
+  onCutOff?: (cut: boolean) => void;
 }
 
 /** bigint- and Buffer-safe JSON for cluster messages. */

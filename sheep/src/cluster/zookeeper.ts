@@ -30,11 +30,16 @@
 // the queue listing, and the snapshot again; an unchanged snapshot version
 // proves that the listing holds every entry after the snapshot.
 //
-// A member whose own session expires (or that loses ZooKeeper for longer
-// than the session timeout, or that finds itself removed from the fold)
-// stops delivering and calls `onFatal`, which by default exits the process:
-// the others have already seen it leave, and it must not go on with a stale
-// view.
+// A member whose own session expires (or that finds itself removed from the
+// fold) stops delivering and calls `onFatal`, which by default exits the
+// process: the others have already seen it leave, and it must not go on
+// with a stale view. One cut off from ZooKeeper for longer than the session
+// timeout cannot know whether that happened: it holds every request
+// (`onCutOff`) and keeps trying. A ZooKeeper restart keeps the sessions
+// (they are in its log), so once the server is back the session is valid
+// and the node goes on where it was; if it expired meanwhile, ZooKeeper
+// says so and the node exits. After CUT_OFF_LIMIT_MS with no ZooKeeper it
+// exits too.
 import { randomBytes } from 'node:crypto';
 import zookeeper from 'node-zookeeper-client';
 import type { Client, Stat, Event as ZkEvent } from 'node-zookeeper-client';
@@ -166,6 +171,8 @@ const PROGRESS_EVERY_MS = 200;
 const COMPACT_EVERY_MS = 1000;
 const POLL_EVERY_MS = 1000;
 const CONNECT_TIMEOUT_MS = 15_000;
+/** How long a member cut off from ZooKeeper holds requests before it gives up and exits: at least this, or 20 session timeouts. */
+const CUT_OFF_LIMIT_MS = 60_000;
 
 export class ZooKeeperDriver implements ClusterDriver {
   readonly name = 'zookeeper';
@@ -214,6 +221,9 @@ export class ZooKeeperDriver implements ClusterDriver {
   private progressTimer?: NodeJS.Timeout;
   private timers: NodeJS.Timeout[] = [];
   private disconnectTimer?: NodeJS.Timeout;
+  private giveUpTimer?: NodeJS.Timeout;
+  private cutOff = false;
+  onCutOff?: (cut: boolean) => void;
   private compacting = false;
   private compactedAt = -1;
 
@@ -339,18 +349,32 @@ export class ZooKeeperDriver implements ClusterDriver {
         if (this.disconnectTimer) break; // still trying; the clock runs from the first loss
         log.warn('zookeeper driver: disconnected from ZooKeeper, reconnecting');
         const limit = this.client?.getSessionTimeout() || this.spec.timeout;
-        this.disconnectTimer = setTimeout(
-          () => this.fatal(new FatalError(`cut off from ZooKeeper for longer than the session timeout (${limit} ms)`)),
-          limit,
-        );
+        const giveUp = Math.max(CUT_OFF_LIMIT_MS, 20 * limit);
+        this.disconnectTimer = setTimeout(() => {
+          // the others may have dropped us by now: serve nothing until ZooKeeper says whether we are still a member
+          this.cutOff = true;
+          log.warn(`zookeeper driver: cut off from ZooKeeper for longer than the session timeout (${limit} ms): requests wait until it is back (or this node exits in ${giveUp / 1000} s)`);
+          this.onCutOff?.(true);
+          this.giveUpTimer = setTimeout(
+            () => this.fatal(new FatalError(`cut off from ZooKeeper for ${giveUp / 1000} s`)),
+            giveUp - limit,
+          );
+        }, limit);
         break;
       }
       case 'SYNC_CONNECTED':
       case 'CONNECTED_READ_ONLY':
         if (this.disconnectTimer) {
           clearTimeout(this.disconnectTimer);
-          this.disconnectTimer = undefined;
+          clearTimeout(this.giveUpTimer);
+          this.disconnectTimer = this.giveUpTimer = undefined;
           log.info('zookeeper driver: reconnected to ZooKeeper');
+          if (this.cutOff) {
+            // the session held: nobody saw us leave, and what happened meanwhile is in the queue
+            this.cutOff = false;
+            log.notice('zookeeper driver: the session is still valid: this node is still a member, requests go on');
+            this.onCutOff?.(false);
+          }
           this.queueDirty = this.membersDirty = true;
           this.kick();
         }
@@ -403,6 +427,7 @@ export class ZooKeeperDriver implements ClusterDriver {
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.progressTimer);
     clearTimeout(this.disconnectTimer);
+    clearTimeout(this.giveUpTimer);
     this.deliverQ = [];
     this.client?.close();
     this.joinedReject?.(err);
@@ -674,6 +699,7 @@ export class ZooKeeperDriver implements ClusterDriver {
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.progressTimer);
     clearTimeout(this.disconnectTimer);
+    clearTimeout(this.giveUpTimer);
     try {
       await this.enqueue({ t: 'leave', inst: this.inst, node: this.self });
       await this.remove(this.memberPath);

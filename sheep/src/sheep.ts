@@ -188,7 +188,7 @@ export class Sheep implements PlacementView {
     const j = opts.journal;
     this.store = new PlainStore(opts.dir, opts.nosync, j?.off ? undefined : {
       file: path.join(j?.dir ?? opts.dir, 'journal'),
-      sizeBytes: (j?.sizeMB ?? DEFAULT_JOURNAL_MB) << 20,
+      sizeBytes: (j?.sizeMB ?? DEFAULT_JOURNAL_MB) * 1024 * 1024,
     });
     this.cfg = new NodeConfigStore(opts.dir);
     this.tombstones = new Tombstones(opts.dir);

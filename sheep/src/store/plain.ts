@@ -937,7 +937,7 @@ export class PlainStore implements ObjectStore {
     j.syncer = (oids) => this.syncObjects(oids);
     this.fds.identify = true;
     this.journal = j;
-    return `journal ${this.journalPlace.file} (${j.sizeBytes >> 20} MiB): ${r}`;
+    return `journal ${this.journalPlace.file} (${Math.round(j.sizeBytes / 1048576)} MiB): ${r}`;
   }
 
   /** fdatasync the files of these objects, live and set aside (a journal checkpoint). */

@@ -1061,6 +1061,13 @@ export class Sheep implements PlacementView {
 
   private async applyMakeFs(m: MakeFsMsg): Promise<void> {
     this.recovery.stop();
+    // Epochs start again at 1: until this node's store is wiped, a peer
+    // already formatted must not take its old copies for the new epoch 1's
+    // (its recovery listed them, found them gone when it fetched them, and
+    // answered HALT for those objects: cluster-snapshot test, load after a
+    // format). Peer requests of epoch 1 now wait for our own epoch 1.
+    this.epochNr = 0;
+    this.status = 'wait_format';
     await this.store.wipe();
     await this.tombstones.clear();
     await this.store.setDriver(m.store);

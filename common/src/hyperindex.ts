@@ -152,6 +152,7 @@ export class HyperIndex {
       return;
     }
     // a full child splits in half: the upper half moves to a new child right after it
+    this.checkRoom();
     const half = leaf.idx.length >> 1;
     const right: BtreeLeaf = { depth: 1, idx: leaf.idx.splice(half), vid: leaf.vid.splice(half) };
     const oldMax = this.maxIdx[c];
@@ -165,9 +166,13 @@ export class HyperIndex {
     if (!this.created.has(c)) this.changed.add(c);
   }
 
-  private addChild(at: number, leaf: BtreeLeaf, maxIdx = leaf.idx[leaf.idx.length - 1]): void {
-    // upstream panics on a full root; a request error is enough
+  /** Before a change that adds a child: upstream panics on a full root; a request error is enough. */
+  private checkRoom(): void {
     if (this.children.length >= this.limits.root) throw new SheepdogError(Res.NO_SPACE, 'the B-tree index of this hyper volume is full');
+  }
+
+  private addChild(at: number, leaf: BtreeLeaf, maxIdx = leaf.idx[leaf.idx.length - 1]): void {
+    this.checkRoom();
     const child: Child = { oid: vidToBtreeOid(this.vid, this.counter), leaf };
     this.counter = (this.counter + 1) >>> 0;
     this.children.splice(at, 0, child);

@@ -142,6 +142,8 @@ export interface ObjectIndex {
   readonly limit: number;
   get(idx: number): number;
   set(idx: number, vid: number): void;
+  /** Allocated entries below n. */
+  countAllocated(n: number): number;
   /** Persist the entries set since the last commit; [min, max] holds those of this request. */
   commit(backend: VdiBackend, vid: number, min: number, max: number, copies: number): Promise<void>;
 }
@@ -155,6 +157,11 @@ export class FlatObjectIndex implements ObjectIndex {
   }
   set(idx: number, vid: number): void {
     this.ids[idx] = vid;
+  }
+  countAllocated(n: number): number {
+    let k = 0;
+    for (let i = 0; i < Math.min(n, this.ids.length); i++) if (this.ids[i]) k++;
+    return k;
   }
   commit(backend: VdiBackend, vid: number, min: number, max: number, copies: number): Promise<void> {
     const n = max - min + 1;
@@ -173,6 +180,12 @@ export class BtreeObjectIndex implements ObjectIndex {
   }
   set(idx: number, vid: number): void {
     this.tree.set(idx, vid);
+  }
+  countAllocated(n: number): number {
+    // walks what is stored, never the (up to 2^32) index range
+    let k = 0;
+    for (const [i] of this.tree.entries()) if (i < n) k++;
+    return k;
   }
   commit(backend: VdiBackend, vid: number, _min: number, _max: number, copies: number): Promise<void> {
     return this.tree.persist(backend, vidToVdiOid(vid), copies);

@@ -112,21 +112,26 @@ describe('hyper volumes', () => {
     const c = await collie('vdi', 'create', '-y', 'bad', '1T');
     expect(c.code).toBe(0);
     const bad = await w.vid('bad');
-    const hdr = Buffer.alloc(8);
-    hdr.writeUInt16LE(0x6274, 0);
-    hdr.writeUInt16LE(1, 2);
-    hdr.writeUInt32LE(0xffffffff, 4); // more entries than a node can hold
-    const wr = await w.c.request({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(bad), offset: SD_INODE_HEADER_SIZE } }, hdr);
-    expect(wr.rsp.result).toBe(Res.SUCCESS);
+    // old QEMU's way, data_vdi_id[idx] = vid, would corrupt the tree: refused
+    const asQemu = await w.c.request({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(bad), offset: SD_INODE_HEADER_SIZE + 4 } }, Buffer.alloc(4, 1));
+    expect(asQemu.rsp.result).toBe(Res.INVALID_PARMS);
+    // a root rewritten from btree_counter on, as hyper-volume clients do, with a hostile count
+    const root0 = SD_INODE_HEADER_SIZE - INODE_OFF.btreeCounter;
+    const hdr = Buffer.alloc(root0 + 8);
+    hdr.writeUInt16LE(0x6274, root0);
+    hdr.writeUInt16LE(1, root0 + 2);
+    hdr.writeUInt32LE(0xffffffff, root0 + 4); // more entries than a node can hold
+    const put = (b: Buffer) => w.c.request({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(bad), offset: INODE_OFF.btreeCounter } }, b);
+    expect((await put(hdr)).rsp.result).toBe(Res.SUCCESS);
     const rd = await qemuIo('bad', 'read 0 4096');
     expect(rd.code === 0 && !/error|fail/i.test(rd.stdout + rd.stderr)).toBe(false);
     const l = await collie('vdi', 'list');
     expect(l.stderr).toContain('Failed to read the index of VDI bad: corrupt B-tree index: 4294967295 entries in a depth-1 node');
     expect(l.stdout).toMatch(/hv\s+0\s+20 TB/);
     // depth 7 the same
-    hdr.writeUInt16LE(7, 2);
-    hdr.writeUInt32LE(1, 4);
-    await w.c.request({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(bad), offset: SD_INODE_HEADER_SIZE } }, hdr);
+    hdr.writeUInt16LE(7, root0 + 2);
+    hdr.writeUInt32LE(1, root0 + 4);
+    expect((await put(hdr)).rsp.result).toBe(Res.SUCCESS);
     const l2 = await collie('vdi', 'list', 'bad');
     expect(l2.stderr).toContain('depth 7');
     // still serving the good one

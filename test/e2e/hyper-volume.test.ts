@@ -4,7 +4,7 @@
 // B-tree on disk gives errors, and the sheep stays up.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { Op, Flag, Res, vidToVdiOid, vidToDataOid, SD_INODE_HEADER_SIZE, decodeBtreeNode, INODE_OFF } from '@sheepdog/common';
-import { stopAll, startSheep, runCollie, SheepProc } from '../helpers/cluster.js';
+import { stopAll, startSheep, runCollie, SheepProc, waitFor } from '../helpers/cluster.js';
 import { Wire } from '../helpers/wire.js';
 import { startNbdSheep, tool, have } from '../helpers/nbd.js';
 
@@ -113,7 +113,7 @@ describe('hyper volumes', () => {
     expect(c.code).toBe(0);
     const bad = await w.vid('bad');
     // old QEMU's way, data_vdi_id[idx] = vid, would corrupt the tree: refused
-    const asQemu = await w.c.request({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(bad), offset: SD_INODE_HEADER_SIZE + 4 } }, Buffer.alloc(4, 1));
+    const asQemu = await w.send({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(bad), offset: SD_INODE_HEADER_SIZE + 4 } }, Buffer.alloc(4, 1));
     expect(asQemu.rsp.result).toBe(Res.INVALID_PARMS);
     // a root rewritten from btree_counter on, as hyper-volume clients do, with a hostile count
     const root0 = SD_INODE_HEADER_SIZE - INODE_OFF.btreeCounter;
@@ -121,7 +121,7 @@ describe('hyper volumes', () => {
     hdr.writeUInt16LE(0x6274, root0);
     hdr.writeUInt16LE(1, root0 + 2);
     hdr.writeUInt32LE(0xffffffff, root0 + 4); // more entries than a node can hold
-    const put = (b: Buffer) => w.c.request({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(bad), offset: INODE_OFF.btreeCounter } }, b);
+    const put = (b: Buffer) => w.send({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(bad), offset: INODE_OFF.btreeCounter } }, b);
     expect((await put(hdr)).rsp.result).toBe(Res.SUCCESS);
     const rd = await qemuIo('bad', 'read 0 4096');
     expect(rd.code === 0 && !/error|fail/i.test(rd.stdout + rd.stderr)).toBe(false);
@@ -138,6 +138,17 @@ describe('hyper volumes', () => {
     const ok = await qemuIo('hv', `read -P 0x5a ${END} 4096`);
     expect(ok.code).toBe(0);
     expect(ok.stdout).not.toMatch(/mismatch|error|failed/i);
+    expect(s.proc.exitCode).toBeNull();
+  });
+
+  it('deleting a hyper volume frees the objects its tree names', async () => {
+    const d = await collie('vdi', 'delete', 'hv');
+    expect(d.code, d.stderr).toBe(0);
+    const gone = async (oid: bigint) => (await w.send({ opcode: Op.READ_OBJ, dataLength: 8, obj: { oid } })).rsp.result === Res.NO_OBJ;
+    // the root is emptied last
+    const emptied = async () => (decodeBtreeNode(await root(vid), SD_INODE_HEADER_SIZE, true) as { idx: number[] }).idx.length === 0;
+    await waitFor(emptied, 20_000, 'the root of hv emptied');
+    for (const idx of [0, (10 * TB) / (4 * MB), END_IDX]) expect(await gone(vidToDataOid(vid, idx))).toBe(true);
     expect(s.proc.exitCode).toBeNull();
   });
 });

@@ -10,6 +10,7 @@ import { Res, SD_BTREE_OBJ_SIZE } from './constants.js';
 import { SheepdogError } from './errors.js';
 
 export const BTREE_NODE_MAGIC = 0x6274;
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 export const BTREE_HEADER_SIZE = 8;
 export const BTREE_LEAF_ENTRY_SIZE = 8;
 export const BTREE_INDIRECT_ENTRY_SIZE = 16;
@@ -64,15 +65,18 @@ export function decodeBtreeNode(b: Buffer, off: number, root: boolean): BtreeNod
   // lookups binary-search: an unsorted node would silently map indexes to the wrong objects
   let prev = -1;
   if (depth === 1) {
-    const leaf = emptyLeaf();
-    for (let i = 0, p = off + BTREE_HEADER_SIZE; i < entries; i++, p += size) {
-      const k = b.readUInt32LE(p);
+    // entries was checked against the bytes present, so these arrays are sized by data that arrived
+    const words = leafWords(b, off + BTREE_HEADER_SIZE, entries);
+    const idx = new Array<number>(entries);
+    const vid = new Array<number>(entries);
+    for (let i = 0; i < entries; i++) {
+      const k = words[2 * i];
       if (k <= prev) throw new BtreeError(`leaf entry ${i} (index ${k}) is not above the one before (${prev})`);
       prev = k;
-      leaf.idx.push(k);
-      leaf.vid.push(b.readUInt32LE(p + 4));
+      idx[i] = k;
+      vid[i] = words[2 * i + 1];
     }
-    return leaf;
+    return { depth: 1, idx, vid };
   }
   const node: BtreeIndirect = { depth: 2, maxIdx: [], child: [] };
   for (let i = 0, p = off + BTREE_HEADER_SIZE; i < entries; i++, p += size) {
@@ -83,6 +87,14 @@ export function decodeBtreeNode(b: Buffer, off: number, root: boolean): BtreeNod
     node.child.push(b.readBigUInt64LE(p + 8));
   }
   return node;
+}
+
+/** The 2 x entries little-endian words at b[at..] (a view when aligned, else a copy). */
+function leafWords(b: Buffer, at: number, entries: number): Uint32Array {
+  if (LITTLE_ENDIAN && ((b.byteOffset + at) & 3) === 0) return new Uint32Array(b.buffer, b.byteOffset + at, 2 * entries);
+  const w = new Uint32Array(2 * entries);
+  for (let i = 0; i < 2 * entries; i++) w[i] = b.readUInt32LE(at + 4 * i);
+  return w;
 }
 
 /** Bytes a node's encoding uses (header plus its entries); the rest of its 4 MiB stays as it is. */
@@ -97,6 +109,16 @@ export function encodeBtreeNode(n: BtreeNode): Buffer {
   out.writeUInt16LE(n.depth, 2);
   if (n.depth === 1) {
     out.writeUInt32LE(n.idx.length, 4);
+    if (LITTLE_ENDIAN && (out.byteOffset & 3) === 0) {
+      // a full leaf is half a million entries, re-encoded on every allocating write:
+      // word stores, not a million writeUInt32LE calls
+      const words = new Uint32Array(out.buffer, out.byteOffset + BTREE_HEADER_SIZE, 2 * n.idx.length);
+      for (let i = 0; i < n.idx.length; i++) {
+        words[2 * i] = n.idx[i];
+        words[2 * i + 1] = n.vid[i];
+      }
+      return out;
+    }
     for (let i = 0, p = BTREE_HEADER_SIZE; i < n.idx.length; i++, p += BTREE_LEAF_ENTRY_SIZE) {
       out.writeUInt32LE(n.idx[i] >>> 0, p);
       out.writeUInt32LE(n.vid[i] >>> 0, p + 4);

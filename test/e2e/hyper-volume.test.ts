@@ -3,7 +3,9 @@
 // qemu-io, read back after a restart; upstream's size messages; a corrupt
 // B-tree on disk gives errors, and the sheep stays up.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { Op, Flag, Res, vidToVdiOid, vidToDataOid, SD_INODE_HEADER_SIZE, decodeBtreeNode, INODE_OFF } from '@sheepdog/common';
+import {
+  Op, Flag, Res, vidToVdiOid, vidToDataOid, vidToBtreeOid, SD_INODE_HEADER_SIZE, decodeBtreeNode, encodeBtreeNode, INODE_OFF,
+} from '@sheepdog/common';
 import { stopAll, startSheep, runCollie, SheepProc, waitFor } from '../helpers/cluster.js';
 import { Wire } from '../helpers/wire.js';
 import { startNbdSheep, tool, have } from '../helpers/nbd.js';
@@ -138,6 +140,51 @@ describe('hyper volumes', () => {
     const ok = await qemuIo('hv', `read -P 0x5a ${END} 4096`);
     expect(ok.code).toBe(0);
     expect(ok.stdout).not.toMatch(/mismatch|error|failed/i);
+    expect(s.proc.exitCode).toBeNull();
+  });
+
+  /** A depth-2 tree put on disk over the wire as upstream lays it out: data objects, child leaves, then the root. */
+  async function deepTree(name: string, leaves: [number[], number[]]): Promise<number> {
+    const c = await collie('vdi', 'create', '-y', name, '1T');
+    expect(c.code, c.stderr).toBe(0);
+    const v = await w.vid(name);
+    const ok = async (r: Promise<{ rsp: { result: number } }>) => expect((await r).rsp.result).toBe(Res.SUCCESS);
+    for (const [idx, byte] of [[5, 0x61], [200, 0x62]]) {
+      await ok(w.send({ opcode: Op.CREATE_AND_WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToDataOid(v, idx), offset: 0 } }, Buffer.alloc(4096, byte)));
+    }
+    for (let n = 0; n < 2; n++) {
+      const leaf = encodeBtreeNode({ depth: 1, idx: leaves[n], vid: leaves[n].map(() => v) });
+      await ok(w.send({ opcode: Op.CREATE_AND_WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToBtreeOid(v, n), offset: 0 } }, leaf));
+    }
+    const rootNode = encodeBtreeNode({ depth: 2, maxIdx: [5, 200], child: [vidToBtreeOid(v, 0), vidToBtreeOid(v, 1)] });
+    const b = Buffer.alloc(SD_INODE_HEADER_SIZE - INODE_OFF.btreeCounter + rootNode.length);
+    b.writeUInt32LE(2, 0); // btree_counter: the next child is n = 2
+    rootNode.copy(b, SD_INODE_HEADER_SIZE - INODE_OFF.btreeCounter);
+    await ok(w.send({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(v), offset: INODE_OFF.btreeCounter } }, b));
+    return v;
+  }
+
+  it('a depth-2 tree is followed through its child objects, and grows as upstream\'s does', async () => {
+    const v = await deepTree('deep', [[5], [200]]);
+    const OBJ = 4 * MB;
+    const rd = await qemuIo('deep', `read -P 0x61 ${5 * OBJ} 4096`, `read -P 0x62 ${200 * OBJ} 4096`, `read -P 0 ${100 * OBJ} 4096`);
+    expect(rd.code, rd.stderr).toBe(0);
+    expect(rd.stdout).not.toMatch(/mismatch|error|failed/i);
+    // past the last child's max: appended to the last child, whose max in the root moves
+    const wr = await qemuIo('deep', `write -P 0x63 ${300 * OBJ} 4096`, `read -P 0x63 ${300 * OBJ} 4096`);
+    expect(wr.code).toBe(0);
+    expect(wr.stdout).not.toMatch(/mismatch|error|failed/i);
+    const child1 = await w.send({ opcode: Op.READ_OBJ, dataLength: 64, obj: { oid: vidToBtreeOid(v, 1) } });
+    expect(decodeBtreeNode(child1.data, 0, false)).toEqual({ depth: 1, idx: [200, 300], vid: [v, v] });
+    expect(decodeBtreeNode(await root(v), SD_INODE_HEADER_SIZE, true)).toMatchObject({ depth: 2, maxIdx: [5, 300] });
+  });
+
+  it('a child leaf holding indexes outside its range is an error, not a wrong mapping', async () => {
+    await deepTree('deepbad', [[5], [3]]); // 3 belongs left of max 5
+    const rd = await qemuIo('deepbad', `read 0 4096`);
+    expect(rd.code === 0 && !/error|fail/i.test(rd.stdout + rd.stderr)).toBe(false);
+    const l = await collie('vdi', 'list', 'deepbad');
+    expect(l.stderr).toContain('child 1 holds indexes outside (5, 200]');
     expect(s.proc.exitCode).toBeNull();
   });
 

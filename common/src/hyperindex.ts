@@ -8,7 +8,7 @@ import { SheepdogError } from './errors.js';
 import { INODE_OFF } from './inode.js';
 import { vidToBtreeOid } from './oid.js';
 import {
-  BtreeError, BtreeLeaf, BTREE_MAX_INDIRECT_ENTRIES, BTREE_MAX_LEAF_ENTRIES, BTREE_NODE_SIZE, decodeBtreeNode,
+  BtreeError, BtreeLeaf, BTREE_MAX_INDIRECT_ENTRIES, BTREE_MAX_LEAF_ENTRIES, decodeBtreeNode,
   emptyLeaf, encodeBtreeNode, lowerBound,
 } from './btree.js';
 
@@ -241,6 +241,3 @@ export class HyperIndex {
     }
   }
 }
-
-/** Bytes to read for a child leaf node. */
-export const BTREE_CHILD_READ = BTREE_NODE_SIZE;

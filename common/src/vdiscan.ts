@@ -5,8 +5,9 @@ import type { InodeHeader } from './inode.js';
 import { SD_INODE_HEADER_SIZE, SD_INODE_DATA_INDEX_SIZE, MAX_DATA_OBJS, Res } from './constants.js';
 import { SheepdogError } from './errors.js';
 import { HyperIndex } from './hyperindex.js';
+import { BTREE_NODE_MAGIC } from './btree.js';
 
-export const BTREE_MAGIC = 0x6274;
+export const BTREE_MAGIC = BTREE_NODE_MAGIC;
 export const INODE_HEADER_PLUS_BTREE = SD_INODE_HEADER_SIZE + 8; // 4672
 
 /** Allocated entries of a VDI's index: data_vdi_id[idx] = owner vid. */
@@ -49,6 +50,7 @@ export class SparseIndex implements VdiIndex {
   }
 }
 
+/** The root's header fields as stored, unchecked: only to size the read of the root (btree.ts decodes and checks it). */
 export interface BtreeHeader {
   magic: number;
   depth: number;

@@ -198,4 +198,25 @@ describe('hyper volumes', () => {
     for (const idx of [0, (10 * TB) / (4 * MB), END_IDX]) expect(await gone(vidToDataOid(vid, idx))).toBe(true);
     expect(s.proc.exitCode).toBeNull();
   });
+
+  it('through a sheep with an object cache (-w) too: the root reaches the cluster on flush', async () => {
+    const n = await startNbdSheep(1, ['-w', 'size=64']);
+    const cw = new Wire(n.s.port);
+    try {
+      const c = await runCollie(['vdi', 'create', '-y', 'cached', '20T'], { port: n.s.port });
+      expect(c.code, c.stderr).toBe(0);
+      const io = await tool('qemu-io', ['-f', 'raw', '-c', `write -P 0x17 0 ${MB}`, '-c', `write -P 0x71 ${END} ${MB}`, '-c', 'flush',
+        '-c', `read -P 0x17 0 ${MB}`, '-c', `read -P 0x71 ${END} ${MB}`, n.uri('cached')], { timeoutMs: 30_000 });
+      expect(io.code, io.stderr).toBe(0);
+      expect(io.stdout).not.toMatch(/mismatch|error|failed/i);
+      const v = await cw.vid('cached');
+      const r = await cw.c.request({ opcode: Op.READ_OBJ, dataLength: SD_INODE_HEADER_SIZE + 64, obj: { oid: vidToVdiOid(v) } });
+      expect(decodeBtreeNode(r.data, SD_INODE_HEADER_SIZE, true)).toEqual({ depth: 1, idx: [0, END_IDX], vid: [v, v] });
+      const l = await runCollie(['vdi', 'list', '-r', 'cached'], { port: n.s.port });
+      expect(l.stdout).toMatch(new RegExp(`^= cached 0 ${SIZE} ${8 * MB} 0 `));
+    } finally {
+      cw.close();
+      await n.s.kill();
+    }
+  });
 });

@@ -30,4 +30,5 @@ export * from './journal.js';
 export * from './farm.js';
 export * from './scrub.js';
 export * from './slices.js';
+export * from './ec.js';
 export * from './s3.js';

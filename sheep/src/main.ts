@@ -14,6 +14,7 @@ import { SheepExports, GatewayBackend } from './nbd/exports.js';
 import { S3Server } from './s3/server.js';
 import { S3Store } from './s3/store.js';
 import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
+import { parseJournalOpt, DEFAULT_JOURNAL_MB, MIN_JOURNAL_MB, type JournalOption } from './store/journal.js';
 import { fileioStatus } from './store/fileio.js';
 import { INVOKED_AS_ENV, invokedAs, stderrIsJournal } from '@sheepdog/common';
 import { enableMetrics, SheepMetrics } from './metrics.js';
@@ -45,6 +46,7 @@ interface Parsed {
   scrubInterval: number;
   scrubRate: number;
   cache?: { sizeMB: number; dir?: string; directio: boolean };
+  journal?: JournalOption;
   connBudget: number;
   nodeBudget: number;
   adminAllow: AdminAllow;
@@ -96,6 +98,9 @@ export function parseArgs(argv: string[]): Parsed {
     .option('-c, --cluster <driver>', "cluster driver: local[:ID] (default, sheep on this machine), zookeeper:HOST:PORT[,...][/ID][,timeout=MS], corosync[:GROUP]", 'local')
     .option('-z, --zone <zone>', 'failure zone of this node (default: from the address)', parseIntOpt('zone', 0, 0xffffffff))
     .option('-n, --nosync', 'do not sync every write to disk (faster, loses acknowledged writes on power loss)', false)
+    .option('-j, --journal <spec>', `write-ahead journal of durable writes: 'dir=PATH,size=MB' (default PATH/journal, ${DEFAULT_JOURNAL_MB} MB, at least ${MIN_JOURNAL_MB}; put it on a fast device of its own with dir=), or 'none' (each write syncs its object file); not used with -n`, (v: string) => {
+      try { return parseJournalOpt(v); } catch (e) { throw new CommanderError(EX_USAGE, 'sheep.usage', (e as Error).message); }
+    })
     .option('-V, --vnodes <count>', 'fixed number of virtual nodes (default: automatic from capacity)', parseIntOpt('vnodes', 1, 65535))
     .option('-g, --gateway', 'gateway only: store no objects', false)
     .option('-w, --cache <spec>', "object cache: 'size=MB[,dir=PATH][,directio]' - write-back cache of VDI objects for the clients of this node (dir defaults to PATH/cache; directio writes cache files with O_DSYNC); flushed on FLUSH_VDI, NBD FLUSH/FUA and before snapshots", (v: string) => {
@@ -139,7 +144,7 @@ export function parseArgs(argv: string[]): Parsed {
     maxConnsPerAddr: o.maxConnsPerAddr, requestTimeoutMs: o.requestTimeout * 1000,
     dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
     foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
-    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, s3: o.s3, metrics: o.metrics, cache: o.cache, scrubInterval: o.scrubInterval, scrubRate: o.scrubRate,
+    logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, s3: o.s3, metrics: o.metrics, cache: o.cache, journal: o.journal, scrubInterval: o.scrubInterval, scrubRate: o.scrubRate,
   };
 }
 
@@ -201,7 +206,7 @@ export async function main(argv: string[]): Promise<number> {
     return EX_USAGE;
   }
   const sheep = new Sheep({
-    dir: p.dir, host: p.myaddr, port: p.port, zone: p.zone, nosync: p.nosync, vnodes: p.vnodes, gateway: p.gateway,
+    dir: p.dir, host: p.myaddr, port: p.port, zone: p.zone, nosync: p.nosync, vnodes: p.vnodes, gateway: p.gateway, journal: p.journal ? { ...p.journal, dir: p.journal.dir && path.resolve(p.journal.dir) } : undefined,
   }, driver);
   const limits: ServerLimits = {
     budget: new NodeBudget(p.nodeBudget), connBudget: p.connBudget, adminAllow: p.adminAllow,

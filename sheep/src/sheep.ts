@@ -14,6 +14,7 @@ import {
 } from '@sheepdog/common';
 import type { ObjectStore, FoundBy } from './store/store.js';
 import { PlainStore } from './store/plain.js';
+import { DEFAULT_JOURNAL_MB, type JournalOption } from './store/journal.js';
 import { Tombstones } from './store/tombstones.js';
 import { NodeConfigStore, ClusterConfig, emptyConfig, DamagedState, STORE_DRIVERS } from './config.js';
 import { VdiRegistry, VdiNotice, VdiStateEntry, VdiTableRow } from './vdi.js';
@@ -36,6 +37,8 @@ export interface SheepOptions {
   nosync: boolean;
   vnodes?: number; // fixed vnode count (-V); auto otherwise
   gateway: boolean; // -g: store nothing
+  /** -j: where the write-ahead journal lives and how big it is (default: PATH/journal, 256 MiB); off: none (each write syncs its object file). */
+  journal?: JournalOption;
 }
 
 export type NodeStatus = 'wait_format' | 'wait_join' | 'ok' | 'shutdown' | 'killed' | 'refused';
@@ -185,7 +188,11 @@ export class Sheep implements PlacementView {
   private timesUnknown = true;
 
   constructor(readonly opts: SheepOptions, readonly cluster: ClusterDriver) {
-    this.store = new PlainStore(opts.dir, opts.nosync);
+    const j = opts.journal;
+    this.store = new PlainStore(opts.dir, opts.nosync, j?.off ? undefined : {
+      file: path.join(j?.dir ?? opts.dir, 'journal'),
+      sizeBytes: (j?.sizeMB ?? DEFAULT_JOURNAL_MB) * 1024 * 1024,
+    });
     this.cfg = new NodeConfigStore(opts.dir);
     this.tombstones = new Tombstones(opts.dir);
     cluster.onCutOff = (cut) => {
@@ -273,6 +280,11 @@ export class Sheep implements PlacementView {
     let config = await this.cfg.load();
     await this.tombstones.load();
     await this.store.setDriver(config?.store ?? 'plain');
+    if (!this.opts.gateway) {
+      // before anything reads an object: a crash may have left acknowledged writes only in the journal
+      const j = await this.store.startJournal?.((msg) => log.err(msg));
+      if (j) log.notice(j);
+    }
     if (!this.opts.gateway) {
       // capacity only: start-up must not stat every object
       this.selfNode.space = (await this.store.capacity()).size;

@@ -207,8 +207,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const nNodes = replay ? Number(readFileSync(o.replay!, 'utf8').match(/^# nodes (\d+)/m)?.[1] ?? 5) : rng.range(3, 6);
   const zonesNr = Math.max(2, Math.min(nNodes, rng.range(2, nNodes)));
   const copies = Math.max(1, Math.min(zonesNr, rng.range(1, 3)));
-  writeFileSync(logFile, `# seed ${o.seed}\n# nodes ${nNodes}\n# driver ${o.driver}\n# copies ${copies}\n# zones ${zonesNr}\n`);
-  say(`seed ${o.seed}: ${nNodes} nodes in ${zonesNr} zones, copies=${copies}, driver ${o.driver}; out ${outDir}`);
+  // odd seeds run the nodes in sync mode (the write-ahead journal's paths), even ones with -n;
+  // not drawn from rng, so that earlier seeds still make the same choices
+  const sync = replay ? /^# sync 1$/m.test(readFileSync(o.replay!, 'utf8')) : o.seed % 2 === 1;
+  writeFileSync(logFile, `# seed ${o.seed}\n# nodes ${nNodes}\n# driver ${o.driver}\n# copies ${copies}\n# zones ${zonesNr}\n# sync ${sync ? 1 : 0}\n`);
+  say(`seed ${o.seed}: ${nNodes} nodes in ${zonesNr} zones, copies=${copies}, driver ${o.driver}, ${sync ? 'sync (journal)' : 'nosync'}; out ${outDir}`);
 
   let zk: ZooKeeper | undefined;
   let spec = `local:chaos${process.pid}-${o.seed}-${Date.now() % 100000}`;
@@ -229,7 +232,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   };
   const startNode = (n: Node) => {
     if (n.proc) return;
-    const p = spawn(process.execPath, [SHEEP, '-f', '-b', '127.0.0.1', '-p', String(n.port), '--nbd', `127.0.0.1:${n.nbdPort}`, '-c', spec, '-z', String(n.zone), '-n', '-l', 'level=debug', n.dir], {
+    const p = spawn(process.execPath, [SHEEP, '-f', '-b', '127.0.0.1', '-p', String(n.port), '--nbd', `127.0.0.1:${n.nbdPort}`, '-c', spec, '-z', String(n.zone), ...(sync ? [] : ['-n']), '-l', 'level=debug', n.dir], {
       stdio: ['ignore', 'ignore', 'ignore'],
     });
     n.proc = p;

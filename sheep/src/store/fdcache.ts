@@ -32,6 +32,9 @@ export interface FdEntry {
   partial?: Promise<void>;
   /** Counts writes starting and ending (a read that saw it move reads again). */
   gen?: number;
+  /** The file's inode number and birth time (ns), when the cache identifies files (the journal's records name them). */
+  ino?: bigint;
+  btime?: bigint;
 }
 
 const closeQuietly = (fd: number) => fs.close(fd, () => undefined);
@@ -72,6 +75,8 @@ export function pwriteFull(fd: number, buf: Buffer, pos: number): Promise<void> 
 export class FdCache {
   private map = new Map<bigint, FdEntry>();
   private opening = new Map<bigint, Promise<FdEntry>>();
+  /** Also read each file's identity (inode, birth time) when it is opened. */
+  identify = false;
   constructor(private readonly pathOf: (oid: bigint) => string, private readonly max = 256) {}
 
   use<T>(oid: bigint, fn: (fd: number, e: FdEntry) => Promise<T>): Promise<T> {
@@ -143,12 +148,28 @@ export class FdCache {
     if (!p) {
       p = new Promise<FdEntry>((resolve, reject) => {
         fs.open(this.pathOf(oid), 'r+', (err, fd) => {
-          this.opening.delete(oid);
-          if (err) return reject(err);
+          if (err) {
+            this.opening.delete(oid);
+            return reject(err);
+          }
           const e: FdEntry = { fd, used: false, refs: 0, dead: false };
-          this.map.set(oid, e);
-          this.evict();
-          resolve(e);
+          const add = () => {
+            this.opening.delete(oid);
+            this.map.set(oid, e);
+            this.evict();
+            resolve(e);
+          };
+          if (!this.identify) return add();
+          fs.fstat(fd, { bigint: true }, (serr, st) => {
+            if (serr) {
+              this.opening.delete(oid);
+              closeQuietly(fd);
+              return reject(serr);
+            }
+            e.ino = st.ino;
+            e.btime = st.birthtimeNs;
+            add();
+          });
         });
       });
       this.opening.set(oid, p);

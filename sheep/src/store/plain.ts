@@ -1,11 +1,13 @@
 // "plain" store: one file per object under DIR/obj, named by 16 hex digits.
 // Creates are atomic (write a temp file, fsync, rename); unless nosync,
-// every write is on disk before it is acknowledged.
+// every write is on disk before it is acknowledged: in the node's journal
+// (journal.ts) when it has one, else in its object file.
 //
 // Every object file carries its version (see ObjectCopy): the epoch of the
 // write that last changed it, in an extended attribute. A write in a newer
 // epoch raises it, and the raised version is on disk before the write's
 // bytes are, so a copy never claims to be older than it is.
+import * as fs from 'node:fs';
 import { promises as fsp, constants as FS } from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -19,6 +21,22 @@ import { tryReadNow, PipeSource, chunkRoom, versionIO, versionIOMissing } from '
 import { RecentWrites } from './recent.js';
 import { MoveGate } from './movegate.js';
 import { SUM_BLOCK, sumBytes, sumsOf, blockSum, firstBad } from './checksums.js';
+import { Journal } from './journal.js';
+import { replayInto } from './journal-replay.js';
+
+/**
+ * Writes this large go straight to their object file and its fdatasync when
+ * the object has no record in the journal: through the journal their bytes
+ * would reach the disk twice (journal, then object file), and one large
+ * write already fills a flush on its own.
+ */
+const JOURNAL_BYPASS = Number(process.env.SHEEP_JOURNAL_BYPASS ?? 128 * 1024);
+
+/** Where the journal is and how big (see the -j option). */
+export interface JournalPlace {
+  file: string;
+  sizeBytes: number;
+}
 
 /** SHEEP_CHECKSUMS=0: new objects carry no block checksums (and large NBD writes are spliced again). */
 const CHECKSUMS = process.env.SHEEP_CHECKSUMS !== '0';
@@ -82,7 +100,10 @@ export class PlainStore implements ObjectStore {
   epochNow: () => number = () => 0;
   readonly recent = new RecentWrites();
 
-  constructor(readonly baseDir: string, readonly nosync: boolean) {
+  /** The write-ahead journal, once started (sync mode only). */
+  journal?: Journal;
+
+  constructor(readonly baseDir: string, readonly nosync: boolean, readonly journalPlace?: JournalPlace) {
     this.objDir = path.join(baseDir, 'obj');
     this.farmDir = path.join(baseDir, 'farm');
     this.tmpDir = path.join(baseDir, 'obj', '.tmp');
@@ -381,7 +402,7 @@ export class PlainStore implements ObjectStore {
   /** Write data at off through e (whose reference this gives back), synced unless nosync. */
   private queueWrite(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void, oid?: bigint, also?: { data: Buffer; off: number }): void {
     if (oid !== undefined) this.recent.add(oid);
-    this.stamp(e, () => this.queueStamped(e, data, off, resolve, reject, written, also), (err) => {
+    this.stamp(e, () => this.queueStamped(e, data, off, resolve, reject, written, also, oid), (err) => {
       written?.(false);
       this.fds.release(e);
       reject(err);
@@ -389,7 +410,22 @@ export class PlainStore implements ObjectStore {
   }
 
   /** also: a second piece (the sums) that goes in the same batch and is synced with data. */
-  private queueStamped(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void, also?: { data: Buffer; off: number }): void {
+  private queueStamped(e: FdEntry, data: Buffer | PipeSource, off: number, resolve: () => void, reject: (e: Error) => void, written?: (ok: boolean) => void, also?: { data: Buffer; off: number }, oid?: bigint): void {
+    const j = this.journal;
+    if (j && oid !== undefined && e.ino !== undefined && Buffer.isBuffer(data) && data.length <= j.maxRecord &&
+        (data.length < JOURNAL_BYPASS || j.holds(oid))) {
+      return this.queueJournaled(j, e, data, off, resolve, reject, also, oid);
+    }
+    if (j && oid !== undefined && j.holds(oid)) {
+      // past the journal (a spliced payload, a large write) only once the object has no record there
+      // that a replay could put over it; checked again when it goes, in the same turn
+      j.settle(oid).then(() => this.queueStamped(e, data, off, resolve, reject, written, also, oid), (err) => {
+        written?.(false);
+        this.fds.release(e);
+        reject(this.mapErr(err));
+      });
+      return;
+    }
     let alsoErr: Error | null = null;
     if (also) this.writes.write(e.fd, also.data, also.off, (werr) => { alsoErr = werr; });
     this.writes.write(e.fd, data, off, (werr0) => {
@@ -406,10 +442,35 @@ export class PlainStore implements ObjectStore {
     });
   }
 
+  /**
+   * A write through the journal: into the object file (the page cache),
+   * and as a record into the journal; acknowledged once both are done, the
+   * record on disk. The object file reaches the disk at a checkpoint.
+   */
+  private queueJournaled(j: Journal, e: FdEntry, data: Buffer, off: number, resolve: () => void, reject: (e: Error) => void, also: { data: Buffer; off: number } | undefined, oid: bigint): void {
+    let left = 2;
+    let failed: Error | null = null;
+    const fin = (err: Error | null) => {
+      if (err && !failed) failed = err;
+      if (--left) return;
+      this.fds.release(e);
+      if (failed) reject(this.mapErr(failed));
+      else resolve();
+    };
+    const w = j.append(oid, e.ino!, e.btime!, off, data, fin);
+    let alsoErr: Error | null = null;
+    if (also) this.writes.write(e.fd, also.data, also.off, (werr) => { alsoErr = werr; });
+    this.writes.write(e.fd, data, off, (werr) => {
+      j.applied(w);
+      fin(werr ?? alsoErr);
+    });
+  }
+
   /** The object's file must be open already: a target is offered only when nothing need wait. */
   spliceTarget(oid: bigint, off: number, len: number): SpliceTarget | undefined {
-    // the bytes of a spliced payload never pass through memory, where their sums would be computed
-    if (CHECKSUMS || this.held.has(oid)) return undefined;
+    // the bytes of a spliced payload never pass through memory, where their sums would be computed;
+    // nor can they go into a journal record: they go past it, as large writes do
+    if (CHECKSUMS || this.held.has(oid) || this.journal?.holds(oid)) return undefined;
     const e = this.fds.acquireOpen(oid);
     if (!e) return undefined;
     const p = takePipe(len);
@@ -523,6 +584,8 @@ export class PlainStore implements ObjectStore {
    */
   private async patchInPlace(oid: bigint, size: number, data: Buffer, version: number): Promise<void> {
     const PAGE = 4096;
+    // bytes written past the journal: a replay must not put older records over them
+    await this.journal?.settle(oid);
     await this.fds.use(oid, async (fd, e) => {
       if (versionIO!.setVersion(fd, 0) < 0) throw new SheepdogError(Res.EIO, `cannot clear the version of ${oidToHex(oid)}`);
       e.ver = 0;
@@ -593,16 +656,7 @@ export class PlainStore implements ObjectStore {
           if ((await fsp.stat(file)).mtimeMs < sinceMs) continue;
           const fh = await fsp.open(file, 'r+');
           try {
-            const size = versionIO!.getObjectSize(fh.fd);
-            if (size <= 0) continue;
-            const data = Buffer.alloc(size);
-            const got = await preadFull(fh.fd, data, 0, size, 0);
-            if (got < size) continue; // cut short: damaged, not torn; reads will say so
-            const want = await sumsOfLater(data, 0, size);
-            const have = Buffer.alloc(want.length);
-            await preadFull(fh.fd, have, 0, have.length, size);
-            if (have.equals(want)) continue;
-            await pwriteFull(fh.fd, want, size);
+            if (!(await this.rebuildFileSums(fh.fd))) continue;
             if (!this.nosync) await syncPool.fdatasync(fh.fd);
             fixed++;
           } finally {
@@ -857,8 +911,77 @@ export class PlainStore implements ObjectStore {
     }
   }
 
-  close(): Promise<void> {
-    return this.fds.closeAll();
+  async close(): Promise<void> {
+    const j = this.journal;
+    this.journal = undefined;
+    await j?.close();
+    await this.fds.closeAll();
+  }
+
+  /**
+   * Open the journal (sync mode, when the node has one): replay what a
+   * crash left in it into the object files, then journal every write.
+   * Returns what the replay did, for the log.
+   */
+  async startJournal(onError: (msg: string) => void): Promise<string | undefined> {
+    if (this.nosync || !this.journalPlace || this.journal) return undefined;
+    await fsp.mkdir(path.dirname(this.journalPlace.file), { recursive: true });
+    const j = await Journal.open(this.journalPlace.file, this.journalPlace.sizeBytes);
+    j.onError = onError;
+    const r = await replayInto(j, {
+      candidates: (oid) => [...new Set([path.join(this.objDir, oidToHex(oid)), path.join(this.objDir, treeDirOf(oid), oidToHex(oid)), this.sp(oid)])],
+      rebuildSums: (fd) => this.rebuildFileSums(fd),
+      sync: (fd) => syncPool.fsync(fd),
+    }, onError);
+    await j.start();
+    j.syncer = (oids) => this.syncObjects(oids);
+    this.fds.identify = true;
+    this.journal = j;
+    return `journal ${this.journalPlace.file} (${Math.round(j.sizeBytes / 1048576)} MiB): ${r}`;
+  }
+
+  /** fdatasync the files of these objects, live and set aside (a journal checkpoint). */
+  private async syncObjects(oids: bigint[]): Promise<void> {
+    let next = 0;
+    const syncFile = (file: string) => new Promise<void>((resolve, reject) => {
+      fs.open(file, 'r', (err, fd) => {
+        if (err) return err.code === 'ENOENT' ? resolve() : reject(err);
+        syncPool.fdatasync(fd).then(() => fs.close(fd, () => resolve()), (e: Error) => fs.close(fd, () => reject(e)));
+      });
+    });
+    const worker = async () => {
+      while (next < oids.length) {
+        const oid = oids[next++];
+        const e = this.fds.acquireOpen(oid);
+        if (e) {
+          try {
+            await this.fds.sync(e);
+          } finally {
+            this.fds.release(e);
+          }
+        } else {
+          await syncFile(this.p(oid));
+        }
+        // moved aside since it was written
+        await syncFile(this.sp(oid));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, oids.length) }, worker));
+  }
+
+  /** Recompute the checksums of an object file from its bytes (true: they were off). */
+  private async rebuildFileSums(fd: number): Promise<boolean> {
+    const size = versionIO!.getObjectSize(fd);
+    if (size <= 0) return false;
+    const data = Buffer.alloc(size);
+    const got = await preadFull(fd, data, 0, size, 0);
+    if (got < size) return false; // cut short: damaged, not torn; reads will say so
+    const want = await sumsOfLater(data, 0, size);
+    const have = Buffer.alloc(want.length);
+    await preadFull(fd, have, 0, have.length, size);
+    if (have.equals(want)) return false;
+    await pwriteFull(fd, want, size);
+    return true;
   }
 
   private mapErr(e: unknown): Error {

@@ -25,6 +25,8 @@ export interface ObjectStore {
   /** Objects written lately (see RecentWrites). */
   readonly recent: RecentWrites;
   init(): Promise<void>;
+  /** Open the write-ahead journal, replaying what a crash left in it (after setDriver); a line for the log. */
+  startJournal?(onError: (msg: string) => void): Promise<string | undefined>;
   /** Use the object layout of a store driver (plain, tree, farm): at start-up and at format. */
   setDriver(store: string): Promise<void>;
   /** Called with an object whose copy here turned out damaged (short, or failing its checksum). */

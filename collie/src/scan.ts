@@ -5,7 +5,7 @@ import {
   SD_INODE_SIZE, MAX_DATA_OBJS, SD_INODE_DATA_INDEX_SIZE, resultMessage,
 } from '@sheepdog/common';
 import {
-  INODE_HEADER_PLUS_BTREE, decodeBtreeHeader, indexMetaSize, liveVids, buildIndexWith, VdiIndex,
+  BtreeError, INODE_HEADER_PLUS_BTREE, decodeBtreeHeader, indexMetaSize, liveVids, buildIndexWith, VdiIndex,
 } from '@sheepdog/common';
 import { Ctx, readObject } from './conn.js';
 import { CliError, EXIT_SYSFAIL } from './exitcodes.js';
@@ -74,7 +74,14 @@ export async function scanVdis(ctx: Ctx, withIndex: boolean, wantIndex?: (h: Ino
         }
         area = ir.data;
       }
-      sv.index = await buildIndex(ctx, header, area);
+      try {
+        sv.index = await buildIndex(ctx, header, area);
+      } catch (e) {
+        // one VDI's corrupt B-tree must not hide the others
+        if (!(e instanceof BtreeError)) throw e;
+        ctx.err(`Failed to read the index of VDI ${header.name}: ${e.message}`);
+        return;
+      }
     }
     results[i] = sv;
   };

@@ -16,6 +16,8 @@ export * from './client.js';
 export * from './format.js';
 export * from './vdiio.js';
 export * from './vdiscan.js';
+export * from './btree.js';
+export * from './hyperindex.js';
 export * from './cacheinfo.js';
 export * from './sendqueue.js';
 export * from './copies.js';

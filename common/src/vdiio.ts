@@ -18,6 +18,8 @@ import { InodeHeader, decodeInodeHeader } from './inode.js';
 import { SheepdogError } from './errors.js';
 import { SheepClient } from './client.js';
 import { encodeFixedString } from './wire.js';
+import { HyperIndex } from './hyperindex.js';
+import { BTREE_NODE_SIZE } from './btree.js';
 
 /**
  * Where a write's payload can be moved without a copy through user memory
@@ -131,28 +133,101 @@ class WriteCtx {
   }
 }
 
+/**
+ * A VDI's object index as this client knows it (updated as it allocates):
+ * data_vdi_id[] of a plain inode, or a hyper volume's B-tree.
+ */
+export interface ObjectIndex {
+  /** Object indexes are below this. */
+  readonly limit: number;
+  get(idx: number): number;
+  set(idx: number, vid: number): void;
+  /** Allocated entries below n. */
+  countAllocated(n: number): number;
+  /** Persist the entries set since the last commit; [min, max] holds those of this request. */
+  commit(backend: VdiBackend, vid: number, min: number, max: number, copies: number): Promise<void>;
+}
+
+/** The plain inode's 2^20-entry data_vdi_id[]: a request's entries go back in one write of their span. */
+export class FlatObjectIndex implements ObjectIndex {
+  readonly limit = MAX_DATA_OBJS;
+  constructor(readonly ids: Uint32Array) {}
+  get(idx: number): number {
+    return this.ids[idx];
+  }
+  set(idx: number, vid: number): void {
+    this.ids[idx] = vid;
+  }
+  countAllocated(n: number): number {
+    let k = 0;
+    for (let i = 0; i < Math.min(n, this.ids.length); i++) if (this.ids[i]) k++;
+    return k;
+  }
+  commit(backend: VdiBackend, vid: number, min: number, max: number, copies: number): Promise<void> {
+    const n = max - min + 1;
+    const b = Buffer.allocUnsafe(4 * n);
+    for (let i = 0; i < n; i++) b.writeUInt32LE(this.ids[min + i], 4 * i);
+    return backend.writeIndex(vid, min, b, copies);
+  }
+}
+
+/** A hyper volume's B-tree (store_policy 1), indexed by u32 object index. */
+export class BtreeObjectIndex implements ObjectIndex {
+  readonly limit = 2 ** 32;
+  constructor(readonly tree: HyperIndex) {}
+  get(idx: number): number {
+    return this.tree.get(idx);
+  }
+  set(idx: number, vid: number): void {
+    this.tree.set(idx, vid);
+  }
+  countAllocated(n: number): number {
+    // walks what is stored, never the (up to 2^32) index range
+    let k = 0;
+    for (const [i] of this.tree.entries()) if (i < n) k++;
+    return k;
+  }
+  commit(backend: VdiBackend, vid: number, _min: number, _max: number, copies: number): Promise<void> {
+    return this.tree.persist(backend, vidToVdiOid(vid), copies);
+  }
+}
+
 export class VdiIO {
   header: InodeHeader;
-  /** data_vdi_id[] as this client knows it (updated as it allocates). */
-  readonly index: Uint32Array;
+  readonly objects: ObjectIndex;
   readonly objectSize: number;
   private readonly shift: number;
   readonly readonly: boolean;
   private busy = new Map<number, Promise<void>>();
   private reloading?: Promise<void>;
 
-  constructor(readonly backend: VdiBackend, header: InodeHeader, index: Uint32Array, private readonly opts: VdiIOOptions = {}) {
+  constructor(readonly backend: VdiBackend, header: InodeHeader, index: Uint32Array | ObjectIndex, private readonly opts: VdiIOOptions = {}) {
     this.header = header;
-    this.index = index;
+    this.objects = index instanceof Uint32Array ? new FlatObjectIndex(index) : index;
     this.shift = header.blockSizeShift || 22;
     this.objectSize = 2 ** this.shift;
     this.readonly = !!opts.readonly;
   }
 
-  /** Read the 4,198,968-byte QEMU view of vid's inode and build a VdiIO. */
+  /**
+   * Read the 4,198,968-byte QEMU view of vid's inode and build a VdiIO. A
+   * hyper volume's index is the B-tree rooted in the same bytes; a depth-2
+   * root has its child leaves read as well.
+   */
   static async open(backend: VdiBackend, vid: number, opts: VdiIOOptions = {}): Promise<VdiIO> {
     const b = await backend.readObj(vidToVdiOid(vid), 0, SD_INODE_QEMU_SIZE, 0);
-    return new VdiIO(backend, decodeInodeHeader(b), decodeIndex(b), opts);
+    const h = decodeInodeHeader(b);
+    if (h.storePolicy === 0) return new VdiIO(backend, h, decodeIndex(b), opts);
+    if (h.storePolicy !== 1) throw new SheepdogError(Res.INVALID_PARMS, `VDI ${vid.toString(16)} has unknown store_policy ${h.storePolicy}`);
+    const tree = await HyperIndex.load(vid, h.btreeCounter, b.subarray(SD_INODE_HEADER_SIZE),
+      (oid) => backend.readObj(oid, 0, BTREE_NODE_SIZE, h.nrCopies));
+    return new VdiIO(backend, h, new BtreeObjectIndex(tree), opts);
+  }
+
+  /** data_vdi_id[] of a plain VDI (a hyper volume has none: use objects). */
+  get index(): Uint32Array {
+    if (!(this.objects instanceof FlatObjectIndex)) throw new SheepdogError(Res.INVALID_PARMS, 'a hyper volume has no flat index');
+    return this.objects.ids;
   }
 
   get vid(): number {
@@ -184,7 +259,7 @@ export class VdiIO {
     if (offset < 0 || len < 0 || offset + len > this.size || !Number.isSafeInteger(offset + len)) {
       throw new SheepdogError(Res.INVALID_PARMS, `request [${offset}, +${len}) outside the VDI (${this.size} bytes)`);
     }
-    if (Math.ceil((offset + len) / this.objectSize) > MAX_DATA_OBJS) throw new SheepdogError(Res.INVALID_PARMS);
+    if (Math.ceil((offset + len) / this.objectSize) > this.objects.limit) throw new SheepdogError(Res.INVALID_PARMS);
   }
 
   /** Read len bytes at offset; into (len bytes, optional) is filled and returned. */
@@ -220,7 +295,7 @@ export class VdiIO {
     const idx = Math.floor(offset / os);
     const off = offset - idx * os;
     if (off + len > os) return false;
-    const owner = this.index[idx];
+    const owner = this.objects.get(idx);
     if (!owner) {
       into.fill(0, at, at + len);
       return true;
@@ -230,13 +305,13 @@ export class VdiIO {
 
   private async readPiece(idx: number, off: number, len: number, into?: Buffer): Promise<Buffer> {
     for (;;) {
-      const owner = this.index[idx];
+      const owner = this.objects.get(idx);
       if (!owner) return into ? into.fill(0) : Buffer.alloc(len);
       try {
         return await this.backend.readObj(vidToDataOid(owner, idx), off, len, this.copies, into);
       } catch (e) {
         // discarded (or reallocated) meanwhile: follow the index again
-        if (e instanceof SheepdogError && e.result === Res.NO_OBJ && this.index[idx] !== owner) continue;
+        if (e instanceof SheepdogError && e.result === Res.NO_OBJ && this.objects.get(idx) !== owner) continue;
         throw e;
       }
     }
@@ -256,7 +331,7 @@ export class VdiIO {
     const off = offset - idx * this.objectSize;
     const v = this.vid;
     if (this.readonly || len === 0 || offset < 0 || offset + len > this.size || off + len > this.objectSize ||
-        this.index[idx] !== v || this.busy.has(idx)) return this.writeAll(offset, data);
+        this.objects.get(idx) !== v || this.busy.has(idx)) return this.writeAll(offset, data);
     return this.backend.writeObj(vidToDataOid(v, idx), off, data, this.copies).catch((e) => this.rewrite(e, v, idx, offset, data));
   }
 
@@ -270,7 +345,7 @@ export class VdiIO {
     const idx = Math.floor(offset / this.objectSize);
     const off = offset - idx * this.objectSize;
     const v = this.vid;
-    const plain = () => this.vid === v && this.index[idx] === v && !this.busy.has(idx);
+    const plain = () => this.vid === v && this.objects.get(idx) === v && !this.busy.has(idx);
     if (!this.backend.spliceTarget || this.readonly || len === 0 || offset < 0 || offset + len > this.size ||
         off + len > this.objectSize || !plain()) return undefined;
     const t = this.backend.spliceTarget(vidToDataOid(v, idx), off, len, this.copies);
@@ -288,7 +363,7 @@ export class VdiIO {
   private async rewrite(e: unknown, v: number, idx: number, offset: number, data: Buffer): Promise<void> {
     if (!(e instanceof SheepdogError)) throw e;
     if (e.result === Res.READONLY) await this.afterReadonly(v, e);
-    else if (!(e.result === Res.NO_OBJ && this.index[idx] !== v)) throw e;
+    else if (!(e.result === Res.NO_OBJ && this.objects.get(idx) !== v)) throw e;
     return this.writeAll(offset, data);
   }
 
@@ -314,7 +389,7 @@ export class VdiIO {
       const b = this.busy.get(idx);
       if (b && !ctx.holds(idx)) { await b; continue; }
       const v = this.vid;
-      const owner = this.index[idx];
+      const owner = this.objects.get(idx);
       if (owner === v) {
         try {
           await this.backend.writeObj(vidToDataOid(v, idx), off, data, this.copies);
@@ -322,7 +397,7 @@ export class VdiIO {
         } catch (e) {
           if (!(e instanceof SheepdogError)) throw e;
           if (e.result === Res.READONLY) { await this.afterReadonly(v, e); continue; }
-          if (e.result === Res.NO_OBJ && this.index[idx] !== v) continue;
+          if (e.result === Res.NO_OBJ && this.objects.get(idx) !== v) continue;
           throw e;
         }
       }
@@ -333,7 +408,7 @@ export class VdiIO {
         if (e instanceof SheepdogError && e.result === Res.READONLY) { await this.afterReadonly(v, e); continue; }
         throw e;
       }
-      this.index[idx] = v;
+      this.objects.set(idx, v);
       ctx.dirty(idx);
       return;
     }
@@ -342,10 +417,7 @@ export class VdiIO {
   /** One WRITE_OBJ of the inode covering every index entry the request set. */
   private async commitIndex(ctx: WriteCtx): Promise<void> {
     if (ctx.min < 0) return;
-    const n = ctx.max - ctx.min + 1;
-    const b = Buffer.allocUnsafe(4 * n);
-    for (let i = 0; i < n; i++) b.writeUInt32LE(this.index[ctx.min + i], 4 * i);
-    await this.backend.writeIndex(this.vid, ctx.min, b, this.copies);
+    await this.objects.commit(this.backend, this.vid, ctx.min, ctx.max, this.copies);
   }
 
   /** Our working VDI became a snapshot: switch to the name's new working VDI. */
@@ -380,15 +452,15 @@ export class VdiIO {
     const ctx = new WriteCtx();
     try {
       for (let i = first; i < stop; i++) {
-        if (!this.index[i]) continue;
+        if (!this.objects.get(i)) continue;
         for (;;) {
           const b = this.busy.get(i);
           if (!b || ctx.holds(i)) break;
           await b;
         }
-        if (!this.index[i]) continue;
+        if (!this.objects.get(i)) continue;
         ctx.hold(this.busy, i);
-        this.index[i] = 0;
+        this.objects.set(i, 0);
         ctx.dirty(i);
       }
       // coalesce into runs no longer than 4096 entries of mostly-zero span
@@ -419,7 +491,7 @@ export class VdiIO {
       jobs.push(this.dropIndices(whole[0], whole[whole.length - 1] + 1));
     }
     for (const p of partial) {
-      if (!this.index[p.idx] && !this.busy.has(p.idx)) continue; // already reads as zeros
+      if (!this.objects.get(p.idx) && !this.busy.has(p.idx)) continue; // already reads as zeros
       jobs.push(this.write(offset + p.pos, zeroBuf(p.len)));
     }
     await Promise.all(jobs);
@@ -431,7 +503,7 @@ export class VdiIO {
 
   /** Allocation status of the object backing byte offset o. */
   allocated(o: number): boolean {
-    return this.index[Math.floor(o / this.objectSize)] !== 0;
+    return this.objects.get(Math.floor(o / this.objectSize)) !== 0;
   }
 }
 

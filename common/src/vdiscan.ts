@@ -2,9 +2,12 @@
 // ids of the VDI bitmaps, flat and hyper (B-tree) indexes, object counts.
 // Shared by collie and sheepfs.
 import type { InodeHeader } from './inode.js';
-import { SD_INODE_HEADER_SIZE, MAX_DATA_OBJS } from './constants.js';
+import { SD_INODE_HEADER_SIZE, SD_INODE_DATA_INDEX_SIZE, MAX_DATA_OBJS, Res } from './constants.js';
+import { SheepdogError } from './errors.js';
+import { HyperIndex } from './hyperindex.js';
+import { BTREE_NODE_MAGIC } from './btree.js';
 
-export const BTREE_MAGIC = 0x6274;
+export const BTREE_MAGIC = BTREE_NODE_MAGIC;
 export const INODE_HEADER_PLUS_BTREE = SD_INODE_HEADER_SIZE + 8; // 4672
 
 /** Allocated entries of a VDI's index: data_vdi_id[idx] = owner vid. */
@@ -47,6 +50,7 @@ export class SparseIndex implements VdiIndex {
   }
 }
 
+/** The root's header fields as stored, unchecked: only to size the read of the root (btree.ts decodes and checks it). */
 export interface BtreeHeader {
   magic: number;
   depth: number;
@@ -61,7 +65,8 @@ export function decodeBtreeHeader(b: Buffer, off: number): BtreeHeader {
 export function indexMetaSize(h: InodeHeader, bt: BtreeHeader): number {
   if (h.storePolicy === 0) return 4 * nrDataObjs(h);
   if (bt.magic !== BTREE_MAGIC) return 0;
-  return 8 + bt.entries * (bt.depth === 1 ? 8 : 16);
+  // a corrupt count must not ask for more than the root area holds (the decoder then reports it)
+  return Math.min(SD_INODE_DATA_INDEX_SIZE, 8 + bt.entries * (bt.depth === 1 ? 8 : 16));
 }
 
 export function objectSize(h: InodeHeader): number {
@@ -79,32 +84,14 @@ export const isSnapshot = (h: InodeHeader): boolean => h.snapCtime !== 0n;
 
 /**
  * Build the index of a VDI from its data_vdi_id area (`area` starts at
- * offset 4664 of the inode). Hyper volumes with depth 2 read their leaf
- * node objects (read with readNode: SD_INODE_DATA_INDEX_SIZE bytes, direct).
+ * offset 4664 of the inode). A hyper volume's is its B-tree, checked as it
+ * is decoded (BtreeError when corrupt); a depth-2 root has its leaf objects
+ * read with readNode (SD_INODE_DATA_INDEX_SIZE bytes, direct).
  */
 export async function buildIndexWith(readNode: (oid: bigint) => Promise<Buffer>, h: InodeHeader, area: Buffer): Promise<VdiIndex> {
   if (h.storePolicy === 0) return FlatIndex.fromBuffer(area, nrDataObjs(h));
-  const idx = new SparseIndex();
-  const bt = decodeBtreeHeader(area, 0);
-  if (bt.magic !== BTREE_MAGIC) return idx;
-  const addLeaf = (b: Buffer, off: number, n: number) => {
-    for (let i = 0; i < n && off + 8 * i + 8 <= b.length; i++) {
-      idx.map.set(b.readUInt32LE(off + 8 * i), b.readUInt32LE(off + 8 * i + 4));
-    }
-  };
-  if (bt.depth === 1) {
-    addLeaf(area, 8, bt.entries);
-  } else {
-    for (let i = 0; i < bt.entries; i++) {
-      const off = 8 + 16 * i;
-      if (off + 16 > area.length) break;
-      const oid = area.readBigUInt64LE(off + 8);
-      const node = await readNode(oid);
-      const nh = decodeBtreeHeader(node, 0);
-      if (nh.magic === BTREE_MAGIC) addLeaf(node, 8, nh.entries);
-    }
-  }
-  return idx;
+  if (h.storePolicy !== 1) throw new SheepdogError(Res.INVALID_PARMS, `unknown store_policy ${h.storePolicy}`);
+  return HyperIndex.load(h.vdiId, h.btreeCounter, area, readNode);
 }
 
 /** ids set in `inuse` and clear in `deleted`, ascending. */

@@ -4,7 +4,7 @@
 import {
   Res, SheepdogError, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, MAX_DATA_OBJS,
   isVdiObj, isDataObj, oidToVid, objectStoredSize, vidToDataOid, vidToVdiOid, dataOidToLedgerOid,
-  SD_LEDGER_OBJ_SIZE, SdNode, sameNode, SpliceTarget,
+  SD_LEDGER_OBJ_SIZE, SdNode, sameNode, SpliceTarget, INODE_OFF,
 } from '@sheepdog/common';
 import type { ObjectStore } from './store/store.js';
 import type { ObjectIO } from './vdi.js';
@@ -347,10 +347,15 @@ export class Gateway implements ObjectIO {
   private async indexUpdate(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
     const first = (off - SD_INODE_HEADER_SIZE) / 4;
     const n = data.length / 4;
-    const [oldIdx, oldGref] = await Promise.all([
+    const [oldIdx, oldGref, policy] = await Promise.all([
       this.read(oid, off, data.length, copies),
       this.read(oid, SD_INODE_GREF_OFFSET + 8 * first, 8 * n, copies),
+      this.read(oid, INODE_OFF.storePolicy, 1, copies),
     ]);
+    // A hyper volume's B-tree root lives here: writing it as data_vdi_id[] (QEMU's old driver
+    // does) would corrupt it, and dropping "old entries" would free other VDIs' objects.
+    // Its own clients rewrite the root from the header on (upstream) or from btree_counter (ours).
+    if (policy[0] !== 0) throw new SheepdogError(Res.INVALID_PARMS, 'a hyper volume has no data_vdi_id[] to write');
     await this.rawWrite(oid, off, data, copies);
     const drops: [number, number, number, number][] = [];
     for (let i = 0; i < n; i++) {

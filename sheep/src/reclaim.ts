@@ -12,7 +12,8 @@
 // Progress: RECLAIM_STATUS (collie node recovery, collie vdi list) and the
 // sheep_reclaim_* metrics.
 import {
-  SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, sameNode, vidToVdiOid, ReclaimEntry, ReclaimFlag, ReclaimStatus,
+  SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET, SD_INODE_DATA_INDEX_SIZE, sameNode, vidToVdiOid, ReclaimEntry, ReclaimFlag, ReclaimStatus,
+  InodeHeader, HyperIndex, BtreeError, BTREE_NODE_SIZE, INODE_OFF, encodeBtreeNode, emptyLeaf,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 import { log } from './log.js';
@@ -101,6 +102,10 @@ export class Reclaimer {
     const ctime = s.config.ctime;
     const current = () => this.leading() && s.config.ctime === ctime;
     const ino = await s.vdis.readInode(vid);
+    if (ino.header.storePolicy !== 0) {
+      await this.reclaimHyper(vid, ino.header, current);
+      return;
+    }
     const n = s.vdis.lastIndex(ino);
     const copies = ino.header.nrCopies || undefined;
     const started = Date.now();
@@ -161,5 +166,63 @@ export class Reclaimer {
     if (!current()) return;
     await s.cluster.notify({ t: 'vdi_reclaimed', vid });
     log.info(`deleted VDI ${vid.toString(16)}: ${dropped} reference(s) dropped in ${Date.now() - started} ms`);
+  }
+
+  /**
+   * A deleted hyper volume: its index is a B-tree, and nothing shares its
+   * objects (hyper volumes have no snapshots or clones), so every object
+   * the tree names goes, then the child leaves, then the root is emptied.
+   * A corrupt tree cannot say which objects are its own: they stay (and
+   * are said to), rather than guessing at other VDIs' objects.
+   */
+  private async reclaimHyper(vid: number, h: InodeHeader, current: () => boolean): Promise<void> {
+    const s = this.s;
+    const copies = h.nrCopies || undefined;
+    const inode = vidToVdiOid(vid);
+    const started = Date.now();
+    let tree: HyperIndex | undefined;
+    try {
+      const area = await s.gw.read(inode, SD_INODE_HEADER_SIZE, SD_INODE_DATA_INDEX_SIZE, copies);
+      tree = await HyperIndex.load(vid, h.btreeCounter, area, (oid) => s.gw.read(oid, 0, BTREE_NODE_SIZE, copies));
+    } catch (e) {
+      if (!(e instanceof BtreeError)) throw e;
+      log.warn(`deleted hyper volume ${vid.toString(16)}: ${e.message}; its data objects stay`);
+    }
+    let dropped = 0;
+    if (tree) {
+      // a tree naming another VDI's objects is corrupt: those are not this volume's to free
+      const refs = [...tree.entries()].filter(([idx, owner]) => {
+        if (owner !== vid) log.warn(`deleted hyper volume ${vid.toString(16)}: entry ${idx} names VDI ${owner.toString(16)}, left alone`);
+        return owner === vid;
+      });
+      const progress: ReclaimProgress = { vid, done: 0, total: refs.length, objects: refs.length, dropped: 0 };
+      this.progress = progress;
+      for (let first = 0; first < refs.length; first += BATCH) {
+        const batch = refs.slice(first, first + BATCH);
+        for (let i = 0; i < batch.length; i += AT_ONCE) {
+          if (!current()) return;
+          await Promise.all(batch.slice(i, i + AT_ONCE).map(([idx, owner]) => s.gw.decref(owner, idx, 0, 0).finally(() => {
+            progress.dropped++;
+            this.droppedTotal++;
+          })));
+        }
+        dropped += batch.length;
+        progress.done = first + batch.length;
+        await sleep(PAUSE_MS);
+      }
+      for (const oid of tree.childOids()) {
+        if (!current()) return;
+        await s.gw.remove(oid, copies).catch((e) => log.warn(`deleted hyper volume ${vid.toString(16)}: B-tree node ${oid.toString(16)} stays: ${(e as Error).message}`));
+      }
+    }
+    if (!current()) return;
+    // an empty root (from btree_counter on, as clients write it): a restart finds nothing more to drop
+    const root = encodeBtreeNode(emptyLeaf());
+    const b = Buffer.alloc(SD_INODE_HEADER_SIZE - INODE_OFF.btreeCounter + root.length);
+    b.writeUInt32LE(h.btreeCounter, 0);
+    root.copy(b, SD_INODE_HEADER_SIZE - INODE_OFF.btreeCounter);
+    await s.gw.rawWrite(inode, INODE_OFF.btreeCounter, b, copies);
+    await s.cluster.notify({ t: 'vdi_reclaimed', vid });
+    log.info(`deleted hyper volume ${vid.toString(16)}: ${dropped} object(s) dropped in ${Date.now() - started} ms`);
   }
 }

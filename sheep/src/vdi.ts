@@ -4,7 +4,7 @@ import {
   Res, SheepdogError, hash24, SD_NR_VDIS, SD_INODE_SIZE, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET,
   SD_ATTR_OBJ_SIZE, Inode, InodeHeader, emptyInodeHeader, encodeInodeHeader, decodeInodeHeader, timestamp64,
   vidToVdiOid, vidToAttrOid, attrHash, attrSameKey, MAX_DATA_OBJS, LockState, SdNode,
-  Flag, ClusterFlag, INODE_OFF,
+  Flag, ClusterFlag, INODE_OFF, encodeBtreeNode, emptyLeaf,
 } from '@sheepdog/common';
 import { VdiBitmap } from './bitmap.js';
 import { log } from './log.js';
@@ -337,6 +337,7 @@ export class VdiRegistry {
       hdr.snapId = lk.nextSnapid;
       if (req.baseVdiId) {
         const base = await this.readFullInode(req.baseVdiId, Res.BASE_VDI_READ);
+        if (base.header.storePolicy !== 0) throw new SheepdogError(Res.INVALID_PARMS, 'a hyper volume cannot be a base VDI');
         await this.bumpBaseRefs(base, req.baseVdiId, false);
         copyIndexFrom(base);
         oldVid = req.baseVdiId;
@@ -349,6 +350,8 @@ export class VdiRegistry {
       if (lk.result !== Res.SUCCESS) throw new SheepdogError(lk.result);
       const curVid = lk.vid;
       const cur = await this.readFullInode(curVid, Res.VDI_READ);
+      // their index is a B-tree, which a snapshot's copied data_vdi_id[] would misread (upstream refuses too)
+      if (cur.header.storePolicy !== 0) throw new SheepdogError(Res.INVALID_PARMS, 'creating a snapshot of hypervolume is not supported');
       hdr.snapId = cur.header.snapId + 1;
       if (!req.baseVdiId || req.baseVdiId === curVid) {
         cur.header.snapCtime = now;
@@ -371,6 +374,7 @@ export class VdiRegistry {
           throw new SheepdogError(Res.VDI_WRITE);
         }
         const base = await this.readFullInode(req.baseVdiId, Res.BASE_VDI_READ);
+        if (base.header.storePolicy !== 0) throw new SheepdogError(Res.INVALID_PARMS, 'a hyper volume cannot be a base VDI');
         await this.bumpBaseRefs(base, req.baseVdiId, false);
         copyIndexFrom(base);
         hdr.parentVdiId = req.baseVdiId;
@@ -379,6 +383,9 @@ export class VdiRegistry {
       oldIsSnapshot = true;
     }
     ino.header = hdr;
+    // upstream initialises a hyper volume's root as an empty leaf (magic, depth 1, 0 entries):
+    // the root's bytes sit where data_vdi_id[0..1] of a plain inode are
+    if (hdr.storePolicy === 1) ino.decodeIndex(encodeBtreeNode(emptyLeaf()), 0);
     await publish({ t: 'vdi_add', newVid, oldVid, copies, copyPolicy, blockSizeShift: shift, setBitmap: true, oldIsSnapshot });
     try {
       await this.io.createRanges(vidToVdiOid(newVid), this.inodeRanges(ino, this.lastUsedIndex(ino)), copies);

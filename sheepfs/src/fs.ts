@@ -128,9 +128,6 @@ export class SheepFs {
       }
       throw e;
     }
-    if (io.header.storePolicy !== 0) {
-      throw new FsError(E('EOPNOTSUPP'), `'${name}' is a hyper volume (B-tree index), which sheepfs cannot serve yet`);
-    }
     if (this.volumes.has(name)) return;
     this.volumes.set(name, { name, io });
     log.info(`mounted VDI ${name} (id ${io.vid.toString(16)}, ${io.size} bytes) as volume/${name}`);
@@ -180,10 +177,7 @@ export class SheepFs {
   private snapshot(vid: number, name: string, snapid: number): Promise<VdiIO> {
     let p = this.snaps.get(vid);
     if (!p) {
-      p = openVdi(this.cluster.client, name, { snapid, cacheFlags: 0 }).then((io) => {
-        if (io.header.storePolicy !== 0) throw new FsError(E('EOPNOTSUPP'), 'hyper volumes (B-tree index) cannot be served yet');
-        return io;
-      });
+      p = openVdi(this.cluster.client, name, { snapid, cacheFlags: 0 });
       this.snaps.set(vid, p);
       p.catch(() => this.snaps.delete(vid));
       if (this.snaps.size > 64) this.snaps.delete(this.snaps.keys().next().value!);
@@ -573,9 +567,7 @@ export class SheepFs {
 
 function allocatedBytes(io: VdiIO): number {
   const n = Math.ceil(io.size / io.objectSize);
-  let k = 0;
-  for (let i = 0; i < n; i++) if (io.index[i]) k++;
-  return Math.min(io.size, k * io.objectSize);
+  return Math.min(io.size, io.objects.countAllocated(n) * io.objectSize);
 }
 
 function parseBool(l: string): boolean {

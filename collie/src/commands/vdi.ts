@@ -146,6 +146,8 @@ async function vdiCreate(ctx: Ctx, args: string[], o: Opts): Promise<number> {
     hyperUnsupported(header, 'Preallocation');
     await preallocate(ctx, vid, header, undefined);
   }
+  // on stderr, and not under the name dog, whose every line stays 1.0's: QEMU users must learn it before they try
+  if (hyper && ctx.prog !== 'dog') ctx.err(`${name} is a hyper volume (B-tree index): QEMU's sheepdog driver cannot use it; use it through sheep --nbd or sheepfs`);
   if (ctx.verbose) ctx.out(ctx.raw ? `${vid.toString(16)}\n` : `VDI ID of newly created VDI: ${vid.toString(16)}\n`);
   return EXIT_SUCCESS;
 }

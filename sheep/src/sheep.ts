@@ -89,7 +89,8 @@ interface StateMsg extends ClusterMessage {
   skip?: number;
   /** The members as of the state, the joiner included (the joiner's own list may still name ghosts or a sender that died). */
   present?: SdNode[];
-  outsiders?: string[];
+  /** Ghost instances still listed (see Sheep.ghosts). */
+  ghosts?: [string, number][];
   s3Writers?: [number, string][];
   unconfirmedTimes?: number[];
   timesUnknown?: boolean;
@@ -162,14 +163,18 @@ export class Sheep implements PlacementView {
   readonly tombstones: Tombstones;
   /** Cut off from the membership engine: whether we are still a member is unknown, requests wait (ClusterDriver.onCutOff). */
   private cutOff?: { until: Promise<void>; resolve: () => void };
-  /**
-   * Nodes the group lists that are not members: foreign nodes (another
-   * cluster's data) that joined it, and ghosts, dead members of an earlier
-   * run whose driver entries outlived them (a ZooKeeper session lingers
-   * for its timeout). Their events are counted like every event, and then
-   * ignored.
-   */
+  /** Foreign nodes (another cluster's data) that joined the group: never members. */
   private outsiders = new Set<string>();
+  /**
+   * Ghosts: dead instances of an earlier run that the driver still listed
+   * when this node joined (a ZooKeeper session lingers for its timeout),
+   * by address, with how many instances of it are listed. They are older
+   * than every live member, so in each member list the first entries of
+   * their addresses are theirs; a new instance of the same address (the
+   * node restarted meanwhile) comes later in the list and is a member like
+   * any other. Their leaves change nothing.
+   */
+  private ghosts = new Map<string, number>();
   private joinSettled?: { resolve: () => void; reject: (e: Error) => void };
   /** Events processed as a member, counted alike by every member from its own join on. */
   private eventCount = 0;
@@ -592,7 +597,10 @@ export class Sheep implements PlacementView {
         // counting one as present would resume the cluster without the node
         // that may hold the newest data (churn simulator, seed 1712).
         const self = this.present.findIndex((m) => this.isSelf(m));
-        for (const g of this.present.slice(0, Math.max(self, 0))) this.outsiders.add(nodeToString(g));
+        for (const g of this.present.slice(0, Math.max(self, 0))) {
+          const k = nodeToString(g);
+          this.ghosts.set(k, (this.ghosts.get(k) ?? 0) + 1);
+        }
         this.held.push(e);
         this.joining = false;
         await this.startAsFirst();
@@ -607,6 +615,12 @@ export class Sheep implements PlacementView {
       case 'join': return this.onJoin(e.node, e.info as JoinInfo, this.admitted(e.members));
       case 'leave': {
         const k = nodeToString(e.node);
+        const g = this.ghosts.get(k);
+        if (g) {
+          // a ghost's leave: the instance was never one of ours
+          if (g > 1) this.ghosts.set(k, g - 1); else this.ghosts.delete(k);
+          return;
+        }
         if (this.outsiders.delete(k)) return; // it was never one of us
         return this.onLeave(e.node, this.admitted(e.members));
       }
@@ -617,9 +631,19 @@ export class Sheep implements PlacementView {
     }
   }
 
-  /** The group's members minus the outsiders it lists. */
+  /** The group's members minus the foreign nodes and the ghosts it lists (each ghost's first entries). */
   private admitted(members: SdNode[]): SdNode[] {
-    return this.outsiders.size ? members.filter((m) => !this.outsiders.has(nodeToString(m))) : members;
+    if (!this.outsiders.size && !this.ghosts.size) return members;
+    const skip = new Map(this.ghosts);
+    return members.filter((m) => {
+      const k = nodeToString(m);
+      const n = skip.get(k);
+      if (n) {
+        skip.set(k, n - 1);
+        return false;
+      }
+      return !this.outsiders.has(k);
+    });
   }
 
   /**
@@ -808,13 +832,13 @@ export class Sheep implements PlacementView {
       unconfirmedTimes: [...this.unconfirmedTimes], timesUnknown: this.timesUnknown,
       // sent from onJoin before the join is applied here: the joiner is not yet in present
       present: this.present.some((p) => sameNode(p, to)) ? [...this.present] : [...this.present, to],
-      outsiders: [...this.outsiders],
+      ghosts: [...this.ghosts],
       s3Writers: [...this.s3Writers],
     };
   }
 
   private async applyState(st: StateMsg): Promise<void> {
-    for (const o of st.outsiders ?? []) this.outsiders.add(o);
+    for (const [k, n] of st.ghosts ?? []) this.ghosts.set(k, n);
     this.s3Writers.clear();
     for (const [vid, w] of st.s3Writers ?? []) this.s3Writers.set(vid, w);
     this.present = st.present ? st.present.map((n) => ({ ...n })) : this.admitted(this.present);

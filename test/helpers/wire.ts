@@ -7,8 +7,8 @@ export const nameTag = (name: string, tag = '') => Buffer.concat([encodeFixedStr
 
 export class Wire {
   readonly c: SheepClient;
-  constructor(port: number) {
-    this.c = new SheepClient({ port, timeout: 30_000 });
+  constructor(port: number, timeoutMs = 30_000) {
+    this.c = new SheepClient({ port, timeout: timeoutMs });
   }
   send(...a: Parameters<SheepClient['send']>): Promise<Response> {
     return this.c.send(...a);

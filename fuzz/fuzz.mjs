@@ -88,7 +88,7 @@ if (!port) {
   nbdPort = await freePort();
   dir = mkdtempSync(path.join(os.tmpdir(), 'sheep-fuzz-'));
   own = spawn(process.execPath, [path.join(root, 'sheep/bin/sheep.js'), '-f', '-b', '127.0.0.1', '-p', String(port), '-c', `local:fuzz${process.pid}`,
-    '--nbd', `127.0.0.1:${nbdPort}`, '--conn-budget', '16M', '--node-budget', '128M', '--request-timeout', '5', dir], { stdio: 'ignore', env: { ...process.env } });
+    '--nbd', `127.0.0.1:${nbdPort}`, '--conn-budget', '16M', '--node-budget', '128M', '--request-timeout', '5', dir], { stdio: ['ignore', 'ignore', process.env.FUZZ_SHEEP_STDERR ? 'inherit' : 'ignore'], env: { ...process.env } });
   own.on('exit', () => { crashed = true; });
   pid = own.pid;
   await waitPort(port);
@@ -137,7 +137,7 @@ const templates = {
   [Op.NEW_VDI]: () => ({ f: { opcode: Op.NEW_VDI, flags: Flag.CMD_WRITE, vdi: { vdiSize: BigInt(pick([MB, 64 * MB])), copies: 1 } }, p: name(`fz${ri(50)}`) }),
   [Op.LOCK_VDI]: () => ({ f: { opcode: Op.LOCK_VDI, flags: Flag.CMD_WRITE, vdi: { type: ri(2) } }, p: nameTag('fuzz-victim') }),
   [Op.RELEASE_VDI]: () => ({ f: { opcode: Op.RELEASE_VDI, vdi: { baseVdiId: victimVid } } }),
-  [Op.GET_VDI_INFO]: () => ({ f: { opcode: Op.GET_VDI_INFO, flags: Flag.CMD_WRITE }, p: nameTag(pick(['fuzz-victim', 'nope', 'fuzz-check'])) }),
+  [Op.GET_VDI_INFO]: () => ({ f: { opcode: Op.GET_VDI_INFO, flags: Flag.CMD_WRITE }, p: nameTag(pick(['fuzz-victim', 'nope'])) }), // never the checkers' VDI: a mutated opcode could make this a DEL_VDI
   [Op.READ_VDIS]: () => ({ f: { opcode: Op.READ_VDIS, dataLength: 2 * MB } }),
   [Op.FLUSH_VDI]: () => ({ f: { opcode: Op.FLUSH_VDI, obj: { oid: vidToVdiOid(victimVid) } } }),
   [Op.DEL_VDI]: () => ({ f: { opcode: Op.DEL_VDI, flags: Flag.CMD_WRITE }, p: nameTag(`fz${ri(50)}`) }),
@@ -529,7 +529,7 @@ let internalErrors = [];
 if (own) {
   try {
     internalErrors = readFileSync(path.join(dir, 'sheep.log'), 'utf8').split('\n')
-      .filter((l) => /(failed|crashed): .*(RangeError|TypeError|ReferenceError|ERR_[A-Z_]+)/.test(l) || /unhandled rejection/.test(l));
+      .filter((l) => /(failed|crashed): .*(RangeError|TypeError|ReferenceError|ERR_[A-Z_]+)/.test(l) || /unhandled rejection|internal error/.test(l));
   } catch { /* no log */ }
 }
 summary.internalErrors = internalErrors.length;

@@ -94,7 +94,11 @@ export const RULES = new Map<number, Rule>([
   [Op.WRITE_OBJ, { access: 'public', payload: MAX_PAYLOAD, reply: 0, objectIo: 'write', check: objFields }],
   // only sheep send these two (object reclaim), never a client
   [Op.REMOVE_OBJ, adm(0, 0, objFields)],
-  [Op.DISCARD_OBJ, pub(0, 0)],
+  // the object's index entry is cleared: a data object of an index that exists (2^20 entries)
+  [Op.DISCARD_OBJ, pub(0, 0, (_s, h) => {
+    const oid = h.raw.readBigUInt64LE(16);
+    return isDataObj(oid) && Number(oid & 0xffffffffn) < MAX_DATA_OBJS ? undefined : Res.INVALID_PARMS;
+  })],
   [Op.NEW_VDI, pub(SD_MAX_VDI_LEN, 0, (_s, h, data) => {
     const v = h.vdi;
     if (h.dataLength !== SD_MAX_VDI_LEN || !stringOk(data, 0, SD_MAX_VDI_LEN, true)) return Res.INVALID_PARMS;

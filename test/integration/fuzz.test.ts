@@ -17,7 +17,10 @@ describe('fuzzer, fixed seed', () => {
     const code = await new Promise<number | null>((r) => p.once('exit', r));
     const line = out.trim().split('\n').pop() ?? '';
     const r = JSON.parse(line);
-    expect({ code, err }).toEqual({ code: 0, err: '' });
+    // the summary says why, when the exit code says something failed
+    expect({ code, err, summary: code === 0 ? undefined : r }).toEqual({ code: 0, err: '', summary: undefined });
+    expect(r.internalErrors).toBe(0);
+    expect(r.systemErrors).toBe(0);
     expect(r.crashes).toBe(0);
     expect(r.hangs).toBe(0);
     expect(r.wrongAnswers).toBe(0);

@@ -86,6 +86,16 @@ describe('NBD port under hostile input', () => {
     expect(peak - base).toBeLessThan(SLACK);
   });
 
+  it('answers a zero-length write with EINVAL and the connection goes on (found by the fuzzer)', async () => {
+    const c = await attached();
+    expect((await c.cmd(NBD.CMD.WRITE, 4096, 0, Buffer.alloc(0))).error).toBe(22);
+    const back = await c.cmd(NBD.CMD.WRITE, 0, 4096, Buffer.alloc(4096, 5));
+    expect(back.error).toBe(0);
+    expect((await c.cmd(NBD.CMD.READ, 0, 4096)).data?.equals(Buffer.alloc(4096, 5))).toBe(true);
+    c.close();
+    expect(log()).not.toMatch(/internal error/);
+  });
+
   it('holds at most its budget for a client that never reads its replies', async () => {
     const c = await attached();
     c.sock.pause();

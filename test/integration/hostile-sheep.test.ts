@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import {
-  Op, Flag, Res, encodeRequest, vidToDataOid, vidToVdiOid, encodeFixedString, SD_VDI_BITMAP_SIZE, encodeAddr,
+  Op, Flag, Res, encodeRequest, vidToDataOid, vidToVdiOid, encodeFixedString, SD_VDI_BITMAP_SIZE, encodeAddr, SD_INODE_HEADER_SIZE,
 } from '@sheepdog/common';
 import { startFormatted, stopAll, SheepProc, ROOT, startSheep } from '../helpers/cluster.js';
 import { Wire } from '../helpers/wire.js';
@@ -98,6 +98,21 @@ describe('sheepdog port under hostile input', () => {
       }
     }
     expect(rss(s.proc.pid!) - before).toBeLessThan(SLACK);
+  });
+
+  it('refuses DISCARD_OBJ of an index entry no inode has (found by the fuzzer), leaves the inode intact and logs no damage', async () => {
+    // data object index 2^32-1: its entry would lie 16 GiB into a 12 MiB inode
+    for (const bad of [vidToDataOid(vid, 0) | 0xffffffffn, vidToDataOid(vid, 0) | BigInt(1 << 20), vidToVdiOid(vid)]) {
+      const r = await once(s.port, { opcode: Op.DISCARD_OBJ, obj: { oid: bad } });
+      expect(r?.h.result).toBe(Res.INVALID_PARMS);
+    }
+    const r = await w.send({ opcode: Op.READ_OBJ, dataLength: 4096, obj: { oid } });
+    expect(r.rsp.result).toBe(Res.SUCCESS);
+    expect(r.data.equals(Buffer.alloc(4096, 7))).toBe(true);
+    const ino = await w.send({ opcode: Op.READ_OBJ, dataLength: 4, obj: { oid: vidToVdiOid(vid), offset: SD_INODE_HEADER_SIZE } });
+    expect(ino.rsp.result).toBe(Res.SUCCESS);
+    expect(readFileSync(path.join(s.dir, 'sheep.log'), 'utf8')).not.toMatch(/is damaged/);
+    await alive();
   });
 
   it('holds at most its budget for a client that never reads its replies', async () => {

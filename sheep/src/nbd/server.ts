@@ -777,6 +777,8 @@ class NbdConnection implements DirectReader, Guarded {
           this.done(cost);
           return;
         }
+        // a zero-length write carries no payload: nothing to write, and nothing a client should send
+        if (!target && !data) { this.reply(handle, Errno.EINVAL); this.done(cost); return; }
         p = target ? target.commit() : io.write(offset, data!);
         if (flags & CmdFlag.FUA) p = p.then(() => io.flush());
         break;

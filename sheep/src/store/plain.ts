@@ -165,8 +165,14 @@ export class PlainStore implements ObjectStore {
           // than the sums we check them against: read again
           const gen = e.gen ?? 0;
           const got = await preadFull(fd, buf, 0, len, off);
-          // every object file is created at its full size: a short one lost its end
-          if (got < len) return `the file ends at ${off + got}, before byte ${off + len} of the object`;
+          if (got < len) {
+            // every object file is created at its full size: a short one lost its end,
+            // unless the read asks for bytes past the size the object was made with
+            const loading = this.loadSums(e);
+            if (loading) await loading;
+            if (e.size && off + len > e.size) throw new SheepdogError(Res.INVALID_PARMS, `bytes ${off}-${off + len - 1} are beyond ${oid.toString(16)}'s ${e.size}`);
+            return `the file ends at ${off + got}, before byte ${off + len} of the object`;
+          }
           const why = await this.verify(e, fd, buf, off, len);
           if (!why || tries === 3 || (e.gen ?? 0) === gen) return why;
         }

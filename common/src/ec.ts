@@ -104,6 +104,38 @@ export function checkEcPolicy(d: number, p: number): void {
   if (!Number.isInteger(p) || p < 1 || p > EC_MAX_PARITY) throw new Error(`erasure code parity strips must be 1 to ${EC_MAX_PARITY}, not ${p}`);
 }
 
+/** An EC policy as the copy_policy byte carries it (A.2): D/2 in the high nibble, P in the low one. */
+export function ecPolicyByte(d: number, p: number): number {
+  checkEcPolicy(d, p);
+  return ((d / 2) << 4) | p;
+}
+
+/** D and P of a copy_policy byte; undefined for 0 (replication) or a byte no valid policy makes. */
+export function decodeEcPolicy(cp: number): { d: number; p: number } | undefined {
+  if (!cp) return undefined;
+  const d = 2 * (cp >> 4);
+  const p = cp & 0x0f;
+  if (!(EC_DATA_WIDTHS as readonly number[]).includes(d) || p < 1 || d + p > 31) return undefined;
+  return { d, p };
+}
+
+/** Parse an upstream `-c` value: "N" (replication, copy_policy 0) or "D:P"; undefined when dog rejects it (A.1). */
+export function parseRedundancy(v: string): { copies: number; copyPolicy: number } | undefined {
+  const m = /^(\d+)(?::(\d+))?$/.exec(v);
+  if (!m) return undefined;
+  const a = Number(m[1]);
+  if (m[2] === undefined) return a >= 1 && a <= 31 ? { copies: a, copyPolicy: 0 } : undefined;
+  const p = Number(m[2]);
+  if (!(EC_DATA_WIDTHS as readonly number[]).includes(a) || p < 1 || p > EC_MAX_PARITY) return undefined;
+  return { copies: a + p, copyPolicy: ecPolicyByte(a, p) };
+}
+
+/** How dog shows a redundancy: "3" or "4:2". */
+export function formatRedundancy(copies: number, copyPolicy: number): string {
+  const ec = decodeEcPolicy(copyPolicy);
+  return ec ? `${ec.d}:${ec.p}` : String(copies);
+}
+
 /** The D data strip files of an object (its length a multiple of 512): strip j of every stripe, in order. */
 export function ecSplit(obj: Buffer, d: number): Buffer[] {
   if (obj.length % EC_STRIPE) throw new Error(`an erasure-coded object is a whole number of ${EC_STRIPE}-byte stripes`);

@@ -91,3 +91,19 @@ describe('erasure code (upstream 1.0, bit-exact)', () => {
     expect(() => checkEcPolicy(16, 15)).not.toThrow();
   });
 });
+
+describe('copy_policy byte and -c values (A.1, A.2)', () => {
+  it('encodes and decodes as upstream', async () => {
+    const { ecPolicyByte, decodeEcPolicy, parseRedundancy, formatRedundancy } = await import('@sheepdog/common');
+    expect([[2, 1], [2, 2], [4, 2], [8, 2], [8, 3], [16, 15]].map(([d, p]) => ecPolicyByte(d, p))).toEqual([0x11, 0x12, 0x22, 0x42, 0x43, 0x8f]);
+    expect(decodeEcPolicy(0x22)).toEqual({ d: 4, p: 2 });
+    expect(decodeEcPolicy(0)).toBeUndefined();
+    expect(decodeEcPolicy(0x10)).toBeUndefined(); // P = 0: upstream's decoder panics
+    expect(decodeEcPolicy(0x31)).toBeUndefined(); // D = 6
+    expect(parseRedundancy('3')).toEqual({ copies: 3, copyPolicy: 0 });
+    expect(parseRedundancy('4:2')).toEqual({ copies: 6, copyPolicy: 0x22 });
+    for (const bad of ['0', '32', '3:1', '2:0', '2:16', '4:x', 'x', '', '40:1']) expect(parseRedundancy(bad)).toBeUndefined();
+    expect(formatRedundancy(6, 0x22)).toBe('4:2');
+    expect(formatRedundancy(3, 0)).toBe('3');
+  });
+});

@@ -239,9 +239,9 @@ export async function serve(a: Parsed, onMounted: () => void): Promise<void> {
     stopping = true;
     log.info(`${why}: flushing volumes and unmounting ${a.mountpoint}`);
     const t = setTimeout(() => {
-      log.error('unmount did not finish in 10s; exiting');
+      log.error('unmount did not finish in 30s; exiting');
       void log.closeLog().finally(() => exitNow(code || 1));
-    }, 10_000);
+    }, 30_000); // flushing every volume's dirty data may take a while on a loaded machine
     await sfs.flushAll();
     await new Promise<void>((resolve) => fuse.unmount((err) => {
       if (err) log.error(`unmount: ${err.message}`);

@@ -125,7 +125,7 @@ describe('libvirt <disk> XML', () => {
       expect(x).toBe((await dog(['vdi', 'libvirt-xml', 'vm1', '--nbd', `127.0.0.1:${nbdPort}`])).stdout);
       expect((await validate(x))[0]).toBe(0);
     } finally {
-      expect(await viaNbd.stop()).toBe(0);
+      expect(await viaNbd.stop(), viaNbd.output()).toBe(0);
     }
   });
 });

@@ -281,7 +281,7 @@ export function clusterScenarios(name: string, specFor: () => Promise<string>) {
       await waitFor(async () => (await clusterStatus(back[0].port)) === Res.SUCCESS, 10_000, 'running after force');
       await settle(back, vdiOids(vid, [0, 1]), 2, 2);
       await withWire(back[0].port, async (w) => expect((await w.readVdi(vid, 0, 8 * MB)).equals(data)).toBe(true));
-    });
+    }, 120_000); // two restarts and a forced recovery: minutes on a loaded machine
 
     it('whole-cluster shutdown and restart with data intact', async () => {
       const spec = await specFor();

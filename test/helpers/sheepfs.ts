@@ -58,7 +58,7 @@ export async function mountSheepfs(port: number, args: string[] = [], dir?: stri
     p: (rel) => path.join(mnt, rel),
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 15_000);
+      const t = setTimeout(() => proc.kill('SIGKILL'), 45_000); // sheepfs gives up unmounting after 30 s
       const code = await exited;
       clearTimeout(t);
       await cleanupMount(mnt);

@@ -27,6 +27,7 @@ afterEach(async (ctx) => {
   // DEBUG_CHURN=1: the logs of every node of a failed story
   if (process.env.DEBUG_CHURN && ctx.task.result?.state === 'fail') {
     for (const d of dirs) console.log(`=== ${d}\n${await fsp.readFile(path.join(d, 'sheep.log'), 'utf8').catch(() => '')}`);
+    console.log(`=== ZooKeeper\n${zk.output().split('\n').filter((l) => !/ INFO /.test(l)).slice(-60).join('\n')}`);
   }
   dirs.length = 0;
   await stopAll();

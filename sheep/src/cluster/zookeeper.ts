@@ -171,6 +171,24 @@ const PROGRESS_EVERY_MS = 200;
 const COMPACT_EVERY_MS = 1000;
 const POLL_EVERY_MS = 1000;
 const CONNECT_TIMEOUT_MS = 15_000;
+/**
+ * node-zookeeper-client (1.1.3) keeps the unparsed tail of a frame across
+ * reconnects: cut off mid-reply (ZooKeeper killed while a large listing was
+ * on the wire), the next connection's ConnectResponse is read after those
+ * stale bytes, its length is garbage, and the client waits forever for "the
+ * rest" on a live socket — never reconnected, never expired. Every
+ * connection attempt must start from an empty buffer.
+ */
+export function freshBufferOnReconnect(client: Client): void {
+  const cm = (client as unknown as { connectionManager?: { connect: () => void; pendingBuffer: Buffer | null } }).connectionManager;
+  if (!cm || typeof cm.connect !== 'function' || !('pendingBuffer' in cm)) throw new Error('node-zookeeper-client internals changed: recheck freshBufferOnReconnect');
+  const connect = cm.connect;
+  cm.connect = function (this: typeof cm) {
+    this.pendingBuffer = null;
+    return connect.call(this);
+  };
+}
+
 /** How long a member cut off from ZooKeeper holds requests before it gives up and exits: at least this, or 20 session timeouts. */
 const CUT_OFF_LIMIT_MS = 60_000;
 
@@ -318,6 +336,7 @@ export class ZooKeeperDriver implements ClusterDriver {
       retries: 0,
     });
     this.client = client;
+    freshBufferOnReconnect(client);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         client.close();

@@ -1,12 +1,13 @@
 // The ZooKeeper client library keeps a torn frame's bytes across
-// reconnects (see freshBufferOnReconnect). ZooKeeper itself cannot be made
+// reconnects and waits forever on a server that never answers the
+// handshake (see hardenReconnect). ZooKeeper itself cannot be made
 // to cut a reply at a chosen byte, so a small TCP server on loopback speaks
 // the session handshake: the first connection is cut in the middle of a
-// frame, the second must still come up as a session.
+// frame (or never answered), the next must still come up as a session.
 import { describe, it, expect, afterEach } from 'vitest';
 import * as net from 'node:net';
 import zookeeper from 'node-zookeeper-client';
-import { freshBufferOnReconnect } from '../../sheep/src/cluster/zookeeper.js';
+import { hardenReconnect } from '../../sheep/src/cluster/zookeeper.js';
 
 /** A ConnectResponse frame: protocol version, timeout, session id, password. */
 function connectResponse(timeoutMs: number): Buffer {
@@ -28,12 +29,14 @@ afterEach(() => {
   server?.close();
 });
 
-async function run(patched: boolean): Promise<number> {
+async function run(patched: boolean, first: 'torn' | 'silent' = 'torn', want = 2): Promise<number> {
   let conns = 0;
   server = net.createServer((s) => {
     const n = ++conns;
     s.once('data', () => {
-      if (n === 1) {
+      if (n === 1 && first === 'silent') {
+        // accepts the connection, never answers the handshake (a server still starting up)
+      } else if (n === 1) {
         // a session, then the first 10 bytes of a 100-byte reply, then the connection is gone
         const torn = Buffer.alloc(14);
         torn.writeInt32BE(100, 0);
@@ -47,20 +50,26 @@ async function run(patched: boolean): Promise<number> {
   await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
   const port = (server.address() as net.AddressInfo).port;
   client = zookeeper.createClient(`127.0.0.1:${port}`, { sessionTimeout: 4000, spinDelay: 50, retries: 0 });
-  if (patched) freshBufferOnReconnect(client);
+  if (patched) hardenReconnect(client, 1000);
   let connected = 0;
   client.on('state', (st) => { if (st.name === 'SYNC_CONNECTED') connected++; });
   client.connect();
-  const end = Date.now() + 3000;
-  while (connected < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  const end = Date.now() + 4000;
+  while (connected < want && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
   return connected;
 }
 
-describe('ZooKeeper client reconnect after a torn frame', () => {
+describe('ZooKeeper client reconnect after a torn frame or a silent server', () => {
   it('the library alone never comes back (why the fix exists)', async () => {
     expect(await run(false)).toBe(1);
   });
-  it('with freshBufferOnReconnect the second connection is a session again', async () => {
+  it('with hardenReconnect the second connection is a session again', async () => {
     expect(await run(true)).toBe(2);
+  });
+  it('the library alone waits forever on a server that accepts and never answers', async () => {
+    expect(await run(false, 'silent', 1)).toBe(0);
+  });
+  it('with hardenReconnect a silent attempt is dropped and the next one is a session', async () => {
+    expect(await run(true, 'silent', 1)).toBe(1);
   });
 });

@@ -172,22 +172,38 @@ const COMPACT_EVERY_MS = 1000;
 const POLL_EVERY_MS = 1000;
 const CONNECT_TIMEOUT_MS = 15_000;
 /**
- * node-zookeeper-client (1.1.3) keeps the unparsed tail of a frame across
- * reconnects: cut off mid-reply (ZooKeeper killed while a large listing was
- * on the wire), the next connection's ConnectResponse is read after those
- * stale bytes, its length is garbage, and the client waits forever for "the
- * rest" on a live socket — never reconnected, never expired. Every
- * connection attempt must start from an empty buffer.
+ * Two holes in node-zookeeper-client (1.1.3)'s reconnect loop, each of
+ * which leaves a node cut off for good while ZooKeeper is back up:
+ * - it keeps the unparsed tail of a frame across reconnects: cut off
+ *   mid-reply (ZooKeeper killed while a large listing was on the wire), the
+ *   next connection's ConnectResponse is read after those stale bytes, its
+ *   length is garbage, and the client waits forever for "the rest";
+ * - its connect timeout ends when TCP connects: a server that accepts the
+ *   connection while it starts up and never answers the handshake holds
+ *   the client on that socket forever.
+ * So every attempt starts from an empty buffer, and an attempt whose
+ * handshake has not completed within handshakeMs is dropped (the library
+ * then tries again).
  */
-export function freshBufferOnReconnect(client: Client): void {
-  const cm = (client as unknown as { connectionManager?: { connect: () => void; pendingBuffer: Buffer | null } }).connectionManager;
-  if (!cm || typeof cm.connect !== 'function' || !('pendingBuffer' in cm)) throw new Error('node-zookeeper-client internals changed: recheck freshBufferOnReconnect');
+export function hardenReconnect(client: Client, handshakeMs: number): void {
+  type Cm = { connect: () => void; pendingBuffer: Buffer | null; state: number; socket?: { destroy(): void } };
+  const cm = (client as unknown as { connectionManager?: Cm }).connectionManager;
+  if (!cm || typeof cm.connect !== 'function' || !('pendingBuffer' in cm)) throw new Error('node-zookeeper-client internals changed: recheck hardenReconnect');
+  const CONNECTING = 1;
   const connect = cm.connect;
-  cm.connect = function (this: typeof cm) {
+  let attempt = 0;
+  cm.connect = function (this: Cm) {
     this.pendingBuffer = null;
+    const mine = ++attempt;
+    setTimeout(() => {
+      if (attempt === mine && this.state === CONNECTING) this.socket?.destroy();
+    }, handshakeMs).unref();
     return connect.call(this);
   };
 }
+
+/** How long one connection attempt may take to become a session (ZooKeeper answers a handshake in milliseconds; this allows for a loaded machine). */
+const HANDSHAKE_MS = 5000;
 
 /** How long a member cut off from ZooKeeper holds requests before it gives up and exits: at least this, or 20 session timeouts. */
 const CUT_OFF_LIMIT_MS = 60_000;
@@ -336,7 +352,7 @@ export class ZooKeeperDriver implements ClusterDriver {
       retries: 0,
     });
     this.client = client;
-    freshBufferOnReconnect(client);
+    hardenReconnect(client, HANDSHAKE_MS);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         client.close();

@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import client from 'prom-client';
 import { opName, Res } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
+import type { Journal } from './store/journal.js';
 import { log } from './log.js';
 
 /** The hooks' view: undefined unless sheep runs with --metrics. */
@@ -181,6 +182,19 @@ export class SheepMetrics {
       name: 'sheep_reclaimed_objects_total', help: 'Objects (references) of deleted VDIs this node has reclaimed since it started', registers,
       collect() { this.reset(); this.inc(s.reclaimer.droppedTotal); },
     });
+
+    // the write-ahead journal (sync mode; all zero without one)
+    const journal = () => (s.store as { journal?: Journal }).journal;
+    const jCounter = (name: string, help: string, get: (st: Journal['stats']) => number) =>
+      new client.Counter({ name, help, registers, collect() { this.reset(); const j = journal(); this.inc(j ? get(j.stats) : 0); } });
+    jCounter('sheep_journal_records_total', 'Writes recorded in the journal (each acknowledged once its batch is flushed)', (st) => st.records);
+    jCounter('sheep_journal_batches_total', 'Journal flushes (group commits); records_total / batches_total is the records one flush covers', (st) => st.batches);
+    jCounter('sheep_journal_flush_seconds_total', 'Time spent writing and flushing journal batches', (st) => st.flushMs / 1000);
+    jCounter('sheep_journal_checkpoints_total', 'Checkpoints: object files synced and the journal trimmed', (st) => st.checkpoints);
+    jCounter('sheep_journal_checkpoint_seconds_total', 'Time spent in checkpoints', (st) => st.checkpointMs / 1000);
+    jCounter('sheep_journal_fallbacks_total', 'Writes that went to their object file with its own flush because the journal could not take them', (st) => st.fallbacks);
+    new client.Gauge({ name: 'sheep_journal_used_bytes', help: 'Journal bytes holding records not yet trimmed', registers, collect() { this.set(journal()?.usedBytes ?? 0); } });
+    new client.Gauge({ name: 'sheep_journal_size_bytes', help: 'The journal\'s size (0: no journal: -n, or -j none)', registers, collect() { this.set(journal()?.sizeBytes ?? 0); } });
 
     const cacheGauge = (name: string, help: string, get: (c: NonNullable<Sheep['cache']>) => number, counter = false) => {
       const opts = { name, help, registers };

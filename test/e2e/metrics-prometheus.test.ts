@@ -112,6 +112,11 @@ describe('sheep --metrics with a real Prometheus', () => {
       expect(sample(text, 'sheep_store_free_bytes')).toBeGreaterThan(0);
       expect(sample(text, 'sheep_requests_in_flight{protocol="sheepdog"}')).toBe(0);
       expect(text).toMatch(/^nodejs_eventloop_lag_p99_seconds \d/m);
+      // sync mode: every node journals (256 MiB by default) the writes it stores
+      expect(sample(text, 'sheep_journal_size_bytes')).toBeGreaterThan(200 * MB);
+      expect(sample(text, 'sheep_journal_records_total')).toBeGreaterThan(0);
+      expect(sample(text, 'sheep_journal_batches_total')).toBeGreaterThan(0);
+      expect(sample(text, 'sheep_journal_batches_total')!).toBeLessThanOrEqual(sample(text, 'sheep_journal_records_total')!);
     }
     const t0 = await scrape(mports[0]);
     // qemu-io: 4 writes, 4 reads, and the flush before it closes

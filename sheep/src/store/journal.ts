@@ -313,6 +313,11 @@ export class Journal {
     }
   }
 
+  /** Bytes of records the journal holds that a checkpoint has not trimmed yet. */
+  get usedBytes(): number {
+    return this.used();
+  }
+
   private used(): number {
     if (this.trimSeq === this.nextSeq) return 0;
     return this.head >= this.tail ? this.head - this.tail : this.size - this.tail + this.head - FIRST_RECORD;

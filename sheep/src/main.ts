@@ -89,9 +89,9 @@ const parseListenOpt = (what: string) => (v: string): { host?: string; port: num
 export function parseArgs(argv: string[]): Parsed {
   const prog = new Command('sheep');
   prog
-    .usage('[OPTION]... [PATH[,DISK]...]')
+    .usage('[OPTION]... [PATH[,DISK,...]]')
     .description('Sheepdog storage daemon: stores VDI objects under PATH (default /var/lib/sheepdog) and serves port 7000')
-    .argument('[PATH[,DISK]...]', 'data directory; with DISKs (comma-separated, no spaces), objects are spread over those directories and PATH keeps the metadata', '/var/lib/sheepdog')
+    .argument('[PATH]', 'data directory; as PATH,DISK1,DISK2 with DISKs (comma-separated, no spaces), objects are spread over those directories and PATH keeps the metadata', '/var/lib/sheepdog')
     .option('-p, --port <port>', 'listen port', parseIntOpt('port', 1, 65535), 7000)
     .option('-b, --bindaddr <addr>', 'bind only to this address (default: all)')
     .option('-y, --myaddr <addr>', 'address announced to the cluster (default: bindaddr or 127.0.0.1)')

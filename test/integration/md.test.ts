@@ -36,6 +36,7 @@ let root: string;
 let base: string;
 let disk: string[];
 const nodes: SheepProc[] = [];
+let clusterId = '';
 const dog = (args: string[], input?: Buffer | string, i = 0) => runCollie(args, { port: nodes[i].port, input });
 
 /** Disks of node 0 as it reports them (md info -r): path and size (the size kept in user.md.size). */
@@ -72,7 +73,7 @@ beforeAll(async () => {
   root = await fs.mkdtemp(path.join(os.tmpdir(), 'sheep-md-'));
   base = path.join(root, 'n0');
   disk = [0, 1, 2, 3].map((i) => path.join(root, `n0d${i}`));
-  const id = `local:${uniqueClusterId()}`;
+  const id = (clusterId = `local:${uniqueClusterId()}`);
   // node 0 starts with three object disks; a trailing slash is trimmed
   nodes.push(await startSheep({ dir: `${base},${disk[0]}/,${disk[1]},${disk[2]}`, args: ['-c', id, '-z', '0'] }));
   for (let i = 1; i < 3; i++) nodes.push(await startSheep({ args: ['-c', id, '-z', String(i)] }));
@@ -128,19 +129,16 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
   });
 
   it('advertises the sum of its disks, which weighs its auto vnodes', async () => {
+    // node list -r: id host:port vnodes zone
     const list = (await dog(['node', 'list', '-r'])).stdout.trim().split('\n').map((l) => l.split(' '));
-    const info = (await dog(['node', 'info', '-r'])).stdout.trim().split('\n').map((l) => l.split(' '));
-    // node list -r: id host:port vnodes zone; node info -r: id size used free use%
-    const row = (n: SheepProc) => {
-      const id = list.find((l) => l[1] === `127.0.0.1:${n.port}`)![0];
-      return { vnodes: Number(list.find((l) => l[0] === id)![2]), size: Number(info.find((l) => l[0] === id)![1]) };
-    };
-    const me = row(nodes[0]);
-    const sum = (await plugged()).reduce((s, d) => s + d.size, 0);
-    expect(me.size).toBe(sum);
-    const others = [row(nodes[1]), row(nodes[2])];
-    const avg = (me.size + others[0].size + others[1].size) / 3;
-    expect(Math.abs(me.vnodes - (128 * me.size) / avg)).toBeLessThan(1.5);
+    const vnodes = (n: SheepProc) => Number(list.find((l) => l[1] === `127.0.0.1:${n.port}`)![2]);
+    // node 0: the sum of its disks' sizes; a single-directory node: its file system's size
+    const space0 = (await plugged()).reduce((s, d) => s + d.size, 0);
+    expect(space0).toBeGreaterThan(0);
+    const fsSize = async (n: SheepProc) => { const st = await fs.statfs(n.dir); return st.blocks * st.bsize; };
+    const avg = (space0 + (await fsSize(nodes[1])) + (await fsSize(nodes[2]))) / 3;
+    expect(Math.abs(vnodes(nodes[0]) - (128 * space0) / avg)).toBeLessThan(1.5);
+    expect(Math.abs(vnodes(nodes[1]) - (128 * (await fsSize(nodes[1]))) / avg)).toBeLessThan(1.5);
   });
 
   it('plug asks first, refuses a duplicate, and moves to the new disk what the ring gives it', async () => {
@@ -218,7 +216,22 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
     const chk = await dog(['vdi', 'check', 'mdvol']);
     expect(chk.code).toBe(0);
     expect(chk.stdout).toBe('finish check&repair mdvol\n');
+  });
+
+  it('a disk that failed is not used again after a restart, even when it comes back with its old objects', async () => {
+    const victim = disk[2];
+    // the failed disk comes back, as it was when it failed (older copies of objects written since)
     await fs.rm(victim, { force: true });
-    await fs.rm(`${victim}.gone`, { recursive: true, force: true });
+    await fs.rename(`${victim}.gone`, victim);
+    expect((await objectsIn(victim)).length).toBeGreaterThan(0);
+    await nodes[0].stop();
+    const again = await startSheep({ dir: nodes[0].dir, port: nodes[0].port, args: ['-c', clusterId, '-z', '0'] });
+    nodes[0] = again;
+    expect(again.output()).toContain(`${victim} failed in an earlier run`);
+    // the command line's disks, less the failed one (plug and unplug last until a restart)
+    expect((await plugged()).map((d) => d.path)).toEqual([disk[0], disk[1]]);
+    for (let t = 0; t < 3; t++) {
+      expect((await dog(['vdi', 'read', 'mdvol', '0', String(DATA.length)], undefined, 0)).stdoutBuf.equals(model)).toBe(true);
+    }
   });
 });

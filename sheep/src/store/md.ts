@@ -136,11 +136,26 @@ export class MdDisks {
   /** Subdirectories of a root that hold live objects ('' for the root itself). */
   liveSubdirs: () => string[] = () => [''];
 
-  constructor(readonly base: string, private readonly wanted: string[]) {}
+  /**
+   * Disks that failed, kept across restarts: one that comes back holds
+   * copies older than those recovered elsewhere meanwhile (and of the same
+   * version within an epoch), so it is not used again until plugged anew
+   * (which purges it).
+   */
+  readonly failedFile: string;
+
+  constructor(readonly base: string, private readonly wanted: string[]) {
+    this.failedFile = path.join(base, 'md-failed.json');
+  }
 
   /** Open the disks named on the command line (B.1's checks and messages). */
   async init(): Promise<void> {
     await fsp.mkdir(path.join(this.base, 'obj'), { recursive: true });
+    try {
+      for (const p of JSON.parse(await fsp.readFile(this.failedFile, 'utf8')) as string[]) this.failedRoots.add(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log.err(`${this.failedFile}: ${(e as Error).message}`);
+    }
     const seen = new Set<string>();
     for (const p of this.wanted) {
       if (seen.has(p)) {
@@ -148,6 +163,10 @@ export class MdDisks {
         continue;
       }
       seen.add(p);
+      if (this.failedRoots.has(p)) {
+        log.err(`${p} failed in an earlier run (${this.failedFile}): not used; plug it back with collie node md plug (which empties it)`);
+        continue;
+      }
       const d = await this.open(p, false);
       if (d) this.plugged.push(d);
     }
@@ -315,11 +334,11 @@ export class MdDisks {
         log.err(`invalid path ${p}: ${MD_MAX_DISK} disks are plugged already`);
         continue;
       }
-      this.failedRoots.delete(p);
       const d = await this.open(p, true).catch((e) => { log.err((e as Error).message); return undefined; });
       if (d) added.push(d);
     }
     if (!added.length) return false;
+    if (added.some((d) => this.failedRoots.delete(d.path))) await this.saveFailed();
     // files that move to the new disks are found where they are, before the ring changes
     const before = this.plugged.map((d) => d.path);
     const ring = new DiskRing([...this.plugged, ...added]);
@@ -410,7 +429,18 @@ export class MdDisks {
     this.ring = new DiskRing(this.plugged);
     log.err(`${why}`);
     log.err(`md_remove_disk ${root} from multi-disk array: I/O error; its objects are recovered from the other replicas (${this.plugged.length} disk(s) left)`);
+    void this.saveFailed();
     this.onChange?.({ kind: 'failed', disk: root });
+  }
+
+  private async saveFailed(): Promise<void> {
+    const tmp = `${this.failedFile}.tmp`;
+    try {
+      await fsp.writeFile(tmp, JSON.stringify([...this.failedRoots]) + '\n');
+      await fsp.rename(tmp, this.failedFile);
+    } catch (e) {
+      log.err(`cannot record the failed disks in ${this.failedFile}: ${(e as Error).message}`);
+    }
   }
 
   /**

@@ -652,10 +652,14 @@ export class PlainStore implements ObjectStore {
    * moved one is dropped.
    */
   private async relocate(oid: bigint, from: string, to: string): Promise<void> {
-    while (this.relocating.has(oid)) await this.relocating.get(oid);
+    // after a repair holding it (its create would wait for us), and after another move
+    for (;;) {
+      const w = this.relocating.get(oid) ?? this.held.get(oid);
+      if (!w) break;
+      await w;
+    }
     let done!: () => void;
     this.relocating.set(oid, new Promise<void>((r) => (done = r)));
-    for (let h = this.held.get(oid); h; h = this.held.get(oid)) await h;
     const release = this.hold(oid);
     try {
       await this.moves.move(async () => {

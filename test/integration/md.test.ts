@@ -149,6 +149,14 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
     const dup = await dog(['node', 'md', 'plug', '-f', disk[1]]);
     expect(dup.code).toBe(1);
     expect(dup.stderr).toBe('Failed to execute request, look for sheep.log for more information\n');
+    // plugging purges: a directory holding the node's data, or inside it, is refused and left alone
+    for (const bad of [root, base, path.join(disk[0], 'sub')]) {
+      const r = await dog(['node', 'md', 'plug', '-f', bad]);
+      expect(r.code).toBe(1);
+      expect(nodes[0].output()).toContain(`invalid path ${bad}: it overlaps`);
+    }
+    await fs.access(path.join(base, 'config.json'));
+    expect((await objectsIn(disk[0])).length).toBeGreaterThan(0);
     // plug purges the directory
     await fs.mkdir(disk[3], { recursive: true });
     await fs.writeFile(path.join(disk[3], 'junk'), 'x');

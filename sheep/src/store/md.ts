@@ -163,6 +163,11 @@ export class MdDisks {
         continue;
       }
       seen.add(p);
+      const clash = this.overlap(p, this.plugged.map((d) => d.path));
+      if (clash) {
+        log.err(`invalid path ${p}: it overlaps ${clash}`);
+        continue;
+      }
       if (this.failedRoots.has(p)) {
         log.err(`${p} failed in an earlier run (${this.failedFile}): not used; plug it back with collie node md plug (which empties it)`);
         continue;
@@ -209,6 +214,12 @@ export class MdDisks {
       log.err(`invalid path ${p}: ${(e as Error).message}`);
       return undefined;
     }
+  }
+
+  /** The first of paths (and, with meta, BASE) that p is, contains or is inside of. */
+  private overlap(p: string, paths: string[], meta = false): string | undefined {
+    const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith('/') ? b : b + '/');
+    return [...(meta ? [this.base] : []), ...paths].find((q) => inside(p, q) || inside(q, p));
   }
 
   close(): void {
@@ -328,6 +339,12 @@ export class MdDisks {
     for (const p of paths) {
       if (this.plugged.some((d) => d.path === p) || this.draining.some((d) => d.path === p) || added.some((d) => d.path === p)) {
         log.err(`duplicate path ${p}`);
+        continue;
+      }
+      // plugging purges: never a directory that holds, or is inside, the node's other data
+      const clash = this.overlap(p, [...this.roots(), ...added.map((d) => d.path)], true);
+      if (clash) {
+        log.err(`invalid path ${p}: it overlaps ${clash}`);
         continue;
       }
       if (this.plugged.length + added.length >= MD_MAX_DISK) {

@@ -972,6 +972,8 @@ export class PlainStore implements ObjectStore {
     for (const root of this.roots()) {
       for (const f of await fsp.readdir(root)) {
         if (f === '.tmp' || f === '.stale') continue;
+        // an md disk is the administrator's directory: only what the store made goes
+        if (this.md && !/^[0-9a-f]{16}$/.test(f) && !TREE_DIRS.includes(f)) continue;
         await fsp.rm(path.join(root, f), { force: true, recursive: true });
       }
     }

@@ -6,6 +6,7 @@ import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { dir as tmpDir, DirectoryResult } from 'tmp-promise';
 import { Res, SheepdogError } from '@sheepdog/common';
 import { PlainStore } from '../../sheep/src/store/plain.js';
@@ -21,6 +22,7 @@ let base: string;
 const disk = (i: number) => path.join(d.path, `d${i}`);
 const stores: PlainStore[] = [];
 const mds: MdDisks[] = [];
+const mounted: string[] = [];
 
 async function open(disks: string[], opts: { journal?: boolean } = {}): Promise<{ st: PlainStore; md: MdDisks; changes: DiskChange[] }> {
   const md = new MdDisks(base, disks);
@@ -58,6 +60,7 @@ beforeEach(async () => {
 afterEach(async () => {
   for (const st of stores.splice(0)) await st.close().catch(() => undefined);
   for (const md of mds.splice(0)) md.close();
+  for (const m of mounted.splice(0)) execFileSync('umount', ['-l', m]);
   await d.cleanup();
 });
 
@@ -104,14 +107,19 @@ describe('md store', () => {
         expect(got.equals(data.get(oid)!)).toBe(true);
       }
     })();
+    // the new disk is a file system of its own: files are copied over (with their versions), not renamed
     fs.mkdirSync(disk(2));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', disk(2)]);
+    mounted.push(disk(2));
+    expect(versionIO!.setU64Attr(disk(2), 'user.md.size', md.disks[0].size)).toBe(0);
     fs.writeFileSync(path.join(disk(2), 'junk'), 'purged by plug');
     expect(await md.plug([disk(2)])).toBe(true);
     expect(fs.existsSync(path.join(disk(2), 'junk'))).toBe(false);
     expect(await md.plug([disk(2)])).toBe(false);
     await md.settled();
     expectHome(md, N - 1);
-    expect(files(disk(2)).length).toBeGreaterThan(0);
+    expect(files(disk(2)).length).toBeGreaterThan(N / 6);
+    expect(fs.statSync(disk(2)).dev).not.toBe(fs.statSync(disk(0)).dev);
     expect(await md.unplug([disk(0)])).toBe(true);
     expect(await md.unplug([path.join(d.path, 'nope')])).toBe(false);
     await md.settled();
@@ -159,6 +167,48 @@ describe('md store', () => {
     md.fail(disk(0), 'test');
     expect(changes.at(-1)).toEqual({ kind: 'failed', disk: disk(0) });
     await expect(st.read(other, 0, 10)).rejects.toMatchObject({ result: Res.EIO });
+  });
+
+  it('B.5 with real I/O errors: a disk on a loop device whose blocks go away is unplugged on the first read that fails', async () => {
+    // an ext4 file system on a loop device, then the device shrunk under it: its blocks give EIO
+    const img = path.join(d.path, 'img');
+    fs.mkdirSync(disk(2));
+    execFileSync('truncate', ['-s', '64M', img]);
+    execFileSync('mkfs.ext4', ['-q', '-F', img]);
+    const loop = execFileSync('losetup', ['-f', '--show', img]).toString().trim();
+    try {
+      execFileSync('mount', [loop, disk(2)]);
+      try {
+        // a size kept on the directory is what counts (as on a restart): disk 0 weighs as much as the loop
+        fs.mkdirSync(disk(0));
+        expect(versionIO!.setU64Attr(disk(0), 'user.md.size', 60 << 20)).toBe(0);
+        const { st, md, changes } = await open([disk(0), disk(2)]);
+        expect(md.disks[0].size).toBe(60 << 20);
+        for (let i = 0; i < N; i++) await st.create(oidOf(i), SIZE, 0, Buffer.alloc(SIZE, i));
+        const onLoop = [...Array(N).keys()].map(oidOf).filter((o) => md.homeOf(o) === disk(2));
+        expect(onLoop.length).toBeGreaterThan(0);
+        expect((await st.read(onLoop[0], 0, SIZE)).equals(Buffer.alloc(SIZE, Number(onLoop[0] & 0xffn)))).toBe(true);
+        await st.close(); // no descriptor cached
+        execFileSync('truncate', ['-s', '1M', img]);
+        execFileSync('losetup', ['-c', loop]);
+        // out of the page cache, so reads go to the device
+        for (const f of files(disk(2))) execFileSync('dd', [`if=${path.join(disk(2), f)}`, 'iflag=nocache', 'count=0', 'status=none']);
+        const e = await st.read(onLoop[0], 0, SIZE).catch((x) => x);
+        expect(e).toMatchObject({ result: Res.NETWORK_ERROR });
+        await new Promise((r) => setTimeout(r, 200));
+        expect(changes).toContainEqual({ kind: 'failed', disk: disk(2) });
+        expect(md.disks.map((x) => x.path)).toEqual([disk(0)]);
+        // never served from the failed disk again
+        await expect(st.read(onLoop[0], 0, SIZE)).rejects.toMatchObject({ result: Res.NO_OBJ });
+        // the other disks' objects are fine
+        const fine = [...Array(N).keys()].map(oidOf).find((o) => !onLoop.includes(o))!;
+        expect((await st.read(fine, 0, SIZE)).equals(Buffer.alloc(SIZE, Number(fine & 0xffn)))).toBe(true);
+      } finally {
+        execFileSync('umount', ['-l', disk(2)]);
+      }
+    } finally {
+      execFileSync('losetup', ['-d', loop]);
+    }
   });
 
   it('a failed disk is not used again by a restart until plugged anew', async () => {

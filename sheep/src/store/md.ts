@@ -492,13 +492,13 @@ export class MdDisks {
    * any other error, fails the disk (the request is retried: NETWORK_ERROR).
    * undefined: not md's to answer.
    */
-  classify(e: NodeJS.ErrnoException): SheepdogError | undefined {
+  classify(e: NodeJS.ErrnoException, at?: string): SheepdogError | undefined {
     const code = e.code;
     if (code === 'ENOSPC' || code === 'EDQUOT') return undefined;
     if (code === 'EMFILE' || code === 'ENFILE' || code === 'EINTR' || code === 'EAGAIN' || code === 'EEXIST') {
       return new SheepdogError(Res.NETWORK_ERROR, `${code}: try again`);
     }
-    const root = e.path ? this.rootOfFile(e.path) : undefined;
+    const root = e.path ? this.rootOfFile(e.path) : at;
     if (code === 'ENOENT') {
       if (!e.path || !root) return undefined;
       const dir = path.dirname(e.path);
@@ -513,9 +513,15 @@ export class MdDisks {
       this.fail(root, `${e.path}: ${e.message}`);
       return new SheepdogError(Res.NETWORK_ERROR, `${root} failed; the disk is unplugged, try again`);
     }
-    // an error on a descriptor: which disk is not known here; the check finds out
+    // an error on a descriptor: which disk is not known here; the check finds out, and so may the caller (diskUnknown)
     void this.check(true);
-    return new SheepdogError(Res.NETWORK_ERROR, `I/O error: ${e.message}; the disks are being checked, try again`);
+    return Object.assign(new SheepdogError(Res.NETWORK_ERROR, `I/O error: ${e.message}; the disks are being checked, try again`), { diskUnknown: e });
+  }
+
+  /** An error classify() could not pin on a disk, met by a request on root's object: root failed. */
+  failedAt(err: unknown, root: string): void {
+    const e = (err as { diskUnknown?: NodeJS.ErrnoException }).diskUnknown;
+    if (e) this.fail(root, `${root}: ${e.message}`);
   }
 
   /** Move misplaced objects to their ring disks, one at a time, in the background. */

@@ -217,6 +217,7 @@ export class PlainStore implements ObjectStore {
       });
     } catch (e) {
       const err = this.mapErr(e);
+      if (root !== undefined) this.md!.failedAt(err, root);
       if (root !== undefined && this.movedAway(err, oid, root)) {
         await this.relocating.get(oid);
         return this.read(oid, off, len, into, by);
@@ -327,6 +328,8 @@ export class PlainStore implements ObjectStore {
     try {
       await this.writeNow(oid, off, data);
     } catch (e) {
+      // an error on a descriptor of root's: root's
+      this.md!.failedAt(e, root);
       // moved to another disk while its file was being opened: write it there
       if (!this.movedAway(e, oid, root)) throw e;
       return this.write(oid, off, data);

@@ -211,6 +211,41 @@ describe('md store', () => {
     }
   });
 
+  it('tree layout: objects in the disks\' subdirectories; a plugged disk gets them too', async () => {
+    const { st, md } = await open([disk(0), disk(1)]);
+    await st.setDriver('tree');
+    for (let i = 0; i < N; i++) await st.create(oidOf(i), SIZE, 0, Buffer.alloc(SIZE, i));
+    expect(await md.plug([disk(2)])).toBe(true);
+    await md.settled();
+    const sub = '5a'; // the low byte of the vid 0x7c2b5a
+    let n = 0;
+    for (const r of md.roots()) {
+      for (const f of files(path.join(r, sub))) {
+        expect(md.homeOf(BigInt('0x' + f))).toBe(r);
+        n++;
+      }
+    }
+    expect(n).toBe(N);
+    expect(files(path.join(disk(2), sub)).length).toBeGreaterThan(0);
+    for (let i = 0; i < N; i++) expect((await st.read(oidOf(i), 0, SIZE)).equals(Buffer.alloc(SIZE, i))).toBe(true);
+  });
+
+  it('a file left on another disk (a move cut short) is found where it is, then moved home', async () => {
+    const first = await open([disk(0), disk(1)]);
+    for (let i = 0; i < N; i++) await first.st.create(oidOf(i), SIZE, 0, Buffer.alloc(SIZE, i));
+    await first.st.close();
+    first.md.close();
+    const away = [...Array(N).keys()].map(oidOf).find((o) => first.md.homeOf(o) === disk(0))!;
+    const name = away.toString(16).padStart(16, '0');
+    fs.renameSync(path.join(disk(0), name), path.join(disk(1), name));
+    const again = await open([disk(0), disk(1)]);
+    expect((await again.st.read(away, 0, SIZE)).equals(Buffer.alloc(SIZE, Number(away & 0xffn)))).toBe(true);
+    await again.md.settled();
+    expect(fs.existsSync(path.join(disk(0), name))).toBe(true);
+    expect(fs.existsSync(path.join(disk(1), name))).toBe(false);
+    expectHome(again.md, N);
+  });
+
   it('a failed disk is not used again by a restart until plugged anew', async () => {
     const first = await open([disk(0), disk(1)]);
     first.md.fail(disk(1), 'test');

@@ -177,8 +177,6 @@ export class MdDisks {
     }
     if (!this.plugged.length) throw new Error("There isn't any available disk!");
     this.ring = new DiskRing(this.plugged);
-    await this.findMisplaced();
-    this.kickRebalance();
     for (const d of this.plugged) log.info(`md: ${d.path}, ${d.size} bytes, vdisk nr ${vdiskCount(d.size)}`);
     this.checker = setInterval(() => void this.check(false), 5000);
     this.checker.unref();
@@ -206,8 +204,7 @@ export class MdDisks {
           return undefined;
         }
       }
-      await fsp.mkdir(path.join(p, '.stale'), { recursive: true });
-      await fsp.mkdir(path.join(p, '.tmp'), { recursive: true });
+      for (const sub of ['.stale', '.tmp', ...this.liveSubdirs()]) await fsp.mkdir(path.join(p, sub), { recursive: true });
       return { path: p, size };
     } catch (e) {
       if (e instanceof SheepdogError) throw e;
@@ -314,7 +311,16 @@ export class MdDisks {
     return out;
   }
 
-  /** Every file not on its ring disk becomes misplaced (at start-up, and after a change of the ring). */
+  /**
+   * Files not on their ring disk (a move interrupted by a crash) are found
+   * and moved: at start-up, once the store knows its layout.
+   */
+  async rescan(): Promise<void> {
+    await this.findMisplaced();
+    this.kickRebalance();
+  }
+
+  /** Every file not on its ring disk becomes misplaced. */
   private async findMisplaced(only?: string[]): Promise<void> {
     for (const root of only ?? this.roots()) {
       let oids: Set<bigint>;

@@ -166,6 +166,7 @@ export class PlainStore implements ObjectStore {
     // farm: the node's own content-addressed repository, in dog's repository
     // format, beside the working objects (kept across formats)
     if (store === 'farm') await new FarmRepo(this.farmDir).init({ recursive: true });
+    await this.md?.rescan();
   }
 
   /** The directories that hold live objects. */

@@ -246,6 +246,16 @@ describe('md store', () => {
     expectHome(again.md, N);
   });
 
+  it('unplugging a disk that cannot be read any more handles it as failed (its objects come from peers)', async () => {
+    const { st, md, changes } = await open([disk(0), disk(1)]);
+    for (let i = 0; i < N; i++) await st.create(oidOf(i), SIZE, 0, Buffer.alloc(SIZE, i));
+    fs.rmSync(disk(1), { recursive: true });
+    expect(await md.unplug([disk(1)])).toBe(true);
+    expect(changes).toEqual([{ kind: 'failed', disk: disk(1) }]);
+    expect(md.roots()).toEqual([disk(0)]);
+    expect((await st.copies()).length).toBe(files(disk(0)).length);
+  });
+
   it('a failed disk is not used again by a restart until plugged anew', async () => {
     const first = await open([disk(0), disk(1)]);
     first.md.fail(disk(1), 'test');

@@ -472,6 +472,19 @@ export class MdDisks {
    * unplugged (fail()).
    */
   async check(probe: boolean): Promise<void> {
+    // a disk that hangs must not pile up checks behind it
+    if (this.checking && !probe) return;
+    this.checking = true;
+    try {
+      await this.checkDisks(probe);
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private checking = false;
+
+  private async checkDisks(probe: boolean): Promise<void> {
     for (const d of [...this.plugged, ...this.draining]) {
       try {
         if (!(await fsp.stat(d.path)).isDirectory()) throw new Error('not a directory');

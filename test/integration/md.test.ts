@@ -101,6 +101,19 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
     expect((await dog(['vdi', 'read', 'mdvol', '0', String(DATA.length)], undefined, 0)).stdoutBuf.equals(model)).toBe(true);
   });
 
+  it('refuses to start on a disk holding a node\'s metadata, or without any usable disk', async () => {
+    const other = path.join(root, 'other');
+    await fs.mkdir(path.join(other, 'epoch'), { recursive: true });
+    await fs.writeFile(path.join(other, 'config.json'), '{}');
+    const meta = await startSheep({ dir: `${path.join(root, 'b1')},${disk[0]}x,${other}` }).then(() => 'started', (e: Error) => e.message);
+    expect(meta).toMatch(new RegExp(`sheep exited early \\(1\\).*${other} is meta-store, abort`, 's'));
+    await fs.writeFile(path.join(root, 'afile'), 'x');
+    const none = await startSheep({ dir: `${path.join(root, 'b2')},${path.join(root, 'afile')}` }).then(() => 'started', (e: Error) => e.message);
+    expect(none).toMatch(/sheep exited early \(1\).*There isn't any available disk!/s);
+    await fs.rm(other, { recursive: true });
+    await fs.rm(path.join(root, 'afile'));
+  });
+
   it('md info lists the disks with their usage (plain, raw and -A)', async () => {
     const r = await dog(['node', 'md', 'info']);
     expect(r.code).toBe(0);

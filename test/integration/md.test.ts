@@ -82,16 +82,16 @@ beforeAll(async () => {
   expect((await dog(['vdi', 'create', 'mdvol', '200M'])).code).toBe(0);
   expect((await dog(['vdi', 'write', 'mdvol', '0', String(DATA.length)], DATA, 1)).code).toBe(0);
   objects = 1 + DATA.length / (4 << 20); // the inode and the data objects
-}, 180_000);
+}, 300_000);
 
 afterAll(async () => {
   await stopAll();
   if (root) await fs.rm(root, { recursive: true, force: true });
 });
 
-describe('multi-disk node', { timeout: 240_000 }, () => {
+describe('multi-disk node', { timeout: 420_000 }, () => {
   it('spreads objects over its disks by the disk ring, and leaves BASE/obj empty', async () => {
-    const by = await waitFor(() => placedByRing(objects), 30_000, 'objects on their disks');
+    const by = await waitFor(() => placedByRing(objects), 120_000, 'objects on their disks');
     for (const d of disk.slice(0, 3)) expect(by.get(d)!.length).toBeGreaterThan(0);
     expect(await objectsIn(path.join(base, 'obj'))).toEqual([]);
     for (const d of disk.slice(0, 3)) await fs.access(path.join(d, '.stale'));
@@ -176,7 +176,7 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
     expect((await dog(['node', 'md', 'plug', '-f', disk[3]])).code).toBe(0);
     await expect(fs.access(path.join(disk[3], 'junk'))).rejects.toThrow();
     expect((await plugged()).map((d) => d.path)).toEqual(disk);
-    const by = await waitFor(() => placedByRing(objects), 60_000, 'objects moved by the new ring');
+    const by = await waitFor(() => placedByRing(objects), 180_000, 'objects moved by the new ring');
     expect(by.get(disk[3])!.length).toBeGreaterThan(0);
     expect((await dog(['vdi', 'read', 'mdvol', '0', String(DATA.length)], undefined, 0)).stdoutBuf.equals(model)).toBe(true);
     expect(nodes[0].output()).toMatch(new RegExp(`md: plugged ${disk[3]}`));
@@ -193,7 +193,7 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
     expect(had).toBeGreaterThan(0);
     expect((await dog(['node', 'md', 'unplug', '-f', disk[1]])).code).toBe(0);
     expect((await plugged()).map((d) => d.path)).toEqual([disk[0], disk[2], disk[3]]);
-    await waitFor(() => placedByRing(objects), 60_000, 'objects moved off the unplugged disk');
+    await waitFor(() => placedByRing(objects), 180_000, 'objects moved off the unplugged disk');
     expect(await objectsIn(disk[1])).toEqual([]);
     expect((await dog(['vdi', 'read', 'mdvol', '0', String(DATA.length)], undefined, 0)).stdoutBuf.equals(model)).toBe(true);
   });
@@ -237,14 +237,14 @@ describe('multi-disk node', { timeout: 240_000 }, () => {
     // the directory goes away and a file takes its place: opens under it fail with ENOTDIR
     await fs.rename(victim, `${victim}.gone`);
     await fs.writeFile(victim, 'not a directory');
-    await waitFor(() => new RegExp(`md_remove_disk ${victim} from multi-disk array`).test(nodes[0].output()), 30_000, 'the disk to be unplugged');
+    await waitFor(() => new RegExp(`md_remove_disk ${victim} from multi-disk array`).test(nodes[0].output()), 90_000, 'the disk to be unplugged');
     stop = true;
     await Promise.all(writes);
     expect(failedAt).toBe(-1);
     expect(reads).toBeGreaterThanOrEqual(2);
     expect((await plugged()).map((d) => d.path)).toEqual([disk[0], disk[3]]);
     // the victim's objects were recovered from the other replicas onto the remaining disks
-    await waitFor(() => placedByRing(objects), 90_000, 'the failed disk\'s objects recovered');
+    await waitFor(() => placedByRing(objects), 240_000, 'the failed disk\'s objects recovered');
     for (const i of [0, 1, 2]) {
       expect((await dog(['vdi', 'read', 'mdvol', '0', String(DATA.length)], undefined, i)).stdoutBuf.equals(model)).toBe(true);
     }

@@ -77,7 +77,7 @@ beforeAll(async () => {
   // node 0 starts with three object disks; a trailing slash is trimmed
   nodes.push(await startSheep({ dir: `${base},${disk[0]}/,${disk[1]},${disk[2]}`, args: ['-c', id, '-z', '0'] }));
   for (let i = 1; i < 3; i++) nodes.push(await startSheep({ args: ['-c', id, '-z', String(i)] }));
-  await waitFor(async () => (await dog(['node', 'list', '-r'])).stdout.trim().split('\n').length === 3, 30_000, 'three members');
+  await waitFor(async () => (await dog(['node', 'list', '-r'])).stdout.trim().split('\n').length === 3, 90_000, 'three members');
   expect((await dog(['cluster', 'format', '-c', '3'])).code).toBe(0);
   expect((await dog(['vdi', 'create', 'mdvol', '200M'])).code).toBe(0);
   expect((await dog(['vdi', 'write', 'mdvol', '0', String(DATA.length)], DATA, 1)).code).toBe(0);

@@ -137,6 +137,15 @@ export function encodeMdInfo(disks: MdDisk[]): Buffer {
   b.writeInt32LE(Math.min(disks.length, 64), 263680);
   return b;
 }
+/** MD_PLUG / MD_UNPLUG payload: the comma-separated paths, as given, NUL-terminated. */
+export function encodeMdPaths(paths: string): Buffer {
+  return Buffer.from(paths + '\0', 'utf8');
+}
+/** The paths of an MD_PLUG / MD_UNPLUG payload (up to its first NUL); empty names are dropped. */
+export function decodeMdPaths(b: Buffer): string[] {
+  const end = b.indexOf(0);
+  return b.toString('utf8', 0, end < 0 ? b.length : end).split(',').filter((p) => p !== '');
+}
 export function decodeMdInfo(b: Buffer): MdDisk[] {
   const nr = b.readInt32LE(263680);
   const out: MdDisk[] = [];

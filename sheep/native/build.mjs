@@ -24,7 +24,7 @@ const requireAll = process.env.SHEEP_REQUIRE_NATIVE === '1';
 const cpgHeader = process.env.CPG_HEADER ?? '/usr/include/corosync/cpg.h';
 
 const ADDONS = [
-  { name: 'fileio', sources: ['binding.gyp', 'src/fileio.c', 'src/hugebuf.c'], prereq: [], without: 'every disk read and write is its own thread-pool request' },
+  { name: 'fileio', sources: ['binding.gyp', 'src/fileio.c', 'src/hugebuf.c', 'src/xattr.c'], prereq: [], without: 'every disk read and write is its own thread-pool request' },
   {
     name: 'cpg', sources: ['binding.gyp', 'src/cpg.c'], prereq: [cpgHeader], without: 'sheep -c corosync will be unavailable',
     missing: `${cpgHeader} not found (install libcpg-dev to build the corosync driver)`, required: process.env.SHEEP_REQUIRE_CPG === '1',

@@ -16,6 +16,7 @@ import { S3Store } from './s3/store.js';
 import { parseCacheOpt, attachCache, CacheBackend } from './cache/index.js';
 import { parseJournalOpt, DEFAULT_JOURNAL_MB, MIN_JOURNAL_MB, type JournalOption } from './store/journal.js';
 import { fileioStatus } from './store/fileio.js';
+import { parseDiskArg } from './store/md.js';
 import { INVOKED_AS_ENV, invokedAs, stderrIsJournal } from '@sheepdog/common';
 import { enableMetrics, SheepMetrics } from './metrics.js';
 import { DEFAULT_SCRUB_RATE } from './scrub.js';
@@ -28,6 +29,8 @@ const EX_USAGE = 64;
 
 interface Parsed {
   dir: string;
+  /** md: object disks after the first path (BASE,D1,D2...). */
+  disks: string[];
   port: number;
   bindaddr?: string;
   myaddr: string;
@@ -86,9 +89,9 @@ const parseListenOpt = (what: string) => (v: string): { host?: string; port: num
 export function parseArgs(argv: string[]): Parsed {
   const prog = new Command('sheep');
   prog
-    .usage('[OPTION]... [PATH]')
+    .usage('[OPTION]... [PATH[,DISK,...]]')
     .description('Sheepdog storage daemon: stores VDI objects under PATH (default /var/lib/sheepdog) and serves port 7000')
-    .argument('[PATH]', 'data directory', '/var/lib/sheepdog')
+    .argument('[PATH]', 'data directory; as PATH,DISK1,DISK2 with DISKs (comma-separated, no spaces), objects are spread over those directories and PATH keeps the metadata', '/var/lib/sheepdog')
     .option('-p, --port <port>', 'listen port', parseIntOpt('port', 1, 65535), 7000)
     .option('-b, --bindaddr <addr>', 'bind only to this address (default: all)')
     .option('-y, --myaddr <addr>', 'address announced to the cluster (default: bindaddr or 127.0.0.1)')
@@ -126,7 +129,13 @@ export function parseArgs(argv: string[]): Parsed {
   prog.parse(argv, { from: 'user' });
   const o = prog.opts();
   let logLevel: LogLevel = 'info';
-  const dir = path.resolve(prog.processedArgs[0] as string);
+  let dir: string;
+  let disks: string[];
+  try {
+    ({ base: dir, disks } = parseDiskArg(prog.processedArgs[0] as string));
+  } catch (e) {
+    throw new CommanderError(EX_USAGE, 'sheep.usage', `Invalid path: ${(e as Error).message}`);
+  }
   let logDir = dir;
   if (o.log) {
     for (const kv of String(o.log).split(',')) {
@@ -142,7 +151,7 @@ export function parseArgs(argv: string[]): Parsed {
   return {
     connBudget: o.connBudget, nodeBudget: o.nodeBudget, adminAllow: o.adminAllow ?? AdminAllow.parse(AdminAllow.DEFAULT),
     maxConnsPerAddr: o.maxConnsPerAddr, requestTimeoutMs: o.requestTimeout * 1000,
-    dir, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
+    dir, disks, port: o.port, bindaddr: o.bindaddr, myaddr: o.myaddr ?? o.bindaddr ?? '127.0.0.1',
     foreground: o.foreground || !!o.daemonChild, pidfile: o.pidfile ? path.resolve(o.pidfile) : undefined,
     logLevel, logDir, cluster: o.cluster, zone: o.zone, nosync: o.nosync, vnodes: o.vnodes, gateway: o.gateway, nbd: o.nbd, s3: o.s3, metrics: o.metrics, cache: o.cache, journal: o.journal, scrubInterval: o.scrubInterval, scrubRate: o.scrubRate,
   };
@@ -206,7 +215,7 @@ export async function main(argv: string[]): Promise<number> {
     return EX_USAGE;
   }
   const sheep = new Sheep({
-    dir: p.dir, host: p.myaddr, port: p.port, zone: p.zone, nosync: p.nosync, vnodes: p.vnodes, gateway: p.gateway, journal: p.journal ? { ...p.journal, dir: p.journal.dir && path.resolve(p.journal.dir) } : undefined,
+    dir: p.dir, disks: p.disks, host: p.myaddr, port: p.port, zone: p.zone, nosync: p.nosync, vnodes: p.vnodes, gateway: p.gateway, journal: p.journal ? { ...p.journal, dir: p.journal.dir && path.resolve(p.journal.dir) } : undefined,
   }, driver);
   const limits: ServerLimits = {
     budget: new NodeBudget(p.nodeBudget), connBudget: p.connBudget, adminAllow: p.adminAllow,

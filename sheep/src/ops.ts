@@ -3,12 +3,13 @@ import {
   Op, Flag, Res, SheepdogError, RequestHeader, ResponseFields, ClusterFlag, SD_SHEEP_PROTO_VER,
   SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_CLUSTER_INFO_SIZE, SD_ATTR_OBJ_SIZE,
   SD_VDI_STATE_SIZE, SD_MAX_COPIES, encodeNodes, encodeEpochLog, encodeClusterInfo, encodeRecoveryState,
-  encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeFixedString,
+  encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeMdPaths, decodeFixedString,
   addrToString, isDataObj, oidToVid, LockState, timestamp64, encodeObjectCopies, COPIES_HEADER_SIZE,
   COPY_RECORD_SIZE, FETCH_HEADER_SIZE, encodeReclaimStatus, RECLAIM_HEADER_SIZE, encodeFetchHeader, decodeHeldQuery, encodeOids, CopyFlag, decodeFetched,
   sliceHashesSize, encodeSliceHashes, sliceHashesOf,
   RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS,
 } from '@sheepdog/common';
+import * as path from 'node:path';
 import type { Sheep, MakeFsMsg } from './sheep.js';
 import { STORE_DRIVERS } from './sheep.js';
 import { getLogLevel, setLogLevel, LOG_LEVELS, log } from './log.js';
@@ -288,8 +289,21 @@ async function notifyVdiDel(s: Sheep, _h: RequestHeader, data: Buffer): Promise<
 
 async function mdInfo(s: Sheep): Promise<Reply> {
   if (s.opts.gateway) fail(Res.UNKNOWN);
+  if (s.md) return ok({ data: encodeMdInfo(await s.md.info()) });
   const u = await s.store.usage();
   return ok({ data: encodeMdInfo([{ idx: 0, free: u.free, used: u.used, path: s.objDir }]) });
+}
+
+/**
+ * MD_PLUG / MD_UNPLUG: UNKNOWN when the disk count does not change (the
+ * log says why). A node started with one path keeps its layout: no md.
+ */
+async function mdPlug(s: Sheep, data: Buffer, plug: boolean): Promise<Reply> {
+  if (!s.md) fail(Res.NO_SUPPORT);
+  const paths = decodeMdPaths(data).map((p) => (p.length > 1 ? path.resolve(p).replace(/\/+$/, '') : p));
+  if (!paths.length) fail(Res.INVALID_PARMS);
+  if (!(plug ? await s.md!.plug(paths) : await s.md!.unplug(paths))) fail(Res.UNKNOWN);
+  return ok();
 }
 
 async function getHash(s: Sheep, h: RequestHeader): Promise<Reply> {
@@ -640,8 +654,8 @@ export const OPS = new Map<number, OpDef>([
   [Op.GET_CACHE_INFO, { name: 'GET_CACHE_INFO', kind: 'local', handler: getCacheInfoOp }],
   [Op.CACHE_PURGE, { name: 'CACHE_PURGE', kind: 'local', handler: cachePurgeOp }],
   [Op.MD_INFO, { name: 'MD_INFO', kind: 'local', handler: mdInfo }],
-  [Op.MD_PLUG, { name: 'MD_PLUG', kind: 'local', handler: unsupported }],
-  [Op.MD_UNPLUG, { name: 'MD_UNPLUG', kind: 'local', handler: unsupported }],
+  [Op.MD_PLUG, { name: 'MD_PLUG', kind: 'local', handler: (s, _h, d) => mdPlug(s, d, true) }],
+  [Op.MD_UNPLUG, { name: 'MD_UNPLUG', kind: 'local', handler: (s, _h, d) => mdPlug(s, d, false) }],
   [Op.GET_HASH, { name: 'GET_HASH', kind: 'local', handler: getHash }],
   [Op.REWEIGHT, { name: 'REWEIGHT', kind: 'cluster', handler: noop }],
   [Op.STAT, { name: 'STAT', kind: 'local', handler: stat }],

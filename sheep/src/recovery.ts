@@ -135,6 +135,16 @@ export class Recovery {
     });
   }
 
+  /**
+   * Run the current epoch's recovery again (md: a failed disk took objects
+   * with it): whatever this node should hold and lacks is fetched. A run in
+   * progress is restarted as it was (resume or not).
+   */
+  restart(epoch: number, nodes: SdNode[]): void {
+    const r = this.run;
+    this.start(epoch, nodes, r && !r.cancelled && r.epoch === epoch ? r.resume : true);
+  }
+
   private isSelf(n: SdNode): boolean {
     return sameNode(n, this.s.selfNode);
   }

@@ -14,6 +14,7 @@ import {
 } from '@sheepdog/common';
 import type { ObjectStore, FoundBy } from './store/store.js';
 import { PlainStore } from './store/plain.js';
+import { MdDisks, type DiskChange } from './store/md.js';
 import { DEFAULT_JOURNAL_MB, type JournalOption } from './store/journal.js';
 import { Tombstones } from './store/tombstones.js';
 import { NodeConfigStore, ClusterConfig, emptyConfig, DamagedState, STORE_DRIVERS } from './config.js';
@@ -39,6 +40,8 @@ export interface SheepOptions {
   gateway: boolean; // -g: store nothing
   /** -j: where the write-ahead journal lives and how big it is (default: PATH/journal, 256 MiB); off: none (each write syncs its object file). */
   journal?: JournalOption;
+  /** md: object disks (`sheep BASE,D1,D2`); none: objects in BASE/obj. */
+  disks?: string[];
 }
 
 export type NodeStatus = 'wait_format' | 'wait_join' | 'ok' | 'shutdown' | 'killed' | 'refused';
@@ -194,10 +197,13 @@ export class Sheep implements PlacementView {
 
   constructor(readonly opts: SheepOptions, readonly cluster: ClusterDriver) {
     const j = opts.journal;
-    this.store = new PlainStore(opts.dir, opts.nosync, j?.off ? undefined : {
+    if (opts.disks?.length && !opts.gateway) this.md = new MdDisks(opts.dir, opts.disks);
+    const store = new PlainStore(opts.dir, opts.nosync, j?.off ? undefined : {
       file: path.join(j?.dir ?? opts.dir, 'journal'),
       sizeBytes: (j?.sizeMB ?? DEFAULT_JOURNAL_MB) * 1024 * 1024,
-    });
+    }, this.md);
+    store.onDiskChange = (c) => this.disksChanged(c);
+    this.store = store;
     this.cfg = new NodeConfigStore(opts.dir);
     this.tombstones = new Tombstones(opts.dir);
     cluster.onCutOff = (cut) => {
@@ -278,8 +284,32 @@ export class Sheep implements PlacementView {
     return this.vdis.state(oidToVid(oid))?.nrCopies || this.config.copies || 1;
   }
 
+  /** md's object disks, when the node has several (see store/md.ts). */
+  readonly md?: MdDisks;
+
+  /**
+   * md's disk set changed: the node's space follows (weights the next
+   * epoch's vnodes); a failed disk's objects are fetched again from their
+   * other replicas by a recovery of the current epoch (B.5: the epoch does
+   * not change).
+   */
+  private disksChanged(c: DiskChange): void {
+    const md = this.md!;
+    this.selfNode.space = md.space;
+    if (!md.disks.length) {
+      const why = c.kind === 'failed' ? 'no disks available, going down' : 'no disks plugged, going down';
+      log.err(why);
+      this.onFatal?.(why);
+      return;
+    }
+    if (c.kind !== 'failed' || this.status !== 'ok' || !this.formatted) return;
+    const rec = this.epochs.get(this.epochNr);
+    if (rec) this.recovery.restart(this.epochNr, rec.nodes);
+  }
+
   /** Open the store and load persistent state; does not join yet. */
   async init(): Promise<void> {
+    await this.md?.init();
     await this.store.init();
     await this.cfg.init((file) => log.err(`the disk of ${this.opts.dir} is full: used the space kept for metadata to write ${file}; free space (delete VDIs or add disk)`));
     let config = await this.cfg.load();
@@ -1149,6 +1179,7 @@ export class Sheep implements PlacementView {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.md?.close();
     this.recovery.stop();
     this.scrubber.stop();
     this.peers.closeAll();

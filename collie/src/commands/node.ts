@@ -1,6 +1,6 @@
 // dog node ... (spec §14.2)
 import {
-  Op, Flag, Res, resultMessage, decodeRecoveryState, encodeThrottling, decodeThrottling, decodeStat, decodeMdInfo,
+  Op, Flag, Res, resultMessage, decodeRecoveryState, encodeThrottling, decodeThrottling, decodeStat, decodeMdInfo, encodeMdPaths,
   SD_STAT_SIZE, SD_MD_INFO_SIZE, ConnectionError, SdStat, STAT_FIELDS, RECOVERY_MAX_EXEC_COUNT_LIMIT,
   RECOVERY_INTERVAL_LIMIT_MS, SD_CLUSTER_INFO_SIZE, decodeClusterInfo, farmStatText,
 } from '@sheepdog/common';
@@ -304,7 +304,7 @@ async function mdPlug(ctx: Ctx, args: string[], o: Opts, plug: boolean): Promise
     await confirm(ctx,
       `    __\n   ()'\`;\n   /\\|\`  ${plug ? MD_WARN.plug : MD_WARN.unplug}\n  /  |\n(/_)_|_  Are you sure you want to continue? [yes/no]: `);
   }
-  const payload = Buffer.from(disks + '\0');
+  const payload = encodeMdPaths(disks);
   const r = await ctx.execOrFail(
     { opcode: plug ? Op.MD_PLUG : Op.MD_UNPLUG, flags: Flag.CMD_WRITE, dataLength: payload.length }, payload);
   if (r.rsp.result !== Res.SUCCESS) fail('Failed to execute request, look for sheep.log for more information');

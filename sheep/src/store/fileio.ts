@@ -42,6 +42,10 @@ export interface FileIOAddon {
   getObjectSize(file: string | number): number;
   /** Version and object size together; 0, or -errno. */
   setMeta(file: string | number, version: number, size: number): number;
+  /** A u64 extended attribute of a path (md's user.md.size), or -errno (-ENODATA: none). */
+  getU64Attr(file: string, name: string): number;
+  /** 0, or -errno. */
+  setU64Attr(file: string, name: string, value: number): number;
 }
 
 export const FILEIO_ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../native/fileio/build/Release/fileio.node');
@@ -73,7 +77,7 @@ export const fileio = load();
  * addon is needed for them whatever SHEEP_NATIVE_IO says (recovery's safety
  * rests on versions, so a sheep without them refuses to start).
  */
-export const versionIO: Pick<FileIOAddon, 'getVersion' | 'setVersion' | 'getObjectSize' | 'setMeta'> | undefined = addon;
+export const versionIO: Pick<FileIOAddon, 'getVersion' | 'setVersion' | 'getObjectSize' | 'setMeta' | 'getU64Attr' | 'setU64Attr'> | undefined = addon;
 export const versionIOMissing = (): string => why;
 
 /**

@@ -23,6 +23,7 @@ import { MoveGate } from './movegate.js';
 import { SUM_BLOCK, sumBytes, sumsOf, blockSum, firstBad } from './checksums.js';
 import { Journal } from './journal.js';
 import { replayInto } from './journal-replay.js';
+import type { MdDisks, DiskChange } from './md.js';
 
 /**
  * Writes this large go straight to their object file and its fdatasync when
@@ -103,24 +104,50 @@ export class PlainStore implements ObjectStore {
   /** The write-ahead journal, once started (sync mode only). */
   journal?: Journal;
 
-  constructor(readonly baseDir: string, readonly nosync: boolean, readonly journalPlace?: JournalPlace) {
+  /** md: objects spread over several disks (md.ts); without it every object is under obj/. */
+  constructor(readonly baseDir: string, readonly nosync: boolean, readonly journalPlace?: JournalPlace, readonly md?: MdDisks) {
     this.objDir = path.join(baseDir, 'obj');
     this.farmDir = path.join(baseDir, 'farm');
     this.tmpDir = path.join(baseDir, 'obj', '.tmp');
     this.staleDir = path.join(baseDir, 'obj', '.stale');
+    if (md) {
+      md.liveSubdirs = () => (this.layout === 'tree' ? TREE_DIRS : ['']);
+      md.relocate = (oid, from, to) => this.relocate(oid, from, to);
+      md.onChange = (c) => {
+        // descriptors of a failed disk must not serve, nor take writes
+        if (c.kind === 'failed') void this.fds.closeAll();
+        this.onDiskChange?.(c);
+      };
+    }
   }
+
+  /** Told when md's disk set changes (the node updates its space and recovers a failed disk's objects). */
+  onDiskChange?: (c: DiskChange) => void;
 
   async init(): Promise<void> {
     if (!versionIO) throw new Error(`the native addon is needed for object versions (${versionIOMissing()})`);
-    await fsp.mkdir(this.tmpDir, { recursive: true });
-    await fsp.mkdir(this.staleDir, { recursive: true });
-    // leftovers of creates interrupted by a crash were never acknowledged
-    for (const f of await fsp.readdir(this.tmpDir)) await fsp.rm(path.join(this.tmpDir, f), { force: true });
+    for (const root of this.roots()) {
+      const tmp = path.join(root, '.tmp');
+      await fsp.mkdir(tmp, { recursive: true });
+      await fsp.mkdir(path.join(root, '.stale'), { recursive: true });
+      // leftovers of creates interrupted by a crash were never acknowledged
+      for (const f of await fsp.readdir(tmp)) await fsp.rm(path.join(tmp, f), { force: true });
+    }
   }
 
-  private p(oid: bigint): string {
-    if (this.layout === 'tree') return path.join(this.objDir, treeDirOf(oid), oidToHex(oid));
-    return path.join(this.objDir, oidToHex(oid));
+  /** The directory an object's files are under: obj/, or with md the disk the object is on. */
+  private rootOf(oid: bigint): string {
+    return this.md ? this.md.rootOf(oid) : this.objDir;
+  }
+
+  /** Every directory that holds object files. */
+  private roots(): string[] {
+    return this.md ? this.md.roots() : [this.objDir];
+  }
+
+  private p(oid: bigint, root = this.rootOf(oid)): string {
+    if (this.layout === 'tree') return path.join(root, treeDirOf(oid), oidToHex(oid));
+    return path.join(root, oidToHex(oid));
   }
 
   /**
@@ -134,16 +161,22 @@ export class PlainStore implements ObjectStore {
     this.name = store;
     this.layout = layout;
     if (layout === 'tree') {
-      for (const d of TREE_DIRS) await fsp.mkdir(path.join(this.objDir, d), { recursive: true });
+      for (const root of this.roots()) for (const d of TREE_DIRS) await fsp.mkdir(path.join(root, d), { recursive: true });
     }
     // farm: the node's own content-addressed repository, in dog's repository
     // format, beside the working objects (kept across formats)
     if (store === 'farm') await new FarmRepo(this.farmDir).init({ recursive: true });
+    await this.md?.rescan();
   }
 
   /** The directories that hold live objects. */
   private liveDirs(): string[] {
-    return this.layout === 'tree' ? TREE_DIRS.map((d) => path.join(this.objDir, d)) : [this.objDir];
+    return this.roots().flatMap((root) => (this.layout === 'tree' ? TREE_DIRS.map((d) => path.join(root, d)) : [root]));
+  }
+
+  /** The directories that hold set-aside copies. */
+  private staleDirs(): string[] {
+    return this.roots().map((root) => path.join(root, '.stale'));
   }
 
   /** Names in the live directories (each with its directory). */
@@ -155,9 +188,15 @@ export class PlainStore implements ObjectStore {
     return out;
   }
 
+  /** md: a NO_OBJ from the disk an object was on when a request started, while it moved to another. */
+  private movedAway(e: unknown, oid: bigint, root: string): boolean {
+    return e instanceof SheepdogError && e.result === Res.NO_OBJ && (this.relocating.has(oid) || this.md!.rootOf(oid) !== root);
+  }
+
   async read(oid: bigint, off: number, len: number, into?: Buffer, by: FoundBy = 'read'): Promise<Buffer> {
     const buf = into ?? Buffer.allocUnsafe(len);
     let bad: string | undefined;
+    const root = this.md?.rootOf(oid);
     try {
       bad = await this.fds.use(oid, async (fd, e) => {
         for (let tries = 0; ; tries++) {
@@ -178,7 +217,13 @@ export class PlainStore implements ObjectStore {
         }
       });
     } catch (e) {
-      throw this.mapErr(e);
+      const err = this.mapErr(e);
+      if (root !== undefined) this.md!.failedAt(err, root);
+      if (root !== undefined && this.movedAway(err, oid, root)) {
+        await this.relocating.get(oid);
+        return this.read(oid, off, len, into, by);
+      }
+      throw err;
     }
     if (bad) throw this.damaged(oid, bad, by);
     return buf;
@@ -274,6 +319,26 @@ export class PlainStore implements ObjectStore {
       const h = this.held.get(oid);
       if (h) return h.then(() => this.write(oid, off, data));
     }
+    if (this.md) return this.mdWrite(oid, off, data);
+    return this.writeNow(oid, off, data);
+  }
+
+  /** md: a write whose disk failed while it ran may have reached only that disk: the requester retries it. */
+  private async mdWrite(oid: bigint, off: number, data: Buffer): Promise<void> {
+    const root = this.md!.rootOf(oid);
+    try {
+      await this.writeNow(oid, off, data);
+    } catch (e) {
+      // an error on a descriptor of root's: root's
+      this.md!.failedAt(e, root);
+      // moved to another disk while its file was being opened: write it there
+      if (!this.movedAway(e, oid, root)) throw e;
+      return this.write(oid, off, data);
+    }
+    if (this.md!.isFailed(root)) throw new SheepdogError(Res.NETWORK_ERROR, `${root} failed during a write to ${oidToHex(oid)}; try again`);
+  }
+
+  private writeNow(oid: bigint, off: number, data: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
       this.fds.acquire(oid, (err, e) => {
         if (err) reject(this.mapErr(err));
@@ -536,7 +601,12 @@ export class PlainStore implements ObjectStore {
 
   /** Atomically (re)create an object with the given version: a temporary file, synced, renamed into place. */
   private async install(oid: bigint, size: number, off: number, data: Buffer, version: number): Promise<void> {
-    const tmp = path.join(this.tmpDir, `${oidToHex(oid)}.${randomBytes(4).toString('hex')}`);
+    // an object moving between md disks: its file goes where the move put it
+    for (let r = this.relocating.get(oid); r; r = this.relocating.get(oid)) await r;
+    // the temporary file on the disk it is renamed into
+    const root = this.rootOf(oid);
+    const tmp = path.join(root, '.tmp', `${oidToHex(oid)}.${randomBytes(4).toString('hex')}`);
+    this.installing.set(oid, (this.installing.get(oid) ?? 0) + 1);
     let fh;
     try {
       fh = await fsp.open(tmp, FS.O_CREAT | FS.O_EXCL | FS.O_RDWR, 0o644);
@@ -559,12 +629,86 @@ export class PlainStore implements ObjectStore {
       if (!this.nosync) await syncPool.fsync(fh.fd);
       await fh.close();
       fh = undefined;
-      await fsp.rename(tmp, this.p(oid));
+      await fsp.rename(tmp, this.p(oid, root));
       this.fds.invalidate(oid);
+      // a ring change meanwhile: md finds it where it is until it is moved
+      this.md?.placed(oid, root);
     } catch (e) {
       if (fh) await fh.close().catch(() => undefined);
       await fsp.rm(tmp, { force: true }).catch(() => undefined);
       throw this.mapErr(e);
+    } finally {
+      const n = this.installing.get(oid)! - 1;
+      if (n) this.installing.set(oid, n); else this.installing.delete(oid);
+    }
+  }
+
+  /** md: objects whose files are moving between disks, and creates in flight (a move waits for them). */
+  private relocating = new Map<bigint, Promise<void>>();
+  private installing = new Map<bigint, number>();
+
+  /**
+   * md: move an object's files (live and set aside) from one disk to
+   * another, with writes to it held and no create or I/O on it in flight;
+   * a rename when both are on one file system, else a copy (with its
+   * version and size attributes) renamed into place and the original
+   * removed. Where the target already has a file at least as new, the
+   * moved one is dropped.
+   */
+  private async relocate(oid: bigint, from: string, to: string): Promise<void> {
+    // after a repair holding it (its create would wait for us), and after another move
+    for (;;) {
+      const w = this.relocating.get(oid) ?? this.held.get(oid);
+      if (!w) break;
+      await w;
+    }
+    let done!: () => void;
+    this.relocating.set(oid, new Promise<void>((r) => (done = r)));
+    const release = this.hold(oid);
+    try {
+      await this.moves.move(async () => {
+        for (let i = 0; this.installing.has(oid) || (this.fds.peekEntry(oid)?.refs ?? 0) > 0; i++) await new Promise((r) => setTimeout(r, Math.min(50, 1 + i)));
+        await this.journal?.settle(oid);
+        this.fds.invalidate(oid);
+        for (const [src, dst] of [[this.p(oid, from), this.p(oid, to)], [this.sp(oid, from), this.sp(oid, to)]]) {
+          const sv = this.fileVersion(src);
+          if (sv === undefined) continue;
+          const dv = this.fileVersion(dst);
+          if (dv !== undefined && dv >= sv) {
+            await fsp.unlink(src);
+            continue;
+          }
+          await fsp.mkdir(path.dirname(dst), { recursive: true });
+          try {
+            await fsp.rename(src, dst);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+            const tmp = path.join(to, '.tmp', `${oidToHex(oid)}.${randomBytes(4).toString('hex')}`);
+            try {
+              await fsp.copyFile(src, tmp);
+              const size = versionIO!.getObjectSize(src);
+              const fh = await fsp.open(tmp, 'r+');
+              try {
+                const r = size > 0 ? versionIO!.setMeta(fh.fd, sv, size) : versionIO!.setVersion(fh.fd, sv);
+                if (r < 0) throw Object.assign(new Error(`cannot set the version of ${tmp}: errno ${-r}`), { path: tmp });
+                if (!this.nosync) await fh.sync();
+              } finally {
+                await fh.close();
+              }
+              await fsp.rename(tmp, dst);
+            } catch (err) {
+              await fsp.rm(tmp, { force: true }).catch(() => undefined);
+              throw err;
+            }
+            await fsp.unlink(src);
+          }
+        }
+        this.md!.movedHome(oid, from);
+      });
+    } finally {
+      release();
+      this.relocating.delete(oid);
+      done();
     }
   }
 
@@ -627,7 +771,7 @@ export class PlainStore implements ObjectStore {
 
   private async scanCopies(): Promise<ObjectCopy[]> {
     const byOid = new Map<bigint, ObjectCopy>();
-    const dirs: [string, boolean][] = [...this.liveDirs().map((d) => [d, false] as [string, boolean]), [this.staleDir, true]];
+    const dirs: [string, boolean][] = [...this.liveDirs().map((d) => [d, false] as [string, boolean]), ...this.staleDirs().map((d) => [d, true] as [string, boolean])];
     for (const [dir, stale] of dirs) {
       const names = await fsp.readdir(dir).catch(() => [] as string[]);
       for (let i = 0; i < names.length; i++) {
@@ -654,7 +798,7 @@ export class PlainStore implements ObjectStore {
    */
   async rebuildSums(sinceMs: number): Promise<number> {
     let fixed = 0;
-    for (const dir of [...this.liveDirs(), this.staleDir]) {
+    for (const dir of [...this.liveDirs(), ...this.staleDirs()]) {
       for (const f of await fsp.readdir(dir).catch(() => [] as string[])) {
         if (!/^[0-9a-f]{16}$/.test(f)) continue;
         const file = path.join(dir, f);
@@ -781,6 +925,15 @@ export class PlainStore implements ObjectStore {
   }
 
   async capacity(): Promise<{ size: bigint; free: bigint }> {
+    if (this.md) {
+      // the disks' sizes as measured when each was first used (upstream's md size); free space as it is now
+      let free = 0n;
+      for (const root of this.md.disks.map((d) => d.path)) {
+        const sf = await fsp.statfs(root).catch(() => undefined);
+        if (sf) free += BigInt(sf.bavail) * BigInt(sf.bsize);
+      }
+      return { size: this.md.space, free };
+    }
     const sf = await fsp.statfs(this.baseDir);
     return { size: BigInt(sf.blocks) * BigInt(sf.bsize), free: BigInt(sf.bavail) * BigInt(sf.bsize) };
   }
@@ -820,9 +973,13 @@ export class PlainStore implements ObjectStore {
 
   async wipe(): Promise<void> {
     await this.fds.closeAll();
-    for (const f of await fsp.readdir(this.objDir)) {
-      if (f === '.tmp' || f === '.stale') continue;
-      await fsp.rm(path.join(this.objDir, f), { force: true, recursive: true });
+    for (const root of this.roots()) {
+      for (const f of await fsp.readdir(root)) {
+        if (f === '.tmp' || f === '.stale') continue;
+        // an md disk is the administrator's directory: only what the store made goes
+        if (this.md && !/^[0-9a-f]{16}$/.test(f) && !TREE_DIRS.includes(f)) continue;
+        await fsp.rm(path.join(root, f), { force: true, recursive: true });
+      }
     }
     await this.purgeStale();
     // the tree's directories were removed with their objects
@@ -830,8 +987,8 @@ export class PlainStore implements ObjectStore {
     this.name = 'plain';
   }
 
-  private sp(oid: bigint): string {
-    return path.join(this.staleDir, oidToHex(oid));
+  private sp(oid: bigint, root = this.rootOf(oid)): string {
+    return path.join(root, '.stale', oidToHex(oid));
   }
 
   /** A file's version: undefined when there is no such file. */
@@ -863,7 +1020,7 @@ export class PlainStore implements ObjectStore {
 
   async staleList(): Promise<bigint[]> {
     const out: bigint[] = [];
-    for (const f of await fsp.readdir(this.staleDir)) if (/^[0-9a-f]{16}$/.test(f)) out.push(BigInt('0x' + f));
+    for (const dir of this.staleDirs()) for (const f of await fsp.readdir(dir)) if (/^[0-9a-f]{16}$/.test(f)) out.push(BigInt('0x' + f));
     return out;
   }
 
@@ -912,8 +1069,8 @@ export class PlainStore implements ObjectStore {
   }
 
   async purgeStale(): Promise<void> {
-    for (const f of await fsp.readdir(this.staleDir).catch(() => [] as string[])) {
-      await fsp.rm(path.join(this.staleDir, f), { force: true });
+    for (const dir of this.staleDirs()) {
+      for (const f of await fsp.readdir(dir).catch(() => [] as string[])) await fsp.rm(path.join(dir, f), { force: true });
     }
   }
 
@@ -935,7 +1092,7 @@ export class PlainStore implements ObjectStore {
     const j = await Journal.open(this.journalPlace.file, this.journalPlace.sizeBytes);
     j.onError = onError;
     const r = await replayInto(j, {
-      candidates: (oid) => [...new Set([path.join(this.objDir, oidToHex(oid)), path.join(this.objDir, treeDirOf(oid), oidToHex(oid)), this.sp(oid)])],
+      candidates: (oid) => [...new Set(this.roots().flatMap((root) => [path.join(root, oidToHex(oid)), path.join(root, treeDirOf(oid), oidToHex(oid)), this.sp(oid, root)]))],
       rebuildSums: (fd) => this.rebuildFileSums(fd),
       sync: (fd) => syncPool.fsync(fd),
     }, onError);
@@ -993,6 +1150,8 @@ export class PlainStore implements ObjectStore {
   private mapErr(e: unknown): Error {
     if (e instanceof SheepdogError) return e;
     const code = (e as NodeJS.ErrnoException).code;
+    const md = this.md && code ? this.md.classify(e as NodeJS.ErrnoException) : undefined;
+    if (md) return md;
     if (code === 'ENOENT') return new SheepdogError(Res.NO_OBJ);
     if (code === 'ENOSPC' || code === 'EDQUOT') return new SheepdogError(Res.NO_SPACE, `no space: ${(e as Error).message}`);
     return new SheepdogError(Res.EIO, `I/O error: ${(e as Error).message}`);

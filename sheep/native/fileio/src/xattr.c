@@ -98,12 +98,56 @@ static napi_value set_version(napi_env env, napi_callback_info info) {
   return num(env, r < 0 ? -(int64_t)errno : 0);
 }
 
+// getU64Attr(path, name) -> value, or -errno (-ENODATA: not set)
+// setU64Attr(path, name, value) -> 0, or -errno
+//   A u64 LE attribute of any name: md keeps each disk's size in user.md.size
+//   on the disk's directory, as upstream does. Values stay below 2^53.
+static napi_value get_u64_attr(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char path[4096], name[256];
+  size_t len;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len >= sizeof path - 1 ||
+      napi_get_value_string_utf8(env, argv[1], name, sizeof name, &len) != napi_ok || len >= sizeof name - 1) {
+    napi_throw_type_error(env, NULL, "getU64Attr(path, name)");
+    return NULL;
+  }
+  uint8_t b[8];
+  ssize_t n = getxattr(path, name, b, sizeof b);
+  if (n < 0) return num(env, -(int64_t)errno);
+  if (n != 8) return num(env, -(int64_t)EINVAL);
+  uint64_t v = (uint64_t)u32(b) | (uint64_t)u32(b + 4) << 32;
+  return num(env, (int64_t)v);
+}
+
+static napi_value set_u64_attr(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  char path[4096], name[256];
+  size_t len;
+  int64_t v;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len >= sizeof path - 1 ||
+      napi_get_value_string_utf8(env, argv[1], name, sizeof name, &len) != napi_ok || len >= sizeof name - 1 ||
+      napi_get_value_int64(env, argv[2], &v) != napi_ok || v < 0) {
+    napi_throw_type_error(env, NULL, "setU64Attr(path, name, value)");
+    return NULL;
+  }
+  uint8_t b[8];
+  put32(b, (uint32_t)((uint64_t)v & 0xffffffffu));
+  put32(b + 4, (uint32_t)((uint64_t)v >> 32));
+  return num(env, setxattr(path, name, b, sizeof b, 0) < 0 ? -(int64_t)errno : 0);
+}
+
 void xattr_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "getVersion", NULL, get_version, NULL, NULL, NULL, napi_default, NULL },
     { "setVersion", NULL, set_version, NULL, NULL, NULL, napi_default, NULL },
     { "setMeta", NULL, set_version, NULL, NULL, NULL, napi_default, NULL },
     { "getObjectSize", NULL, get_object_size, NULL, NULL, NULL, napi_default, NULL },
+    { "getU64Attr", NULL, get_u64_attr, NULL, NULL, NULL, napi_default, NULL },
+    { "setU64Attr", NULL, set_u64_attr, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

@@ -23,6 +23,7 @@ import { MoveGate } from './movegate.js';
 import { SUM_BLOCK, sumBytes, sumsOf, blockSum, firstBad } from './checksums.js';
 import { Journal } from './journal.js';
 import { replayInto } from './journal-replay.js';
+import { keyFileName, parseStripFileName } from '../ec/strip-key.js';
 
 /**
  * Writes this large go straight to their object file and its fdatasync when
@@ -118,9 +119,10 @@ export class PlainStore implements ObjectStore {
     for (const f of await fsp.readdir(this.tmpDir)) await fsp.rm(path.join(this.tmpDir, f), { force: true });
   }
 
+  // oid: a store key, an object's oid or one of its strips (see ec/strip-key.ts)
   private p(oid: bigint): string {
-    if (this.layout === 'tree') return path.join(this.objDir, treeDirOf(oid), oidToHex(oid));
-    return path.join(this.objDir, oidToHex(oid));
+    if (this.layout === 'tree') return path.join(this.objDir, treeDirOf(oid), keyFileName(oid));
+    return path.join(this.objDir, keyFileName(oid));
   }
 
   /**
@@ -536,7 +538,7 @@ export class PlainStore implements ObjectStore {
 
   /** Atomically (re)create an object with the given version: a temporary file, synced, renamed into place. */
   private async install(oid: bigint, size: number, off: number, data: Buffer, version: number): Promise<void> {
-    const tmp = path.join(this.tmpDir, `${oidToHex(oid)}.${randomBytes(4).toString('hex')}`);
+    const tmp = path.join(this.tmpDir, `${keyFileName(oid)}.${randomBytes(4).toString('hex')}`);
     let fh;
     try {
       fh = await fsp.open(tmp, FS.O_CREAT | FS.O_EXCL | FS.O_RDWR, 0o644);
@@ -656,7 +658,7 @@ export class PlainStore implements ObjectStore {
     let fixed = 0;
     for (const dir of [...this.liveDirs(), this.staleDir]) {
       for (const f of await fsp.readdir(dir).catch(() => [] as string[])) {
-        if (!/^[0-9a-f]{16}$/.test(f)) continue;
+        if (!/^[0-9a-f]{16}$/.test(f) && !parseStripFileName(f)) continue;
         const file = path.join(dir, f);
         try {
           if ((await fsp.stat(file)).mtimeMs < sinceMs) continue;
@@ -758,6 +760,29 @@ export class PlainStore implements ObjectStore {
     return (await this.liveFiles()).map(({ f }) => BigInt('0x' + f));
   }
 
+  /** Live strip files of erasure-coded objects (which list(), copies() and the replicated recovery never see). */
+  private async stripFiles(): Promise<{ dir: string; f: string }[]> {
+    const out: { dir: string; f: string }[] = [];
+    for (const dir of this.liveDirs()) {
+      for (const f of await fsp.readdir(dir).catch(() => [] as string[])) if (parseStripFileName(f)) out.push({ dir, f });
+    }
+    return out;
+  }
+
+  /** The live strips held here, with their versions (EC recovery's listing). */
+  async strips(): Promise<{ oid: bigint; idx: number; version: number }[]> {
+    const out: { oid: bigint; idx: number; version: number }[] = [];
+    const files = await this.stripFiles();
+    for (let i = 0; i < files.length; i++) {
+      const s = parseStripFileName(files[i].f)!;
+      const version = this.fileVersion(path.join(files[i].dir, files[i].f));
+      if (version !== undefined) out.push({ ...s, version });
+      // a syscall per file: let requests in between
+      if (i % 256 === 255) await new Promise((r) => setImmediate(r));
+    }
+    return out;
+  }
+
   private usageScan?: Promise<{ used: bigint; size: bigint; free: bigint }>;
 
   /**
@@ -771,7 +796,7 @@ export class PlainStore implements ObjectStore {
 
   private async scanUsage(): Promise<{ used: bigint; size: bigint; free: bigint }> {
     let used = 0n;
-    for (const { dir, f } of await this.liveFiles()) {
+    for (const { dir, f } of [...await this.liveFiles(), ...await this.stripFiles()]) {
       try {
         const st = await fsp.stat(path.join(dir, f));
         used += BigInt(st.blocks) * 512n;
@@ -831,7 +856,7 @@ export class PlainStore implements ObjectStore {
   }
 
   private sp(oid: bigint): string {
-    return path.join(this.staleDir, oidToHex(oid));
+    return path.join(this.staleDir, keyFileName(oid));
   }
 
   /** A file's version: undefined when there is no such file. */
@@ -935,7 +960,7 @@ export class PlainStore implements ObjectStore {
     const j = await Journal.open(this.journalPlace.file, this.journalPlace.sizeBytes);
     j.onError = onError;
     const r = await replayInto(j, {
-      candidates: (oid) => [...new Set([path.join(this.objDir, oidToHex(oid)), path.join(this.objDir, treeDirOf(oid), oidToHex(oid)), this.sp(oid)])],
+      candidates: (oid) => [...new Set([path.join(this.objDir, keyFileName(oid)), path.join(this.objDir, treeDirOf(oid), keyFileName(oid)), this.sp(oid)])],
       rebuildSums: (fd) => this.rebuildFileSums(fd),
       sync: (fd) => syncPool.fsync(fd),
     }, onError);

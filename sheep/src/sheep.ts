@@ -228,7 +228,8 @@ export class Sheep implements PlacementView {
     this.ecRecovery = new EcRecovery(this);
     this.reclaimer = new Reclaimer(this);
     this.scrubber = new Scrubber(this);
-    this.store.onDamage = (oid, why, by) => this.recovery.repairDamaged(oid, why, by);
+    // a strip (its key is past 64 bits) is rebuilt from the other strips, not fetched as a replica
+    this.store.onDamage = (oid, why, by) => (oid >> 64n ? this.ecRecovery.repairDamaged(oid, why) : this.recovery.repairDamaged(oid, why, by));
   }
 
   get objDir(): string {

@@ -21,7 +21,7 @@ const dirs: string[] = [];
 
 afterAll(async () => {
   await stopAll();
-  for (const d of dirs) await fsp.rm(d, { recursive: true, force: true });
+  if (!process.env.EC_TEST_KEEP) for (const d of dirs) await fsp.rm(d, { recursive: true, force: true });
 });
 
 interface Cluster {
@@ -270,19 +270,24 @@ for (const [d, p, nodes] of [[2, 1, 3], [4, 2, 6], [2, 2, 4]] as const) {
         for (const idx of [2, 3]) expect(await stripsPlaced(c, c.nodes, vidToDataOid(vid, idx), model.get(idx)!, d, p)).toBeUndefined();
         expect((await w.readVdi(vid, 2 * OBJ, 2 * OBJ)).equals(Buffer.concat([model.get(2)!, model.get(3)!]))).toBe(true);
 
-        // a lost strip file (each data strip in turn): the gateway decodes from the others
+        // a damaged strip (each data strip in turn: one byte flipped on disk, its checksum fails):
+        // the read decodes from the other strips, and the holder rebuilds it in the background
         for (let i = 0; i < d; i++) {
           const oid = vidToDataOid(vid, 0);
           const holder = ring.placeOid(oid, d + p)[i];
           const node = c.nodes.find((n) => n.port === holder.port)!;
-          const f = path.join(node.dir, 'obj', `${oidToHex(oid)}_${i}`);
-          const saved = await fsp.readFile(f);
-          await fsp.rm(f);
+          const fh = await fsp.open(path.join(node.dir, 'obj', `${oidToHex(oid)}_${i}`), 'r+');
           try {
-            expect((await io.read(0, 0, OBJ)).equals(model.get(0)!), `read without strip ${i}`).toBe(true);
+            const b = Buffer.alloc(1);
+            await fh.read(b, 0, 1, 1000);
+            b[0] ^= 0x5a;
+            await fh.write(b, 0, 1, 1000);
           } finally {
-            await fsp.writeFile(f, saved);
+            await fh.close();
           }
+          expect((await io.read(0, 0, OBJ)).equals(model.get(0)!), `read with strip ${i} damaged`).toBe(true);
+          await waitFor(async () => (await stripsPlaced(c, c.nodes, oid, model.get(0)!, d, p)) === undefined, 60_000, `strip ${i} repaired`);
+          expect(node.output() + (await fsp.readFile(path.join(node.dir, 'sheep.log'), 'utf8'))).toMatch(new RegExp(`repaired strip ${i} of ${oidToHex(oid)}`));
         }
 
         // kill -9 P nodes (never node 0, the gateway and NBD server), recovery held off: reads go on

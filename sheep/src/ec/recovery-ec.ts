@@ -21,7 +21,7 @@ import {
 } from '@sheepdog/common';
 import type { Sheep } from '../sheep.js';
 import type { EcCode } from './stripe-io.js';
-import { stripKey } from './strip-key.js';
+import { stripKey, keyOid, keyStrip } from './strip-key.js';
 import { decodeSliced } from './codec-async.js';
 import { log } from '../log.js';
 import { sleep } from '../util.js';
@@ -113,7 +113,8 @@ export class EcRecovery {
     const run = this.run;
     if (!run || run.cancelled) return;
     await run.prepared;
-    if (run.plans.has(oid)) await this.recoverOne(run, oid).catch(() => undefined);
+    // a failure is the request's to meet: it finds the strip missing, and a reader decodes without it
+    if (run.plans.has(oid)) await this.recoverOne(run, oid).catch((e) => log.warn(`cannot rebuild strip ${run.plans.get(oid)?.idx} of ${oidToHex(oid)} now: ${(e as Error).message}`));
   }
 
   /** Every member's strips (and its tombstones of striped objects), by oid. */
@@ -195,7 +196,7 @@ export class EcRecovery {
   }
 
   /** A whole strip file of a holder, read as recovery (the holder does not wait for its own recovery). */
-  private async fetchStrip(run: Run, h: Holding, oid: bigint, ec: EcCode, len: number): Promise<Buffer> {
+  private async fetchStrip(run: { epoch: number }, h: Holding, oid: bigint, ec: EcCode, len: number): Promise<Buffer> {
     if (this.isSelf(h.node)) return this.s.store.read(stripKey(oid, h.idx), 0, len, undefined, 'recovery');
     const r = await this.s.peers.call(h.node, {
       opcode: Op.READ_PEER, epoch: run.epoch, flags: Flag.CMD_RECOVERY, dataLength: len,
@@ -243,6 +244,51 @@ export class EcRecovery {
     const mine = idx < ec.d ? data[idx] : ecEncode(data, idx - ec.d + 1)[idx - ec.d];
     await this.s.store.createFull(stripKey(oid, idx), len, mine, version);
     this.rebuilt++;
+  }
+
+  private repairing = new Set<bigint>();
+
+  /**
+   * A strip found damaged here (short, or failing its checksums): rebuilt
+   * in the background from D other strips of the current placement, at its
+   * version; writes to it wait meanwhile. Readers decode without it.
+   */
+  repairDamaged(key: bigint, why: string): void {
+    const s = this.s;
+    log.err(why);
+    if (this.repairing.has(key) || !s.formatted) return;
+    this.repairing.add(key);
+    const oid = keyOid(key);
+    const idx = keyStrip(key);
+    void (async () => {
+      const release = s.store.hold(key);
+      try {
+        const ec = s.ecCode(oid);
+        if (!ec) return;
+        const version = (await s.store.versionOf(key)) ?? 0;
+        const len = s.gw.sizeOf(oid) / ec.d;
+        const t = s.ring.placeOid(oid, ec.d + ec.p);
+        const have = new Map<number, Buffer>();
+        for (let j = 0; j < t.length && have.size < ec.d; j++) {
+          if (j === idx) continue;
+          try {
+            have.set(j, await this.fetchStrip({ epoch: s.epochNr }, { node: t[j], idx: j, version }, oid, ec, len));
+          } catch (e) {
+            log.debug(`repair of strip ${idx} of ${oidToHex(oid)}: strip ${j}: ${(e as Error).message}`);
+          }
+        }
+        if (have.size < ec.d) throw new Error(`only ${have.size} of the ${ec.d} strips needed are readable`);
+        const data = await decodeSliced(ec.d, have);
+        await s.store.createFull(key, len, idx < ec.d ? data[idx] : ecEncode(data, idx - ec.d + 1)[idx - ec.d], version);
+        log.notice(`repaired strip ${idx} of ${oidToHex(oid)} from ${have.size} other strips`);
+        s.integrity.repaired++;
+      } catch (e) {
+        log.err(`cannot repair strip ${idx} of ${oidToHex(oid)}: ${(e as Error).message}; readers decode without it`);
+      } finally {
+        release();
+        this.repairing.delete(key);
+      }
+    })();
   }
 
   /**

@@ -25,6 +25,7 @@ afterAll(async () => {
 });
 
 interface Cluster {
+  spec: string;
   nodes: SheepProc[];
   nbdPort?: number;
 }
@@ -42,7 +43,7 @@ async function startEc(n: number, o: { nbd?: boolean } = {}): Promise<Cluster> {
   }
   await waitFor(async () => (await nodeList(nodes[0].port)).length === n, 60_000, `${n} members`);
   if (nbdPort) await waitForPort(nbdPort);
-  return { nodes, nbdPort };
+  return { spec, nodes, nbdPort };
 }
 
 async function format(port: number, copies: number, copyPolicy = 0, flags = 0): Promise<number> {
@@ -167,6 +168,18 @@ describe('copy_policy acceptance', () => {
       expect((await w.send({ opcode: Op.ALTER_CLUSTER_COPY, cluster: { copies: 2 } })).rsp.result).toBe(Res.INVALID_PARMS);
     } finally {
       w.close();
+    }
+    // the node's own state keeps it across a restart
+    const n = c.nodes[0];
+    await n.stop();
+    const again = await startSheep({ cluster: `local:${uniqueClusterId()}`, dir: n.dir, port: n.port, args: ['-z', '0'] });
+    const w2 = new Wire(again.port);
+    try {
+      await waitFor(async () => (await w2.send({ opcode: Op.STAT_CLUSTER, dataLength: 4096, cluster: { nodesNr: 1 } })).rsp.result === Res.SUCCESS, 60_000, 'the cluster back');
+      const def = await w2.send({ opcode: Op.GET_CLUSTER_DEFAULT });
+      expect([def.rsp.clusterDefault.nrCopies, def.rsp.clusterDefault.copyPolicy]).toEqual([6, 0x22]);
+    } finally {
+      w2.close();
     }
   });
 });
@@ -316,6 +329,34 @@ for (const [d, p, nodes] of [[2, 1, 3], [4, 2, 6], [2, 2, 4]] as const) {
           expect(await io.write(1, 300, piece)).toBe(Res.SUCCESS);
           await all(io);
         }
+        // the killed nodes come back: strips move to where the full placement puts them, and each node
+        // ends up holding only its own index of each object (the others are dropped after recovery)
+        const back = [];
+        for (const v of victims) back.push(await startSheep({ cluster: c.spec, dir: v.dir, port: v.port, args: ['-z', String(c.nodes.indexOf(v))] }));
+        const everyone = [...live, ...back];
+        c.nodes.splice(0, c.nodes.length, ...c.nodes.map((n) => back.find((b) => b.port === n.port) ?? n));
+        await waitFor(async () => (await nodeList(port)).length === nodes && settled(everyone), 120_000, 'rejoin and recovery');
+        for (const [idx, m] of model) {
+          await waitFor(async () => (await stripsPlaced(c, everyone, vidToDataOid(vid, idx), m, d, p)) === undefined, 60_000, `strips of object ${idx} back in place`);
+        }
+        const ring2 = new VnodeRing(await nodeList(port));
+        await waitFor(async () => {
+          for (const [idx] of model) {
+            const oid = vidToDataOid(vid, idx);
+            const t = ring2.placeOid(oid, d + p);
+            for (const n of everyone) {
+              const want = t.findIndex((x) => x.port === n.port);
+              const have = (await fsp.readdir(path.join(n.dir, 'obj'))).filter((f) => f.startsWith(`${oidToHex(oid)}_`));
+              if (have.join() !== (want < 0 ? '' : `${oidToHex(oid)}_${want}`)) return false;
+            }
+          }
+          return true;
+        }, 60_000, 'each node to hold only its own strip index');
+        await all(io);
+        const piece = randomBytes(1000);
+        piece.copy(model.get(2)!, 777);
+        expect(await io.write(2, 777, piece)).toBe(Res.SUCCESS);
+        await all(io);
       } finally {
         w.close();
         await stopAll();

@@ -12,7 +12,7 @@ import {
   vidToDataOid, vidToVdiOid, vidToVmstateOid, vidToAttrOid, vidToBtreeOid, dataOidToLedgerOid,
 } from '@sheepdog/common';
 import { stripKey, keyOid, keyStrip, keyFileName, parseStripFileName, keyTag, keyFromTag } from '../../sheep/src/ec/strip-key.js';
-import { encodeSliced, decodeSliced } from '../../sheep/src/ec/codec-async.js';
+import { encodeSliced, decodeSliced, splitSliced, joinSliced } from '../../sheep/src/ec/codec-async.js';
 import { RangeLocks } from '../../sheep/src/ec/range-lock.js';
 import { encodeRecordHead, decodeRecordHead, REC_HEADER, recordIntact } from '../../sheep/src/store/journal-record.js';
 import { PlainStore } from '../../sheep/src/store/plain.js';
@@ -96,6 +96,20 @@ describe('sliced erasure code', () => {
         expect(b.equals(ref[j])).toBe(true);
         expect(b.equals(data[j])).toBe(true);
       });
+    }
+  });
+
+  it('cuts and joins stripes as ecSplit and ecJoin do, from aligned and unaligned buffers', async () => {
+    for (const d of [2, 4, 8, 16]) {
+      const big = randomBytes((1 << 20) + 1);
+      for (const obj of [big.subarray(0, 1 << 20), big.subarray(1)]) {
+        const want = ecSplit(obj, d);
+        const got = await splitSliced(obj, d);
+        got.forEach((b, j) => expect(b.equals(want[j]), `D=${d} strip ${j}`).toBe(true));
+        expect((await joinSliced(got)).equals(obj)).toBe(true);
+        const odd = got.map((b) => { const c = Buffer.alloc(b.length + 1); b.copy(c, 1); return c.subarray(1); });
+        expect((await joinSliced(odd)).equals(obj)).toBe(true);
+      }
     }
   });
 

@@ -11,12 +11,12 @@
 //    strips and decodes (upstream fails: A.9); it fails only when fewer
 //    than D strips are readable.
 import {
-  Res, SheepdogError, SdNode, Op, Flag, EC_STRIPE, ecSplit, ecJoin,
+  Res, SheepdogError, SdNode, Op, Flag, EC_STRIPE,
 } from '@sheepdog/common';
 import type { ObjectStore } from '../store/store.js';
 import type { PeerPool } from '../peer.js';
 import { stripKey } from './strip-key.js';
-import { encodeSliced, decodeSliced } from './codec-async.js';
+import { encodeSliced, decodeSliced, splitSliced, joinSliced } from './codec-async.js';
 import { RangeLocks } from './range-lock.js';
 import { log } from '../log.js';
 
@@ -140,7 +140,7 @@ export class StripeIo {
     if (got.size < ec.d) await Promise.all(range(ec.d, t.length).map(one));
     if (got.size < ec.d) throw this.unreadable(oid, ec, got.size, errs);
     if (errs.length) log.debug(`degraded read of ${oid.toString(16)}: ${errs.length} strip(s) unreadable, decoded from ${got.size}`);
-    return ecJoin(await decodeSliced(ec.d, got));
+    return joinSliced(await decodeSliced(ec.d, got));
   }
 
   /** Why fewer than D strips came back: a retryable error first (the membership is changing), NO_OBJ if none exists. */
@@ -186,7 +186,7 @@ export class StripeIo {
           ]);
         }
         data.copy(buf, off - start * EC_STRIPE);
-        const strips = ecSplit(buf, ec.d);
+        const strips = await splitSliced(buf, ec.d);
         strips.push(...(await encodeSliced(strips, ec.p)));
         const t = this.holdersOf(oid, ec, true);
         const ep = this.view.epoch();

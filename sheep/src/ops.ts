@@ -511,6 +511,8 @@ function peerKey(s: Sheep, h: RequestHeader): bigint {
   const ec = s.ecCode(o.oid, o.copyPolicy);
   if (!ec) return o.oid;
   if (o.ecIndex >= ec.d + ec.p) throw new SheepdogError(Res.INVALID_PARMS, `strip index ${o.ecIndex} of a ${ec.d}:${ec.p} object`);
+  // framing bounded the range by the object; a strip file is 1/D of it, and its block sums follow its bytes
+  if (o.offset + h.dataLength > s.gw.sizeOf(o.oid) / ec.d) throw new SheepdogError(Res.INVALID_PARMS, `bytes ${o.offset}-${o.offset + h.dataLength - 1} are beyond a strip of ${s.gw.sizeOf(o.oid) / ec.d}`);
   return stripKey(o.oid, o.ecIndex);
 }
 

@@ -145,6 +145,25 @@ describe('copy_policy acceptance', () => {
       expect((await w.send({ opcode: Op.ALTER_CLUSTER_COPY, cluster: { copies: 3, copyPolicy: 0x11 } })).rsp.result).toBe(Res.INVALID_PARMS);
       expect((await w.send({ opcode: Op.ALTER_VDI_COPY, vdiState: { newVid: vid, copies: 3, copyPolicy: 0x11 } })).rsp.result).toBe(Res.INVALID_PARMS);
       expect((await w.send({ opcode: Op.ALTER_VDI_COPY, vdiState: { newVid: vid, copies: 2, copyPolicy: 0 } })).rsp.result).toBe(Res.INVALID_PARMS);
+      // peer requests: an index past D+P, or bytes past the 2 MiB strip of a 4 MiB 2:1 object
+      const epoch = (await w.send({ opcode: Op.STAT_CLUSTER, dataLength: 48, cluster: {} })).rsp.epoch;
+      const oid = vidToDataOid(vid, 0);
+      for (const ecIndex of [3, 31, 255]) {
+        expect((await w.send({ opcode: Op.READ_PEER, epoch, dataLength: 512, obj: { oid, copyPolicy: 0x11, ecIndex } })).rsp.result).toBe(Res.INVALID_PARMS);
+        expect((await w.send({ opcode: Op.CREATE_AND_WRITE_PEER, epoch, flags: Flag.CMD_WRITE, obj: { oid, copyPolicy: 0x11, ecIndex } }, Buffer.alloc(512))).rsp.result).toBe(Res.INVALID_PARMS);
+      }
+      expect((await w.send({ opcode: Op.CREATE_AND_WRITE_PEER, epoch, flags: Flag.CMD_WRITE, obj: { oid, copyPolicy: 0x11, ecIndex: 1, offset: (2 << 20) - 100 } }, Buffer.alloc(512))).rsp.result).toBe(Res.INVALID_PARMS);
+      expect((await w.send({ opcode: Op.WRITE_PEER, epoch, flags: Flag.CMD_WRITE, obj: { oid, copyPolicy: 0x11, ecIndex: 1, offset: 3 << 20 } }, Buffer.alloc(512))).rsp.result).toBe(Res.INVALID_PARMS);
+      // the policy byte of the VDI stands in for a request's 0
+      expect((await w.send({ opcode: Op.READ_PEER, epoch, dataLength: 512, obj: { oid, ecIndex: 7 } })).rsp.result).toBe(Res.INVALID_PARMS);
+      // a strip the peer stores is <oid>_<idx>, 2 MiB
+      expect((await w.send({ opcode: Op.CREATE_AND_WRITE_PEER, epoch, flags: Flag.CMD_WRITE, obj: { oid, copyPolicy: 0x11, ecIndex: 2, offset: 512 } }, Buffer.alloc(512, 9))).rsp.result).toBe(Res.SUCCESS);
+      const f = await fsp.readFile(path.join(c.nodes[0].dir, 'obj', `${oidToHex(oid)}_2`));
+      expect(f.length).toBeGreaterThanOrEqual(2 << 20);
+      expect(f.subarray(0, 1024).equals(Buffer.concat([Buffer.alloc(512), Buffer.alloc(512, 9)]))).toBe(true);
+      const rp = await w.send({ opcode: Op.READ_PEER, epoch, dataLength: 1024, obj: { oid, copyPolicy: 0x11, ecIndex: 2 } });
+      expect(rp.data.equals(f.subarray(0, 1024))).toBe(true);
+      expect((await w.send({ opcode: Op.READ_PEER, epoch, dataLength: 512, obj: { oid, copyPolicy: 0x11, ecIndex: 0 } })).rsp.result).toBe(Res.NO_OBJ);
       expect((await w.send({ opcode: Op.GET_NODE_LIST, dataLength: 491520 })).rsp.result).toBe(Res.SUCCESS);
     } finally {
       w.close();

@@ -49,5 +49,14 @@ export function decodeStripRecords(b: Buffer): { records: StripRecord[]; more: b
  */
 export const isEcStriped = (oid: bigint): boolean => !isVdiObj(oid) && !isVdiBtreeObj(oid) && !isLedgerObj(oid);
 
+/**
+ * Bytes of each strip file of an object of objSize bytes: whole stripes,
+ * 1/D of each. A data object (a power of two) divides exactly (A.4); an
+ * attribute object (66,320 bytes) ends inside its last stripe, which is
+ * striped whole as if zero-padded (upstream sizes these strips by the
+ * VDI's object size instead: 2 MiB each for 2:1).
+ */
+export const stripFileSize = (objSize: number, d: number): number => (Math.ceil(objSize / 512) * 512) / d;
+
 /** A strip file's name (A.4): `<oid as 16 hex digits>_<index>`. */
 export const stripFileName = (oid: bigint, idx: number): string => `${oidToHex(oid)}_${idx}`;

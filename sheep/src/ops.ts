@@ -17,7 +17,7 @@ import { flushVdiOp, deleteCacheOp, getCacheInfoOp, cachePurgeOp } from './cache
 import { check, ruleOf } from './validate.js';
 import { farmSave, farmRead, farmDelete, farmStat } from './farm.js';
 import { stripKey } from './ec/strip-key.js';
-import { encodeStripRecords, sameNode } from '@sheepdog/common';
+import { encodeStripRecords, sameNode, stripFileSize } from '@sheepdog/common';
 
 /** Who sent a request (the sheepdog port fills it in): restricted opcodes need allowed(). */
 export interface RequestOrigin {
@@ -512,7 +512,8 @@ function peerKey(s: Sheep, h: RequestHeader): bigint {
   if (!ec) return o.oid;
   if (o.ecIndex >= ec.d + ec.p) throw new SheepdogError(Res.INVALID_PARMS, `strip index ${o.ecIndex} of a ${ec.d}:${ec.p} object`);
   // framing bounded the range by the object; a strip file is 1/D of it, and its block sums follow its bytes
-  if (o.offset + h.dataLength > s.gw.sizeOf(o.oid) / ec.d) throw new SheepdogError(Res.INVALID_PARMS, `bytes ${o.offset}-${o.offset + h.dataLength - 1} are beyond a strip of ${s.gw.sizeOf(o.oid) / ec.d}`);
+  const strip = stripFileSize(s.gw.sizeOf(o.oid), ec.d);
+  if (o.offset + h.dataLength > strip) throw new SheepdogError(Res.INVALID_PARMS, `bytes ${o.offset}-${o.offset + h.dataLength - 1} are beyond a strip of ${strip}`);
   return stripKey(o.oid, o.ecIndex);
 }
 
@@ -547,7 +548,7 @@ async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Rep
   checkWritable(s, h.obj.oid);
   // a strip file holds 1/D of the object (A.4)
   const ec = s.ecCode(h.obj.oid, h.obj.copyPolicy);
-  const size = s.gw.sizeOf(h.obj.oid) / (ec ? ec.d : 1);
+  const size = ec ? stripFileSize(s.gw.sizeOf(h.obj.oid), ec.d) : s.gw.sizeOf(h.obj.oid);
   if (h.obj.offset + data.length > size) fail(Res.INVALID_PARMS);
   await s.store.create(key, size, h.obj.offset, data);
   s.stats.peerWrite++;

@@ -11,7 +11,7 @@ import {
   Op, Flag, Res, ClusterFlag, timestamp64, encodeFixedString, vidToDataOid, vidToVdiOid, oidToHex, VnodeRing,
   ecSplit, ecEncode, ecPolicyByte, decodeVdiStates, SD_INODE_HEADER_SIZE,
 } from '@sheepdog/common';
-import { startSheep, stopAll, waitFor, freePort, waitForPort, uniqueClusterId, SheepProc } from '../helpers/cluster.js';
+import { startSheep, stopAll, waitFor, freePort, waitForPort, uniqueClusterId, SheepProc, runCollie } from '../helpers/cluster.js';
 import { nodeList, epochOf, recoveryIdle } from '../helpers/cluster-scenarios.js';
 import { Wire } from '../helpers/wire.js';
 import { RawConn, NBD } from '../helpers/nbd-client.js';
@@ -383,6 +383,47 @@ for (const [d, p, nodes] of [[2, 1, 3], [4, 2, 6], [2, 2, 4]] as const) {
     }, 600_000);
   });
 }
+
+describe('EC snapshots and attributes', () => {
+  it('copies on write from an EC snapshot, and stripes VDI attribute objects (A.3)', async () => {
+    const c = await startEc(3);
+    const port = c.nodes[0].port;
+    expect(await format(port, 3)).toBe(Res.SUCCESS);
+    const w = new Wire(port);
+    try {
+      const base = randomBytes(OBJ);
+      const vid1 = (await newVdi(w, 'snapme', 16 << 20, 3, 0x11)).rsp.vdi.vdiId;
+      expect(await new DogIo(w, vid1, 3, 0x11).create(0, 0, base)).toBe(Res.SUCCESS);
+      // dog's snapshot: the same name with the inode's copies and policy, based on the working VDI
+      const snap = await w.send({ opcode: Op.NEW_VDI, flags: Flag.CMD_WRITE, vdi: { vdiSize: 16n << 20n, baseVdiId: vid1, snapid: 1, copies: 3, copyPolicy: 0x11 } }, encodeFixedString('snapme', 256));
+      expect(snap.rsp.result).toBe(Res.SUCCESS);
+      const vid2 = snap.rsp.vdi.vdiId;
+      expect(vid2).not.toBe(vid1);
+      // a partial write into the new working VDI copies the object from the snapshot's strips
+      const piece = randomBytes(100);
+      const cow = await w.send({ opcode: Op.CREATE_AND_WRITE_OBJ, flags: Flag.CMD_WRITE | Flag.CMD_COW, obj: { oid: vidToDataOid(vid2, 0), cowOid: vidToDataOid(vid1, 0), offset: 1000, copies: 3, copyPolicy: 0x11 } }, piece);
+      expect(cow.rsp.result).toBe(Res.SUCCESS);
+      const want = Buffer.from(base);
+      piece.copy(want, 1000);
+      expect((await new DogIo(w, vid2, 3, 0x11).read(0, 0, OBJ)).equals(want)).toBe(true);
+      expect((await new DogIo(w, vid1, 3, 0x11).read(0, 0, OBJ)).equals(base)).toBe(true);
+      const ring = new VnodeRing(await nodeList(port));
+      expect(await stripsPlaced(c, c.nodes, vidToDataOid(vid2, 0), want, 2, 1)).toBeUndefined();
+      // an attribute: its object is striped like upstream's 2001e5c05c1b3d4b_0/_1/_2
+      const set = await runCollie(['vdi', 'setattr', 'snapme', 'mykey', 'myvalue'], { port });
+      expect(set.code, set.stderr).toBe(0);
+      const get = await runCollie(['vdi', 'getattr', 'snapme', 'mykey'], { port });
+      expect(get.stdout.trim()).toBe('myvalue');
+      const names = (await Promise.all(c.nodes.map((n) => fsp.readdir(path.join(n.dir, 'obj'))))).flat().filter((f) => /^2[0-9a-f]{15}_\d+$/.test(f));
+      expect(names.map((f) => f.slice(-2)).sort()).toEqual(['_0', '_1', '_2']);
+      expect(new Set(names.map((f) => f.slice(0, 16))).size).toBe(1);
+      expect(ring.placeOid(BigInt('0x' + names[0].slice(0, 16)), 3)).toHaveLength(3);
+    } finally {
+      w.close();
+      await stopAll();
+    }
+  });
+});
 
 describe('zones', () => {
   it('refuses EC writes with fewer zones than D+P, and any I/O with fewer than D', async () => {

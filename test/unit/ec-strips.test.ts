@@ -8,7 +8,7 @@ import { promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dir as tmpDir } from 'tmp-promise';
 import {
-  ecEncode, ecDecode, ecSplit, encodeStripRecords, decodeStripRecords, isEcStriped, stripFileName,
+  ecEncode, ecDecode, ecSplit, encodeStripRecords, decodeStripRecords, isEcStriped, stripFileName, stripFileSize, SD_ATTR_OBJ_SIZE,
   vidToDataOid, vidToVdiOid, vidToVmstateOid, vidToAttrOid, vidToBtreeOid, dataOidToLedgerOid,
 } from '@sheepdog/common';
 import { stripKey, keyOid, keyStrip, keyFileName, parseStripFileName, keyTag, keyFromTag } from '../../sheep/src/ec/strip-key.js';
@@ -39,6 +39,13 @@ describe('strip keys', () => {
     for (const f of ['00abf94000000001', '00abf94000000001_31', '00abf94000000001_', '00abf94000000001_1.tmp', 'abf94000000001_1', '00abf94000000001_001']) {
       expect(parseStripFileName(f), f).toBeUndefined();
     }
+  });
+
+  it('size strip files by whole stripes: exact for data objects, the attribute object padded', () => {
+    expect(stripFileSize(4 << 20, 2)).toBe(2 << 20);
+    expect(stripFileSize(4 << 20, 16)).toBe(256 << 10);
+    expect(stripFileSize(SD_ATTR_OBJ_SIZE, 2)).toBe(33280);
+    expect(stripFileSize(SD_ATTR_OBJ_SIZE, 4) * 4).toBeGreaterThanOrEqual(SD_ATTR_OBJ_SIZE);
   });
 
   it('stripe data, vmstate and attribute objects, never inodes, B-tree nodes or ledgers (A.3)', () => {

@@ -17,7 +17,7 @@
 // more, once the node now holding that index has it (cleanup()).
 import {
   SdNode, VnodeRing, Op, Flag, Res, SheepdogError, sameNode, nodeToString, oidToHex, ecEncode,
-  decodeStripRecords, StripRecord,
+  decodeStripRecords, StripRecord, stripFileSize,
 } from '@sheepdog/common';
 import type { Sheep } from '../sheep.js';
 import type { EcCode } from './stripe-io.js';
@@ -210,7 +210,7 @@ export class EcRecovery {
     const plan = run.plans.get(oid);
     if (!plan || run.cancelled) return;
     const { ec, idx, version } = plan;
-    const len = this.s.gw.sizeOf(oid) / ec.d;
+    const len = stripFileSize(this.s.gw.sizeOf(oid), ec.d);
     // the same index from whoever has it: one strip's worth of traffic
     for (const h of plan.holdings.filter((x) => x.idx === idx && !this.isSelf(x.node))) {
       try {
@@ -266,7 +266,7 @@ export class EcRecovery {
         const ec = s.ecCode(oid);
         if (!ec) return;
         const version = (await s.store.versionOf(key)) ?? 0;
-        const len = s.gw.sizeOf(oid) / ec.d;
+        const len = stripFileSize(s.gw.sizeOf(oid), ec.d);
         const t = s.ring.placeOid(oid, ec.d + ec.p);
         const have = new Map<number, Buffer>();
         for (let j = 0; j < t.length && have.size < ec.d; j++) {

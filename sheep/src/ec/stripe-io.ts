@@ -11,7 +11,7 @@
 //    strips and decodes (upstream fails: A.9); it fails only when fewer
 //    than D strips are readable.
 import {
-  Res, SheepdogError, SdNode, Op, Flag, EC_STRIPE,
+  Res, SheepdogError, SdNode, Op, Flag, EC_STRIPE, stripFileSize,
 } from '@sheepdog/common';
 import type { ObjectStore } from '../store/store.js';
 import type { PeerPool } from '../peer.js';
@@ -191,7 +191,7 @@ export class StripeIo {
         const t = this.holdersOf(oid, ec, true);
         const ep = this.view.epoch();
         const s = EC_STRIPE / ec.d;
-        const rs = await Promise.allSettled(t.map((n, i) => this.writeStrip(n, oid, ec, i, start * s, strips[i], ep, create ? size / ec.d : 0)));
+        const rs = await Promise.allSettled(t.map((n, i) => this.writeStrip(n, oid, ec, i, start * s, strips[i], ep, create ? stripFileSize(size, ec.d) : 0)));
         const bad = rs.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
         if (bad) throw bad.reason;
       });

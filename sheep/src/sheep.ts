@@ -842,7 +842,8 @@ export class Sheep implements PlacementView {
     if (this.status === 'ok') {
       log.notice(`${nodeToString(node)} left`);
       // writes it was making may have reached some replicas and not others
-      for (const oid of this.store.recent.snapshot()) this.suspects.add(oid);
+      // (strips, keyed past 64 bits, are not replicas: a write that reached some of them is the stripe's writer to repeat)
+      for (const oid of this.store.recent.snapshot()) if (oid >> 64n === 0n) this.suspects.add(oid);
       if (this.present.length) await this.bumpEpoch(this.withVnodes(this.present));
     } else if (this.status === 'wait_format') {
       this.ring = new VnodeRing(this.withVnodes(this.present));

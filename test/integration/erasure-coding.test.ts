@@ -465,6 +465,12 @@ describe('zones', () => {
       for (let i = 0; i < 3; i++) expect((await stripOnDisk(c, ring, oid, 2, 2, i))?.equals(want[i]), `strip ${i}`).toBe(true);
       const names = (await Promise.all(c.nodes.map((n) => fsp.readdir(path.join(n.dir, 'obj'))))).flat().filter((f) => f.startsWith(oidToHex(oid)));
       expect(names.sort()).toEqual([0, 1, 2].map((i) => `${oidToHex(oid)}_${i}`));
+      // the data object is referenced from the inode's index: deleting the VDI reclaims every strip
+      const e = Buffer.alloc(4);
+      e.writeUInt32LE(vid);
+      expect((await w.send({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(vid), offset: SD_INODE_HEADER_SIZE, copies: 4 } }, e)).rsp.result).toBe(Res.SUCCESS);
+      expect((await w.send({ opcode: Op.DEL_VDI, flags: Flag.CMD_WRITE }, Buffer.concat([encodeFixedString('e22', 256), Buffer.alloc(256)]))).rsp.result).toBe(Res.SUCCESS);
+      await waitFor(async () => (await Promise.all(c.nodes.map((n) => fsp.readdir(path.join(n.dir, 'obj'))))).flat().every((f) => !f.includes('_')), 60_000, 'the strips reclaimed');
     } finally {
       w.close();
       await stopAll();

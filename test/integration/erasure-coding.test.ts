@@ -437,6 +437,7 @@ describe('zones', () => {
       const io21 = new DogIo(w, v21, 3, 0x11);
       const io42 = new DogIo(w, v42, 6, 0x22);
       expect(await io21.create(0, 0, Buffer.alloc(512, 7))).toBe(Res.HALT);
+      expect(await io21.write(0, 100, Buffer.alloc(10, 7))).toBe(Res.HALT);
       expect(await io42.create(0, 0, Buffer.alloc(512, 7))).toBe(Res.HALT);
       await expect(io42.read(0, 0, 512)).rejects.toMatchObject({ result: Res.HALT });
       // nothing was stored anywhere

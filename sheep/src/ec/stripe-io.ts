@@ -175,6 +175,8 @@ export class StripeIo {
     const release = await this.locks.lock(oid, start, end);
     try {
       await this.retrying(async () => {
+        // too few zones is the answer before any stripe is read
+        this.holdersOf(oid, ec, true);
         const buf = Buffer.alloc((end - start) * EC_STRIPE);
         if (!create) {
           const head = off % EC_STRIPE !== 0;

@@ -208,6 +208,9 @@ describe('journal replay of strips', () => {
       await st.createFull(key, 65536, a, 1);
       await st.createFull(OID, 65536, a, 1);
       const strip = path.join(d.path, 'obj', '00abf94000000001_1');
+      // a first write opens the file and learns its identity (inode, birth time), which journal records name
+      await st.write(key, 0, a.subarray(0, 1));
+      await new Promise((r) => setTimeout(r, 200));
       const durable = await fsp.readFile(strip);
       // checkpoints would sync the object file and drop the record: none, as in a crash right after the write
       st.journal!.syncer = async () => undefined;

@@ -153,7 +153,11 @@ export class EcRecovery {
     if (s.selfNode.nrVnodes === 0) return true;
     const all = await this.listAll(run);
     if (!all || run.cancelled) return false;
+    let n = 0;
     for (const [oid, o] of all) {
+      // a placement per object: let requests in between on a large store
+      if (++n % 1024 === 0) await new Promise((r) => setImmediate(r));
+      if (run.cancelled) return false;
       const ec = s.ecCode(oid);
       if (!ec || !o.holdings.length) continue;
       const version = Math.max(...o.holdings.map((h) => h.version));
@@ -310,7 +314,9 @@ export class EcRecovery {
     const all = await this.listAll(run);
     if (!all || s.epochNr !== epoch) return;
     let dropped = 0;
+    let n = 0;
     for (const st of mine) {
+      if (++n % 1024 === 0) await new Promise((r) => setImmediate(r));
       if (s.epochNr !== epoch) return;
       const o = all.get(st.oid);
       const ec = s.ecCode(st.oid);

@@ -425,6 +425,41 @@ describe('EC snapshots and attributes', () => {
   });
 });
 
+describe('EC removal while a holder is away', () => {
+  it('the strips of a VDI deleted while one of their holders was away do not come back with it', async () => {
+    const c = await startEc(4);
+    const port = c.nodes[0].port;
+    expect(await format(port, 3)).toBe(Res.SUCCESS);
+    const w = new Wire(port, 120_000);
+    try {
+      const vid = (await newVdi(w, 'gone', 16 << 20, 3, 0x11)).rsp.vdi.vdiId;
+      const io = new DogIo(w, vid, 3, 0x11);
+      for (let i = 0; i < 4; i++) expect(await io.create(i, 0, randomBytes(OBJ))).toBe(Res.SUCCESS);
+      // away: a node (not the gateway) holding strips of these objects
+      const oids = [0, 1, 2, 3].map((i) => vidToDataOid(vid, i));
+      const ring = new VnodeRing(await nodeList(port));
+      const away = c.nodes.slice(1).find((n) => oids.some((o) => ring.placeOid(o, 3).some((t) => t.port === n.port)))!;
+      const held = async (n: SheepProc) => (await fsp.readdir(path.join(n.dir, 'obj'))).filter((f) => f.includes('_'));
+      expect((await held(away)).length).toBeGreaterThan(0);
+      await away.kill();
+      const live = c.nodes.filter((n) => n !== away);
+      await waitFor(() => settled(live), 120_000, 'recovery without it');
+      expect((await w.send({ opcode: Op.DEL_VDI, flags: Flag.CMD_WRITE }, Buffer.concat([encodeFixedString('gone', 256), Buffer.alloc(256)]))).rsp.result).toBe(Res.SUCCESS);
+      await waitFor(async () => (await Promise.all(live.map(held))).flat().length === 0, 60_000, 'the strips reclaimed on the nodes present');
+      const back = await startSheep({ cluster: c.spec, dir: away.dir, port: away.port, args: ['-z', String(c.nodes.indexOf(away))] });
+      const everyone = [...live, back];
+      await waitFor(async () => (await nodeList(port)).length === 4 && settled(everyone), 120_000, 'rejoin');
+      // its leftovers are dropped, and nobody rebuilt them
+      await waitFor(async () => (await Promise.all(everyone.map(held))).flat().length === 0, 60_000, 'the leftovers dropped');
+      await new Promise((r) => setTimeout(r, 2000));
+      expect((await Promise.all(everyone.map(held))).flat()).toEqual([]);
+    } finally {
+      w.close();
+      await stopAll();
+    }
+  });
+});
+
 describe('zones', () => {
   it('refuses EC writes with fewer zones than D+P, and any I/O with fewer than D', async () => {
     const c = await startEc(2);

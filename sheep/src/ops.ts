@@ -17,7 +17,7 @@ import { flushVdiOp, deleteCacheOp, getCacheInfoOp, cachePurgeOp } from './cache
 import { check, ruleOf } from './validate.js';
 import { farmSave, farmRead, farmDelete, farmStat } from './farm.js';
 import { stripKey } from './ec/strip-key.js';
-import { encodeStripRecords, sameNode, stripFileSize } from '@sheepdog/common';
+import { encodeStripRecords, sameNode, stripFileSize, STRIPS_HEADER_SIZE, STRIP_RECORD_SIZE } from '@sheepdog/common';
 
 /** Who sent a request (the sheepdog port fills it in): restricted opcodes need allowed(). */
 export interface RequestOrigin {
@@ -564,13 +564,29 @@ async function removePeer(s: Sheep, h: RequestHeader): Promise<Reply> {
   return ok();
 }
 
-/** EC_STRIPS: this node's strips with versions, and its tombstones of striped objects (ec/recovery-ec.ts). */
+/**
+ * EC_STRIPS: this node's strips with versions, and its tombstones of
+ * striped objects (ec/recovery-ec.ts), in oid order after obj.cow_oid (a
+ * cursor, as OBJ_COPIES's), as many whole objects' records as fit.
+ */
+let stripsCache: { epoch: number; at: number; records: Awaited<ReturnType<Sheep['stripRecords']>> } | undefined;
 async function ecStrips(s: Sheep, h: RequestHeader): Promise<Reply> {
   await checkPeerEpoch(s, h, false);
-  const recs = await s.stripRecords();
-  const out = encodeStripRecords(recs, false);
-  if (out.length > h.dataLength) fail(Res.BUFFER_SMALL);
-  return ok({ data: out });
+  const after = h.obj.cowOid;
+  if (after === 0n || !stripsCache || stripsCache.epoch !== s.epochNr || Date.now() - stripsCache.at > 30_000) {
+    const records = await s.stripRecords();
+    records.sort((a, b) => (a.oid < b.oid ? -1 : a.oid > b.oid ? 1 : a.idx - b.idx));
+    stripsCache = { epoch: s.epochNr, at: Date.now(), records };
+  }
+  const all = stripsCache.records;
+  let lo = 0, hi = all.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (all[mid].oid <= after) lo = mid + 1; else hi = mid; }
+  // an object has at most 31 strips and a tombstone here: a page holds at least that, and never half an object
+  const room = Math.floor((h.dataLength - STRIPS_HEADER_SIZE) / STRIP_RECORD_SIZE);
+  if (room < 32) fail(Res.BUFFER_SMALL);
+  let end = Math.min(all.length, lo + room);
+  if (end < all.length) while (end > lo && all[end].oid === all[end - 1].oid) end--;
+  return ok({ data: encodeStripRecords(all.slice(lo, end), end < all.length) });
 }
 
 /**

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   Op, Flag, Res, ClusterFlag, timestamp64, encodeFixedString, vidToDataOid, vidToVdiOid, oidToHex, VnodeRing,
-  ecSplit, ecEncode, ecPolicyByte, decodeVdiStates, SD_INODE_HEADER_SIZE,
+  ecSplit, ecEncode, ecPolicyByte, decodeVdiStates, SD_INODE_HEADER_SIZE, decodeStripRecords,
 } from '@sheepdog/common';
 import { startSheep, stopAll, waitFor, freePort, waitForPort, uniqueClusterId, SheepProc, runCollie } from '../helpers/cluster.js';
 import { nodeList, epochOf, recoveryIdle } from '../helpers/cluster-scenarios.js';
@@ -501,6 +501,25 @@ describe('zones', () => {
       for (let i = 0; i < 3; i++) expect((await stripOnDisk(c, ring, oid, 2, 2, i))?.equals(want[i]), `strip ${i}`).toBe(true);
       const names = (await Promise.all(c.nodes.map((n) => fsp.readdir(path.join(n.dir, 'obj'))))).flat().filter((f) => f.startsWith(oidToHex(oid)));
       expect(names.sort()).toEqual([0, 1, 2].map((i) => `${oidToHex(oid)}_${i}`));
+      // EC_STRIPS pages: 40 more objects (a stripe each) give every node 41 strips; pages of 32 records
+      // never split an object, and together list what one large reply lists
+      for (let i = 1; i <= 40; i++) expect(await io.create(i, 512 * i, Buffer.alloc(512, i))).toBe(Res.SUCCESS);
+      const epoch = (await w.send({ opcode: Op.STAT_CLUSTER, dataLength: 48, cluster: {} })).rsp.epoch;
+      const whole = decodeStripRecords((await w.send({ opcode: Op.EC_STRIPS, epoch, dataLength: 1 << 20 })).data);
+      expect(whole.more).toBe(false);
+      expect(whole.records.length).toBeGreaterThanOrEqual(41);
+      const paged: typeof whole.records = [];
+      for (let cursor = 0n, pages = 0; ; pages++) {
+        const pg = decodeStripRecords((await w.send({ opcode: Op.EC_STRIPS, epoch, dataLength: 8 + 16 * 32, obj: { cowOid: cursor } })).data);
+        expect(pg.records.length).toBeLessThanOrEqual(32);
+        if (paged.length && pg.records.length) expect(pg.records[0].oid > paged[paged.length - 1].oid).toBe(true);
+        paged.push(...pg.records);
+        if (!pg.more) { expect(pages).toBeGreaterThan(0); break; }
+        cursor = pg.records[pg.records.length - 1].oid;
+      }
+      const key = (r: { oid: bigint; idx: number }) => `${r.oid}_${r.idx}`;
+      expect(paged.map(key).sort()).toEqual(whole.records.map(key).sort());
+      expect((await w.send({ opcode: Op.EC_STRIPS, epoch, dataLength: 8 + 16 * 31 })).rsp.result).toBe(Res.BUFFER_SMALL);
       // the data object is referenced from the inode's index: deleting the VDI reclaims every strip
       const e = Buffer.alloc(4);
       e.writeUInt32LE(vid);

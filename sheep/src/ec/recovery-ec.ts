@@ -28,8 +28,8 @@ import { sleep } from '../util.js';
 
 /** The index a tombstone record carries in an EC_STRIPS reply (strips are 0..30). */
 export const TOMBSTONE_IDX = 255;
-/** Reply room asked of a member: one million records. */
-const LIST_BYTES = 16 << 20;
+/** Reply room asked of a member per page: 65,535 records (1 MiB). */
+const LIST_BYTES = 1 << 20;
 
 interface Holding {
   node: SdNode;
@@ -137,8 +137,13 @@ export class EcRecovery {
     for (let attempt = 0; !run.cancelled; attempt++) {
       try {
         if (this.isSelf(n)) return await this.s.stripRecords();
-        const r = await this.s.peers.call(n, { opcode: Op.EC_STRIPS, epoch: run.epoch, dataLength: LIST_BYTES });
-        return decodeStripRecords(r.data).records;
+        const out: StripRecord[] = [];
+        for (let cursor = 0n; ;) {
+          const page = decodeStripRecords((await this.s.peers.call(n, { opcode: Op.EC_STRIPS, epoch: run.epoch, dataLength: LIST_BYTES, obj: { cowOid: cursor } })).data);
+          out.push(...page.records);
+          if (!page.more || !page.records.length) return out;
+          cursor = page.records[page.records.length - 1].oid;
+        }
       } catch (e) {
         if (e instanceof SheepdogError && e.result === Res.OLD_NODE_VER) return undefined;
         if (attempt % 10 === 0) log.warn(`erasure-code recovery for epoch ${run.epoch}: no strip list from ${nodeToString(n)} yet: ${(e as Error).message}`);

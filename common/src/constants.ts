@@ -113,6 +113,8 @@ export const Op = {
   RECLAIM_STATUS: 0xea,
   /** A copy's SHA-1 per 128 KiB slice, with its version; reply: see common/src/slices.ts (WILDCARD as FETCH_OBJ). */
   SLICE_HASHES: 0xeb,
+  /** The erasure-code strip files a node holds (live only), with versions; reply: StripRecords (common/src/ec-strips.ts). */
+  EC_STRIPS: 0xf0,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -143,6 +145,12 @@ export const ClusterFlag = {
   USE_LOCK: 0x0008,
   RECYCLE_VID: 0x0010,
   AVOID_DISKFULL: 0x0020,
+  /**
+   * Not upstream's (it uses bits 0-5): erasure-coded writes may go on with
+   * fewer zones than D+P, storing as many strips as there are zones (data
+   * first, then parity). Without it such writes are refused with HALT.
+   */
+  EC_FEW_ZONES: 0x8000,
 } as const;
 
 export const Res = {

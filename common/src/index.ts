@@ -32,3 +32,4 @@ export * from './scrub.js';
 export * from './slices.js';
 export * from './ec.js';
 export * from './s3.js';
+export * from './ec-strips.js';

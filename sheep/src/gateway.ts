@@ -10,6 +10,7 @@ import type { ObjectStore } from './store/store.js';
 import type { ObjectIO } from './vdi.js';
 import type { PeerPool } from './peer.js';
 import { log } from './log.js';
+import { StripeIo, EcCode } from './ec/stripe-io.js';
 
 export interface PlacementView {
   epoch(): number;
@@ -36,6 +37,10 @@ export interface PlacementView {
   removed?(oid: bigint, epoch: number): void;
   /** While this node cannot tell whether it is still a member: settles when it can (requests wait for it). */
   membershipHeld?(): Promise<void> | undefined;
+  /** The erasure code of oid if it is striped (A.3): the request's copy_policy if non-zero, else its VDI's. */
+  ecCode?(oid: bigint, requested?: number): EcCode | undefined;
+  /** Erasure-coded writes may go on with fewer zones than D+P (ClusterFlag.EC_FEW_ZONES). */
+  ecFewZones?(): boolean;
 }
 
 /**
@@ -96,12 +101,20 @@ class UnderReplication {
 
 export class Gateway implements ObjectIO {
   private readonly under = new UnderReplication();
+  /** I/O on erasure-coded objects: every method below hands those to it first. */
+  readonly stripes: StripeIo;
 
   constructor(
     private readonly store: ObjectStore,
     private readonly view: PlacementView,
     private readonly peers: PeerPool,
-  ) {}
+  ) {
+    this.stripes = new StripeIo(store, { ...bindView(view), ecFewZones: () => view.ecFewZones?.() ?? false }, peers, (n) => this.isLocal(n));
+  }
+
+  private ec(oid: bigint, policy?: number): EcCode | undefined {
+    return this.view.ecCode?.(oid, policy);
+  }
 
   /**
    * Run a replica operation, retrying across epoch changes: a peer that is
@@ -219,7 +232,7 @@ export class Gateway implements ObjectIO {
    * current, and the store had the bytes at hand.
    */
   readCached(oid: bigint, off: number, len: number, copies: number | undefined, into: Buffer, at: number): boolean {
-    if (!this.store.readCached || this.view.recovering() || this.view.membershipHeld?.()) return false;
+    if (!this.store.readCached || this.view.recovering() || this.view.membershipHeld?.() || this.ec(oid)) return false;
     const t = this.view.targets(oid, this.copiesFor(oid, copies));
     for (let i = 0; i < t.length; i++) if (this.isLocal(t[i])) return this.store.readCached(oid, off, len, into, at);
     return false;
@@ -232,7 +245,7 @@ export class Gateway implements ObjectIO {
   spliceTarget(oid: bigint, off: number, len: number, copies?: number): SpliceTarget | undefined {
     const direct = () => !this.isReadonly(oid) && this.soleLocal(oid, copies);
     if (this.view.membershipHeld?.()) return undefined;
-    if (!this.store.spliceTarget || !isDataObj(oid) || off + len > this.sizeOf(oid) || !direct()) return undefined;
+    if (!this.store.spliceTarget || !isDataObj(oid) || off + len > this.sizeOf(oid) || this.ec(oid) || !direct()) return undefined;
     const t = this.store.spliceTarget(oid, off, len);
     if (!t) return undefined;
     return {
@@ -241,9 +254,11 @@ export class Gateway implements ObjectIO {
   }
 
   /** Read from one replica; into (len bytes, optional) may be filled and returned. */
-  read(oid: bigint, off: number, len: number, copies?: number, into?: Buffer): Promise<Buffer> {
+  read(oid: bigint, off: number, len: number, copies?: number, into?: Buffer, policy?: number): Promise<Buffer> {
     const held = this.view.membershipHeld?.();
-    if (held) return held.then(() => this.read(oid, off, len, copies, into));
+    if (held) return held.then(() => this.read(oid, off, len, copies, into, policy));
+    const ec = this.ec(oid, policy);
+    if (ec) return this.stripes.read(oid, off, len, ec);
     if (this.soleLocal(oid, copies)) return this.store.read(oid, off, len, into);
     return this.retrying(() => this.readOnce(oid, off, len, copies, into));
   }
@@ -277,23 +292,25 @@ export class Gateway implements ObjectIO {
 
   // Not async: a write to a data object returns the store's (or the
   // replicas') promise itself, without wrapping it in one more.
-  write(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+  write(oid: bigint, off: number, data: Buffer, copies?: number, policy?: number): Promise<void> {
     const held = this.view.membershipHeld?.();
-    if (held) return held.then(() => this.write(oid, off, data, copies));
+    if (held) return held.then(() => this.write(oid, off, data, copies, policy));
     if (this.isReadonly(oid)) return Promise.reject(new SheepdogError(Res.READONLY));
     if (off + data.length > this.sizeOf(oid)) return Promise.reject(new SheepdogError(Res.INVALID_PARMS));
     // nothing to write changes nothing (upstream dog's vdi delete sends these for an empty index)
     if (data.length === 0) return Promise.resolve();
     const idxUpdate = isVdiObj(oid) && off >= SD_INODE_HEADER_SIZE && off + data.length <= SD_INODE_HEADER_SIZE + 4 * MAX_DATA_OBJS &&
       (off - SD_INODE_HEADER_SIZE) % 4 === 0 && data.length % 4 === 0 && data.length > 0;
-    if (!idxUpdate) return this.rawWrite(oid, off, data, copies);
+    if (!idxUpdate) return this.rawWrite(oid, off, data, copies, policy);
     return this.indexUpdate(oid, off, data, copies);
   }
 
   /** Write into an existing object on every replica (no read-only or index bookkeeping; the object cache flushes with it). */
-  rawWrite(oid: bigint, off: number, data: Buffer, copies?: number): Promise<void> {
+  rawWrite(oid: bigint, off: number, data: Buffer, copies?: number, policy?: number): Promise<void> {
     const held = this.view.membershipHeld?.();
-    if (held) return held.then(() => this.rawWrite(oid, off, data, copies));
+    if (held) return held.then(() => this.rawWrite(oid, off, data, copies, policy));
+    const ec = this.ec(oid, policy);
+    if (ec) return data.length ? this.stripes.write(oid, off, data, ec, this.sizeOf(oid), false) : Promise.resolve();
     if (this.soleLocal(oid, copies)) return this.store.write(oid, off, data);
     if (!this.view.recovering()) {
       // Every guest write of a replicated VDI comes here: one attempt
@@ -369,7 +386,7 @@ export class Gateway implements ObjectIO {
     }
   }
 
-  async create(oid: bigint, off: number, data: Buffer, cowOid: bigint, copies?: number): Promise<void> {
+  async create(oid: bigint, off: number, data: Buffer, cowOid: bigint, copies?: number, policy?: number): Promise<void> {
     const held = this.view.membershipHeld?.();
     if (held) await held;
     if (this.isReadonly(oid)) throw new SheepdogError(Res.READONLY);
@@ -377,7 +394,7 @@ export class Gateway implements ObjectIO {
     if (off + data.length > size) throw new SheepdogError(Res.INVALID_PARMS);
     if (data.length === 0 && cowOid) {
       // an empty create changes an object that exists in no way
-      const exists = await this.read(oid, 0, 1, copies).then(() => true, (e) => {
+      const exists = await this.read(oid, 0, 1, copies, undefined, policy).then(() => true, (e) => {
         if (e instanceof SheepdogError && e.result === Res.NO_OBJ) return false;
         throw e;
       });
@@ -386,15 +403,25 @@ export class Gateway implements ObjectIO {
     if (cowOid && data.length !== size) {
       const base = await this.read(cowOid, 0, size);
       data.copy(base, off);
-      return this.createRanges(oid, [{ off: 0, data: base }], copies);
+      return this.createRanges(oid, [{ off: 0, data: base }], copies, policy);
     }
-    return this.createRanges(oid, [{ off, data }], copies);
+    return this.createRanges(oid, [{ off, data }], copies, policy);
   }
 
-  async createRanges(oid: bigint, ranges: { off: number; data: Buffer }[], copies?: number): Promise<void> {
+  async createRanges(oid: bigint, ranges: { off: number; data: Buffer }[], copies?: number, policy?: number): Promise<void> {
     const held = this.view.membershipHeld?.();
     if (held) await held;
     const size = this.sizeOf(oid);
+    const ec = this.ec(oid, policy);
+    if (ec) {
+      if (ranges.length === 1) return this.stripes.write(oid, ranges[0].off, ranges[0].data, ec, size, true);
+      // several ranges: one stripe range from the first byte to the last, zeros between them
+      const from = Math.min(...ranges.map((r) => r.off));
+      const to = Math.max(...ranges.map((r) => r.off + r.data.length));
+      const span = Buffer.alloc(to - from);
+      for (const r of ranges) r.data.copy(span, r.off - from);
+      return this.stripes.write(oid, from, span, ec, size, true);
+    }
     await this.retrying(() => {
       const ep = this.view.epoch();
       return this.forAll(this.replicas(oid, copies, true),
@@ -411,9 +438,11 @@ export class Gateway implements ObjectIO {
     });
   }
 
-  async remove(oid: bigint, copies?: number): Promise<void> {
+  async remove(oid: bigint, copies?: number, policy?: number): Promise<void> {
     const held = this.view.membershipHeld?.();
     if (held) await held;
+    const ec = this.ec(oid, policy);
+    if (ec) return this.stripes.remove(oid, ec);
     const targets = this.replicas(oid, copies);
     await this.retrying(() => this.forAll(targets,
       async () => { await this.store.remove(oid); },
@@ -486,3 +515,16 @@ function shuffle<T>(a: T[]): T[] {
   return b;
 }
 
+
+/** The view's methods StripeIo calls, bound (the view is the node object). */
+function bindView(v: PlacementView) {
+  return {
+    epoch: () => v.epoch(),
+    targets: (oid: bigint, copies: number) => v.targets(oid, copies),
+    waitEpoch: (pred: (e: number) => boolean, ms: number) => v.waitEpoch(pred, ms),
+    ensureLocal: (oid: bigint) => v.ensureLocal(oid),
+    strict: () => v.strict(),
+    holders: () => v.holders?.() ?? [],
+    removed: (oid: bigint, epoch: number) => v.removed?.(oid, epoch),
+  };
+}

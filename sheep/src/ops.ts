@@ -7,7 +7,7 @@ import {
   addrToString, isDataObj, oidToVid, LockState, timestamp64, encodeObjectCopies, COPIES_HEADER_SIZE,
   COPY_RECORD_SIZE, FETCH_HEADER_SIZE, encodeReclaimStatus, RECLAIM_HEADER_SIZE, encodeFetchHeader, decodeHeldQuery, encodeOids, CopyFlag, decodeFetched,
   sliceHashesSize, encodeSliceHashes, sliceHashesOf,
-  RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS,
+  RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS, decodeEcPolicy,
 } from '@sheepdog/common';
 import * as path from 'node:path';
 import type { Sheep, MakeFsMsg } from './sheep.js';
@@ -17,6 +17,8 @@ import { SheepClient, objFieldsToSha1 } from '@sheepdog/common';
 import { flushVdiOp, deleteCacheOp, getCacheInfoOp, cachePurgeOp } from './cache/index.js';
 import { check, ruleOf } from './validate.js';
 import { farmSave, farmRead, farmDelete, farmStat } from './farm.js';
+import { stripKey } from './ec/strip-key.js';
+import { encodeStripRecords, sameNode, stripFileSize, STRIPS_HEADER_SIZE, STRIP_RECORD_SIZE } from '@sheepdog/common';
 
 /** Who sent a request (the sheepdog port fills it in): restricted opcodes need allowed(). */
 export interface RequestOrigin {
@@ -55,10 +57,14 @@ function nameAndTag(data: Buffer, h: RequestHeader): { name: string; tag: string
 
 // ---- gateway: client object I/O -------------------------------------------
 
+// copy_policy (dog sends the inode's, QEMU 0) goes to the gateway, where
+// the VDI's stands in for 0; the object cache knows only the VDI's.
 async function createAndWrite(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   const o = h.obj;
   const cow = h.flags & Flag.CMD_COW ? o.cowOid : 0n;
-  await (s.cache?.io(h.flags) ?? s.gw).create(o.oid, o.offset, data, cow, o.copies || undefined);
+  const io = s.cache?.io(h.flags);
+  if (io) await io.create(o.oid, o.offset, data, cow, o.copies || undefined);
+  else await s.gw.create(o.oid, o.offset, data, cow, o.copies || undefined, o.copyPolicy);
   s.stats.gwWrite++;
   return ok();
 }
@@ -67,20 +73,24 @@ async function readObj(s: Sheep, h: RequestHeader): Promise<Reply> {
   const o = h.obj;
   const size = s.gw.sizeOf(o.oid);
   if (o.offset + h.dataLength > size) fail(Res.INVALID_PARMS);
-  const data = await (s.cache?.io(h.flags) ?? s.gw).read(o.oid, o.offset, h.dataLength, o.copies || undefined);
+  const io = s.cache?.io(h.flags);
+  const data = io ? await io.read(o.oid, o.offset, h.dataLength, o.copies || undefined)
+    : await s.gw.read(o.oid, o.offset, h.dataLength, o.copies || undefined, undefined, o.copyPolicy);
   s.stats.gwRead++;
   return ok({ data });
 }
 
 async function writeObj(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
   const o = h.obj;
-  await (s.cache?.io(h.flags) ?? s.gw).write(o.oid, o.offset, data, o.copies || undefined);
+  const io = s.cache?.io(h.flags);
+  if (io) await io.write(o.oid, o.offset, data, o.copies || undefined);
+  else await s.gw.write(o.oid, o.offset, data, o.copies || undefined, o.copyPolicy);
   s.stats.gwWrite++;
   return ok();
 }
 
 async function removeObj(s: Sheep, h: RequestHeader): Promise<Reply> {
-  await s.gw.remove(h.obj.oid, h.obj.copies || undefined);
+  await s.gw.remove(h.obj.oid, h.obj.copies || undefined, h.obj.copyPolicy);
   s.stats.gwRemove++;
   return ok();
 }
@@ -175,13 +185,15 @@ async function makeFs(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> 
   const c = h.cluster;
   const store = decodeFixedString(data, 0, data.length) || 'plain';
   if (!STORE_DRIVERS.includes(store)) fail(Res.NO_STORE);
-  if (c.copyPolicy !== 0) fail(Res.INVALID_PARMS);
-  const copies = c.copies || 3;
+  // an erasure-coded default: every VDI created without copies takes it, with nr_copies D+P (A.2)
+  const ec = decodeEcPolicy(c.copyPolicy);
+  if (c.copyPolicy !== 0 && !ec) fail(Res.INVALID_PARMS);
+  const copies = ec ? ec.d + ec.p : c.copies || 3;
   if (copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
   const shift = c.blockSizeShift || 22;
   if (shift < 20 || shift > 31) fail(Res.INVALID_PARMS);
   const msg: MakeFsMsg = {
-    t: 'make_fs', ctime: c.ctime || timestamp64(), copies, copyPolicy: 0, flags: c.flags, blockSizeShift: shift, store,
+    t: 'make_fs', ctime: c.ctime || timestamp64(), copies, copyPolicy: c.copyPolicy, flags: c.flags, blockSizeShift: shift, store,
   };
   await s.withClusterLock(() => s.cluster.notify(msg as never));
   return ok();
@@ -275,7 +287,7 @@ async function notifyVdiAdd(s: Sheep, h: RequestHeader): Promise<Reply> {
   const v = h.vdiState;
   if (!v.newVid) fail(Res.INVALID_PARMS);
   await s.cluster.notify({
-    t: 'vdi_add', newVid: v.newVid, oldVid: v.oldVid, copies: v.copies || s.config.copies, copyPolicy: v.copyPolicy,
+    t: 'vdi_add', newVid: v.newVid, oldVid: v.oldVid, copies: v.copies || s.config.copies, copyPolicy: v.copies ? v.copyPolicy : s.config.copyPolicy,
     blockSizeShift: v.blockSizeShift || s.config.blockSizeShift, setBitmap: v.setBitmap !== 0, oldIsSnapshot: v.oldVid !== 0,
   });
   return ok();
@@ -377,12 +389,22 @@ async function setLoglevel(_s: Sheep, _h: RequestHeader, data: Buffer): Promise<
 
 async function exist(s: Sheep, h: RequestHeader): Promise<Reply> {
   if (s.opts.gateway) fail(Res.NO_OBJ);
-  return (await s.store.exists(h.obj.oid)) ? ok() : { result: Res.NO_OBJ };
+  // a striped object: this node's own strip, the one its place in the ring gives it (A.13)
+  const ec = s.ecCode(h.obj.oid, h.obj.copyPolicy);
+  let key = h.obj.oid;
+  if (ec) {
+    const idx = s.targets(h.obj.oid, ec.d + ec.p).findIndex((n) => sameNode(n, s.selfNode));
+    if (idx < 0) return { result: Res.NO_OBJ };
+    key = stripKey(h.obj.oid, idx);
+  }
+  return (await s.store.exists(key)) ? ok() : { result: Res.NO_OBJ };
 }
 
 async function alterClusterCopy(s: Sheep, h: RequestHeader): Promise<Reply> {
   const c = h.cluster;
   if (c.copyPolicy !== 0 || !c.copies || c.copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
+  // an erasure-coded default cannot become a copy count: its VDIs' objects are striped (A.1)
+  if (s.config.copyPolicy !== 0) throw new SheepdogError(Res.INVALID_PARMS, 'the cluster\'s copy policy is erasure code; changing it is not supported');
   await s.cluster.notify({ t: 'alter_cluster_copy', copies: c.copies });
   return ok();
 }
@@ -391,6 +413,7 @@ async function alterVdiCopy(s: Sheep, h: RequestHeader): Promise<Reply> {
   const v = h.vdiState;
   if (v.copyPolicy !== 0 || !v.copies || v.copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
   if (!s.vdis.state(v.newVid)) fail(Res.NO_VDI);
+  if (s.vdis.state(v.newVid)!.copyPolicy !== 0) throw new SheepdogError(Res.INVALID_PARMS, 'the VDI\'s copy policy is erasure code; changing it is not supported');
   await s.cluster.notify({ t: 'vdi_copies', vid: v.newVid, copies: v.copies, copyPolicy: 0, blockSizeShift: v.blockSizeShift });
   return ok();
 }
@@ -493,12 +516,28 @@ async function checkPeerEpoch(s: Sheep, h: RequestHeader, object = true): Promis
   }
 }
 
+/**
+ * The store key a peer request addresses: the object, or for a striped
+ * object its strip ec_index (A.10), which must be one of its D+P.
+ */
+function peerKey(s: Sheep, h: RequestHeader): bigint {
+  const o = h.obj;
+  const ec = s.ecCode(o.oid, o.copyPolicy);
+  if (!ec) return o.oid;
+  if (o.ecIndex >= ec.d + ec.p) throw new SheepdogError(Res.INVALID_PARMS, `strip index ${o.ecIndex} of a ${ec.d}:${ec.p} object`);
+  // framing bounded the range by the object; a strip file is 1/D of it, and its block sums follow its bytes
+  const strip = stripFileSize(s.gw.sizeOf(o.oid), ec.d);
+  if (o.offset + h.dataLength > strip) throw new SheepdogError(Res.INVALID_PARMS, `bytes ${o.offset}-${o.offset + h.dataLength - 1} are beyond a strip of ${strip}`);
+  return stripKey(o.oid, o.ecIndex);
+}
+
 async function readPeer(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const key = peerKey(s, h);
   await checkPeerEpoch(s, h);
   s.stats.peerRead++;
   const o = h.obj;
-  if (h.flags & Flag.CMD_WILDCARD && !(await s.store.exists(o.oid))) return ok({ data: await s.store.staleRead(o.oid, o.offset, h.dataLength) });
-  return ok({ data: await s.store.read(o.oid, o.offset, h.dataLength) });
+  if (h.flags & Flag.CMD_WILDCARD && !(await s.store.exists(key))) return ok({ data: await s.store.staleRead(key, o.offset, h.dataLength) });
+  return ok({ data: await s.store.read(key, o.offset, h.dataLength) });
 }
 /**
  * A snapshot's data is read-only on the replicas too: a gateway that has
@@ -510,27 +549,58 @@ function checkWritable(s: Sheep, oid: bigint): void {
 }
 
 async function writePeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  const key = peerKey(s, h);
   await checkPeerEpoch(s, h);
   checkWritable(s, h.obj.oid);
-  await s.store.write(h.obj.oid, h.obj.offset, data); // NO_OBJ if it is not here
+  await s.store.write(key, h.obj.offset, data); // NO_OBJ if it is not here
   s.stats.peerWrite++;
   return ok();
 }
 async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+  const key = peerKey(s, h);
   await checkPeerEpoch(s, h);
   checkWritable(s, h.obj.oid);
-  const size = s.gw.sizeOf(h.obj.oid);
+  // a strip file holds 1/D of the object (A.4)
+  const ec = s.ecCode(h.obj.oid, h.obj.copyPolicy);
+  const size = ec ? stripFileSize(s.gw.sizeOf(h.obj.oid), ec.d) : s.gw.sizeOf(h.obj.oid);
   if (h.obj.offset + data.length > size) fail(Res.INVALID_PARMS);
-  await s.store.create(h.obj.oid, size, h.obj.offset, data);
+  await s.store.create(key, size, h.obj.offset, data);
   s.stats.peerWrite++;
   return ok();
 }
 async function removePeer(s: Sheep, h: RequestHeader): Promise<Reply> {
+  const ec = s.ecCode(h.obj.oid, h.obj.copyPolicy);
   await checkPeerEpoch(s, h);
-  await s.store.remove(h.obj.oid);
+  if (ec) await s.gw.stripes.removeLocal(h.obj.oid, ec);
+  else await s.store.remove(h.obj.oid);
   s.tombstones.add(h.obj.oid, h.epoch || s.epochNr);
   s.stats.peerRemove++;
   return ok();
+}
+
+/**
+ * EC_STRIPS: this node's strips with versions, and its tombstones of
+ * striped objects (ec/recovery-ec.ts), in oid order after obj.cow_oid (a
+ * cursor, as OBJ_COPIES's), as many whole objects' records as fit.
+ */
+let stripsCache: { epoch: number; at: number; records: Awaited<ReturnType<Sheep['stripRecords']>> } | undefined;
+async function ecStrips(s: Sheep, h: RequestHeader): Promise<Reply> {
+  await checkPeerEpoch(s, h, false);
+  const after = h.obj.cowOid;
+  if (after === 0n || !stripsCache || stripsCache.epoch !== s.epochNr || Date.now() - stripsCache.at > 30_000) {
+    const records = await s.stripRecords();
+    records.sort((a, b) => (a.oid < b.oid ? -1 : a.oid > b.oid ? 1 : a.idx - b.idx));
+    stripsCache = { epoch: s.epochNr, at: Date.now(), records };
+  }
+  const all = stripsCache.records;
+  let lo = 0, hi = all.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (all[mid].oid <= after) lo = mid + 1; else hi = mid; }
+  // an object has at most 31 strips and a tombstone here: a page holds at least that, and never half an object
+  const room = Math.floor((h.dataLength - STRIPS_HEADER_SIZE) / STRIP_RECORD_SIZE);
+  if (room < 32) fail(Res.BUFFER_SMALL);
+  let end = Math.min(all.length, lo + room);
+  if (end < all.length) while (end > lo && all[end].oid === all[end - 1].oid) end--;
+  return ok({ data: encodeStripRecords(all.slice(lo, end), end < all.length) });
 }
 
 /**
@@ -677,6 +747,7 @@ export const OPS = new Map<number, OpDef>([
   [Op.SET_VNODES, { name: 'SET_VNODES', kind: 'local', handler: setVnodes }],
   [Op.GET_VNODES, { name: 'GET_VNODES', kind: 'local', handler: getVnodes }],
   [Op.OBJ_COPIES, { name: 'OBJ_COPIES', kind: 'peer', handler: objCopies }],
+  [Op.EC_STRIPS, { name: 'EC_STRIPS', kind: 'peer', handler: ecStrips }],
   [Op.FETCH_OBJ, { name: 'FETCH_OBJ', kind: 'peer', handler: fetchObj }],
   [Op.SLICE_HASHES, { name: 'SLICE_HASHES', kind: 'peer', handler: sliceHashes }],
   [Op.CHECK_HELD, { name: 'CHECK_HELD', kind: 'peer', handler: checkHeld }],

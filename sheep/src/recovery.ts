@@ -104,6 +104,7 @@ export class Recovery {
   stop(): void {
     if (this.run) this.run.cancelled = true;
     this.run = undefined;
+    this.s.ecRecovery.stop();
   }
 
   /** Put every local object aside as possibly stale (rejoining a running cluster). */
@@ -126,6 +127,8 @@ export class Recovery {
       plans: new Map(), inflight: new Map(), total: 0, done: 0, phase: RecoveryPhase.PREPARING,
     };
     this.run = run;
+    // strips (ec/recovery-ec.ts) at the same time: this run waits for them before it reports the epoch done
+    if (this.s.selfNode.nrVnodes > 0) this.s.ecRecovery.start(epoch, nodes);
     if (this.unavailableEpoch !== epoch) {
       this.unavailable = new Set();
       this.unavailableEpoch = epoch;
@@ -283,6 +286,8 @@ export class Recovery {
       await Promise.all(Array.from({ length: width }, worker));
       if (run.cancelled) return;
       await Promise.all([...run.inflight.values()].map((p) => p.catch(() => undefined)));
+      if (run.cancelled) return;
+      if (!(await s.ecRecovery.wait(run.epoch))) complete = false;
       if (run.cancelled) return;
       // objects whose holders are away, or whose every source failed, keep the epoch from being complete
       if (run.plans.size || this.waiting) complete = false;
@@ -485,6 +490,7 @@ export class Recovery {
     const members = s.epochs.get(epoch)?.nodes ?? [];
     if (!members.every((n) => s.recoveryDone.has(nodeToString(n)))) return;
     if (this.active || s.selfNode.nrVnodes === 0) return;
+    s.ecRecovery.cleanup(epoch).catch((e) => log.warn(`strip cleanup failed: ${(e as Error).message}`));
     void (async () => {
       const ring = s.ringOf(epoch);
       const byTarget = new Map<string, { node: SdNode; recs: { oid: bigint; version: number }[] }>();

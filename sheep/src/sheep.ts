@@ -11,6 +11,7 @@ import {
   SdNode, makeNode, sortNodes, VnodeRing, autoVnodes, ClusterFlag, ClusterStatus, Res, SheepdogError,
   decodeInodeHeader, isVdiObj, oidToVid, SD_DEFAULT_VNODES, emptyStat, SdStat, sameNode,
   nodeToString, LockState, Op, decodeNodes, SD_NODE_SIZE, CopyRecord, CopyFlag,
+  decodeEcPolicy, isEcStriped, StripRecord,
 } from '@sheepdog/common';
 import type { ObjectStore, FoundBy } from './store/store.js';
 import { PlainStore } from './store/plain.js';
@@ -22,6 +23,8 @@ import { VdiRegistry, VdiNotice, VdiStateEntry, VdiTableRow } from './vdi.js';
 import { Gateway, PlacementView } from './gateway.js';
 import { PeerPool } from './peer.js';
 import { Recovery } from './recovery.js';
+import { EcRecovery, TOMBSTONE_IDX } from './ec/recovery-ec.js';
+import type { EcCode } from './ec/stripe-io.js';
 import { Reclaimer } from './reclaim.js';
 import { Scrubber } from './scrub.js';
 import type { ObjectCache } from './cache/cache.js';
@@ -119,6 +122,8 @@ export class Sheep implements PlacementView {
   readonly peers = new PeerPool();
   readonly gw: Gateway;
   readonly recovery: Recovery;
+  /** Strips of erasure-coded objects, which the replicated recovery never sees. */
+  readonly ecRecovery: EcRecovery;
   readonly reclaimer: Reclaimer;
   readonly scrubber: Scrubber;
   /** The object cache (sheep -w), when enabled. */
@@ -226,9 +231,11 @@ export class Sheep implements PlacementView {
       blockSizeShift: this.config.blockSizeShift, flags: this.config.flags,
     }));
     this.recovery = new Recovery(this);
+    this.ecRecovery = new EcRecovery(this);
     this.reclaimer = new Reclaimer(this);
     this.scrubber = new Scrubber(this);
-    this.store.onDamage = (oid, why, by) => this.recovery.repairDamaged(oid, why, by);
+    // a strip (its key is past 64 bits) is rebuilt from the other strips, not fetched as a replica
+    this.store.onDamage = (oid, why, by) => (oid >> 64n ? this.ecRecovery.repairDamaged(oid, why) : this.recovery.repairDamaged(oid, why, by));
   }
 
   get objDir(): string {
@@ -272,12 +279,34 @@ export class Sheep implements PlacementView {
   vdiCopies(vid: number): number | undefined { return this.vdis.state(vid)?.nrCopies; }
   objectSize(vid: number): number { return this.vdis.objectSize(vid); }
   isSnapshot(vid: number): boolean { return this.vdis.isSnapshot(vid); }
-  ensureLocal(oid: bigint): Promise<void> { return this.recovery.ensure(oid); }
+  ensureLocal(oid: bigint): Promise<void> {
+    const p = this.recovery.ensure(oid);
+    return this.ecRecovery.active && this.ecCode(oid) ? p.then(() => this.ecRecovery.ensure(oid)) : p;
+  }
   recovering(): boolean { return this.recovery.active; }
   waitEpochAbove(epoch: number, timeoutMs: number): Promise<boolean> { return this.waitEpoch((e) => e > epoch, timeoutMs); }
   allRecovered(): boolean { return this.recoveredEpoch >= this.epochNr; }
   mayBeAway(oid: bigint): boolean { return !this.allRecovered() && !this.newestIsPresent(oid, 0, this.presentNow()); }
   strict(): boolean { return (this.config.flags & ClusterFlag.STRICT) !== 0; }
+  ecFewZones(): boolean { return (this.config.flags & ClusterFlag.EC_FEW_ZONES) !== 0; }
+
+  /** The erasure code of oid if it is striped (A.3): the request's copy_policy if non-zero, else its VDI's. */
+  ecCode(oid: bigint, requested = 0): EcCode | undefined {
+    if (!isEcStriped(oid)) return undefined;
+    // requests with a byte no code makes are refused at the door (validate.ts); peers' fall back to the VDI's
+    const req = requested ? decodeEcPolicy(requested) : undefined;
+    if (req) return { ...req, cp: requested };
+    const cp = this.vdis.state(oidToVid(oid))?.copyPolicy || 0;
+    const ec = cp ? decodeEcPolicy(cp) : undefined;
+    return ec && { ...ec, cp };
+  }
+
+  /** This node's strips and its tombstones of striped objects (EC_STRIPS, see ec/recovery-ec.ts). */
+  async stripRecords(): Promise<StripRecord[]> {
+    const out: StripRecord[] = (await this.store.strips?.()) ?? [];
+    for (const [oid, epoch] of this.tombstones.entries()) if (this.ecCode(oid)) out.push({ oid, idx: TOMBSTONE_IDX, version: epoch });
+    return out;
+  }
 
   /** Copies an object should have: its VDI's, else the cluster default. */
   copiesOf(oid: bigint): number {
@@ -843,7 +872,8 @@ export class Sheep implements PlacementView {
     if (this.status === 'ok') {
       log.notice(`${nodeToString(node)} left`);
       // writes it was making may have reached some replicas and not others
-      for (const oid of this.store.recent.snapshot()) this.suspects.add(oid);
+      // (strips, keyed past 64 bits, are not replicas: a write that reached some of them is the stripe's writer to repeat)
+      for (const oid of this.store.recent.snapshot()) if (oid >> 64n === 0n) this.suspects.add(oid);
       if (this.present.length) await this.bumpEpoch(this.withVnodes(this.present));
     } else if (this.status === 'wait_format') {
       this.ring = new VnodeRing(this.withVnodes(this.present));

@@ -9,7 +9,7 @@
 // Every length, offset, count and name is hostile until checked here.
 import {
   Op, Flag, Res, RequestHeader, SD_MAX_COPIES, SD_NR_VDIS, SD_VDI_BITMAP_SIZE, SD_ATTR_OBJ_SIZE, SD_MAX_NODES,
-  SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, MAX_DATA_OBJS, SD_MAX_VDI_SIZE_HYPER, MAX_PAYLOAD, SD_LEDGER_OBJ_SIZE, isDataObj,
+  SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, MAX_DATA_OBJS, SD_MAX_VDI_SIZE_HYPER, MAX_PAYLOAD, SD_LEDGER_OBJ_SIZE, isDataObj, decodeEcPolicy,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 
@@ -54,6 +54,8 @@ function isUtf8(b: Buffer): boolean {
 const shiftOk = (shift: number) => shift === 0 || (shift >= 20 && shift <= 31);
 const copiesOk = (copies: number) => copies <= SD_MAX_COPIES;
 const vidOk = (vid: number) => vid < SD_NR_VDIS;
+/** 0 (replication) or a byte some valid D:P makes (A.2): anything else would reach the codec with an impossible shape. */
+const policyOk = (cp: number) => cp === 0 || decodeEcPolicy(cp) !== undefined;
 
 /** Name [+ tag] requests (GET_VDI_INFO, LOCK_VDI, DEL_VDI): 256 or 512 bytes, NUL-terminated UTF-8. */
 function nameTag(_s: Sheep, h: RequestHeader, data: Buffer): number | undefined {
@@ -64,11 +66,12 @@ function nameTag(_s: Sheep, h: RequestHeader, data: Buffer): number | undefined 
 }
 
 // Object I/O is the hot path: its fields are read straight from the raw
-// header (copies @32, copy_policy @33, cow_oid @24, oid @16, offset @40)
+// header (copies @32, copy_policy @33, cow_oid @24, oid @16, offset @40).
+// QEMU sends copy_policy 0 and dog the inode's: either is accepted
 // rather than through RequestHeader.obj, which decodes the whole variant.
 function objFields(_s: Sheep, h: RequestHeader): number | undefined {
   const b = h.raw;
-  if (!copiesOk(b[32]) || b[33] !== 0) return Res.INVALID_PARMS;
+  if (!copiesOk(b[32]) || !policyOk(b[33])) return Res.INVALID_PARMS;
   if (h.flags & Flag.CMD_COW && !isDataObj(b.readBigUInt64LE(24))) return Res.INVALID_PARMS;
   return undefined;
 }
@@ -102,7 +105,7 @@ export const RULES = new Map<number, Rule>([
   [Op.NEW_VDI, pub(SD_MAX_VDI_LEN, 0, (_s, h, data) => {
     const v = h.vdi;
     if (h.dataLength !== SD_MAX_VDI_LEN || !stringOk(data, 0, SD_MAX_VDI_LEN, true)) return Res.INVALID_PARMS;
-    if (!copiesOk(v.copies) || v.copyPolicy !== 0 || v.storePolicy > 1 || !shiftOk(v.blockSizeShift) || !vidOk(v.baseVdiId)) return Res.INVALID_PARMS;
+    if (!copiesOk(v.copies) || !policyOk(v.copyPolicy) || v.storePolicy > 1 || !shiftOk(v.blockSizeShift) || !vidOk(v.baseVdiId)) return Res.INVALID_PARMS;
     // the index has 2^20 entries of one object each; a hyper volume (store_policy 1) indexes by B-tree
     const shift = v.blockSizeShift || 22;
     const max = v.storePolicy === 1 ? BigInt(SD_MAX_VDI_SIZE_HYPER) : BigInt(MAX_DATA_OBJS) * (1n << BigInt(shift));
@@ -121,7 +124,7 @@ export const RULES = new Map<number, Rule>([
   [Op.GET_NODE_LIST, pub(0, 491_520)],
   [Op.MAKE_FS, adm(256, 0, (_s, h, data) => {
     const c = h.cluster;
-    if (!copiesOk(c.copies) || c.copyPolicy !== 0 || !shiftOk(c.blockSizeShift)) return Res.INVALID_PARMS;
+    if (!copiesOk(c.copies) || !policyOk(c.copyPolicy) || !shiftOk(c.blockSizeShift)) return Res.INVALID_PARMS;
     if (data.length && (data.indexOf(0) < 0 ? !isUtf8(data) : !isUtf8(data.subarray(0, data.indexOf(0))))) return Res.INVALID_PARMS;
     return undefined;
   })],
@@ -151,6 +154,7 @@ export const RULES = new Map<number, Rule>([
   [Op.READ_PEER, { access: 'restricted', payload: 0, reply: MAX_PAYLOAD, objectIo: 'read' }],
   [Op.WRITE_PEER, { access: 'restricted', payload: MAX_PAYLOAD, reply: 0, objectIo: 'write' }],
   [Op.REMOVE_PEER, adm(0, 0)],
+  [Op.EC_STRIPS, adm(0, STATE_REPLY)],
   [Op.ENABLE_RECOVER, adm(0, 0)],
   [Op.DISABLE_RECOVER, adm(0, 0)],
   [Op.GET_VDI_COPIES, pub(0, STATE_REPLY)],
@@ -158,7 +162,7 @@ export const RULES = new Map<number, Rule>([
   [Op.NOTIFY_VDI_ADD, adm(0, 0, (_s, h) => {
     const v = h.vdiState;
     if (!v.newVid || !vidOk(v.newVid) || !vidOk(v.oldVid)) return Res.INVALID_PARMS;
-    if (!copiesOk(v.copies) || v.copyPolicy !== 0 || !shiftOk(v.blockSizeShift)) return Res.INVALID_PARMS;
+    if (!copiesOk(v.copies) || !policyOk(v.copyPolicy) || !shiftOk(v.blockSizeShift)) return Res.INVALID_PARMS;
     return undefined;
   })],
   [Op.DELETE_CACHE, adm(0, 0)],

@@ -57,8 +57,9 @@ export function encodeRecordHead(h: Buffer, r: Omit<RecordHead, 'len'>, data: Bu
   h.writeUInt32LE(REC_MAGIC, 0);
   putU64(h, 8, r.seq);
   h.writeUInt32LE(data.length, 16);
-  h.writeUInt32LE(0, 20);
-  h.writeBigUInt64LE(r.oid, 24);
+  // a strip's key carries its index above the oid's 64 bits (ec/strip-key.ts): in the word that was always 0
+  h.writeUInt32LE(Number(r.oid >> 64n), 20);
+  h.writeBigUInt64LE(r.oid & 0xffffffffffffffffn, 24);
   h.writeBigUInt64LE(r.ino, 32);
   h.writeBigUInt64LE(r.btime, 40);
   putU64(h, 48, r.off);
@@ -72,7 +73,7 @@ export function decodeRecordHead(h: Buffer): RecordHead | undefined {
   return {
     seq: getU64(h, 8),
     len: h.readUInt32LE(16),
-    oid: h.readBigUInt64LE(24),
+    oid: h.readBigUInt64LE(24) | (BigInt(h.readUInt32LE(20)) << 64n),
     ino: h.readBigUInt64LE(32),
     btime: h.readBigUInt64LE(40),
     off: getU64(h, 48),

@@ -24,6 +24,7 @@ import { SUM_BLOCK, sumBytes, sumsOf, blockSum, firstBad } from './checksums.js'
 import { Journal } from './journal.js';
 import { replayInto } from './journal-replay.js';
 import type { MdDisks, DiskChange } from './md.js';
+import { keyFileName, keyOid, parseStripFileName } from '../ec/strip-key.js';
 
 /**
  * Writes this large go straight to their object file and its fdatasync when
@@ -135,9 +136,9 @@ export class PlainStore implements ObjectStore {
     }
   }
 
-  /** The directory an object's files are under: obj/, or with md the disk the object is on. */
+  /** The directory an object's files are under: obj/, or with md the disk the object is on (an object's strips are on its disk). */
   private rootOf(oid: bigint): string {
-    return this.md ? this.md.rootOf(oid) : this.objDir;
+    return this.md ? this.md.rootOf(keyOid(oid)) : this.objDir;
   }
 
   /** Every directory that holds object files. */
@@ -145,9 +146,10 @@ export class PlainStore implements ObjectStore {
     return this.md ? this.md.roots() : [this.objDir];
   }
 
+  // oid: a store key, an object's oid or one of its strips (see ec/strip-key.ts)
   private p(oid: bigint, root = this.rootOf(oid)): string {
-    if (this.layout === 'tree') return path.join(root, treeDirOf(oid), oidToHex(oid));
-    return path.join(root, oidToHex(oid));
+    if (this.layout === 'tree') return path.join(root, treeDirOf(oid), keyFileName(oid));
+    return path.join(root, keyFileName(oid));
   }
 
   /**
@@ -605,7 +607,7 @@ export class PlainStore implements ObjectStore {
     for (let r = this.relocating.get(oid); r; r = this.relocating.get(oid)) await r;
     // the temporary file on the disk it is renamed into
     const root = this.rootOf(oid);
-    const tmp = path.join(root, '.tmp', `${oidToHex(oid)}.${randomBytes(4).toString('hex')}`);
+    const tmp = path.join(root, '.tmp', `${keyFileName(oid)}.${randomBytes(4).toString('hex')}`);
     this.installing.set(oid, (this.installing.get(oid) ?? 0) + 1);
     let fh;
     try {
@@ -683,7 +685,7 @@ export class PlainStore implements ObjectStore {
             await fsp.rename(src, dst);
           } catch (e) {
             if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
-            const tmp = path.join(to, '.tmp', `${oidToHex(oid)}.${randomBytes(4).toString('hex')}`);
+            const tmp = path.join(to, '.tmp', `${keyFileName(oid)}.${randomBytes(4).toString('hex')}`);
             try {
               await fsp.copyFile(src, tmp);
               const size = versionIO!.getObjectSize(src);
@@ -800,7 +802,7 @@ export class PlainStore implements ObjectStore {
     let fixed = 0;
     for (const dir of [...this.liveDirs(), ...this.staleDirs()]) {
       for (const f of await fsp.readdir(dir).catch(() => [] as string[])) {
-        if (!/^[0-9a-f]{16}$/.test(f)) continue;
+        if (!/^[0-9a-f]{16}$/.test(f) && !parseStripFileName(f)) continue;
         const file = path.join(dir, f);
         try {
           if ((await fsp.stat(file)).mtimeMs < sinceMs) continue;
@@ -902,6 +904,29 @@ export class PlainStore implements ObjectStore {
     return (await this.liveFiles()).map(({ f }) => BigInt('0x' + f));
   }
 
+  /** Live strip files of erasure-coded objects (which list(), copies() and the replicated recovery never see). */
+  private async stripFiles(): Promise<{ dir: string; f: string }[]> {
+    const out: { dir: string; f: string }[] = [];
+    for (const dir of this.liveDirs()) {
+      for (const f of await fsp.readdir(dir).catch(() => [] as string[])) if (parseStripFileName(f)) out.push({ dir, f });
+    }
+    return out;
+  }
+
+  /** The live strips held here, with their versions (EC recovery's listing). */
+  async strips(): Promise<{ oid: bigint; idx: number; version: number }[]> {
+    const out: { oid: bigint; idx: number; version: number }[] = [];
+    const files = await this.stripFiles();
+    for (let i = 0; i < files.length; i++) {
+      const s = parseStripFileName(files[i].f)!;
+      const version = this.fileVersion(path.join(files[i].dir, files[i].f));
+      if (version !== undefined) out.push({ ...s, version });
+      // a syscall per file: let requests in between
+      if (i % 256 === 255) await new Promise((r) => setImmediate(r));
+    }
+    return out;
+  }
+
   private usageScan?: Promise<{ used: bigint; size: bigint; free: bigint }>;
 
   /**
@@ -915,7 +940,7 @@ export class PlainStore implements ObjectStore {
 
   private async scanUsage(): Promise<{ used: bigint; size: bigint; free: bigint }> {
     let used = 0n;
-    for (const { dir, f } of await this.liveFiles()) {
+    for (const { dir, f } of [...await this.liveFiles(), ...await this.stripFiles()]) {
       try {
         const st = await fsp.stat(path.join(dir, f));
         used += BigInt(st.blocks) * 512n;
@@ -988,7 +1013,7 @@ export class PlainStore implements ObjectStore {
   }
 
   private sp(oid: bigint, root = this.rootOf(oid)): string {
-    return path.join(root, '.stale', oidToHex(oid));
+    return path.join(root, '.stale', keyFileName(oid));
   }
 
   /** A file's version: undefined when there is no such file. */
@@ -1092,7 +1117,7 @@ export class PlainStore implements ObjectStore {
     const j = await Journal.open(this.journalPlace.file, this.journalPlace.sizeBytes);
     j.onError = onError;
     const r = await replayInto(j, {
-      candidates: (oid) => [...new Set(this.roots().flatMap((root) => [path.join(root, oidToHex(oid)), path.join(root, treeDirOf(oid), oidToHex(oid)), this.sp(oid, root)]))],
+      candidates: (oid) => [...new Set(this.roots().flatMap((root) => [path.join(root, keyFileName(oid)), path.join(root, treeDirOf(oid), keyFileName(oid)), this.sp(oid, root)]))],
       rebuildSums: (fd) => this.rebuildFileSums(fd),
       sync: (fd) => syncPool.fsync(fd),
     }, onError);

@@ -70,6 +70,8 @@ export interface ObjectStore {
   remove(oid: bigint): Promise<boolean>;
   exists(oid: bigint): Promise<boolean>;
   list(): Promise<bigint[]>;
+  /** Live strip files of erasure-coded objects (kept under strip keys, see ec/strip-key.ts; never in list() or copies()). */
+  strips?(): Promise<{ oid: bigint; idx: number; version: number }[]>;
   /** Objects held, live and set aside. */
   count(): Promise<number>;
   /** Bytes used on disk by objects, and the store's capacity / free space. */

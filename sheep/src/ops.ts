@@ -7,7 +7,7 @@ import {
   addrToString, isDataObj, oidToVid, LockState, timestamp64, encodeObjectCopies, COPIES_HEADER_SIZE,
   COPY_RECORD_SIZE, FETCH_HEADER_SIZE, encodeReclaimStatus, RECLAIM_HEADER_SIZE, encodeFetchHeader, decodeHeldQuery, encodeOids, CopyFlag, decodeFetched,
   sliceHashesSize, encodeSliceHashes, sliceHashesOf,
-  RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS,
+  RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS, decodeEcPolicy,
 } from '@sheepdog/common';
 import type { Sheep, MakeFsMsg } from './sheep.js';
 import { STORE_DRIVERS } from './sheep.js';
@@ -174,13 +174,17 @@ async function makeFs(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> 
   const c = h.cluster;
   const store = decodeFixedString(data, 0, data.length) || 'plain';
   if (!STORE_DRIVERS.includes(store)) fail(Res.NO_STORE);
-  if (c.copyPolicy !== 0) fail(Res.INVALID_PARMS);
-  const copies = c.copies || 3;
+  // the cluster default may be erasure coded: kept as is (STAT_CLUSTER,
+  // GET_CLUSTER_DEFAULT, and VDIs created with copies 0 carry it), with
+  // nr_copies = D+P beside it wherever it is stored (A.2)
+  const ec = c.copyPolicy ? decodeEcPolicy(c.copyPolicy) : undefined;
+  if (c.copyPolicy && !ec) fail(Res.INVALID_PARMS);
+  const copies = ec ? ec.d + ec.p : c.copies || 3;
   if (copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
   const shift = c.blockSizeShift || 22;
   if (shift < 20 || shift > 31) fail(Res.INVALID_PARMS);
   const msg: MakeFsMsg = {
-    t: 'make_fs', ctime: c.ctime || timestamp64(), copies, copyPolicy: 0, flags: c.flags, blockSizeShift: shift, store,
+    t: 'make_fs', ctime: c.ctime || timestamp64(), copies, copyPolicy: c.copyPolicy, flags: c.flags, blockSizeShift: shift, store,
   };
   await s.withClusterLock(() => s.cluster.notify(msg as never));
   return ok();
@@ -369,6 +373,9 @@ async function exist(s: Sheep, h: RequestHeader): Promise<Reply> {
 async function alterClusterCopy(s: Sheep, h: RequestHeader): Promise<Reply> {
   const c = h.cluster;
   if (c.copyPolicy !== 0 || !c.copies || c.copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
+  // an erasure-coded default cannot be altered (A.14): a plain count beside
+  // the kept policy byte would break nr_copies = D+P
+  if (s.config.copyPolicy !== 0) fail(Res.INVALID_PARMS);
   await s.cluster.notify({ t: 'alter_cluster_copy', copies: c.copies });
   return ok();
 }
@@ -376,7 +383,9 @@ async function alterClusterCopy(s: Sheep, h: RequestHeader): Promise<Reply> {
 async function alterVdiCopy(s: Sheep, h: RequestHeader): Promise<Reply> {
   const v = h.vdiState;
   if (v.copyPolicy !== 0 || !v.copies || v.copies > SD_MAX_COPIES) fail(Res.INVALID_PARMS);
-  if (!s.vdis.state(v.newVid)) fail(Res.NO_VDI);
+  const st = s.vdis.state(v.newVid);
+  if (!st) fail(Res.NO_VDI);
+  if (st!.copyPolicy !== 0) fail(Res.INVALID_PARMS); // its strips are placed by D+P (A.14)
   await s.cluster.notify({ t: 'vdi_copies', vid: v.newVid, copies: v.copies, copyPolicy: 0, blockSizeShift: v.blockSizeShift });
   return ok();
 }

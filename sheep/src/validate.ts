@@ -10,6 +10,7 @@
 import {
   Op, Flag, Res, RequestHeader, SD_MAX_COPIES, SD_NR_VDIS, SD_VDI_BITMAP_SIZE, SD_ATTR_OBJ_SIZE, SD_MAX_NODES,
   SD_MAX_VDI_LEN, SD_MAX_VDI_TAG_LEN, MAX_DATA_OBJS, SD_MAX_VDI_SIZE_HYPER, MAX_PAYLOAD, SD_LEDGER_OBJ_SIZE, isDataObj,
+  decodeEcPolicy,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
 
@@ -54,6 +55,12 @@ function isUtf8(b: Buffer): boolean {
 const shiftOk = (shift: number) => shift === 0 || (shift >= 20 && shift <= 31);
 const copiesOk = (copies: number) => copies <= SD_MAX_COPIES;
 const vidOk = (vid: number) => vid < SD_NR_VDIS;
+/**
+ * A copy_policy byte: 0 (replication) or one dog's -c D:P makes. Upstream
+ * sheep takes any byte and panics on P = 0 or stripes wrongly on D = 6
+ * (erasure-coding-and-md.md A.2), so only the valid ones get in.
+ */
+const policyOk = (cp: number) => cp === 0 || decodeEcPolicy(cp) !== undefined;
 
 /** Name [+ tag] requests (GET_VDI_INFO, LOCK_VDI, DEL_VDI): 256 or 512 bytes, NUL-terminated UTF-8. */
 function nameTag(_s: Sheep, h: RequestHeader, data: Buffer): number | undefined {
@@ -102,7 +109,7 @@ export const RULES = new Map<number, Rule>([
   [Op.NEW_VDI, pub(SD_MAX_VDI_LEN, 0, (_s, h, data) => {
     const v = h.vdi;
     if (h.dataLength !== SD_MAX_VDI_LEN || !stringOk(data, 0, SD_MAX_VDI_LEN, true)) return Res.INVALID_PARMS;
-    if (!copiesOk(v.copies) || v.copyPolicy !== 0 || v.storePolicy > 1 || !shiftOk(v.blockSizeShift) || !vidOk(v.baseVdiId)) return Res.INVALID_PARMS;
+    if (!copiesOk(v.copies) || !policyOk(v.copyPolicy) || v.storePolicy > 1 || !shiftOk(v.blockSizeShift) || !vidOk(v.baseVdiId)) return Res.INVALID_PARMS;
     // the index has 2^20 entries of one object each; a hyper volume (store_policy 1) indexes by B-tree
     const shift = v.blockSizeShift || 22;
     const max = v.storePolicy === 1 ? BigInt(SD_MAX_VDI_SIZE_HYPER) : BigInt(MAX_DATA_OBJS) * (1n << BigInt(shift));
@@ -121,7 +128,7 @@ export const RULES = new Map<number, Rule>([
   [Op.GET_NODE_LIST, pub(0, 491_520)],
   [Op.MAKE_FS, adm(256, 0, (_s, h, data) => {
     const c = h.cluster;
-    if (!copiesOk(c.copies) || c.copyPolicy !== 0 || !shiftOk(c.blockSizeShift)) return Res.INVALID_PARMS;
+    if (!copiesOk(c.copies) || !policyOk(c.copyPolicy) || !shiftOk(c.blockSizeShift)) return Res.INVALID_PARMS;
     if (data.length && (data.indexOf(0) < 0 ? !isUtf8(data) : !isUtf8(data.subarray(0, data.indexOf(0))))) return Res.INVALID_PARMS;
     return undefined;
   })],

@@ -4,7 +4,7 @@ import {
   Res, SheepdogError, hash24, SD_NR_VDIS, SD_INODE_SIZE, SD_INODE_HEADER_SIZE, SD_INODE_GREF_OFFSET,
   SD_ATTR_OBJ_SIZE, Inode, InodeHeader, emptyInodeHeader, encodeInodeHeader, decodeInodeHeader, timestamp64,
   vidToVdiOid, vidToAttrOid, attrHash, attrSameKey, MAX_DATA_OBJS, LockState, SdNode,
-  Flag, ClusterFlag, INODE_OFF, encodeBtreeNode, emptyLeaf,
+  Flag, ClusterFlag, INODE_OFF, encodeBtreeNode, emptyLeaf, decodeEcPolicy,
 } from '@sheepdog/common';
 import { VdiBitmap } from './bitmap.js';
 import { log } from './log.js';
@@ -305,7 +305,12 @@ export class VdiRegistry {
     let copies = req.copies;
     let copyPolicy = req.copyPolicy;
     if (!copies) { copies = d.copies; copyPolicy = d.copyPolicy; }
-    if (copyPolicy !== 0) throw new SheepdogError(Res.INVALID_PARMS, 'erasure coding is not supported');
+    if (copyPolicy !== 0) {
+      // as upstream: an erasure-coded VDI's nr_copies is D+P whatever the request said
+      const ec = decodeEcPolicy(copyPolicy);
+      if (!ec) throw new SheepdogError(Res.INVALID_PARMS, `invalid copy policy 0x${copyPolicy.toString(16)}`);
+      copies = ec.d + ec.p;
+    }
     if (req.storePolicy > 1) throw new SheepdogError(Res.INVALID_PARMS);
     const shift = req.blockSizeShift || d.blockSizeShift || 22;
     if (shift < 20 || shift > 31) throw new SheepdogError(Res.INVALID_PARMS);

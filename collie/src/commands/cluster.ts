@@ -2,6 +2,7 @@
 import {
   Op, Flag, Res, resultMessage, decodeEpochLogs, EpochLog, ClusterFlag, timestamp64, decodeClusterInfo,
   SD_CLUSTER_INFO_SIZE, SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_MAX_NODES, addrToString,
+  decodeEcPolicy,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import type { Ctx, Target } from '../conn.js';
@@ -63,8 +64,14 @@ async function clusterInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> 
   // not in upstream's output (scripts parse stdout): on stderr, a cluster that cannot keep its copies apart
   const copies = result === Res.SUCCESS ? logs[0]?.nrCopies ?? 0 : 0;
   const zones = new Set(ctx.nodes.filter((n) => n.nrVnodes > 0).map((n) => n.zone)).size;
-  if (copies > 1 && zones < copies) {
-    const strict = ((logs[0]?.flags ?? 0) & ClusterFlag.STRICT) !== 0;
+  const strict = ((logs[0]?.flags ?? 0) & ClusterFlag.STRICT) !== 0;
+  const ec = result === Res.SUCCESS ? decodeEcPolicy(logs[0]?.copyPolicy ?? 0) : undefined;
+  if (ec && zones < copies) {
+    // what sheep does with fewer zones than strips (erasure-coding-and-md.md A.14)
+    ctx.err(`Warning: the cluster cannot place the ${copies} strips of its ${ec.d}:${ec.p} erasure code: only ${zones} zone(s) hold data, ` +
+      (zones < ec.d ? 'so objects can be neither written nor read\n'
+        : strict ? 'so writes are refused (strict mode)\n' : 'so objects are written without parity\n'));
+  } else if (copies > 1 && zones < copies) {
     ctx.err(`Warning: the cluster cannot place ${copies} copies: only ${zones} zone(s) hold data, ` +
       (strict ? 'so writes are refused (strict mode)\n' : `so objects are stored with ${zones} cop${zones === 1 ? 'y' : 'ies'}\n`));
   }

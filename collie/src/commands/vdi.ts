@@ -762,6 +762,8 @@ export async function checkVdi(ctx: Ctx, name: string, snapid: number, tag: stri
   const ring = ctx.ring!;
   const copies = Math.min(h.nrCopies, ring.nrZones);
   const ec = h.copyPolicy !== 0;
+  // dog's words (A.12): with fewer zones than D+P some strips have no holder to compare
+  if (ec && !existOnly && ring.nrZones < h.nrCopies) fail('ABORT: Not enough active zones for consistency-checking erasure coded VDI');
 
   if (existOnly) {
     const perNode = new Map<SdNode, bigint[]>();
@@ -789,6 +791,12 @@ export async function checkVdi(ctx: Ctx, name: string, snapid: number, tag: stri
     return missing ? EXIT_FAILURE : EXIT_SUCCESS;
   }
 
+  // Only the inode of an EC VDI is a replica (of D+P full copies); its data
+  // objects are strips, which sheep's GET_HASH/REPAIR_REPLICA cannot compare
+  // or rebuild: checking them needs READ_PEER by strip index and the decoder
+  // (A.12), which this collie does not do yet. Said, not silently passed.
+  const ecData = ec ? oids.length - 1 : 0;
+  if (ecData) oids.splice(0, ecData);
   const prog = new Progress(BigInt(oids.length) * BigInt(objectSize(h)));
   const win = new Window(WINDOW);
   const lines: string[][] = oids.map(() => []);
@@ -803,12 +811,6 @@ export async function checkVdi(ctx: Ctx, name: string, snapid: number, tag: stri
       if (r.rsp.result !== Res.SUCCESS && r.rsp.result !== Res.NO_OBJ) {
         lines[i].push(`\x00failed to check ${hex16(oid)}: ${resultMessage(r.rsp.result)}`);
       }
-    }
-    if (ec) {
-      nodes.forEach((n, j) => {
-        if (res[j].rsp.result === Res.NO_OBJ) lines[i].push(`\x00strip ${j} of ${hex16(oid)} is missing on ${nodeName(n)}; erasure-coded repair is not supported`);
-      });
-      return;
     }
     const counts = new Map<string, number>();
     for (const p of present) if (p) counts.set(p, (counts.get(p) ?? 0) + 1);
@@ -848,6 +850,10 @@ export async function checkVdi(ctx: Ctx, name: string, snapid: number, tag: stri
       ctx.err(s.slice(1));
       bad = true;
     } else ctx.out(s + '\n');
+  }
+  if (ecData) {
+    ctx.err(`Checking the strips of erasure coded data objects is not supported yet: ${ecData} object${ecData === 1 ? '' : 's'} of ${name} not checked\n`);
+    bad = true;
   }
   ctx.out(`finish check&repair ${name}\n`);
   return bad ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -349,6 +349,15 @@ describe('collie -c D:P (erasure coding), three zones', { timeout: 600_000 }, ()
     expectDog(await dog(['vdi', 'check', 'ec21']), { code: 0, stdout: 'finish check&repair ec21\n' });
     // a replicated VDI on the same cluster is checked as before
     expectDog(await dog(['vdi', 'check', 'rep3']), { code: 0, stdout: 'finish check&repair rep3\n' });
+    // cluster check goes on past an EC VDI it cannot check, and fails at the end
+    const cc = await dog(['cluster', 'check']);
+    expect(cc.code).toBe(1);
+    expect(cc.stdout).toMatch(/(^|\n)fix vdi ec42\nfix vdi /);
+    expect(cc.stdout).toContain('fix vdi ec21\nfinish check&repair ec21\n');
+    expect(cc.stdout).toContain('fix vdi rep3\nfinish check&repair rep3\n');
+    // every c*_* VDI of more than 3 strips, and ec82, ec1615, ec42, dflt, vm-100-disk-0, forced, tok2, long
+    const wide = ACCEPTED.filter((a) => a.policy && a.copies > 3).length + 8;
+    expect(cc.stderr).toBe('ABORT: Not enough active zones for consistency-checking erasure coded VDI\n'.repeat(wide));
 
     // the inode is a replica: a lost copy is found and fixed
     const file = path.join(c.nodes[1].dir, 'obj', '80abf94000000000');

@@ -183,7 +183,7 @@ describe('collie -c D:P (erasure coding), three zones', { timeout: 600_000 }, ()
     // not dog's (stderr): what sheep does with 3 zones for 2+2 strips (A.14)
     expectDog(await dog(['cluster', 'info', '-v']), {
       code: 0, stdout: verbose('2:2'),
-      stderr: 'Warning: the cluster cannot place the 4 strips of its 2:2 erasure code: only 3 zone(s) hold data, so objects are written without parity\n',
+      stderr: 'Warning: the cluster cannot place the 4 strips of its 2:2 erasure code: only 3 zone(s) hold data, so objects cannot get all their parity strips\n',
     });
 
     expectDog(await dog(['cluster', 'format', '-f', '-c', '4:2']), { code: 0, stdout: FORMATTED });

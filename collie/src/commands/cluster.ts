@@ -67,10 +67,12 @@ async function clusterInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> 
   const strict = ((logs[0]?.flags ?? 0) & ClusterFlag.STRICT) !== 0;
   const ec = result === Res.SUCCESS ? decodeEcPolicy(logs[0]?.copyPolicy ?? 0) : undefined;
   if (ec && zones < copies) {
-    // what sheep does with fewer zones than strips (erasure-coding-and-md.md A.14)
+    // Fewer zones than D: no stripe can be read or written (A.14). Between D
+    // and D+P, upstream writes the data strips alone, and a sheep may refuse
+    // instead: only what holds either way is said.
     ctx.err(`Warning: the cluster cannot place the ${copies} strips of its ${ec.d}:${ec.p} erasure code: only ${zones} zone(s) hold data, ` +
       (zones < ec.d ? 'so objects can be neither written nor read\n'
-        : strict ? 'so writes are refused (strict mode)\n' : 'so objects are written without parity\n'));
+        : strict ? 'so writes are refused (strict mode)\n' : 'so objects cannot get all their parity strips\n'));
   } else if (copies > 1 && zones < copies) {
     ctx.err(`Warning: the cluster cannot place ${copies} copies: only ${zones} zone(s) hold data, ` +
       (strict ? 'so writes are refused (strict mode)\n' : `so objects are stored with ${zones} cop${zones === 1 ? 'y' : 'ies'}\n`));

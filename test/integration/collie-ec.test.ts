@@ -340,7 +340,7 @@ describe('collie -c D:P (erasure coding), three zones', { timeout: 600_000 }, ()
     });
   });
 
-  it('vdi check: aborts with fewer zones than D+P (A.12); else repairs the inode as a replica and says strips are not checked yet', async () => {
+  it('vdi check: aborts with fewer zones than D+P (A.12); repairs the inode as a replica; more than P strips lost is said', async () => {
     const abort = { code: 1, stderr: 'ABORT: Not enough active zones for consistency-checking erasure coded VDI\n' };
     expectDog(await dog(['vdi', 'check', 'ec42']), abort);
     expectDog(await dog(['vdi', 'check', 'ec1615']), abort);
@@ -365,11 +365,11 @@ describe('collie -c D:P (erasure coding), three zones', { timeout: 600_000 }, ()
     expectDog(await dog(['vdi', 'check', 'ec21']), { code: 0, stdout: 'fixed missing 80abf94000000000\nfinish check&repair ec21\n' });
     expect((await fsp.stat(file)).isFile()).toBe(true);
 
-    // a data object: not passed as checked
+    // a data object in the index whose strips are nowhere (READ_PEER by strip index: NO_OBJ from all three)
     await allocateIndex0(0xabf940, 3);
     expectDog(await dog(['vdi', 'check', 'ec21']), {
       code: 1, stdout: 'finish check&repair ec21\n',
-      stderr: 'Checking the strips of erasure coded data objects is not supported yet: 1 object of ec21 not checked\n',
+      stderr: 'failed to rebuild object 00abf94000000000. 3 copies get lost, more than 1\n',
     });
   });
 

@@ -6,8 +6,10 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import {
-  Op, Flag, Res, hash24, vidToVdiOid, SD_INODE_HEADER_SIZE, decodeVdiStates, encodeFixedString, SD_CLUSTER_INFO_SIZE,
+  Op, Flag, Res, hash24, vidToVdiOid, vidToDataOid, SD_INODE_HEADER_SIZE, decodeVdiStates, encodeFixedString, SD_CLUSTER_INFO_SIZE,
+  ecSplit, ecEncode,
 } from '@sheepdog/common';
+import { randomBytes } from 'node:crypto';
 import { startCluster, stopAll, freePort, ClusterHandle, runCollie, RunResult } from '../helpers/cluster.js';
 import { dog as runDog, expectDog, re } from '../helpers/dog10.js';
 import { Wire } from '../helpers/wire.js';
@@ -371,6 +373,57 @@ describe('collie -c D:P (erasure coding), three zones', { timeout: 600_000 }, ()
       code: 1, stdout: 'finish check&repair ec21\n',
       stderr: 'failed to rebuild object 00abf94000000000. 3 copies get lost, more than 1\n',
     });
+  });
+
+  it('vdi check of a 2:1 data object: every strip read from its holder; consistent, rebuilt, inconsistent (A.12)', async () => {
+    expectDog(await dog(['vdi', 'create', '-c', '2:1', 'chk21', '8M']), { code: 0 });
+    const vid = hash24('chk21');
+    const oid = vidToDataOid(vid, 0);
+    const oidText = oid.toString(16).padStart(16, '0');
+    await allocateIndex0(vid, 3);
+    // the strips, put on their holders by strip index as a gateway would (A.4, A.10)
+    const obj = randomBytes(4 << 20);
+    const strips = [...ecSplit(obj, 2)];
+    strips.push(...ecEncode(strips, 1));
+    const holders = stripHolders(await ringNodes(), oid, 3).map((h) => Number(h.split(':')[1]));
+    const peer = async (k: number, req: { opcode: number; flags?: number; dataLength?: number }, data?: Buffer) => {
+      const x = new Wire(holders[k]);
+      try {
+        const st = await x.send({ opcode: Op.STAT_CLUSTER, dataLength: 48, cluster: { nodesNr: 0 } });
+        const epoch = st.data.readUInt32LE(16);
+        return await x.send({ ...req, epoch, obj: { oid, copies: 3, copyPolicy: 0x11, ecIndex: k, offset: 0 } }, data);
+      } finally {
+        x.c.close();
+      }
+    };
+    const read = async (k: number) => {
+      const r = await peer(k, { opcode: Op.READ_PEER, dataLength: 2 << 20 });
+      expect(r.rsp.result).toBe(Res.SUCCESS);
+      return r.data;
+    };
+    for (let k = 0; k < 3; k++) {
+      expect((await peer(k, { opcode: Op.CREATE_AND_WRITE_PEER, flags: Flag.CMD_WRITE, dataLength: 2 << 20 }, strips[k])).rsp.result).toBe(Res.SUCCESS);
+    }
+    expectDog(await dog(['vdi', 'check', 'chk21']), { code: 0, stdout: 'finish check&repair chk21\n' });
+
+    // a lost strip (data, then parity) is decoded from the other two and written back to its holder
+    for (const k of [0, 2]) {
+      expect((await peer(k, { opcode: Op.REMOVE_PEER })).rsp.result).toBe(Res.SUCCESS);
+      expect((await peer(k, { opcode: Op.READ_PEER, dataLength: 2 << 20 })).rsp.result).toBe(Res.NO_OBJ);
+      expectDog(await dog(['vdi', 'check', 'chk21']), {
+        code: 0, stdout: `fixed missing ${oidText}, copy index ${k}\nfinish check&repair chk21\n`,
+      });
+      expect((await read(k)).equals(strips[k])).toBe(true);
+    }
+
+    // a parity strip that does not match the data: said, not repaired
+    const bad = Buffer.from(strips[2]);
+    bad[1000] ^= 0x5a;
+    expect((await peer(2, { opcode: Op.WRITE_PEER, flags: Flag.CMD_WRITE, dataLength: 2 << 20 }, bad)).rsp.result).toBe(Res.SUCCESS);
+    expectDog(await dog(['vdi', 'check', 'chk21']), {
+      code: 1, stdout: 'finish check&repair chk21\n', stderr: `object ${oidText} is inconsistent\n`,
+    });
+    expect((await read(2)).equals(bad)).toBe(true);
   });
 
   it('alter-copy: dog\'s messages and statuses (A.1); sheep refuses too', async () => {

@@ -405,11 +405,14 @@ describe('collie -c D:P (erasure coding), three zones', { timeout: 600_000 }, ()
       expect((await peer(k, { opcode: Op.CREATE_AND_WRITE_PEER, flags: Flag.CMD_WRITE, dataLength: 2 << 20 }, strips[k])).rsp.result).toBe(Res.SUCCESS);
     }
     expectDog(await dog(['vdi', 'check', 'chk21']), { code: 0, stdout: 'finish check&repair chk21\n' });
+    // -e: each holder asked for its own strip
+    expectDog(await dog(['vdi', 'check', '-e', 'chk21']), { code: 0 });
 
     // a lost strip (data, then parity) is decoded from the other two and written back to its holder
     for (const k of [0, 2]) {
       expect((await peer(k, { opcode: Op.REMOVE_PEER })).rsp.result).toBe(Res.SUCCESS);
       expect((await peer(k, { opcode: Op.READ_PEER, dataLength: 2 << 20 })).rsp.result).toBe(Res.NO_OBJ);
+      expectDog(await dog(['vdi', 'check', '-e', 'chk21']), { code: 1, stdout: `${oidText} is missing on 127.0.0.1:${holders[k]}\n` });
       expectDog(await dog(['vdi', 'check', 'chk21']), {
         code: 0, stdout: `fixed missing ${oidText}, copy index ${k}\nfinish check&repair chk21\n`,
       });

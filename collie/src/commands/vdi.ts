@@ -768,12 +768,24 @@ export async function checkVdi(ctx: Ctx, name: string, snapid: number, tag: stri
 
   if (existOnly) {
     const perNode = new Map<SdNode, bigint[]>();
+    // a holder of an EC data object keeps only its own strip, which OIDS_EXIST
+    // (a plain lookup of the oid) does not see: EXIST with the policy asks for it
+    const stripped = new Map<SdNode, bigint[]>();
     for (const oid of oids) for (const n of ring.placeOid(oid, copies)) {
-      if (!perNode.has(n)) perNode.set(n, []);
-      perNode.get(n)!.push(oid);
+      const m = ec && isDataObj(oid) ? stripped : perNode;
+      if (!m.has(n)) m.set(n, []);
+      m.get(n)!.push(oid);
     }
     let missing = 0;
     for (const n of ctx.nodes) {
+      for (const oid of stripped.get(n) ?? []) {
+        const r = await ctx.execOrFail(
+          { opcode: Op.EXIST, epoch: ctx.epoch, obj: { oid, copies: h.nrCopies, copyPolicy: h.copyPolicy } }, undefined, ctx.nodeTarget(n));
+        if (r.rsp.result === Res.SUCCESS) continue;
+        if (r.rsp.result !== Res.NO_OBJ) fail(`${nodeName(n)}: ${resultMessage(r.rsp.result)}`);
+        ctx.out(`${hex16(oid)} is missing on ${nodeName(n)}\n`);
+        missing++;
+      }
       const list = perNode.get(n);
       if (!list) continue;
       const payload = Buffer.alloc(8 * list.length);

@@ -3,7 +3,7 @@
 // UTC. The schemas are documented in man/collie.8 ("JSON OUTPUT"); a field
 // may be added, none is renamed or removed. These builders take the same
 // decoded structures the text formatters take, so both say the same thing.
-import { addrToString } from '@sheepdog/common';
+import { addrToString, decodeEcPolicy } from '@sheepdog/common';
 import { redundancy } from '@sheepdog/common/text';
 import type { InodeHeader, SdNode, SdStat, RecoveryState, MdDisk, EpochLog } from '@sheepdog/common';
 import type { Ctx } from './conn.js';
@@ -36,6 +36,12 @@ export function nodeJson(n: SdNode, id: number) {
   return { id, address: addrToString(n.addr), port: n.port, vnodes: n.nrVnodes, zone: n.zone >>> 0 };
 }
 
+/** D and P of an erasure-coded policy byte, null for replication: scripts should not have to split "4:2". */
+export function erasureCodeJson(copyPolicy: number): { data_strips: number; parity_strips: number } | null {
+  const ec = decodeEcPolicy(copyPolicy);
+  return ec ? { data_strips: ec.d, parity_strips: ec.p } : null;
+}
+
 export type VdiKind = 'vdi' | 'snapshot' | 'clone';
 export function vdiKind(h: InodeHeader): VdiKind {
   if (h.snapCtime !== 0n) return 'snapshot';
@@ -57,6 +63,7 @@ export function vdiJson(vid: number, h: InodeHeader) {
     parent_vdi_id: h.parentVdiId,
     copies: h.nrCopies,
     redundancy: redundancy(h.nrCopies, h.copyPolicy),
+    erasure_code: erasureCodeJson(h.copyPolicy),
     block_size_shift: h.blockSizeShift,
   };
 }
@@ -101,6 +108,7 @@ export function clusterInfoJson(result: number, resultText: string, logs: EpochL
     store: running && first ? first.drvName : null,
     copies: running && first ? first.nrCopies : null,
     redundancy: running && first ? redundancy(first.nrCopies, first.copyPolicy) : null,
+    erasure_code: running && first ? erasureCodeJson(first.copyPolicy) : null,
     vnodes_strategy: first && first.flags & 0x4 ? 'auto' : 'fixed',
     vnode_mode: first && first.flags & 0x2 ? 'disk' : 'node',
     created: first ? isoTime(first.ctime >> 32n) : null,

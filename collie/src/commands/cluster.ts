@@ -2,6 +2,7 @@
 import {
   Op, Flag, Res, resultMessage, decodeEpochLogs, EpochLog, ClusterFlag, timestamp64, decodeClusterInfo,
   SD_CLUSTER_INFO_SIZE, SD_VDI_BITMAP_SIZE, SD_NODE_SIZE, SD_EPOCH_LOG_HEADER_SIZE, SD_MAX_NODES, addrToString,
+  decodeEcPolicy,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import type { Ctx, Target } from '../conn.js';
@@ -22,6 +23,7 @@ export const clusterOptions: OptDef[] = [
   { ch: 'd', name: 'diff', hasArg: false, desc: 'show only the differences between epochs' },
   { ch: 'f', name: 'force', hasArg: false, desc: 'do not prompt for confirmation' },
   { ch: 't', name: 'strict', hasArg: false, desc: 'do not serve write request if number of nodes is not sufficient' },
+  { ch: 'E', name: 'ec-few-zones', hasArg: false, desc: 'let erasure coded writes go on with fewer zones than D+P (fewer strips per object)' },
   { ch: 'z', name: 'block_size_shift', hasArg: true, desc: 'specify the shift num of default data object size' },
   { ch: 'V', name: 'fixedvnodes', hasArg: false, desc: 'disable automatic vnodes calculation' },
   { ch: 'R', name: 'recycle-vid', hasArg: false, desc: 'enable recycling of deleted VDI ids' },
@@ -63,8 +65,18 @@ async function clusterInfo(ctx: Ctx, _args: string[], o: Opts): Promise<number> 
   // not in upstream's output (scripts parse stdout): on stderr, a cluster that cannot keep its copies apart
   const copies = result === Res.SUCCESS ? logs[0]?.nrCopies ?? 0 : 0;
   const zones = new Set(ctx.nodes.filter((n) => n.nrVnodes > 0).map((n) => n.zone)).size;
-  if (copies > 1 && zones < copies) {
-    const strict = ((logs[0]?.flags ?? 0) & ClusterFlag.STRICT) !== 0;
+  const strict = ((logs[0]?.flags ?? 0) & ClusterFlag.STRICT) !== 0;
+  const ec = result === Res.SUCCESS ? decodeEcPolicy(logs[0]?.copyPolicy ?? 0) : undefined;
+  if (ec && zones < copies) {
+    // Fewer zones than D: no stripe can be read or written (A.14). Between D
+    // and D+P, upstream writes the data strips alone, and a sheep may refuse
+    // instead: only what holds either way is said.
+    ctx.err(`Warning: the cluster cannot place the ${copies} strips of its ${ec.d}:${ec.p} erasure code: only ${zones} zone(s) hold data, ` +
+      (zones < ec.d ? 'so objects can be neither written nor read\n'
+        : strict ? 'so writes are refused (strict mode)\n'
+          : (logs[0]?.flags ?? 0) & ClusterFlag.EC_FEW_ZONES ? `so objects get only ${zones} of their strips (--ec-few-zones)\n`
+            : 'so objects cannot get all their parity strips (this sheep refuses such writes unless formatted with --ec-few-zones)\n'));
+  } else if (copies > 1 && zones < copies) {
     ctx.err(`Warning: the cluster cannot place ${copies} copies: only ${zones} zone(s) hold data, ` +
       (strict ? 'so writes are refused (strict mode)\n' : `so objects are stored with ${zones} cop${zones === 1 ? 'y' : 'ies'}\n`));
   }
@@ -115,6 +127,7 @@ async function clusterFormat(ctx: Ctx, _args: string[], o: Opts): Promise<number
   if (o.l) flags |= ClusterFlag.USE_LOCK;
   if (o.R) flags |= ClusterFlag.RECYCLE_VID;
   if (o.F) flags |= ClusterFlag.AVOID_DISKFULL;
+  if (o.E) flags |= ClusterFlag.EC_FEW_ZONES;
   // dog keeps the first 15 bytes of the name (pstrcpy into char[16])
   const store = typeof o.b === 'string' && o.b ? Buffer.from(o.b).subarray(0, 15).toString('latin1') : 'plain';
   return formatCluster(ctx, { copies: cp.copies, copyPolicy: cp.policy, shift, flags, fixedVnodes: o.V === true, force: o.f === true, store, refuseHeld: o.f !== true });
@@ -295,7 +308,7 @@ async function clusterCheck(ctx: Ctx): Promise<number> {
 
 export const clusterCommands: SubCommand[] = [
   { name: 'info', opts: 'aprhvd', desc: 'show cluster information', needNodeList: true, run: clusterInfo, json: true },
-  { name: 'format', opts: 'bcfaphtzVRFl', desc: 'create a Sheepdog store', needNodeList: true, run: clusterFormat },
+  { name: 'format', opts: 'bcfaphtzVRFlE', desc: 'create a Sheepdog store', needNodeList: true, run: clusterFormat },
   { name: 'shutdown', opts: 'aph', desc: 'stop Sheepdog', run: (c) => clusterShutdown(c) },
   {
     name: 'snapshot', opts: 'aphTmv', arg: '<tag|idx> <path> [vdi1] [vdi2] ...', needArg: true,

@@ -4,6 +4,7 @@ import {
   encodeAttr, decodeAttr, encodeInodeHeader, InodeHeader, SD_INODE_HEADER_SIZE, SD_INODE_SIZE, SD_ATTR_OBJ_SIZE,
   MAX_DATA_OBJS, SD_MAX_VDI_SIZE_HYPER, SD_VDI_STATE_SIZE, addrToString, SdNode, VnodeRing, ConnectionError,
   decodeCacheInfo, CacheInfoFlag, CACHE_INFO_HEADER_SIZE, CACHE_INFO_RECORD_SIZE, sizeToStr, libvirtDiskXml, RECLAIM_HEADER_SIZE,
+  decodeEcPolicy, ecEncode, ecDecode,
 } from '@sheepdog/common';
 import type { OptDef, SubCommand, Opts } from '../cli.js';
 import {
@@ -762,15 +763,29 @@ export async function checkVdi(ctx: Ctx, name: string, snapid: number, tag: stri
   const ring = ctx.ring!;
   const copies = Math.min(h.nrCopies, ring.nrZones);
   const ec = h.copyPolicy !== 0;
+  // dog's words (A.12): with fewer zones than D+P some strips have no holder to compare
+  if (ec && !existOnly && ring.nrZones < h.nrCopies) fail('ABORT: Not enough active zones for consistency-checking erasure coded VDI');
 
   if (existOnly) {
     const perNode = new Map<SdNode, bigint[]>();
+    // a holder of an EC data object keeps only its own strip, which OIDS_EXIST
+    // (a plain lookup of the oid) does not see: EXIST with the policy asks for it
+    const stripped = new Map<SdNode, bigint[]>();
     for (const oid of oids) for (const n of ring.placeOid(oid, copies)) {
-      if (!perNode.has(n)) perNode.set(n, []);
-      perNode.get(n)!.push(oid);
+      const m = ec && isDataObj(oid) ? stripped : perNode;
+      if (!m.has(n)) m.set(n, []);
+      m.get(n)!.push(oid);
     }
     let missing = 0;
     for (const n of ctx.nodes) {
+      for (const oid of stripped.get(n) ?? []) {
+        const r = await ctx.execOrFail(
+          { opcode: Op.EXIST, epoch: ctx.epoch, obj: { oid, copies: h.nrCopies, copyPolicy: h.copyPolicy } }, undefined, ctx.nodeTarget(n));
+        if (r.rsp.result === Res.SUCCESS) continue;
+        if (r.rsp.result !== Res.NO_OBJ) fail(`${nodeName(n)}: ${resultMessage(r.rsp.result)}`);
+        ctx.out(`${hex16(oid)} is missing on ${nodeName(n)}\n`);
+        missing++;
+      }
       const list = perNode.get(n);
       if (!list) continue;
       const payload = Buffer.alloc(8 * list.length);
@@ -793,8 +808,59 @@ export async function checkVdi(ctx: Ctx, name: string, snapid: number, tag: stri
   const win = new Window(WINDOW);
   const lines: string[][] = oids.map(() => []);
   let done = 0n;
+  const code = ec ? decodeEcPolicy(h.copyPolicy) : undefined;
+  if (ec && !code) fail(`${name} has an invalid copy policy 0x${h.copyPolicy.toString(16)}`);
+  /**
+   * One striped object as dog checks it (A.12): every strip from its holder
+   * (READ_PEER by strip index); all there: the parity re-derived from the
+   * data must match; up to P missing: decoded from the others and written
+   * back; more: lost.
+   */
+  const checkStrips = async (i: number, d: number, p: number) => {
+    const oid = oids[i];
+    const nodes = ring.placeOid(oid, d + p);
+    const len = objectSize(h) / d;
+    const obj = (ecIndex: number) => ({ oid, copies: h.nrCopies, copyPolicy: h.copyPolicy, ecIndex, offset: 0 });
+    const res = await Promise.all(nodes.map((n, k) =>
+      ctx.execOrFail({ opcode: Op.READ_PEER, epoch: ctx.epoch, dataLength: len, obj: obj(k) }, undefined, ctx.nodeTarget(n))));
+    const strips = res.map((r) => (r.rsp.result === Res.SUCCESS && r.data.length === len ? r.data : undefined));
+    let unsure = false;
+    res.forEach((r, k) => {
+      if (r.rsp.result === Res.NO_OBJ) return;
+      if (r.rsp.result !== Res.SUCCESS) lines[i].push(`\x00failed to read strip ${k} of ${hex16(oid)} on ${nodeName(nodes[k])}: ${resultMessage(r.rsp.result)}`);
+      else if (r.data.length !== len) lines[i].push(`\x00strip ${k} of ${hex16(oid)} on ${nodeName(nodes[k])} is ${r.data.length} bytes, not ${len}`);
+      else return;
+      unsure = true;
+    });
+    // a strip that could not be read may still be there: nothing is rewritten over it
+    if (unsure) return;
+    const missing = strips.flatMap((x, k) => (x ? [] : [k]));
+    if (!missing.length) {
+      const parity = ecEncode(strips.slice(0, d) as Buffer[], p);
+      if (parity.some((x, k) => !x.equals(strips[d + k]!))) lines[i].push(`\x00object ${hex16(oid)} is inconsistent`);
+      return;
+    }
+    if (missing.length > p) {
+      lines[i].push(`\x00failed to rebuild object ${hex16(oid)}. ${missing.length} copies get lost, more than ${p}`);
+      return;
+    }
+    const have = new Map<number, Buffer>();
+    strips.forEach((x, k) => x && have.set(k, x));
+    const data = ecDecode(d, have);
+    const all = [...data, ...ecEncode(data, p)];
+    for (const m of missing) {
+      const w = await ctx.execOrFail(
+        { opcode: Op.CREATE_AND_WRITE_PEER, flags: Flag.CMD_WRITE, epoch: ctx.epoch, dataLength: len, obj: obj(m) },
+        all[m], ctx.nodeTarget(nodes[m]),
+      );
+      if (w.rsp.result !== Res.SUCCESS) lines[i].push(`\x00failed to write strip ${m} of ${hex16(oid)} on ${nodeName(nodes[m])}: ${resultMessage(w.rsp.result)}`);
+      else lines[i].push(`fixed missing ${hex16(oid)}, copy index ${m}`);
+    }
+  };
   const checkOne = async (i: number) => {
     const oid = oids[i];
+    // the inode of an EC VDI is a replica, of D+P full copies (A.3)
+    if (code && isDataObj(oid)) return checkStrips(i, code.d, code.p);
     const nodes = ring.placeOid(oid, copies);
     const res = await Promise.all(nodes.map((n) =>
       ctx.execOrFail({ opcode: Op.GET_HASH, epoch: ctx.epoch, obj: { oid, tgtEpoch: ctx.epoch } }, undefined, ctx.nodeTarget(n))));
@@ -803,12 +869,6 @@ export async function checkVdi(ctx: Ctx, name: string, snapid: number, tag: stri
       if (r.rsp.result !== Res.SUCCESS && r.rsp.result !== Res.NO_OBJ) {
         lines[i].push(`\x00failed to check ${hex16(oid)}: ${resultMessage(r.rsp.result)}`);
       }
-    }
-    if (ec) {
-      nodes.forEach((n, j) => {
-        if (res[j].rsp.result === Res.NO_OBJ) lines[i].push(`\x00strip ${j} of ${hex16(oid)} is missing on ${nodeName(n)}; erasure-coded repair is not supported`);
-      });
-      return;
     }
     const counts = new Map<string, number>();
     for (const p of present) if (p) counts.set(p, (counts.get(p) ?? 0) + 1);

@@ -75,8 +75,34 @@ function settleAll(n: number, start: (i: number) => Promise<unknown>): Promise<v
 }
 
 /** Results that mean "the membership is changing; try again shortly". */
-const RETRYABLE: number[] = [Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR, Res.WAIT_FOR_JOIN, Res.KILLED];
+export const RETRYABLE: number[] = [Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR, Res.WAIT_FOR_JOIN, Res.KILLED];
 const RETRY_DEADLINE_MS = 60_000;
+
+/**
+ * Run fn again after membership changes, within RETRY_DEADLINE_MS: a peer
+ * ahead of us answers OLD_NODE_VER (wait for its epoch, then recompute
+ * targets); a dead peer is a NETWORK_ERROR until the membership change
+ * arrives. Replicated and erasure-coded I/O share it.
+ */
+export async function retryAcrossEpochs<T>(
+  view: { epoch(): number; waitEpoch(pred: (e: number) => boolean, ms: number): Promise<boolean> },
+  fn: () => Promise<T>,
+  onRetry?: (e: SheepdogError, ep: number) => void,
+): Promise<T> {
+  const deadline = Date.now() + RETRY_DEADLINE_MS;
+  for (;;) {
+    const ep = view.epoch();
+    try {
+      return await fn();
+    } catch (e) {
+      if (!(e instanceof SheepdogError) || !RETRYABLE.includes(e.result) || Date.now() > deadline) throw e;
+      const theirs = (e as SheepdogError & { epoch?: number }).epoch ?? 0;
+      if (e.result === Res.OLD_NODE_VER && theirs > ep) await view.waitEpoch((x) => x >= theirs, 10_000);
+      else if (!(await view.waitEpoch((x) => x > ep, 3000))) await new Promise((r) => setTimeout(r, 100));
+      onRetry?.(e, ep);
+    }
+  }
+}
 
 const ZERO4 = Buffer.alloc(4);
 
@@ -122,21 +148,10 @@ export class Gateway implements ObjectIO {
    * dead peer is a NETWORK_ERROR until the membership change arrives.
    * Clients never see these.
    */
-  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + RETRY_DEADLINE_MS;
-    for (;;) {
-      const ep = this.view.epoch();
-      try {
-        return await fn();
-      } catch (e) {
-        if (!(e instanceof SheepdogError) || !RETRYABLE.includes(e.result) || Date.now() > deadline) throw e;
-        const theirs = (e as SheepdogError & { epoch?: number }).epoch ?? 0;
-        if (e.result === Res.OLD_NODE_VER && theirs > ep) await this.view.waitEpoch((x) => x >= theirs, 10_000);
-        else if (!(await this.view.waitEpoch((x) => x > ep, 3000))) await new Promise((r) => setTimeout(r, 100));
-        log.debug(`retrying after ${e.message} (epoch ${ep} -> ${this.view.epoch()})`);
-      }
-    }
+  private retrying<T>(fn: () => Promise<T>): Promise<T> {
+    return retryAcrossEpochs(this.view, fn, (e, ep) => log.debug(`retrying after ${e.message} (epoch ${ep} -> ${this.view.epoch()})`));
   }
+
 
   /** retrying() for a write into an existing object: NO_OBJ where the object may be away is HALT. */
   private retryingWrite(oid: bigint, fn: () => Promise<void>): Promise<void> {

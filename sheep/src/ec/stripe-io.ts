@@ -19,6 +19,7 @@ import { stripKey } from './strip-key.js';
 import { encodeSliced, decodeSliced, splitSliced, joinSliced } from './codec-async.js';
 import { RangeLocks } from './range-lock.js';
 import { log } from '../log.js';
+import { retryAcrossEpochs, RETRYABLE } from '../gateway.js';
 
 /** An object's erasure code: D data and P parity strips, and the copy_policy byte that says so. */
 export interface EcCode {
@@ -41,8 +42,6 @@ export interface StripeView {
   removed?(oid: bigint, epoch: number): void;
 }
 
-const RETRYABLE: number[] = [Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR, Res.WAIT_FOR_JOIN, Res.KILLED];
-const RETRY_DEADLINE_MS = 60_000;
 
 const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from) }, (_, k) => from + k);
 
@@ -82,20 +81,10 @@ export class StripeIo {
   }
 
   /** Run fn again after membership changes (a dead holder, a peer ahead of us), as the replicated gateway does. */
-  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + RETRY_DEADLINE_MS;
-    for (;;) {
-      const ep = this.view.epoch();
-      try {
-        return await fn();
-      } catch (e) {
-        if (!(e instanceof SheepdogError) || !RETRYABLE.includes(e.result) || Date.now() > deadline) throw e;
-        const theirs = (e as SheepdogError & { epoch?: number }).epoch ?? 0;
-        if (e.result === Res.OLD_NODE_VER && theirs > ep) await this.view.waitEpoch((x) => x >= theirs, 10_000);
-        else if (!(await this.view.waitEpoch((x) => x > ep, 3000))) await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+  private retrying<T>(fn: () => Promise<T>): Promise<T> {
+    return retryAcrossEpochs(this.view, fn);
   }
+
 
   private fields(oid: bigint, ec: EcCode, idx: number, off: number) {
     return { oid, offset: off, copies: ec.d + ec.p, copyPolicy: ec.cp, ecIndex: idx };

@@ -109,6 +109,8 @@ class WriteCtx {
   release?: () => void;
   min = -1;
   max = -1;
+  /** Entries this request changed in memory, which its index update persists. */
+  readonly changed: number[] = [];
   hold(busy: Map<number, Promise<void>>, idx: number): void {
     if (!this.owns) {
       this.owns = [];
@@ -123,6 +125,7 @@ class WriteCtx {
     return this.owns !== undefined && this.owns.includes(idx);
   }
   dirty(idx: number): void {
+    this.changed.push(idx);
     if (this.min < 0 || idx < this.min) this.min = idx;
     if (idx > this.max) this.max = idx;
   }
@@ -199,6 +202,14 @@ export class VdiIO {
   private readonly shift: number;
   readonly readonly: boolean;
   private busy = new Map<number, Promise<void>>();
+  /**
+   * Entries set in memory whose index update failed: the index on disk
+   * does not say so yet. A write into such an object is acknowledged only
+   * after an index update that does (else a fresh open, which reads the
+   * index on disk, would not see it: chaos seed 4101 lost acknowledged
+   * writes into a clone that way, reading the parent's bytes instead).
+   */
+  private unsaved = new Set<number>();
   private reloading?: Promise<void>;
 
   constructor(readonly backend: VdiBackend, header: InodeHeader, index: Uint32Array | ObjectIndex, private readonly opts: VdiIOOptions = {}) {
@@ -331,7 +342,7 @@ export class VdiIO {
     const off = offset - idx * this.objectSize;
     const v = this.vid;
     if (this.readonly || len === 0 || offset < 0 || offset + len > this.size || off + len > this.objectSize ||
-        this.objects.get(idx) !== v || this.busy.has(idx)) return this.writeAll(offset, data);
+        this.objects.get(idx) !== v || this.busy.has(idx) || (this.unsaved.size !== 0 && this.unsaved.has(idx))) return this.writeAll(offset, data);
     return this.backend.writeObj(vidToDataOid(v, idx), off, data, this.copies).catch((e) => this.rewrite(e, v, idx, offset, data));
   }
 
@@ -345,7 +356,7 @@ export class VdiIO {
     const idx = Math.floor(offset / this.objectSize);
     const off = offset - idx * this.objectSize;
     const v = this.vid;
-    const plain = () => this.vid === v && this.objects.get(idx) === v && !this.busy.has(idx);
+    const plain = () => this.vid === v && this.objects.get(idx) === v && !this.busy.has(idx) && !this.unsaved.has(idx);
     if (!this.backend.spliceTarget || this.readonly || len === 0 || offset < 0 || offset + len > this.size ||
         off + len > this.objectSize || !plain()) return undefined;
     const t = this.backend.spliceTarget(vidToDataOid(v, idx), off, len, this.copies);
@@ -391,8 +402,12 @@ export class VdiIO {
       const v = this.vid;
       const owner = this.objects.get(idx);
       if (owner === v) {
+        // its index entry is not on disk yet: this request's index update writes it again
+        const unsaved = this.unsaved.has(idx);
+        if (unsaved) ctx.hold(this.busy, idx);
         try {
           await this.backend.writeObj(vidToDataOid(v, idx), off, data, this.copies);
+          if (unsaved) ctx.dirty(idx);
           return;
         } catch (e) {
           if (!(e instanceof SheepdogError)) throw e;
@@ -417,7 +432,16 @@ export class VdiIO {
   /** One WRITE_OBJ of the inode covering every index entry the request set. */
   private async commitIndex(ctx: WriteCtx): Promise<void> {
     if (ctx.min < 0) return;
-    await this.objects.commit(this.backend, this.vid, ctx.min, ctx.max, this.copies);
+    try {
+      await this.objects.commit(this.backend, this.vid, ctx.min, ctx.max, this.copies);
+    } catch (e) {
+      for (const i of ctx.changed) this.unsaved.add(i);
+      throw e;
+    }
+    if (this.unsaved.size === 0) return;
+    // the update wrote every entry of [min, max] (a hyper volume's, its whole tree)
+    const all = !(this.objects instanceof FlatObjectIndex);
+    for (const i of [...this.unsaved]) if (all || (i >= ctx.min && i <= ctx.max)) this.unsaved.delete(i);
   }
 
   /** Our working VDI became a snapshot: switch to the name's new working VDI. */
@@ -452,13 +476,13 @@ export class VdiIO {
     const ctx = new WriteCtx();
     try {
       for (let i = first; i < stop; i++) {
-        if (!this.objects.get(i)) continue;
+        if (!this.objects.get(i) && !this.unsaved.has(i)) continue;
         for (;;) {
           const b = this.busy.get(i);
           if (!b || ctx.holds(i)) break;
           await b;
         }
-        if (!this.objects.get(i)) continue;
+        if (!this.objects.get(i) && !this.unsaved.has(i)) continue;
         ctx.hold(this.busy, i);
         this.objects.set(i, 0);
         ctx.dirty(i);

@@ -126,6 +126,40 @@ describe('VdiIO over the wire', () => {
     expect((await w.readVdi(bvid, 0, 8 * MB)).equals(orig)).toBe(true);
   });
 
+  it('a write acknowledged after a failed index update is referenced by the index on disk (chaos seed 4101)', async () => {
+    // A clone whose object 1 is the parent's; the index update of the first
+    // write into it fails (as when the cluster changes under it).
+    expect((await w.newVdi('cbase', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
+    const bvid = await w.vid('cbase');
+    const orig = randomBytes(8 * MB);
+    await (await VdiIO.open(new ClientVdiBackend(c), bvid)).write(0, orig);
+    expect((await w.newVdi('cbase', 16n * BigInt(MB), { base: bvid, snapshot: true })).rsp.result).toBe(Res.SUCCESS);
+    expect((await w.newVdi('cclone', 16n * BigInt(MB), { base: bvid })).rsp.result).toBe(Res.SUCCESS);
+    const cvid = await w.vid('cclone');
+    const flaky = new Recorder(new ClientVdiBackend(c));
+    let failIndex = 1;
+    flaky.writeIndex = (vid, first, entries, copies) => {
+      flaky.log.push(`index ${vid.toString(16)} ${first} ${entries.length / 4}`);
+      if (failIndex-- > 0) return Promise.reject(new SheepdogError(Res.NETWORK_ERROR, 'cut'));
+      return flaky.inner.writeIndex(vid, first, entries, copies);
+    };
+    const cio = await VdiIO.open(flaky, cvid);
+    await expect(cio.write(4 * MB + 512, Buffer.alloc(512, 1))).rejects.toThrow(/cut/);
+    // the next write to that object is acknowledged only once the index refers to it
+    const mine = Buffer.alloc(512, 2);
+    await cio.write(4 * MB + 4096, mine);
+    expect(flaky.log.filter((l) => l.startsWith('index')).length).toBe(2);
+    const fresh = await VdiIO.open(new ClientVdiBackend(c), cvid);
+    expect((await fresh.read(4 * MB + 4096, 512)).equals(mine)).toBe(true);
+    expect((await w.readVdi(cvid, 4 * MB + 4096, 512)).equals(mine)).toBe(true);
+    // the rest of the object is still the parent's
+    expect((await fresh.read(4 * MB + 8192, 4096)).equals(orig.subarray(4 * MB + 8192, 4 * MB + 12288))).toBe(true);
+    // a later write there, with the index in place again, is a plain write
+    flaky.log = [];
+    await cio.write(4 * MB + 8192, mine);
+    expect(flaky.log).toEqual([`write ${oidToHex(vidToDataOid(cvid, 1))} 8192 512`]);
+  });
+
   it('discards whole objects by zeroing index entries, and the object is reclaimed', async () => {
     expect((await w.newVdi('v3', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
     const vid = await w.vid('v3');

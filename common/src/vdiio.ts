@@ -109,8 +109,8 @@ class WriteCtx {
   release?: () => void;
   min = -1;
   max = -1;
-  /** Entries this request changed in memory, which its index update persists. */
-  readonly changed: number[] = [];
+  /** Entries this request changed in memory, with what they were: [idx, before]. */
+  readonly changed: [number, number][] = [];
   hold(busy: Map<number, Promise<void>>, idx: number): void {
     if (!this.owns) {
       this.owns = [];
@@ -124,8 +124,8 @@ class WriteCtx {
   holds(idx: number): boolean {
     return this.owns !== undefined && this.owns.includes(idx);
   }
-  dirty(idx: number): void {
-    this.changed.push(idx);
+  dirty(idx: number, before: number): void {
+    this.changed.push([idx, before]);
     if (this.min < 0 || idx < this.min) this.min = idx;
     if (idx > this.max) this.max = idx;
   }
@@ -202,14 +202,6 @@ export class VdiIO {
   private readonly shift: number;
   readonly readonly: boolean;
   private busy = new Map<number, Promise<void>>();
-  /**
-   * Entries set in memory whose index update failed: the index on disk
-   * does not say so yet. A write into such an object is acknowledged only
-   * after an index update that does (else a fresh open, which reads the
-   * index on disk, would not see it: chaos seed 4101 lost acknowledged
-   * writes into a clone that way, reading the parent's bytes instead).
-   */
-  private unsaved = new Set<number>();
   private reloading?: Promise<void>;
 
   constructor(readonly backend: VdiBackend, header: InodeHeader, index: Uint32Array | ObjectIndex, private readonly opts: VdiIOOptions = {}) {
@@ -342,7 +334,7 @@ export class VdiIO {
     const off = offset - idx * this.objectSize;
     const v = this.vid;
     if (this.readonly || len === 0 || offset < 0 || offset + len > this.size || off + len > this.objectSize ||
-        this.objects.get(idx) !== v || this.busy.has(idx) || (this.unsaved.size !== 0 && this.unsaved.has(idx))) return this.writeAll(offset, data);
+        this.objects.get(idx) !== v || this.busy.has(idx)) return this.writeAll(offset, data);
     return this.backend.writeObj(vidToDataOid(v, idx), off, data, this.copies).catch((e) => this.rewrite(e, v, idx, offset, data));
   }
 
@@ -356,7 +348,7 @@ export class VdiIO {
     const idx = Math.floor(offset / this.objectSize);
     const off = offset - idx * this.objectSize;
     const v = this.vid;
-    const plain = () => this.vid === v && this.objects.get(idx) === v && !this.busy.has(idx) && !this.unsaved.has(idx);
+    const plain = () => this.vid === v && this.objects.get(idx) === v && !this.busy.has(idx);
     if (!this.backend.spliceTarget || this.readonly || len === 0 || offset < 0 || offset + len > this.size ||
         off + len > this.objectSize || !plain()) return undefined;
     const t = this.backend.spliceTarget(vidToDataOid(v, idx), off, len, this.copies);
@@ -402,12 +394,8 @@ export class VdiIO {
       const v = this.vid;
       const owner = this.objects.get(idx);
       if (owner === v) {
-        // its index entry is not on disk yet: this request's index update writes it again
-        const unsaved = this.unsaved.has(idx);
-        if (unsaved) ctx.hold(this.busy, idx);
         try {
           await this.backend.writeObj(vidToDataOid(v, idx), off, data, this.copies);
-          if (unsaved) ctx.dirty(idx);
           return;
         } catch (e) {
           if (!(e instanceof SheepdogError)) throw e;
@@ -424,7 +412,7 @@ export class VdiIO {
         throw e;
       }
       this.objects.set(idx, v);
-      ctx.dirty(idx);
+      ctx.dirty(idx, owner);
       return;
     }
   }
@@ -432,16 +420,37 @@ export class VdiIO {
   /** One WRITE_OBJ of the inode covering every index entry the request set. */
   private async commitIndex(ctx: WriteCtx): Promise<void> {
     if (ctx.min < 0) return;
+    const vid = this.vid;
     try {
-      await this.objects.commit(this.backend, this.vid, ctx.min, ctx.max, this.copies);
+      await this.objects.commit(this.backend, vid, ctx.min, ctx.max, this.copies);
     } catch (e) {
-      for (const i of ctx.changed) this.unsaved.add(i);
+      await this.reconcileIndex(ctx, vid);
       throw e;
     }
-    if (this.unsaved.size === 0) return;
-    // the update wrote every entry of [min, max] (a hyper volume's, its whole tree)
-    const all = !(this.objects instanceof FlatObjectIndex);
-    for (const i of [...this.unsaved]) if (all || (i >= ctx.min && i <= ctx.max)) this.unsaved.delete(i);
+  }
+
+  /**
+   * After a failed index update, memory must say what the index on disk
+   * says. Kept as set, a later index update of a neighbouring entry (or a
+   * plain write into the object, acknowledged while a fresh open of the VDI
+   * reads the parent's bytes) would disagree with what readers saw: chaos
+   * seed 4101 lost acknowledged writes into a clone that way, and saw a
+   * failed write appear long after reads had not found it. So the entries
+   * take the values on disk when they can be read, else their old ones; a
+   * write into one of them allocates again (a new copy of the parent's
+   * object replaces the one the failed request made).
+   */
+  private async reconcileIndex(ctx: WriteCtx, vid: number): Promise<void> {
+    let disk: Buffer | undefined;
+    if (this.objects instanceof FlatObjectIndex) {
+      disk = await this.backend.readObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE + 4 * ctx.min, 4 * (ctx.max - ctx.min + 1), this.copies)
+        .catch(() => undefined);
+    }
+    if (this.vid !== vid) return;
+    for (let k = ctx.changed.length - 1; k >= 0; k--) {
+      const [idx, before] = ctx.changed[k];
+      this.objects.set(idx, disk ? disk.readUInt32LE(4 * (idx - ctx.min)) : before);
+    }
   }
 
   /** Our working VDI became a snapshot: switch to the name's new working VDI. */
@@ -476,16 +485,16 @@ export class VdiIO {
     const ctx = new WriteCtx();
     try {
       for (let i = first; i < stop; i++) {
-        if (!this.objects.get(i) && !this.unsaved.has(i)) continue;
+        if (!this.objects.get(i)) continue;
         for (;;) {
           const b = this.busy.get(i);
           if (!b || ctx.holds(i)) break;
           await b;
         }
-        if (!this.objects.get(i) && !this.unsaved.has(i)) continue;
+        if (!this.objects.get(i)) continue;
         ctx.hold(this.busy, i);
+        ctx.dirty(i, this.objects.get(i));
         this.objects.set(i, 0);
-        ctx.dirty(i);
       }
       // coalesce into runs no longer than 4096 entries of mostly-zero span
       if (ctx.min < 0) return;

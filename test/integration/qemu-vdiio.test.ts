@@ -145,19 +145,45 @@ describe('VdiIO over the wire', () => {
     };
     const cio = await VdiIO.open(flaky, cvid);
     await expect(cio.write(4 * MB + 512, Buffer.alloc(512, 1))).rejects.toThrow(/cut/);
-    // the next write to that object is acknowledged only once the index refers to it
+    // the next write to that object allocates it again: acknowledged once the index refers to it
     const mine = Buffer.alloc(512, 2);
     await cio.write(4 * MB + 4096, mine);
     expect(flaky.log.filter((l) => l.startsWith('index')).length).toBe(2);
     const fresh = await VdiIO.open(new ClientVdiBackend(c), cvid);
     expect((await fresh.read(4 * MB + 4096, 512)).equals(mine)).toBe(true);
     expect((await w.readVdi(cvid, 4 * MB + 4096, 512)).equals(mine)).toBe(true);
+    // the failed write is seen nowhere: neither by this client nor by a fresh one
+    const parentAt = orig.subarray(4 * MB + 512, 4 * MB + 1024);
+    expect((await cio.read(4 * MB + 512, 512)).equals(parentAt)).toBe(true);
+    expect((await fresh.read(4 * MB + 512, 512)).equals(parentAt)).toBe(true);
     // the rest of the object is still the parent's
     expect((await fresh.read(4 * MB + 8192, 4096)).equals(orig.subarray(4 * MB + 8192, 4 * MB + 12288))).toBe(true);
     // a later write there, with the index in place again, is a plain write
     flaky.log = [];
     await cio.write(4 * MB + 8192, mine);
     expect(flaky.log).toEqual([`write ${oidToHex(vidToDataOid(cvid, 1))} 8192 512`]);
+  });
+
+  it('an index update that landed although it failed is kept: the client and a fresh open agree', async () => {
+    expect((await w.newVdi('lbase', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
+    const vid = await w.vid('lbase');
+    const flaky = new Recorder(new ClientVdiBackend(c));
+    let failIndex = 1;
+    flaky.writeIndex = async (v, first, entries, copies) => {
+      flaky.log.push(`index ${v.toString(16)} ${first} ${entries.length / 4}`);
+      await flaky.inner.writeIndex(v, first, entries, copies);
+      if (failIndex-- > 0) throw new SheepdogError(Res.NETWORK_ERROR, 'answer lost');
+    };
+    const io = await VdiIO.open(flaky, vid);
+    const first = Buffer.alloc(512, 7);
+    await expect(io.write(2 * 4 * MB, first)).rejects.toThrow(/answer lost/);
+    expect((await io.read(2 * 4 * MB, 512)).equals(first)).toBe(true);
+    const fresh = await VdiIO.open(new ClientVdiBackend(c), vid);
+    expect((await fresh.read(2 * 4 * MB, 512)).equals(first)).toBe(true);
+    // the object is the VDI's own now: a plain write
+    flaky.log = [];
+    await io.write(2 * 4 * MB + 512, first);
+    expect(flaky.log).toEqual([`write ${oidToHex(vidToDataOid(vid, 2))} 512 512`]);
   });
 
   it('discards whole objects by zeroing index entries, and the object is reclaimed', async () => {

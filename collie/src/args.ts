@@ -1,5 +1,6 @@
 // Parsers for option values and positional arguments, with dog's messages.
 import { CliError, EXIT_FAILURE, EXIT_USAGE } from './exitcodes.js';
+import { parseRedundancy } from '@sheepdog/common';
 
 const isNumeric = (s: string) => /^[0-9]+$/.test(s);
 
@@ -70,18 +71,10 @@ export function invalidCopiesText(str: string): string {
  * unlike upstream a long value cannot overflow anything.
  */
 export function parseCopies(str: string): { copies: number; policy: number } {
-  const bad = () => new CliError(EXIT_FAILURE, invalidCopiesText(str));
   const [n1, n2] = str.split(':').filter((x) => x !== '');
-  if (n1 === undefined || !isNumeric(n1) || (n2 !== undefined && !isNumeric(n2))) throw bad();
-  const copy = Number(n1);
-  if (n2 === undefined) {
-    if (copy < 1 || copy > SD_MAX_COPIES) throw bad();
-    return { copies: copy, policy: 0 };
-  }
-  if (![2, 4, 8, 16].includes(copy)) throw bad();
-  const parity = Number(n2);
-  if (parity < 1 || parity >= SD_EC_MAX_STRIP) throw bad();
-  return { copies: copy + parity, policy: ((copy / 2) << 4) + parity };
+  const r = n1 === undefined ? undefined : parseRedundancy(n2 === undefined ? n1 : `${n1}:${n2}`);
+  if (!r) throw new CliError(EXIT_FAILURE, invalidCopiesText(str));
+  return { copies: r.copies, policy: r.copyPolicy };
 }
 
 /** C atoi(): leading blanks, a sign, digits; 0 when there are none. */

@@ -36,8 +36,11 @@ function fnvWord(w: number): void {
   }
 }
 
-/** Object placement hash (§8.1): mix(fold64(oid, FNV1A_64_INIT)). */
-export function sdHashOid(oid: bigint): bigint {
+/**
+ * sdHashOid as 32-bit halves: out[0] the high, out[1] the low (hot paths
+ * that compare hashes as halves build no BigInt).
+ */
+export function sdHashOidHalves(oid: bigint, out: Uint32Array): void {
   const lo = Number(oid & 0xffffffffn);
   const hi = Number((oid >> 32n) & 0xffffffffn);
   fh = 0xcbf29ce4;
@@ -49,7 +52,16 @@ export function sdHashOid(oid: bigint): bigint {
   const l1 = fl;
   fnvWord(l1);
   fnvWord(h1);
-  return (BigInt(fh) << 32n) | BigInt(fl);
+  out[0] = fh;
+  out[1] = fl;
+}
+
+const halves = new Uint32Array(2);
+
+/** Object placement hash (§8.1): mix(fold64(oid, FNV1A_64_INIT)). */
+export function sdHashOid(oid: bigint): bigint {
+  sdHashOidHalves(oid, halves);
+  return (BigInt(halves[0]) << 32n) | BigInt(halves[1]);
 }
 
 /** Generic buffer hash (§8.3). */

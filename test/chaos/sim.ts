@@ -653,19 +653,35 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     await Promise.all(writers.map((w) => w.catch(() => undefined)));
     nodes.filter((n) => n.member).forEach(startNode);
     const members = () => nodes.filter((n) => n.member);
+    // what kept the cluster from counting as healed, last time it was asked (for the finding)
+    let unhealed = '';
     const healed = await waitUntil(async () => {
       for (const n of members()) if (!n.proc) startNode(n);
       const st = await Promise.all(members().map(status));
-      if (st.some((x) => !x || x.result !== Res.SUCCESS)) return false;
-      if (new Set(st.map((x) => x!.epoch)).size !== 1) return false;
+      const bad = members().filter((_, i) => !st[i] || st[i]!.result !== Res.SUCCESS);
+      if (bad.length) {
+        unhealed = `node(s) ${bad.map((n) => `${n.id} (${st[members().indexOf(n)]?.result ?? 'no answer'})`).join(', ')} not serving`;
+        return false;
+      }
+      const epochs = st.map((x) => x!.epoch);
+      if (new Set(epochs).size !== 1) {
+        unhealed = `epochs differ: ${members().map((n, i) => `node ${n.id} ${epochs[i]}`).join(', ')}`;
+        return false;
+      }
       const list = await req(members()[0], { opcode: Op.GET_NODE_LIST, dataLength: 1 << 20 }).catch(() => undefined);
-      if (!list || decodeNodes(list.data).length !== members().length) return false;
+      if (!list || decodeNodes(list.data).length !== members().length) {
+        unhealed = `node list of node ${members()[0].id} has ${list ? decodeNodes(list.data).length : '?'} of ${members().length} members`;
+        return false;
+      }
       for (const n of members()) {
         const r = await req(n, { opcode: Op.STAT_RECOVERY, dataLength: 24 }, undefined, 5000).catch(() => undefined);
-        if (!r || decodeRecoveryState(r.data).inRecovery) return false;
+        if (!r || decodeRecoveryState(r.data).inRecovery) {
+          unhealed = r ? `node ${n.id} still recovering (${JSON.stringify(decodeRecoveryState(r.data), (_, x) => (typeof x === 'bigint' ? String(x) : x))})` : `node ${n.id} does not answer STAT_RECOVERY`;
+          return false;
+        }
       }
       return true;
-    }, 240_000, 'the cluster to heal').then(() => true, (e) => { finding(`never healed: ${(e as Error).message}`); return false; });
+    }, 240_000, 'the cluster to heal').then(() => true, (e) => { finding(`never healed: ${(e as Error).message}; last: ${unhealed}`); return false; });
 
     if (healed) {
       // every VDI and snapshot there, every byte as the model says

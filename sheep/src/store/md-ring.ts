@@ -3,6 +3,7 @@
 // generated like the node ring's vnodes; an object goes to the disk of the
 // first point at or after sd_hash_oid(oid), the _idx of a strip playing no
 // part.
+import { sdHash, sdHashOidHalves } from '@sheepdog/common';
 
 /**
  * Bytes per virtual disk. Upstream master (after 611e8c48, and the
@@ -13,36 +14,13 @@ export const MD_VDISK_SIZE = 16 * 1024 * 1024;
 
 const M32 = 0x100000000;
 
-// sd_hash_next on 32-bit halves in doubles (exact: every intermediate
-// stays below 2^53), as common/hash.ts does for object ids: a disk has
-// thousands of points (a million for a large one), BigInts would crawl.
-let fh = 0;
-let fl = 0;
-function fnvWord(w: number): void {
-  for (let i = 0; i < 4; i++) {
-    fl = (fl ^ ((w >>> (8 * i)) & 0xff)) >>> 0;
-    const tl = fl * 0x1b3;
-    fh = (fh * 0x1b3 + Math.floor(tl / M32) + ((fl << 8) >>> 0)) >>> 0;
-    fl = tl >>> 0;
-  }
+/** sd_hash of a string (the disk's trimmed path), as halves. */
+function hashPath(p: string): [number, number] {
+  const h = sdHash(Buffer.from(p, 'utf8'));
+  return [Number(h >> 32n), Number(h & 0xffffffffn)];
 }
 
-/** fnv1a-64 over the 8 LE bytes of (fh, fl), seeded with them: sd_hash_next, in place. */
-function hashNextInPlace(): void {
-  const h = fh;
-  const l = fl;
-  fnvWord(l);
-  fnvWord(h);
-}
-
-/** sd_hash of a string (the disk's trimmed path), into (fh, fl). */
-function hashPath(p: string): void {
-  let h = 0xcbf29ce484222325n;
-  for (const b of Buffer.from(p, 'utf8')) h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
-  fh = Number(h >> 32n);
-  fl = Number(h & 0xffffffffn);
-  hashNextInPlace();
-}
+const KEY = new Uint32Array(2);
 
 /** Points as (hi, lo) halves: a disk of many TiB has a million of them, which BigInts would make slow to build and sort. */
 interface Points {
@@ -53,10 +31,10 @@ interface Points {
 function generate(p: string, nr: number): Points {
   const hi = new Uint32Array(nr);
   const lo = new Uint32Array(nr);
-  hashPath(p);
-  // hashNextInPlace, inlined on locals: this loop makes every point
-  let h = fh;
-  let l = fl;
+  // sd_hash_next on 32-bit halves in doubles (exact: every intermediate stays
+  // below 2^53), inlined on locals: this loop makes every point of a disk (a
+  // million for a large one), which BigInts would make crawl
+  let [h, l] = hashPath(p);
   for (let i = 0; i < nr; i++) {
     const wl = l;
     const wh = h;
@@ -142,14 +120,9 @@ export class DiskRing {
     const hit = this.memo.get(oid);
     if (hit) return hit;
     if (!this.parts.length) return undefined;
-    // sd_hash_oid on halves (common/hash.ts's, without building the BigInt)
-    fh = 0xcbf29ce4;
-    fl = 0x84222325;
-    fnvWord(Number(oid & 0xffffffffn));
-    fnvWord(Number((oid >> 32n) & 0xffffffffn));
-    hashNextInPlace();
-    const kh = fh;
-    const kl = fl;
+    sdHashOidHalves(oid, KEY);
+    const kh = KEY[0];
+    const kl = KEY[1];
     // best successor at or after the key, and the smallest point overall (for the wrap)
     let best = -1, bh = 0, bl = 0;
     let low = -1, lh = 0, ll = 0;

@@ -223,7 +223,13 @@ export class Recovery {
       // 2. what placement gives us, and what to do about each
       let unavailable = 0;
       const garbage: { oid: bigint; removedAt: number; stale: boolean }[] = [];
+      let step = 0;
       for (const [oid, listed] of holders) {
+        // thousands of objects: requests get the event loop between slices of the plan
+        if (++step % 256 === 0) {
+          await new Promise((r) => setImmediate(r));
+          if (run.cancelled) return;
+        }
         // a copy older than the object's removal outlived it on a node that was away: garbage, wherever it is
         const removedAt = listed.reduce((m, h) => (h.removed && h.version > m ? h.version : m), 0);
         const hs = removedAt ? listed.filter((h) => !h.removed) : listed;

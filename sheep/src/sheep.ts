@@ -164,7 +164,10 @@ export class Sheep implements PlacementView {
   /** After a crash: copies at this version or newer, changed after suspectSince (ms), are suspects too. */
   private uncleanFrom?: number;
   private suspectSince = 0;
-  private rings = new Map<number, VnodeRing>();
+  /** Vnode rings by membership (see ringOf): churn repeats the same few memberships over hundreds of epochs. */
+  private rings = new Map<string, VnodeRing>();
+  /** An epoch record's membership key, by record (a record replaced gets a new key). */
+  private memberKeys = new WeakMap<object, string>();
   /** S3 buckets' writers (bucket VDI id -> node): one gateway writes a bucket at a time (claimS3Writer). */
   readonly s3Writers = new Map<number, string>();
   /** Objects the cluster removed, by epoch (see Tombstones). */
@@ -469,13 +472,31 @@ export class Sheep implements PlacementView {
     return this.cfg.saveState({ born: this.born, recovered: this.recoveredEpoch });
   }
 
-  /** The vnode ring of an epoch of the history (cached). */
+  /** What an epoch's placement depends on: its members, their vnodes and zones. */
+  private membersKey(epoch: number): string {
+    const rec = this.epochs.get(epoch);
+    if (!rec) return '';
+    let k = this.memberKeys.get(rec);
+    if (k === undefined) {
+      k = rec.nodes.map((n) => `${nodeToString(n)}/${n.nrVnodes}/${n.zone}`).join(',');
+      this.memberKeys.set(rec, k);
+    }
+    return k;
+  }
+
+  /**
+   * The vnode ring of an epoch of the history, cached by membership. Keyed
+   * by epoch, a walk over more epochs than the cache held rebuilt a ring at
+   * every step: planning one recovery after 300 epochs of churn took the
+   * event loop for 57 s (chaos seed 4501), and every request with it.
+   */
   ringOf(epoch: number): VnodeRing {
-    let r = this.rings.get(epoch);
+    const key = this.membersKey(epoch);
+    let r = this.rings.get(key);
     if (!r) {
       r = new VnodeRing(this.epochs.get(epoch)?.nodes ?? []);
-      if (this.rings.size >= 64) this.rings.delete(this.rings.keys().next().value as number);
-      this.rings.set(epoch, r);
+      if (this.rings.size >= 256) this.rings.delete(this.rings.keys().next().value as string);
+      this.rings.set(key, r);
     }
     return r;
   }
@@ -489,13 +510,18 @@ export class Sheep implements PlacementView {
    */
   newestIsPresent(oid: bigint, vmax: number, present: Map<string, number>): boolean {
     const copies = this.copiesOf(oid);
+    // a membership that passed at an epoch passes at every later one (born <= t only gets easier)
+    let passed: Set<string> | undefined;
     for (let t = Math.max(vmax + 1, this.recoveredEpoch, 1); t < this.epochNr; t++) {
       if (!this.epochs.has(t)) return false;
+      const key = this.membersKey(t);
+      if (passed?.has(key)) continue;
       const placed = this.ringOf(t).placeOid(oid, copies);
       if (!placed.some((n) => {
         const b = present.get(nodeToString(n));
         return b !== undefined && b > 0 && b <= t;
       })) return false;
+      (passed ??= new Set()).add(key);
     }
     return true;
   }

@@ -405,6 +405,16 @@ export class VdiIO {
         }
       }
       ctx.hold(this.busy, idx);
+      // Another client of this VDI (through another gateway, say after a VM
+      // moved) may have allocated the object since this index was read: a
+      // copy-on-write create would replace that object, and the writes
+      // acknowledged in it, with the parent's bytes (chaos seed 4802, an NBD
+      // export's index outliving its client). The entry on disk decides.
+      const onDisk = await this.entryOnDisk(v, idx);
+      if (onDisk !== undefined && onDisk !== owner && this.vid === v) {
+        this.objects.set(idx, onDisk);
+        continue;
+      }
       try {
         await this.backend.createObj(vidToDataOid(v, idx), owner ? vidToDataOid(owner, idx) : 0n, off, data, this.copies);
       } catch (e) {
@@ -414,6 +424,16 @@ export class VdiIO {
       this.objects.set(idx, v);
       ctx.dirty(idx, owner);
       return;
+    }
+  }
+
+  /** data_vdi_id[idx] of vid as the inode on disk has it (undefined: a hyper volume, or unreadable now). */
+  private async entryOnDisk(vid: number, idx: number): Promise<number | undefined> {
+    if (!(this.objects instanceof FlatObjectIndex)) return undefined;
+    try {
+      return (await this.backend.readObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE + 4 * idx, 4, this.copies)).readUInt32LE(0);
+    } catch {
+      return undefined;
     }
   }
 

@@ -116,6 +116,8 @@ describe('VdiIO over the wire', () => {
     rec.log = [];
     await cio.write(4 * MB + 10, Buffer.from('COW!'));
     expect(rec.log).toEqual([
+      // the entry on disk first: another client may have allocated the object meanwhile
+      `read ${oidToHex(vidToVdiOid(cvid))} ${SD_INODE_HEADER_SIZE + 4} 4`,
       `create ${oidToHex(vidToDataOid(cvid, 1))} cow=${oidToHex(vidToDataOid(bvid, 1))} 10 4`,
       `index ${cvid.toString(16)} 1 1`,
     ]);
@@ -184,6 +186,28 @@ describe('VdiIO over the wire', () => {
     flaky.log = [];
     await io.write(2 * 4 * MB + 512, first);
     expect(flaky.log).toEqual([`write ${oidToHex(vidToDataOid(vid, 2))} 512 512`]);
+  });
+
+  it('a client whose index is out of date does not copy the parent over an object another client allocated (chaos seed 4802)', async () => {
+    expect((await w.newVdi('sbase', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
+    const bvid = await w.vid('sbase');
+    const orig = randomBytes(8 * MB);
+    await (await VdiIO.open(new ClientVdiBackend(c), bvid)).write(0, orig);
+    expect((await w.newVdi('sbase', 16n * BigInt(MB), { base: bvid, snapshot: true })).rsp.result).toBe(Res.SUCCESS);
+    expect((await w.newVdi('sclone', 16n * BigInt(MB), { base: bvid })).rsp.result).toBe(Res.SUCCESS);
+    const cvid = await w.vid('sclone');
+    // two clients (say NBD exports on two gateways), both opened before any write
+    const old = await VdiIO.open(new ClientVdiBackend(c), cvid);
+    const other = await VdiIO.open(new ClientVdiBackend(c), cvid);
+    const first = Buffer.alloc(4096, 0xa1);
+    await other.write(4 * MB + 8192, first);
+    // the old client still thinks object 1 is the parent's
+    const second = Buffer.alloc(4096, 0xb2);
+    await old.write(4 * MB + 65536, second);
+    const fresh = await VdiIO.open(new ClientVdiBackend(c), cvid);
+    expect((await fresh.read(4 * MB + 8192, 4096)).equals(first)).toBe(true);
+    expect((await fresh.read(4 * MB + 65536, 4096)).equals(second)).toBe(true);
+    expect((await fresh.read(4 * MB, 8192)).equals(orig.subarray(4 * MB, 4 * MB + 8192))).toBe(true);
   });
 
   it('discards whole objects by zeroing index entries, and the object is reclaimed', async () => {

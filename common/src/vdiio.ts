@@ -93,6 +93,12 @@ export interface VdiIOOptions {
    * Without it READONLY fails the request.
    */
   reload?: () => Promise<InodeHeader>;
+  /**
+   * Trust the in-memory index before a copy-on-write create, without
+   * reading the entry on disk first (QEMU's driver does; only a client
+   * that is the VDI's sole writer for its whole life may).
+   */
+  trustIndex?: boolean;
 }
 
 interface Piece {
@@ -429,7 +435,7 @@ export class VdiIO {
 
   /** data_vdi_id[idx] of vid as the inode on disk has it (undefined: a hyper volume, or unreadable now). */
   private async entryOnDisk(vid: number, idx: number): Promise<number | undefined> {
-    if (!(this.objects instanceof FlatObjectIndex)) return undefined;
+    if (!(this.objects instanceof FlatObjectIndex) || this.opts.trustIndex) return undefined;
     try {
       return (await this.backend.readObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE + 4 * idx, 4, this.copies)).readUInt32LE(0);
     } catch {

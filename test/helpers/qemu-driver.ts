@@ -130,7 +130,7 @@ export class QemuDriver {
     const vid = lk.rsp.vdi.vdiId;
     const ino = await d.meta({ opcode: Op.READ_OBJ, flags: d.cacheFlags, dataLength: SD_INODE_QEMU_SIZE, obj: { oid: vidToVdiOid(vid), offset: 0, copies: 0 } });
     if (ino.rsp.result !== Res.SUCCESS) { d.ioc.close(); throw new SheepdogError(ino.rsp.result); }
-    d.io = new VdiIO(d.sock, decodeInodeHeader(ino.data), decodeIndex(ino.data), { reload: () => d.reloadHeader(0, '') });
+    d.io = new VdiIO(d.sock, decodeInodeHeader(ino.data), decodeIndex(ino.data), { reload: () => d.reloadHeader(0, ''), trustIndex: true });
     d.isSnapshot = !!(o.snapid || o.tag);
     return d;
   }
@@ -225,7 +225,7 @@ export class QemuDriver {
     const deleted = del.rsp.result === Res.SUCCESS || del.rsp.result === Res.NO_VDI;
     const nv = must(await this.meta({ opcode: Op.NEW_VDI, flags: Flag.CMD_WRITE, dataLength: 256, vdi: { vdiSize: s.vdiSize, baseVdiId: s.vdiId, copies: s.nrCopies, copyPolicy: s.copyPolicy, storePolicy: 0, blockSizeShift: s.blockSizeShift, snapid: deleted ? 0 : 1 } }, encodeFixedString(this.name, 256)));
     const ino = must(await this.meta({ opcode: Op.READ_OBJ, flags: this.cacheFlags, dataLength: SD_INODE_QEMU_SIZE, obj: { oid: vidToVdiOid(nv.rsp.vdi.vdiId), copies: s.nrCopies } }));
-    this.io = new VdiIO(this.sock, decodeInodeHeader(ino.data), decodeIndex(ino.data), { reload: () => this.reloadHeader(0, '') });
+    this.io = new VdiIO(this.sock, decodeInodeHeader(ino.data), decodeIndex(ino.data), { reload: () => this.reloadHeader(0, ''), trustIndex: true });
     this.isSnapshot = false;
     this.lastBranchDeleted = deleted;
   }

@@ -433,6 +433,27 @@ export class VdiIO {
     }
   }
 
+  /**
+   * Take the index entries on disk for every object of the VDI that no
+   * request of this client is allocating: another client (through another
+   * gateway) may have allocated objects since this index was read, and
+   * reads would otherwise return the parent's bytes for them. A client
+   * shared by successive connections (an NBD export) calls it when one
+   * attaches. Hyper volumes: nothing (their tree is not re-read).
+   */
+  async refreshIndex(): Promise<void> {
+    if (!(this.objects instanceof FlatObjectIndex)) return;
+    const vid = this.vid;
+    const n = Math.min(MAX_DATA_OBJS, Math.ceil(this.size / this.objectSize));
+    if (n <= 0) return;
+    const b = await this.backend.readObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE, 4 * n, this.copies);
+    if (this.vid !== vid) return;
+    for (let i = 0; i < n; i++) {
+      const d = b.readUInt32LE(4 * i);
+      if (d !== this.objects.get(i) && !this.busy.has(i)) this.objects.set(i, d);
+    }
+  }
+
   /** data_vdi_id[idx] of vid as the inode on disk has it (undefined: a hyper volume, or unreadable now). */
   private async entryOnDisk(vid: number, idx: number): Promise<number | undefined> {
     if (!(this.objects instanceof FlatObjectIndex) || this.opts.trustIndex) return undefined;

@@ -153,6 +153,23 @@ describe('NBD server protocol', () => {
     expect(r.data!.subarray(4096).equals(Buffer.alloc(4096, 0xbb))).toBe(true);
   });
 
+  it('a connection attaching to a held export sees objects another gateway allocated meanwhile (chaos seed 4802)', async () => {
+    expect((await w.newVdi('moved', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
+    // a connection holds the export open (as one whose requests are still draining would)
+    const held = (await attached('moved')).c;
+    expect((await held.cmd(NBD.CMD.READ, 0, 4096)).data!.equals(Buffer.alloc(4096))).toBe(true);
+    // the VM moved: its writes now come through the sheepdog protocol (another gateway's client)
+    const vid = await w.vid('moved');
+    const data = randomBytes(4096);
+    await w.writeVdi(vid, 8 * MB + 4096, data);
+    // a new connection to the held export reads them
+    const next = (await attached('moved')).c;
+    const r = await next.cmd(NBD.CMD.READ, 8 * MB + 4096, 4096);
+    expect(r.error).toBe(0);
+    expect(r.data!.equals(data)).toBe(true);
+    held.close();
+  });
+
   it('refuses writes to snapshot exports on the server side', async () => {
     const vid = await w.vid('disk');
     await w.c.request({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(vid), offset: 256 } }, encodeFixedString('t1', 256));

@@ -75,8 +75,22 @@ export class NbdServer {
       p = ref.open().then((io) => ({ io, refs: 0 }));
       this.exports.set(ref.key, p);
       p.catch(() => this.exports.delete(ref.key));
+      return p.then((e) => { e.refs++; return e; });
     }
-    return p.then((e) => { e.refs++; return e; });
+    // An export still held (by a connection whose requests are draining, or
+    // by other connections) was opened a while ago: clients through other
+    // gateways may have allocated objects since (chaos seed 4802 read the
+    // parent's bytes through such an export).
+    return p.then(async (e) => {
+      e.refs++;
+      try {
+        await e.io.refreshIndex();
+      } catch (err) {
+        this.release(ref.key, e);
+        throw err;
+      }
+      return e;
+    });
   }
 
   private release(key: string, e: OpenExport): void {

@@ -446,7 +446,7 @@ export class VdiIO {
     const vid = this.vid;
     const n = Math.min(MAX_DATA_OBJS, Math.ceil(this.size / this.objectSize));
     if (n <= 0) return;
-    const b = await this.backend.readObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE, 4 * n, this.copies);
+    const b = await this.indexOnDisk(vid, 0, n);
     if (this.vid !== vid) return;
     for (let i = 0; i < n; i++) {
       const d = b.readUInt32LE(4 * i);
@@ -454,11 +454,16 @@ export class VdiIO {
     }
   }
 
+  /** data_vdi_id[first .. first+n) of vid as the inode on disk has it (a flat index's). */
+  private indexOnDisk(vid: number, first: number, n: number): Promise<Buffer> {
+    return this.backend.readObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE + 4 * first, 4 * n, this.copies);
+  }
+
   /** data_vdi_id[idx] of vid as the inode on disk has it (undefined: a hyper volume, or unreadable now). */
   private async entryOnDisk(vid: number, idx: number): Promise<number | undefined> {
     if (!(this.objects instanceof FlatObjectIndex) || this.opts.trustIndex) return undefined;
     try {
-      return (await this.backend.readObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE + 4 * idx, 4, this.copies)).readUInt32LE(0);
+      return (await this.indexOnDisk(vid, idx, 1)).readUInt32LE(0);
     } catch {
       return undefined;
     }
@@ -490,8 +495,7 @@ export class VdiIO {
   private async reconcileIndex(ctx: WriteCtx, vid: number): Promise<void> {
     let disk: Buffer | undefined;
     if (this.objects instanceof FlatObjectIndex) {
-      disk = await this.backend.readObj(vidToVdiOid(vid), SD_INODE_HEADER_SIZE + 4 * ctx.min, 4 * (ctx.max - ctx.min + 1), this.copies)
-        .catch(() => undefined);
+      disk = await this.indexOnDisk(vid, ctx.min, ctx.max - ctx.min + 1).catch(() => undefined);
     }
     if (this.vid !== vid) return;
     for (let k = ctx.changed.length - 1; k >= 0; k--) {

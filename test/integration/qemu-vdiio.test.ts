@@ -53,6 +53,17 @@ describe('VdiIO over the wire', () => {
     await stopAll();
   });
 
+  /** A 16 MiB VDI base with 8 MiB of random bytes, snapshotted, and a clone of that snapshot. */
+  const cloneWithData = async (base: string, clone: string) => {
+    expect((await w.newVdi(base, 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
+    const bvid = await w.vid(base);
+    const orig = randomBytes(8 * MB);
+    await (await VdiIO.open(new ClientVdiBackend(c), bvid)).write(0, orig);
+    expect((await w.newVdi(base, 16n * BigInt(MB), { base: bvid, snapshot: true })).rsp.result).toBe(Res.SUCCESS);
+    expect((await w.newVdi(clone, 16n * BigInt(MB), { base: bvid })).rsp.result).toBe(Res.SUCCESS);
+    return { bvid, cvid: await w.vid(clone), orig };
+  };
+
   it('reads zeros from holes and writes across object boundaries with one index update', async () => {
     expect((await w.newVdi('v1', 64n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
     const vid = await w.vid('v1');
@@ -101,15 +112,7 @@ describe('VdiIO over the wire', () => {
   });
 
   it('copy-on-writes a clone and leaves the snapshot intact', async () => {
-    expect((await w.newVdi('base', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
-    const bvid = await w.vid('base');
-    const bio = await VdiIO.open(new ClientVdiBackend(c), bvid);
-    const orig = randomBytes(8 * MB);
-    await bio.write(0, orig);
-    // snapshot, then clone the snapshot
-    expect((await w.newVdi('base', 16n * BigInt(MB), { base: bvid, snapshot: true })).rsp.result).toBe(Res.SUCCESS);
-    expect((await w.newVdi('clone', 16n * BigInt(MB), { base: bvid })).rsp.result).toBe(Res.SUCCESS);
-    const cvid = await w.vid('clone');
+    const { bvid, cvid, orig } = await cloneWithData('base', 'clone');
     const rec = new Recorder(new ClientVdiBackend(c));
     const cio = await VdiIO.open(rec, cvid);
     expect((await cio.read(0, 8 * MB)).equals(orig)).toBe(true);
@@ -131,13 +134,7 @@ describe('VdiIO over the wire', () => {
   it('a write acknowledged after a failed index update is referenced by the index on disk (chaos seed 4101)', async () => {
     // A clone whose object 1 is the parent's; the index update of the first
     // write into it fails (as when the cluster changes under it).
-    expect((await w.newVdi('cbase', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
-    const bvid = await w.vid('cbase');
-    const orig = randomBytes(8 * MB);
-    await (await VdiIO.open(new ClientVdiBackend(c), bvid)).write(0, orig);
-    expect((await w.newVdi('cbase', 16n * BigInt(MB), { base: bvid, snapshot: true })).rsp.result).toBe(Res.SUCCESS);
-    expect((await w.newVdi('cclone', 16n * BigInt(MB), { base: bvid })).rsp.result).toBe(Res.SUCCESS);
-    const cvid = await w.vid('cclone');
+    const { cvid, orig } = await cloneWithData('cbase', 'cclone');
     const flaky = new Recorder(new ClientVdiBackend(c));
     let failIndex = 1;
     flaky.writeIndex = (vid, first, entries, copies) => {
@@ -189,13 +186,7 @@ describe('VdiIO over the wire', () => {
   });
 
   it('a client whose index is out of date does not copy the parent over an object another client allocated (chaos seed 4802)', async () => {
-    expect((await w.newVdi('sbase', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
-    const bvid = await w.vid('sbase');
-    const orig = randomBytes(8 * MB);
-    await (await VdiIO.open(new ClientVdiBackend(c), bvid)).write(0, orig);
-    expect((await w.newVdi('sbase', 16n * BigInt(MB), { base: bvid, snapshot: true })).rsp.result).toBe(Res.SUCCESS);
-    expect((await w.newVdi('sclone', 16n * BigInt(MB), { base: bvid })).rsp.result).toBe(Res.SUCCESS);
-    const cvid = await w.vid('sclone');
+    const { cvid, orig } = await cloneWithData('sbase', 'sclone');
     // two clients (say NBD exports on two gateways), both opened before any write
     const old = await VdiIO.open(new ClientVdiBackend(c), cvid);
     const other = await VdiIO.open(new ClientVdiBackend(c), cvid);

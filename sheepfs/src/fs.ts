@@ -149,6 +149,22 @@ export class SheepFs {
     return v.checked.p;
   }
 
+  /**
+   * Close-to-open consistency, as NFS gives: each open re-reads the index, so
+   * objects that writers through other gateways allocated since (a VM that
+   * moved host, collie vdi write) are read from where they now live, not
+   * from the parent or as zeros. Handles already open keep what they had.
+   */
+  private async openVolume(v: Volume): Promise<VdiIO> {
+    const io = await this.refresh(v);
+    try {
+      await io.refreshIndex();
+    } catch (e) {
+      log.warn(`volume/${v.name}: cannot re-read the index on open, serving the one in memory: ${(e as Error).message}`);
+    }
+    return io;
+  }
+
   private async reread(v: Volume): Promise<VdiIO> {
     const io = v.io;
     const vid = io.vid;
@@ -210,7 +226,7 @@ export class SheepFs {
         const v = p.length === 2 ? this.volumes.get(p[1]) : undefined;
         if (!v) return undefined;
         await this.refresh(v);
-        return { kind: 'vol', label: `volume/${v.name}`, size: v.io.size, ro: false, open: () => this.refresh(v), io: v.io };
+        return { kind: 'vol', label: `volume/${v.name}`, size: v.io.size, ro: false, open: () => this.openVolume(v), io: v.io };
       }
       case 'node':
         return this.resolveNode(p);

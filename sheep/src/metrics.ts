@@ -91,6 +91,8 @@ export class SheepMetrics {
   private sdInflight = 0;
   private nbdInflight = 0;
   private readonly bytes = { sdIn: 0, sdOut: 0, nbdIn: 0, nbdOut: 0 };
+  /** NBD write payloads that went from the socket to a pipe, never through memory. */
+  private readonly spliced = { writes: 0, bytes: 0 };
   private recoveredCount = 0;
   private recoveredHow!: { fetched: client.Counter.Internal; current: client.Counter.Internal };
   private samples: number[] = [];
@@ -111,6 +113,8 @@ export class SheepMetrics {
     tallySeries(reg, 'sheep_nbd_', 'command', 'NBD commands', () => present(this.nbd));
     const by = (sd: number, nbd: number): Sample[] => [{ value: sd, labels: { protocol: 'sheepdog' } }, { value: nbd, labels: { protocol: 'nbd' } }];
     scraped(reg, 'sheep_received_bytes_total', 'Payload bytes received in requests, by protocol (sheepdog, nbd)', 'counter', () => by(this.bytes.sdIn, this.bytes.nbdIn));
+    scraped(reg, 'sheep_nbd_spliced_writes_total', 'NBD write payloads moved from the socket into a pipe and spliced into the object file, without a copy through memory', 'counter', () => [{ value: this.spliced.writes }]);
+    scraped(reg, 'sheep_nbd_spliced_bytes_total', 'Bytes of those spliced NBD write payloads', 'counter', () => [{ value: this.spliced.bytes }]);
     scraped(reg, 'sheep_sent_bytes_total', 'Payload bytes sent in answers, by protocol (sheepdog, nbd)', 'counter', () => by(this.bytes.sdOut, this.bytes.nbdOut));
 
     const self = this;
@@ -234,6 +238,12 @@ export class SheepMetrics {
     h.mT0 = performance.now();
     h.mCmd = cmd;
     this.bytes.nbdIn += payload;
+  }
+
+  /** An NBD write payload of `bytes` is in its pipe, whole. */
+  nbdSpliced(bytes: number): void {
+    this.spliced.writes++;
+    this.spliced.bytes += bytes;
   }
 
   /** The NBD command on handle h is answered (errno 0: success) with `sent` data bytes. */

@@ -563,6 +563,7 @@ class NbdConnection implements DirectReader, Guarded {
       return;
     }
     this.headerNext = true;
+    metrics?.nbdSpliced(r.length);
     this.updateReading();
     this.dispatch(Cmd.WRITE, r.flags, r.handle, r.offset, r.length, undefined, t);
   };

@@ -1,7 +1,7 @@
 // Start real sheep processes on loopback in temp dirs, run real collie.
 import { spawn, ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dir as tmpDir } from 'tmp-promise';
@@ -83,7 +83,7 @@ const started = new Set<SheepProc>();
 
 export async function startSheep(opts: StartOptions = {}): Promise<SheepProc> {
   const port = opts.port ?? (await freePort());
-  const dir = opts.dir ?? (await tmpDir({ unsafeCleanup: true, prefix: 'sheep-' })).path;
+  const dir = opts.dir ?? (await madeDir());
   const cluster = opts.cluster ?? `local:${uniqueClusterId()}`;
   // where this run's lines start in a log an earlier run on dir wrote to
   const logFile = path.join(dir, 'sheep.log');
@@ -136,6 +136,26 @@ export async function startSheep(opts: StartOptions = {}): Promise<SheepProc> {
 
 export async function stopAll(): Promise<void> {
   await Promise.all([...started].map((s) => s.kill()));
+}
+
+/**
+ * Store directories this helper made. Tests restart sheep on them after
+ * stopAll, so they go only when the test file is done (test/helpers/setup.ts
+ * runs removeMadeDirs after the file's own afterAll hooks): tmp-promise's own
+ * cleanup needs a graceful process exit, which vitest's workers do not make,
+ * and each directory left behind holds up to a GiB.
+ */
+const madeDirs: string[] = [];
+async function madeDir(): Promise<string> {
+  const d = (await tmpDir({ prefix: 'sheep-' })).path;
+  madeDirs.push(d);
+  return d;
+}
+
+/** Stop every sheep still running and remove the directories made for them. */
+export async function removeMadeDirs(): Promise<void> {
+  await stopAll();
+  await Promise.all(madeDirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
 }
 
 export interface RunResult {

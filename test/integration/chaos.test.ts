@@ -4,6 +4,7 @@
 // acknowledged write, and at the end every VDI, byte, object placement and
 // epoch history checked. Long runs: npm run chaos -- --seed N --minutes M.
 import { it, expect } from 'vitest';
+import { rm } from 'node:fs/promises';
 import { runChaos } from '../chaos/sim.js';
 
 it('churn simulator, seed 20261206, 2 minutes: no finding', async () => {
@@ -14,4 +15,6 @@ it('churn simulator, seed 20261206, 2 minutes: no finding', async () => {
   expect(Object.values(r.faults).reduce((a, b) => a + b, 0)).toBeGreaterThan(10);
   expect(r.acked).toBeGreaterThan(500);
   expect(r.reads).toBeGreaterThan(100);
+  // a clean run's node directories are of no further use (a failing one keeps them for a look)
+  await rm(r.outDir, { recursive: true, force: true });
 }, 600_000);

@@ -438,10 +438,13 @@ export class VdiIO {
    * request of this client is allocating: another client (through another
    * gateway) may have allocated objects since this index was read, and
    * reads would otherwise return the parent's bytes for them. A client
-   * shared by successive connections (an NBD export) calls it when one
-   * attaches. Hyper volumes: nothing (their tree is not re-read).
+   * shared by successive connections (an NBD export, a sheepfs volume)
+   * calls it when one attaches. A working VDI snapshotted meanwhile is left
+   * for the new working VDI first. Hyper volumes: nothing (their tree is
+   * not re-read).
    */
   async refreshIndex(): Promise<void> {
+    await this.followWorkingVdi();
     if (!(this.objects instanceof FlatObjectIndex)) return;
     const vid = this.vid;
     const n = Math.min(MAX_DATA_OBJS, Math.ceil(this.size / this.objectSize));
@@ -452,6 +455,20 @@ export class VdiIO {
       const d = b.readUInt32LE(4 * i);
       if (d !== this.objects.get(i) && !this.busy.has(i)) this.objects.set(i, d);
     }
+  }
+
+  /**
+   * A working VDI opened by name that was snapshotted since (through another
+   * gateway) is a snapshot now. Writes find out (READONLY), reads do not:
+   * they would go on reading the snapshot's objects and miss what writers
+   * through other gateways put in the new working VDI (chaos seed 4105,
+   * replayed: an NBD export read the bytes of two snapshots ago).
+   */
+  private async followWorkingVdi(): Promise<void> {
+    if (!this.opts.reload || this.readonly) return;
+    const vid = this.vid;
+    const h = await this.opts.reload();
+    if (this.vid === vid && h.vdiId !== vid) this.header = h;
   }
 
   /** data_vdi_id[first .. first+n) of vid as the inode on disk has it (a flat index's). */
@@ -509,10 +526,13 @@ export class VdiIO {
     if (this.vid !== failedVid) return;
     if (!this.opts.reload) throw e;
     if (!this.reloading) {
-      this.reloading = this.opts.reload().then((h) => {
+      this.reloading = this.opts.reload().then(async (h) => {
         if (h.vdiId === failedVid) throw e;
-        // keep the in-memory index (identical to the new VDI's), take its header
         this.header = h;
+        // The new VDI's index is the one on disk when the snapshot was
+        // taken, which is newer than ours if other gateways' clients
+        // allocated objects since we read it.
+        await this.refreshIndex().catch(() => undefined);
       }).finally(() => { this.reloading = undefined; });
     }
     await this.reloading;

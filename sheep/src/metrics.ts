@@ -91,6 +91,8 @@ export class SheepMetrics {
   private sdInflight = 0;
   private nbdInflight = 0;
   private readonly bytes = { sdIn: 0, sdOut: 0, nbdIn: 0, nbdOut: 0 };
+  /** NBD exports some connection holds open. */
+  private exportsOpen = 0;
   /** NBD write payloads that went from the socket to a pipe, never through memory. */
   private readonly spliced = { writes: 0, bytes: 0 };
   private recoveredCount = 0;
@@ -123,6 +125,7 @@ export class SheepMetrics {
       name: 'sheep_requests_in_flight', help: 'Requests received and not yet answered, by protocol', labelNames: ['protocol'], registers,
       collect() { this.set({ protocol: 'sheepdog' }, self.sdInflight); this.set({ protocol: 'nbd' }, self.nbdInflight); },
     });
+    new client.Gauge({ name: 'sheep_nbd_exports_open', help: 'NBD exports (VDIs) that connections hold open', registers, collect() { this.set(self.exportsOpen); } });
     new client.Gauge({ name: 'sheep_epoch', help: 'The cluster epoch this node is in', registers, collect() { this.set(s.epochNr); } });
     new client.Gauge({ name: 'sheep_cluster_members', help: 'Members of the current epoch', registers, collect() { this.set(s.members.length); } });
     new client.Gauge({
@@ -238,6 +241,11 @@ export class SheepMetrics {
     h.mT0 = performance.now();
     h.mCmd = cmd;
     this.bytes.nbdIn += payload;
+  }
+
+  /** An NBD export was opened (+1) or let go of by its last connection (-1). */
+  nbdExports(delta: number): void {
+    this.exportsOpen += delta;
   }
 
   /** An NBD write payload of `bytes` is in its pipe, whole. */

@@ -5,7 +5,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { Op, Flag, Res, vidToVdiOid, encodeFixedString } from '@sheepdog/common';
-import { stopAll } from '../helpers/cluster.js';
+import { stopAll, freePort, waitFor } from '../helpers/cluster.js';
 import { Wire } from '../helpers/wire.js';
 import { startNbdSheep, NbdSheep } from '../helpers/nbd.js';
 import { RawConn, NBD } from '../helpers/nbd-client.js';
@@ -170,6 +170,32 @@ describe('NBD server protocol', () => {
     held.close();
   });
 
+  it('a connection attaching to a held export follows a snapshot taken meanwhile (chaos seed 4105, replayed)', async () => {
+    expect((await w.newVdi('snapped', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
+    const held = (await attached('snapped')).c;
+    const first = randomBytes(4096);
+    expect((await held.cmd(NBD.CMD.WRITE, 4 * MB, 4096, first)).error).toBe(0);
+    // through another gateway: a snapshot (the working VDI gets a new vid),
+    // then a write into the new working VDI, copied on write
+    const old = await w.vid('snapped');
+    expect((await w.newVdi('snapped', 16n * BigInt(MB), { base: old, snapshot: true })).rsp.result).toBe(Res.SUCCESS);
+    const cur = await w.vid('snapped');
+    expect(cur).not.toBe(old);
+    const second = randomBytes(4096);
+    await w.writeVdi(cur, 4 * MB, second);
+    // a new connection to the held export reads the working VDI, not the snapshot
+    const next = (await attached('snapped')).c;
+    const r = await next.cmd(NBD.CMD.READ, 4 * MB, 4096);
+    expect(r.error).toBe(0);
+    expect(r.data!.equals(second)).toBe(true);
+    // and writes there without a detour
+    const third = randomBytes(4096);
+    expect((await next.cmd(NBD.CMD.WRITE, 4 * MB + 4096, 4096, third)).error).toBe(0);
+    expect((await w.readVdi(cur, 4 * MB, 8192)).equals(Buffer.concat([second, third]))).toBe(true);
+    expect((await w.readVdi(old, 4 * MB, 4096)).equals(first)).toBe(true);
+    held.close();
+  });
+
   it('refuses writes to snapshot exports on the server side', async () => {
     const vid = await w.vid('disk');
     await w.c.request({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToVdiOid(vid), offset: 256 } }, encodeFixedString('t1', 256));
@@ -222,6 +248,51 @@ describe('NBD server protocol', () => {
     // the daemon is fine
     const { c: ok } = await attached('disk');
     expect((await ok.cmd(NBD.CMD.READ, 4096, 4)).data!.toString()).toBe('NEW!');
+    expect(n.s.proc.exitCode).toBe(null);
+  });
+});
+
+describe('NBD exports and clients that hang up', () => {
+  let n: NbdSheep;
+  let mport = 0;
+  const openExports = async (): Promise<number> => {
+    const t = await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text();
+    const m = /^sheep_nbd_exports_open (\d+)$/m.exec(t);
+    if (!m) throw new Error('no sheep_nbd_exports_open in /metrics');
+    return Number(m[1]);
+  };
+  beforeAll(async () => {
+    mport = await freePort();
+    n = await startNbdSheep(1, ['--metrics', `127.0.0.1:${mport}`]);
+    const w = new Wire(n.s.port);
+    expect((await w.newVdi('gone', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
+    w.close();
+  });
+  afterAll(async () => {
+    await stopAll();
+  });
+
+  it('an export opened for a client that hung up during GO is let go of (chaos seed 4105: it was held for good)', async () => {
+    expect(await openExports()).toBe(0);
+    for (let i = 0; i < 20; i++) {
+      const c = new RawConn(n.nbdPort);
+      await c.hello();
+      const nb = Buffer.from('gone');
+      const d = Buffer.alloc(4 + nb.length + 2);
+      d.writeUInt32BE(nb.length, 0);
+      nb.copy(d, 4);
+      c.sendOpt(i % 2 ? NBD.OPT.GO : NBD.OPT.EXPORT_NAME, i % 2 ? d : nb);
+      // gone before the export is open
+      c.close();
+    }
+    await waitFor(async () => (await openExports()) === 0, 5000, 'every export let go of');
+    // an attached client holds it, and lets go when it leaves
+    const c = new RawConn(n.nbdPort);
+    await c.hello();
+    expect('error' in (await c.go('gone'))).toBe(false);
+    expect(await openExports()).toBe(1);
+    c.close();
+    await waitFor(async () => (await openExports()) === 0, 5000, 'the export let go of');
     expect(n.s.proc.exitCode).toBe(null);
   });
 });

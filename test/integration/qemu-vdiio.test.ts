@@ -245,6 +245,25 @@ describe('VdiIO over the wire', () => {
     expect((await sio.read(0, 4096)).equals(Buffer.alloc(4096, 1))).toBe(true);
   });
 
+  it('after following a snapshot, reads see what other clients wrote before it (chaos seed 4105)', async () => {
+    expect((await w.newVdi('v5', 16n * BigInt(MB))).rsp.result).toBe(Res.SUCCESS);
+    // a client that read the index at open, and then was idle (a held NBD export)
+    const idle = await openVdi(c, 'v5');
+    const v1 = idle.vid;
+    // the VM moved: another gateway's client wrote object 2
+    const other = await openVdi(c, 'v5');
+    const moved = randomBytes(4096);
+    await other.write(2 * 4 * MB, moved);
+    // someone snapshots the VDI
+    const sn = await w.newVdi('v5', 16n * BigInt(MB), { base: v1, snapshot: true });
+    expect(sn.rsp.result).toBe(Res.SUCCESS);
+    // the idle client writes elsewhere (READONLY: it follows to the new working VDI) ...
+    await idle.write(0, Buffer.alloc(4096, 5));
+    expect(idle.vid).toBe(sn.rsp.vdi.vdiId);
+    // ... and reads object 2 as the new working VDI has it, not as zeros
+    expect((await idle.read(2 * 4 * MB, 4096)).equals(moved)).toBe(true);
+  });
+
   it('FLUSH_VDI without a cache switches the backend to direct mode', async () => {
     const io = await openVdi(c, 'v1');
     const be = io.backend as ClientVdiBackend;

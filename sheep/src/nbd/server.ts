@@ -72,7 +72,10 @@ export class NbdServer {
   private acquire(ref: ExportRef): Promise<OpenExport> {
     let p = this.exports.get(ref.key);
     if (!p) {
-      p = ref.open().then((io) => ({ io, refs: 0 }));
+      p = ref.open().then((io) => {
+        metrics?.nbdExports(1);
+        return { io, refs: 0 };
+      });
       this.exports.set(ref.key, p);
       p.catch(() => this.exports.delete(ref.key));
       return p.then((e) => { e.refs++; return e; });
@@ -97,6 +100,7 @@ export class NbdServer {
     if (--e.refs > 0) return;
     // flush whatever the last user left, then forget the export
     this.exports.delete(key);
+    metrics?.nbdExports(-1);
     e.io.flush().catch((err) => log.warn(`NBD: flush of ${key} on close failed: ${(err as Error).message}`));
   }
 
@@ -616,6 +620,13 @@ class NbdConnection implements DirectReader, Guarded {
   }
 
   private enterTransmission(ref: ExportRef, exp: OpenExport): void {
+    if (this.phase === 'closed') {
+      // The client hung up while the export was being opened: the close has
+      // been handled already, so nothing else would ever let go of it, and a
+      // held export outlives snapshots with its old index (chaos seed 4105).
+      this.server.detach(ref, exp);
+      return;
+    }
     this.ref = ref;
     this.exp = exp;
     this.io = exp.io;

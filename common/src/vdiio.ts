@@ -95,8 +95,9 @@ export interface VdiIOOptions {
   reload?: () => Promise<InodeHeader>;
   /**
    * Trust the in-memory index before a copy-on-write create, without
-   * reading the entry on disk first (QEMU's driver does; only a client
-   * that is the VDI's sole writer for its whole life may).
+   * reading the entry on disk first, and keep it when following a snapshot
+   * (QEMU's driver does both; only a client that is the VDI's sole writer
+   * for its whole life may).
    */
   trustIndex?: boolean;
 }
@@ -532,7 +533,7 @@ export class VdiIO {
         // The new VDI's index is the one on disk when the snapshot was
         // taken, which is newer than ours if other gateways' clients
         // allocated objects since we read it.
-        await this.refreshIndex().catch(() => undefined);
+        if (!this.opts.trustIndex) await this.refreshIndex().catch(() => undefined);
       }).finally(() => { this.reloading = undefined; });
     }
     await this.reloading;

@@ -104,6 +104,8 @@ interface StateMsg extends ClusterMessage {
 
 /** At most this many epoch times in one announcement (a message stays small however long the history). */
 const ANNOUNCE_ALL = 256;
+/** A cluster lock request not delivered within this long is sent again. */
+const LOCK_RETRY_MS = 10_000;
 
 export class Sheep implements PlacementView {
   readonly store: ObjectStore;
@@ -147,7 +149,12 @@ export class Sheep implements PlacementView {
   private joinInfo?: JoinInfo;
   private held: ClusterEvent[] = [];
   private lockQueue: { id: string; node: SdNode }[] = [];
-  private lockWaiters = new Map<string, () => void>();
+  /** Our lock requests: granted (true) at the queue's head, or lost (false) with our membership. */
+  private lockWaiters = new Map<string, { settle: (granted: boolean) => void; queued: boolean }>();
+  /** Our lock requests at the queue's head that nobody waits for any more, being released. */
+  private lockOrphans = new Set<string>();
+  /** A lock request not delivered within this long is sent again (a setting for tests). */
+  lockRetryMs = LOCK_RETRY_MS;
   private epochWaiters: (() => void)[] = [];
   /** nodeToString of members that finished recovery for the current epoch. */
   recoveryDone = new Set<string>();
@@ -956,6 +963,7 @@ export class Sheep implements PlacementView {
     if (this.config.ctime === this.joinInfo?.config.ctime) this.vdis.merge(own);
     await this.saveVdis();
     this.lockQueue = st.lockQueue;
+    this.lockRequestsLost();
     this.recoveryDone = new Set(st.recoveryDone);
     this.recoveryComplete = new Set(st.recoveryComplete ?? []);
     this.unconfirmedTimes = new Set(st.unconfirmedTimes ?? []);
@@ -1148,24 +1156,79 @@ export class Sheep implements PlacementView {
 
   private checkLockHead(): void {
     const head = this.lockQueue[0];
-    if (head && this.lockWaiters.has(head.id)) {
-      const w = this.lockWaiters.get(head.id)!;
+    if (!head) return;
+    const w = this.lockWaiters.get(head.id);
+    if (w) {
       this.lockWaiters.delete(head.id);
-      w();
+      w.settle(true);
+    } else if (this.isSelf(head.node) && !this.lockOrphans.has(head.id)) {
+      // Ours, but its request gave up (or an earlier run of this node made
+      // it): everyone else would wait behind it for good.
+      this.lockOrphans.add(head.id);
+      this.cluster.notify({ t: 'lock_rel', id: head.id }).catch(() => undefined).finally(() => this.lockOrphans.delete(head.id));
+    }
+  }
+
+  /**
+   * Our lock requests that the cluster's queue no longer holds, though it
+   * took them in: lost when this node was dropped and joined again (the
+   * members removed them with our leave, and the state we were sent has
+   * none of them). They are asked for again.
+   */
+  private lockRequestsLost(): void {
+    const queued = new Set(this.lockQueue.map((l) => l.id));
+    for (const [id, w] of this.lockWaiters) {
+      if (w.queued && !queued.has(id)) {
+        this.lockWaiters.delete(id);
+        w.settle(false);
+      }
     }
   }
 
   /** Run a cluster operation's work phase while holding the cluster-wide lock. */
   async withClusterLock<T>(fn: () => Promise<T>): Promise<T> {
-    const id = randomBytes(8).toString('hex');
-    const granted = new Promise<void>((r) => this.lockWaiters.set(id, r));
-    await this.cluster.notify({ t: 'lock_req', id });
-    this.checkLockHead();
-    await granted;
-    try {
-      return await fn();
-    } finally {
-      this.cluster.notify({ t: 'lock_rel', id }).catch(() => undefined);
+    for (;;) {
+      const id = randomBytes(8).toString('hex');
+      const w = { settle: (_: boolean) => undefined as void, queued: false };
+      const granted = new Promise<boolean>((r) => (w.settle = r));
+      this.lockWaiters.set(id, w);
+      // A request the cluster never delivers (its sender was away) must not
+      // hold the operation for good: past the deadline it is asked for
+      // again, and the first one, if it still comes, is released when it
+      // reaches the head (checkLockHead). One that is queued waits its turn.
+      const deadline = setTimeout(() => {
+        if (this.lockWaiters.get(id) === w && !w.queued) {
+          this.lockWaiters.delete(id);
+          w.settle(false);
+        }
+      }, this.lockRetryMs);
+      deadline.unref();
+      let failed: unknown;
+      this.cluster.notify({ t: 'lock_req', id }).then(() => {
+        w.queued = true;
+        this.checkLockHead();
+      }, (e) => {
+        failed = e;
+        if (this.lockWaiters.get(id) === w) {
+          this.lockWaiters.delete(id);
+          w.settle(false);
+        }
+      });
+      const ok = await granted;
+      if (failed !== undefined) {
+        clearTimeout(deadline);
+        throw failed;
+      }
+      clearTimeout(deadline);
+      if (!ok) {
+        log.info(`cluster lock request ${id} was lost (this node rejoined, or the request was not delivered within ${this.lockRetryMs / 1000} s): asking again`);
+        continue;
+      }
+      try {
+        return await fn();
+      } finally {
+        this.cluster.notify({ t: 'lock_rel', id }).catch(() => undefined);
+      }
     }
   }
 

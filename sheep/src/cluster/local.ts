@@ -110,6 +110,12 @@ class Sequencer {
         this.members.push({ node: m.node, sock });
         send(sock, { op: 'coord', node: this.self } satisfies FromCoord);
         this.emit({ type: 'join', node: m.node, info: m.info });
+        // What it sent that no sequencer ordered: as for the members that
+        // came back in time (finishResync), or its senders wait for good.
+        for (const p of m.member ? m.pending : []) {
+          if (this.seenMids.has(p.mid)) continue;
+          this.emit({ type: 'message', node: m.node, msg: p.msg, mid: p.mid });
+        }
         break;
       }
       case 'notify': {

@@ -974,6 +974,16 @@ export class Sheep implements PlacementView {
     // our local objects may be older than the cluster's: never serve them
     // as current; recovery decides what to keep
     if (wasRunningElsewhere && this.formatted) await this.recovery.setAsideAll();
+    // A state sent late (the member that owed it left first) comes from a
+    // member that has applied our join: the cluster has us in the state's
+    // epoch already, born there. Taking the next epoch as our birth made
+    // objects placed on us in that epoch wait for us for good (chaos seed
+    // 4802, replayed: reads got HALT after the heal).
+    if (!this.born && this.epochs.get(st.epoch)?.nodes.some((n) => this.isSelf(n))) {
+      const b = this.bornOf.get(nodeToString(this.selfNode));
+      this.born = b !== undefined && b > 0 && b <= st.epoch ? b : st.epoch;
+      await this.saveState();
+    }
     const me = this.present.find((p) => this.isSelf(p));
     await this.applyJoin(me ?? this.selfNode, this.joinInfo!, this.present);
   }

@@ -10,36 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { makeNode, type SdNode } from '@sheepdog/common';
 import { Sheep } from '../../sheep/src/sheep.js';
-import type { ClusterDriver, ClusterMessage, EventHandler } from '../../sheep/src/cluster/driver.js';
-
-/** A one-member group whose notify can be held back or dropped. */
-class ScriptedDriver implements ClusterDriver {
-  readonly name = 'scripted';
-  self!: SdNode;
-  onEvent!: EventHandler;
-  /** lock_req messages not delivered (yet): the test delivers or drops them. */
-  held: ClusterMessage[] = [];
-  holdLockRequests = 0;
-  sent: ClusterMessage[] = [];
-  async start(self: SdNode, info: ClusterMessage, onEvent: EventHandler): Promise<void> {
-    this.self = self;
-    this.onEvent = onEvent;
-    await onEvent({ type: 'join', node: self, info, members: [self] });
-  }
-  notify(msg: ClusterMessage): Promise<void> {
-    this.sent.push(msg);
-    if (msg.t === 'lock_req' && this.holdLockRequests > 0) {
-      this.holdLockRequests--;
-      this.held.push(msg);
-      return new Promise(() => undefined); // never delivered while the node is away
-    }
-    return this.deliver(this.self, msg);
-  }
-  deliver(from: SdNode, msg: ClusterMessage): Promise<void> {
-    return this.onEvent({ type: 'message', from, msg });
-  }
-  async leave(): Promise<void> {}
-}
+import { ScriptedDriver } from '../helpers/scripted-driver.js';
 
 const other: SdNode = makeNode('127.0.0.1', 1);
 

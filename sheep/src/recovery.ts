@@ -27,9 +27,10 @@ import {
   decodeSliceHashes, sliceHashesOf, sliceHashesSize, sliceCount, FARM_SLICE_SIZE,
 } from '@sheepdog/common';
 import type { Sheep } from './sheep.js';
+import { performance } from 'node:perf_hooks';
 import type { FoundBy } from './store/store.js';
 import { log } from './log.js';
-import { sleep } from './util.js';
+import { sleep, PLAN_SLICE_MS } from './util.js';
 import { metrics } from './metrics.js';
 
 export const RecoveryPhase = { PREPARING: 0, RECOVERING: 1, NOTIFYING: 2 } as const;
@@ -223,12 +224,17 @@ export class Recovery {
       // 2. what placement gives us, and what to do about each
       let unavailable = 0;
       const garbage: { oid: bigint; removedAt: number; stale: boolean }[] = [];
+      await s.warmRings(() => run.cancelled);
+      if (run.cancelled) return;
       let step = 0;
+      let slice = performance.now();
       for (const [oid, listed] of holders) {
-        // thousands of objects: requests get the event loop between slices of the plan
-        if (++step % 256 === 0) {
+        // thousands of objects: requests (and the cluster driver's pings)
+        // get the event loop between slices of the plan
+        if (++step % 16 === 0 && performance.now() - slice > PLAN_SLICE_MS) {
           await new Promise((r) => setImmediate(r));
           if (run.cancelled) return;
+          slice = performance.now();
         }
         // a copy older than the object's removal outlived it on a node that was away: garbage, wherever it is
         const removedAt = listed.reduce((m, h) => (h.removed && h.version > m ? h.version : m), 0);

@@ -17,3 +17,6 @@ export function lineReader(stream: Readable, onLine: (s: string) => void): void 
     }
   });
 }
+
+/** Long work on the event loop (recovery planning) gives it back after this many ms. */
+export const PLAN_SLICE_MS = 10;

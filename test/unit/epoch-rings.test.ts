@@ -69,4 +69,33 @@ describe('epoch walk of recovery (newestIsPresent)', () => {
     expect((fake.rings as Map<string, VnodeRing>).size).toBe(memberships.length);
     expect(fake.ringOf(3)).toBe(fake.ringOf([...epochs.keys()].find((e) => e !== 3 && epochs.get(e)!.nodes === epochs.get(3)!.nodes)!));
   });
+
+  it('builds the rings of a long history a few at a time, giving the event loop back (chaos seed 4202)', async () => {
+    // 120 distinct memberships of 12 nodes, as a node that has just started has to build them all
+    const all = Array.from({ length: 12 }, (_, i) => node(7100 + i));
+    const epochs = new Map<number, { epoch: number; time: bigint; nodes: SdNode[] }>();
+    for (let e = 1; e <= 240; e++) {
+      const m = (e % 120) + 1;
+      epochs.set(e, { epoch: e, time: 0n, nodes: all.filter((_, i) => i === 0 || ((m >> (i % 7)) & 1) === 1 || i === (m % 12)) });
+    }
+    const keys = new Set([...epochs.values()].map((e) => e.nodes.map((n) => n.port).join(',')));
+    const fake = Object.create(Sheep.prototype) as Sheep & Record<string, unknown>;
+    Object.assign(fake, { epochs, epochNr: 241, recoveredEpoch: 0, rings: new Map(), memberKeys: new WeakMap() });
+    let last = performance.now();
+    let longest = 0;
+    const beat = setInterval(() => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+    }, 1);
+    const t0 = performance.now();
+    await fake.warmRings();
+    const took = performance.now() - t0;
+    clearInterval(beat);
+    expect((fake.rings as Map<string, unknown>).size).toBe(keys.size);
+    // the whole build takes far longer than any one stretch of it
+    expect(took).toBeGreaterThan(longest);
+    expect(longest).toBeLessThan(150);
+  });
 });
+

@@ -155,6 +155,8 @@ export class Sheep implements PlacementView {
   private lockWaiters = new Map<string, { settle: (granted: boolean) => void; queued: boolean }>();
   /** Our lock requests at the queue's head that nobody waits for any more, being released. */
   private lockOrphans = new Set<string>();
+  /** Our lock requests granted and not yet released: their operation is running. */
+  private lockHeld = new Set<string>();
   /** A lock request not delivered within this long is sent again (a setting for tests). */
   lockRetryMs = LOCK_RETRY_MS;
   private epochWaiters: (() => void)[] = [];
@@ -1193,8 +1195,9 @@ export class Sheep implements PlacementView {
     const w = this.lockWaiters.get(head.id);
     if (w) {
       this.lockWaiters.delete(head.id);
+      this.lockHeld.add(head.id);
       w.settle(true);
-    } else if (this.isSelf(head.node) && !this.lockOrphans.has(head.id)) {
+    } else if (this.isSelf(head.node) && !this.lockHeld.has(head.id) && !this.lockOrphans.has(head.id)) {
       // Ours, but its request gave up (or an earlier run of this node made
       // it): everyone else would wait behind it for good.
       this.lockOrphans.add(head.id);
@@ -1260,7 +1263,9 @@ export class Sheep implements PlacementView {
       try {
         return await fn();
       } finally {
-        this.cluster.notify({ t: 'lock_rel', id }).catch(() => undefined);
+        this.lockHeld.delete(id);
+        this.lockOrphans.add(id); // released here, not again as an orphan
+        this.cluster.notify({ t: 'lock_rel', id }).catch(() => undefined).finally(() => this.lockOrphans.delete(id));
       }
     }
   }

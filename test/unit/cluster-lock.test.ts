@@ -76,6 +76,34 @@ describe('cluster lock', () => {
     expect(lockQueue(s)).toEqual([]);
   });
 
+  it('a granted lock is ours until its operation ends, whatever else arrives meanwhile', async () => {
+    const { s, d } = await start();
+    let release!: () => void;
+    const running = new Promise<void>((r) => (release = r));
+    let inside = 0;
+    const p = s.withClusterLock(async () => { inside++; await running; });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(inside).toBe(1);
+    const ours = lockQueue(s)[0];
+    // another node asks (and the queue is looked at again): ours must stay at the head
+    await d.deliver(other, { t: 'lock_req', id: 'next' });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(lockQueue(s)).toEqual([ours, 'next']);
+    expect(d.sent.filter((m) => m.t === 'lock_rel').length).toBe(0);
+    // our second operation waits behind both
+    let second = false;
+    const q = s.withClusterLock(async () => { second = true; });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(second).toBe(false);
+    release();
+    await p;
+    expect(d.sent.filter((m) => m.t === 'lock_rel' && m.id === ours).length).toBe(1);
+    await d.deliver(other, { t: 'lock_rel', id: 'next' });
+    await q;
+    expect(second).toBe(true);
+    expect(lockQueue(s)).toEqual([]);
+  });
+
   it('a queued request waits its turn however long the holder takes', async () => {
     const { s, d } = await start();
     await d.deliver(other, { t: 'lock_req', id: 'slow' });

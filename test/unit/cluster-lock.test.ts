@@ -50,6 +50,10 @@ describe('cluster lock', () => {
     expect(d.sent.filter((m) => m.t === 'lock_rel' && m.id === d.held[0].id).length).toBe(1);
     // and the lock works on
     expect(await s.withClusterLock(async () => ++ran)).toBe(2);
+    await new Promise((r) => setTimeout(r, 50));
+    // every request released once (a second release would let a later holder in early)
+    const rels = d.sent.filter((m) => m.t === 'lock_rel').map((m) => m.id);
+    expect(new Set(rels).size).toBe(rels.length);
   });
 
   it('a queued request lost with this node\'s membership is asked for again', async () => {

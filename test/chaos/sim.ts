@@ -781,6 +781,15 @@ async function placementProblems(
   const list = await req(m[0], { opcode: Op.GET_NODE_LIST, dataLength: 1 << 20 });
   const ring = new VnodeRing(decodeNodes(list.data));
   const where = new Map<bigint, number[]>();
+  // copies set aside until recovery checks them: not placed, but not lost either
+  const aside = new Map<bigint, number[]>();
+  for (const n of nodes) {
+    for (const f of await fsp.readdir(path.join(n.dir, 'obj', '.stale')).catch(() => [] as string[])) {
+      if (!/^[0-9a-f]{16}$/.test(f)) continue;
+      const oid = BigInt('0x' + f);
+      aside.set(oid, [...(aside.get(oid) ?? []), n.port]);
+    }
+  }
   for (const n of nodes) {
     const files = await fsp.readdir(path.join(n.dir, 'obj')).catch(() => [] as string[]);
     for (const f of files) {
@@ -810,7 +819,10 @@ async function placementProblems(
   for (const [oid, copies] of wanted) {
     const want = ring.placeOid(oid, copies).map((n) => n.port).sort();
     const have = (where.get(oid) ?? []).sort();
-    if (JSON.stringify(want) !== JSON.stringify(have)) return `${oidToHex(oid)} on ${have.join(',') || 'no node'} but placement says ${want.join(',')}`;
+    if (JSON.stringify(want) !== JSON.stringify(have)) {
+      const a = aside.get(oid);
+      return `${oidToHex(oid)} on ${have.join(',') || 'no node'}${a ? ` (set aside on ${a.join(',')})` : ''} but placement says ${want.join(',')}`;
+    }
   }
   for (const [oid, on] of where) {
     if (!wanted.has(oid) && isDataObj(oid)) {

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { startCluster, runCollie, stopAll, freePort, waitFor, ClusterHandle, ROOT, run, SHEEP_BIN } from '../helpers/cluster.js';
 import { tool, have } from '../helpers/nbd.js';
 import { requirePrereq } from '../helpers/prereq.js';
+import { sample } from '../helpers/metrics.js';
 
 requirePrereq(!have('prometheus') ? "Debian's prometheus is not installed (apt-get install prometheus)"
   : !have('promtool') && 'promtool is not installed (it comes with Debian\'s prometheus)');
@@ -23,12 +24,6 @@ async function scrape(port: number): Promise<string> {
   expect(r.status).toBe(200);
   expect(r.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
   return r.text();
-}
-
-/** The value of one series in exposition text (undefined: absent). */
-function sample(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 describe('sheep --metrics with a real Prometheus', () => {

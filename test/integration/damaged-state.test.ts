@@ -11,6 +11,7 @@ import { Res, vidToDataOid, vidToVdiOid, oidToHex } from '@sheepdog/common';
 import { startSheep, stopAll, waitFor, runCollie, SheepProc, uniqueClusterId, freePort } from '../helpers/cluster.js';
 import { formatCluster, nodeList } from '../helpers/cluster-scenarios.js';
 import { Wire } from '../helpers/wire.js';
+import { scrape, sample } from '../helpers/metrics.js';
 
 const MB = 1 << 20;
 
@@ -43,19 +44,6 @@ async function refuses(s: SheepProc, msg: RegExp): Promise<string> {
   expect(err).toMatch(msg);
   expect(Date.now() - t0).toBeLessThan(20_000);
   return err;
-}
-
-/** A node's metrics (sheep --metrics), as exposition text. */
-async function scrape(port: number): Promise<string> {
-  const r = await fetch(`http://127.0.0.1:${port}/metrics`);
-  expect(r.status).toBe(200);
-  return r.text();
-}
-
-/** The value of one series in exposition text (undefined: absent). */
-function sample(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 /** A node's damaged-copy counters, by what found them, and its repairs. */

@@ -10,6 +10,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { Res } from '@sheepdog/common';
 import { stopAll, freePort } from '../helpers/cluster.js';
+import { metric } from '../helpers/metrics.js';
 import { Wire } from '../helpers/wire.js';
 import { startNbdSheep, NbdSheep } from '../helpers/nbd.js';
 import { RawConn, NBD } from '../helpers/nbd-client.js';
@@ -38,12 +39,7 @@ describe.each([
   const conns: RawConn[] = [];
   let metricsPort = 0;
   /** NBD write payloads the daemon has spliced so far (its metric). */
-  const splicedWrites = async (): Promise<number> => {
-    const t = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-    const m = /^sheep_nbd_spliced_writes_total (\d+)$/m.exec(t);
-    if (!m) throw new Error('no sheep_nbd_spliced_writes_total in /metrics');
-    return Number(m[1]);
-  };
+  const splicedWrites = () => metric(metricsPort, 'sheep_nbd_spliced_writes_total');
   /** What the disk should hold (the test's model). */
   const model = Buffer.alloc(SIZE);
 

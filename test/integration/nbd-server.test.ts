@@ -6,6 +6,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { Op, Flag, Res, vidToVdiOid, encodeFixedString } from '@sheepdog/common';
 import { stopAll, freePort, waitFor } from '../helpers/cluster.js';
+import { metric } from '../helpers/metrics.js';
 import { Wire } from '../helpers/wire.js';
 import { startNbdSheep, NbdSheep } from '../helpers/nbd.js';
 import { RawConn, NBD } from '../helpers/nbd-client.js';
@@ -255,12 +256,7 @@ describe('NBD server protocol', () => {
 describe('NBD exports and clients that hang up', () => {
   let n: NbdSheep;
   let mport = 0;
-  const openExports = async (): Promise<number> => {
-    const t = await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text();
-    const m = /^sheep_nbd_exports_open (\d+)$/m.exec(t);
-    if (!m) throw new Error('no sheep_nbd_exports_open in /metrics');
-    return Number(m[1]);
-  };
+  const openExports = () => metric(mport, 'sheep_nbd_exports_open');
   beforeAll(async () => {
     mport = await freePort();
     n = await startNbdSheep(1, ['--metrics', `127.0.0.1:${mport}`]);

@@ -31,9 +31,13 @@ interface OpenExport {
 const HIGH_WATER = 256;
 const LOW_WATER = 64;
 
+/** How long closing the server waits for requests in flight to be answered. */
+const CLOSE_DRAIN_MS = 5000;
+
 export class NbdServer {
   private servers: net.Server[] = [];
   private conns = new Set<net.Socket>();
+  private connections = new Set<NbdConnection>();
   private exports = new Map<string, Promise<OpenExport>>();
   readonly guard: ConnectionGuard;
 
@@ -65,6 +69,12 @@ export class NbdServer {
   async close(): Promise<void> {
     this.guard.close();
     const closed = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    // Requests in flight are answered before their connections go: a write
+    // cut off here still reaches the replicas, after its client saw it fail
+    // and may have read the old bytes (the churn simulator's fixed seed, at
+    // a clean stop).
+    const until = Date.now() + CLOSE_DRAIN_MS;
+    while ([...this.connections].some((c) => c.unanswered > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
     for (const c of this.conns) c.destroy();
     await closed;
   }
@@ -114,10 +124,12 @@ export class NbdServer {
     const c = new NbdConnection(this, this.source, budget);
     const sock = rewrapForDirectReads(accepted, c, process.env.SHEEP_NBD_DIRECT === '0') ?? accepted;
     this.conns.add(sock);
+    this.connections.add(c);
     this.guard.track(c);
     sock.setNoDelay(true);
     sock.on('close', () => {
       this.conns.delete(sock);
+      this.connections.delete(c);
       this.guard.untrack(c);
       this.guard.release(remote);
     });
@@ -218,6 +230,10 @@ class NbdConnection implements DirectReader, Guarded {
   private io?: VdiIO;
   private busy = false; // an option is being processed asynchronously
   private inflight = 0;
+  /** Requests of this connection not answered yet. */
+  get unanswered(): number {
+    return this.inflight;
+  }
   /** Too many requests in flight: the socket is not read meanwhile. */
   private paused = false;
   /** A write payload is moving from the socket into a pipe: the socket is not read meanwhile. */

@@ -446,6 +446,11 @@ export class VdiIO {
    */
   async refreshIndex(): Promise<void> {
     await this.followWorkingVdi();
+    await this.rereadIndex();
+  }
+
+  /** refreshIndex's second half: the entries on disk of the VDI we are at now. */
+  private async rereadIndex(): Promise<void> {
     if (!(this.objects instanceof FlatObjectIndex)) return;
     const vid = this.vid;
     const n = Math.min(MAX_DATA_OBJS, Math.ceil(this.size / this.objectSize));
@@ -533,7 +538,7 @@ export class VdiIO {
         // The new VDI's index is the one on disk when the snapshot was
         // taken, which is newer than ours if other gateways' clients
         // allocated objects since we read it.
-        if (!this.opts.trustIndex) await this.refreshIndex().catch(() => undefined);
+        if (!this.opts.trustIndex) await this.rereadIndex().catch(() => undefined); // the header is the reload's, just read
       }).finally(() => { this.reloading = undefined; });
     }
     await this.reloading;

@@ -210,6 +210,8 @@ export class VdiIO {
   readonly readonly: boolean;
   private busy = new Map<number, Promise<void>>();
   private reloading?: Promise<void>;
+  /** One set per index re-read in flight: the entries this client changed while it ran. */
+  private rereads = new Set<Set<number>>();
 
   constructor(readonly backend: VdiBackend, header: InodeHeader, index: Uint32Array | ObjectIndex, private readonly opts: VdiIOOptions = {}) {
     this.header = header;
@@ -419,7 +421,7 @@ export class VdiIO {
       // export's index outliving its client). The entry on disk decides.
       const onDisk = await this.entryOnDisk(v, idx);
       if (onDisk !== undefined && onDisk !== owner && this.vid === v) {
-        this.objects.set(idx, onDisk);
+        this.setEntry(idx, onDisk);
         continue;
       }
       try {
@@ -428,7 +430,7 @@ export class VdiIO {
         if (e instanceof SheepdogError && e.result === Res.READONLY) { await this.afterReadonly(v, e); continue; }
         throw e;
       }
-      this.objects.set(idx, v);
+      this.setEntry(idx, v);
       ctx.dirty(idx, owner);
       return;
     }
@@ -455,12 +457,26 @@ export class VdiIO {
     const vid = this.vid;
     const n = Math.min(MAX_DATA_OBJS, Math.ceil(this.size / this.objectSize));
     if (n <= 0) return;
-    const b = await this.indexOnDisk(vid, 0, n);
+    // An entry a write of ours set after the read began is newer than the
+    // bytes read: taking them would point reads back at the parent's object.
+    const changed = new Set<number>();
+    this.rereads.add(changed);
+    let b: Buffer;
+    try {
+      b = await this.indexOnDisk(vid, 0, n);
+    } finally {
+      this.rereads.delete(changed);
+    }
     if (this.vid !== vid) return;
     for (let i = 0; i < n; i++) {
       const d = b.readUInt32LE(4 * i);
-      if (d !== this.objects.get(i) && !this.busy.has(i)) this.objects.set(i, d);
+      if (d !== this.objects.get(i) && !this.busy.has(i) && !changed.has(i)) this.objects.set(i, d);
     }
+  }
+
+  private setEntry(idx: number, vid: number): void {
+    this.objects.set(idx, vid);
+    for (const s of this.rereads) s.add(idx);
   }
 
   /**
@@ -523,7 +539,7 @@ export class VdiIO {
     if (this.vid !== vid) return;
     for (let k = ctx.changed.length - 1; k >= 0; k--) {
       const [idx, before] = ctx.changed[k];
-      this.objects.set(idx, disk ? disk.readUInt32LE(4 * (idx - ctx.min)) : before);
+      this.setEntry(idx, disk ? disk.readUInt32LE(4 * (idx - ctx.min)) : before);
     }
   }
 
@@ -571,7 +587,7 @@ export class VdiIO {
         if (!this.objects.get(i)) continue;
         ctx.hold(this.busy, i);
         ctx.dirty(i, this.objects.get(i));
-        this.objects.set(i, 0);
+        this.setEntry(i, 0);
       }
       // coalesce into runs no longer than 4096 entries of mostly-zero span
       if (ctx.min < 0) return;

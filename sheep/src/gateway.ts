@@ -43,6 +43,10 @@ export interface PlacementView {
   ecFewZones?(): boolean;
 }
 
+function landedLate(oid: bigint, ep: number): SheepdogError {
+  return new SheepdogError(Res.OLD_NODE_VER, `a write to ${oid.toString(16)} of epoch ${ep} landed after the epoch ended; it is sent again`);
+}
+
 /**
  * Start n operations at once; settles when all have, rejecting with the
  * error of the first (by index) that failed: Promise.allSettled without an
@@ -263,9 +267,13 @@ export class Gateway implements ObjectIO {
     if (!this.store.spliceTarget || !isDataObj(oid) || off + len > this.sizeOf(oid) || this.ec(oid) || !direct()) return undefined;
     const t = this.store.spliceTarget(oid, off, len);
     if (!t) return undefined;
-    return {
-      pipe: t.pipe, commit: () => (direct() ? t.commit() : undefined), drain: () => t.drain(), takeBack: (into, n) => t.takeBack(into, n), abort: () => t.abort(),
+    const commit = () => {
+      if (!direct()) return undefined;
+      const ep = this.view.epoch();
+      // landed after its epoch ended (see localWrite): the bytes, now in our copy, are written again the usual way
+      return t.commit()?.then(() => (this.view.epoch() === ep ? undefined : this.store.read(oid, off, len).then((b) => this.rawWrite(oid, off, b, copies))));
     };
+    return { pipe: t.pipe, commit, drain: () => t.drain(), takeBack: (into, n) => t.takeBack(into, n), abort: () => t.abort() };
   }
 
   /** Read from one replica; into (len bytes, optional) may be filled and returned. */
@@ -326,7 +334,10 @@ export class Gateway implements ObjectIO {
     if (held) return held.then(() => this.rawWrite(oid, off, data, copies, policy));
     const ec = this.ec(oid, policy);
     if (ec) return data.length ? this.stripes.write(oid, off, data, ec, this.sizeOf(oid), false) : Promise.resolve();
-    if (this.soleLocal(oid, copies)) return this.store.write(oid, off, data);
+    if (this.soleLocal(oid, copies)) {
+      const ep = this.view.epoch();
+      return this.store.write(oid, off, data).then(() => (this.view.epoch() === ep ? undefined : this.rawWrite(oid, off, data, copies, policy)));
+    }
     if (!this.view.recovering()) {
       // Every guest write of a replicated VDI comes here: one attempt
       // without the retry loop's promises (nothing to wait for locally
@@ -339,7 +350,7 @@ export class Gateway implements ObjectIO {
         return Promise.reject(e);
       }
       const ep = this.view.epoch();
-      return settleAll(targets.length, (i) => (this.isLocal(targets[i]) ? this.store.write(oid, off, data) : this.peers.writePeer(targets[i], oid, off, data, ep)))
+      return settleAll(targets.length, (i) => (this.isLocal(targets[i]) ? this.localWrite(oid, off, data, ep) : this.peers.writePeer(targets[i], oid, off, data, ep)))
         .catch((e) => {
           e = this.outdated(ep, e);
           if (!(e instanceof SheepdogError) || !RETRYABLE.includes(e.result)) throw this.missing(oid, e);
@@ -347,6 +358,19 @@ export class Gateway implements ObjectIO {
         });
     }
     return this.rawWriteRetrying(oid, off, data, copies);
+  }
+
+  /**
+   * A local write that lands after the epoch it was sent in ended may have
+   * missed the new epoch's recovery of the object: a copy fetched from a
+   * replica before the write reached it, and installed over ours, drops it
+   * (the churn simulator lost acknowledged writes that way). It fails
+   * OLD_NODE_VER, and the retry in the new epoch waits for that recovery.
+   */
+  private localWrite(oid: bigint, off: number, data: Buffer, ep: number): Promise<void> {
+    return this.store.write(oid, off, data).then(() => {
+      if (this.view.epoch() !== ep) throw landedLate(oid, ep);
+    });
   }
 
   /** NO_OBJ from a replica is HALT when the object may live on nodes that are away. */
@@ -365,7 +389,7 @@ export class Gateway implements ObjectIO {
           await this.view.ensureLocal(oid);
           // targets of an epoch that ended meanwhile are not ours to write to
           if (this.view.epoch() !== ep) throw new SheepdogError(Res.OLD_NODE_VER);
-          await this.store.write(oid, off, data);
+          await this.localWrite(oid, off, data, ep);
         },
         (n) => this.peers.writePeer(n, oid, off, data, ep));
     });
@@ -445,6 +469,7 @@ export class Gateway implements ObjectIO {
         if (this.view.epoch() !== ep) throw new SheepdogError(Res.OLD_NODE_VER);
         await this.store.create(oid, size, ranges[0].off, ranges[0].data);
         for (const r of ranges.slice(1)) await this.store.write(oid, r.off, r.data);
+        if (this.view.epoch() !== ep) throw landedLate(oid, ep);
       },
       async (n) => {
         await this.peers.createPeer(n, oid, ranges[0].off, ranges[0].data, ep);

@@ -517,6 +517,17 @@ async function checkPeerEpoch(s: Sheep, h: RequestHeader, object = true): Promis
 }
 
 /**
+ * A write that landed after its epoch ended may have missed the new
+ * epoch's recovery of the object here (a copy fetched from another replica
+ * before the write reached that one, installed over ours, drops it): the
+ * sender must send it again in the new epoch, where it waits for that
+ * recovery.
+ */
+function landedInEpoch(s: Sheep, h: RequestHeader): void {
+  if (!(h.flags & Flag.CMD_RECOVERY) && h.epoch !== s.epochNr) fail(Res.OLD_NODE_VER);
+}
+
+/**
  * The store key a peer request addresses: the object, or for a striped
  * object its strip ec_index (A.10), which must be one of its D+P.
  */
@@ -553,6 +564,7 @@ async function writePeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Repl
   await checkPeerEpoch(s, h);
   checkWritable(s, h.obj.oid);
   await s.store.write(key, h.obj.offset, data); // NO_OBJ if it is not here
+  landedInEpoch(s, h);
   s.stats.peerWrite++;
   return ok();
 }
@@ -565,6 +577,7 @@ async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Rep
   const size = ec ? stripFileSize(s.gw.sizeOf(h.obj.oid), ec.d) : s.gw.sizeOf(h.obj.oid);
   if (h.obj.offset + data.length > size) fail(Res.INVALID_PARMS);
   await s.store.create(key, size, h.obj.offset, data);
+  landedInEpoch(s, h);
   s.stats.peerWrite++;
   return ok();
 }

@@ -26,6 +26,8 @@ export interface RequestOrigin {
   allowed(): boolean;
   /** A restricted opcode was refused (for the log). */
   refused?(opcode: number): void;
+  /** The connection closed: nobody will read the reply. */
+  gone?(): boolean;
 }
 
 export type Kind = 'gateway' | 'local' | 'cluster' | 'peer';
@@ -39,7 +41,7 @@ export interface OpDef {
   name: string;
   kind: Kind;
   force?: boolean;
-  handler: (s: Sheep, h: RequestHeader, data: Buffer) => Promise<Reply>;
+  handler: (s: Sheep, h: RequestHeader, data: Buffer, from?: RequestOrigin) => Promise<Reply>;
 }
 
 const ok = (r: Reply = {}): Reply => ({ result: Res.SUCCESS, ...r });
@@ -517,6 +519,16 @@ async function checkPeerEpoch(s: Sheep, h: RequestHeader, object = true): Promis
 }
 
 /**
+ * A peer write can wait long here (for the recovery of its object, for an
+ * epoch): a sender that gave up on it meanwhile has told its client the
+ * write failed, or sent it again, and the client may have written the same
+ * bytes since. Landing now would put older bytes over newer ones.
+ */
+function senderWaits(from?: RequestOrigin): void {
+  if (from?.gone?.()) fail(Res.NETWORK_ERROR);
+}
+
+/**
  * A write that landed after its epoch ended may have missed the new
  * epoch's recovery of the object here (a copy fetched from another replica
  * before the write reached that one, installed over ours, drops it): the
@@ -559,18 +571,20 @@ function checkWritable(s: Sheep, oid: bigint): void {
   if (isDataObj(oid) && s.vdis.isSnapshot(oidToVid(oid))) fail(Res.READONLY);
 }
 
-async function writePeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+async function writePeer(s: Sheep, h: RequestHeader, data: Buffer, from?: RequestOrigin): Promise<Reply> {
   const key = peerKey(s, h);
   await checkPeerEpoch(s, h);
+  senderWaits(from);
   checkWritable(s, h.obj.oid);
   await s.store.write(key, h.obj.offset, data); // NO_OBJ if it is not here
   landedInEpoch(s, h);
   s.stats.peerWrite++;
   return ok();
 }
-async function createPeer(s: Sheep, h: RequestHeader, data: Buffer): Promise<Reply> {
+async function createPeer(s: Sheep, h: RequestHeader, data: Buffer, from?: RequestOrigin): Promise<Reply> {
   const key = peerKey(s, h);
   await checkPeerEpoch(s, h);
+  senderWaits(from);
   checkWritable(s, h.obj.oid);
   // a strip file holds 1/D of the object (A.4)
   const ec = s.ecCode(h.obj.oid, h.obj.copyPolicy);
@@ -791,7 +805,7 @@ export async function execute(s: Sheep, h: RequestHeader, data: Buffer, from?: R
     if (held) await held;
     if (def.kind === 'gateway') s.stats.gwTotal++;
     if (def.kind === 'peer') s.stats.peerTotal++;
-    return await def.handler(s, h, data);
+    return await def.handler(s, h, data, from);
   } catch (e) {
     if (e instanceof SheepdogError) {
       if (e.result === Res.HALT || (e.result === Res.NO_OBJ && def.kind === 'gateway')) log.debug(`${def.name} ${h.obj.oid.toString(16)}: ${e.message}`);

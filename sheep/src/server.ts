@@ -138,6 +138,7 @@ export class SheepServer {
     /** The request whose payload is being received: charged, not yet running. */
     let receiving: Req | undefined;
     let lastProgress = Date.now();
+    from.gone = () => dead;
     const guarded = {
       lastRx: Date.now(),
       partial: () => reader.midFrame && !reader.held,

@@ -98,4 +98,32 @@ describe('a write that lands after its epoch ended is sent again in the new one'
     s.store.write = async () => undefined;
     await expect(OPS.get(Op.WRITE_PEER)!.handler(s as unknown as Sheep, h8, Buffer.from('bytes'))).resolves.toMatchObject({ result: Res.SUCCESS });
   });
+
+  it('a peer write whose sender hung up while it waited for its object is not applied', async () => {
+    let gone = false;
+    let release!: () => void;
+    let wrote = 0;
+    const s = {
+      epochNr: 7,
+      // the object is being recovered here: the write waits for it
+      ensureLocal: () => new Promise<void>((r) => (release = r)),
+      waitEpoch: async () => true,
+      ecCode: () => undefined,
+      vdis: { isSnapshot: () => false },
+      stats: { peerWrite: 0 },
+      gw: { sizeOf: () => 4 << 20 },
+      store: { write: async () => { wrote++; }, create: async () => { wrote++; } },
+    };
+    const from = { address: '127.0.0.1', allowed: () => true, gone: () => gone };
+    for (const op of [Op.WRITE_PEER, Op.CREATE_AND_WRITE_PEER]) {
+      gone = false;
+      const h = decodeRequest(encodeRequest({ opcode: op, epoch: 7, flags: Flag.CMD_WRITE, dataLength: 5, obj: { oid: OID, offset: 0 } }));
+      const run = OPS.get(op)!.handler(s as unknown as Sheep, h, Buffer.from('bytes'), from);
+      await new Promise((r) => setTimeout(r, 5));
+      gone = true; // the sender timed out, told its client, and its client wrote again
+      release();
+      await expect(run).rejects.toMatchObject({ result: Res.NETWORK_ERROR });
+    }
+    expect(wrote).toBe(0);
+  });
 });

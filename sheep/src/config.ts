@@ -136,12 +136,19 @@ export class NodeConfigStore {
   readonly stateFile: string;
   /** Present while the daemon runs: found at start-up, the last run ended in a crash. */
   readonly runningFile: string;
+  /**
+   * Left by a stop in a cluster-wide shutdown, until every member has
+   * recovered after the restart: writes in flight then may have reached
+   * some replicas only (the others were stopping too).
+   */
+  readonly shutdownFile: string;
   constructor(readonly dir: string) {
     this.configFile = path.join(dir, 'config.json');
     this.epochDir = path.join(dir, 'epoch');
     this.vdiFile = path.join(dir, 'vdis.json');
     this.stateFile = path.join(dir, 'node.json');
     this.runningFile = path.join(dir, '.running');
+    this.shutdownFile = path.join(dir, '.shutdown');
   }
 
   async loadVdiTable<T>(): Promise<T | undefined> {
@@ -190,8 +197,23 @@ export class NodeConfigStore {
     await fsp.utimes(this.runningFile, now, now).catch(() => undefined);
   }
 
-  async markStopped(): Promise<void> {
+  /** inShutdown: the stop was the cluster's shutdown (see shutdownFile). */
+  async markStopped(inShutdown = false): Promise<void> {
+    if (inShutdown) await writeAtomic(this.shutdownFile, `${new Date().toISOString()}\n`);
     await fsp.rm(this.runningFile, { force: true });
+  }
+
+  /** When the cluster shutdown that stopped this node came (undefined: none pending). */
+  async lastShutdown(): Promise<number | undefined> {
+    try {
+      return (await fsp.stat(this.shutdownFile)).mtimeMs;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async clearShutdown(): Promise<void> {
+    await fsp.rm(this.shutdownFile, { force: true });
   }
 
   async init(onFull?: (file: string) => void): Promise<void> {

@@ -400,6 +400,17 @@ export class Sheep implements PlacementView {
       const fixed = await this.store.rebuildSums(this.suspectSince);
       if (fixed) log.notice(`${fixed} object(s) written when the last run died had checksums that did not cover their bytes yet: recomputed`);
       log.notice(`the last run did not stop cleanly: objects changed in its last minutes are compared with their other replicas`);
+    } else if (this.formatted) {
+      // A cluster shutdown stops every member at once: a write in flight
+      // may have reached this replica and been refused by one that was
+      // already stopping (the churn simulator read such a failed write
+      // from one replica after another had said it was not there).
+      const shutdownAt = await this.cfg.lastShutdown();
+      if (shutdownAt !== undefined) {
+        this.uncleanFrom = this.recoveredEpoch;
+        this.suspectSince = shutdownAt - 300_000;
+        log.notice(`the cluster was shut down with writes possibly in flight: objects changed in its last minutes are compared with their other replicas`);
+      }
     }
     this.status = this.formatted ? 'wait_join' : 'wait_format';
   }
@@ -1165,10 +1176,21 @@ export class Sheep implements PlacementView {
    * held by absent nodes alone: in every epoch since the last such one,
    * fewer members are away now than any object has copies.
    */
+  /** Every member reconciled what a crash or a shutdown may have split. */
+  private async settleUnclean(): Promise<void> {
+    this.suspects.clear();
+    this.uncleanFrom = undefined;
+    await this.cfg.clearShutdown();
+  }
+
   private async noteRecoveryProgress(): Promise<void> {
     const members = this.epochs.get(this.epochNr)?.nodes ?? [];
     if (!members.length || !members.every((n) => this.recoveryComplete.has(nodeToString(n)))) return;
-    if (this.recoveredEpoch >= this.epochNr) return;
+    if (this.recoveredEpoch >= this.epochNr) {
+      // a restart in the epoch it stopped in: its reconciliation is done
+      if (this.uncleanFrom !== undefined) await this.settleUnclean();
+      return;
+    }
     const here = new Set(members.map(nodeToString));
     const minCopies = Math.min(this.config.copies || 1, ...[...this.vdis.states.values()].filter((v) => !v.deleted && v.nrCopies).map((v) => v.nrCopies));
     for (let t = Math.max(1, this.recoveredEpoch); t < this.epochNr; t++) {
@@ -1183,9 +1205,8 @@ export class Sheep implements PlacementView {
       }
     }
     this.recoveredEpoch = this.epochNr;
-    this.suspects.clear();
-    this.uncleanFrom = undefined;
     await this.saveState();
+    await this.settleUnclean();
     log.info(`epoch ${this.epochNr}: every member recovered`);
   }
 
@@ -1347,7 +1368,7 @@ export class Sheep implements PlacementView {
     }
     await this.cluster.leave().catch(() => undefined);
     await this.store.close();
-    await this.cfg.markStopped();
+    await this.cfg.markStopped(this.status === 'shutdown');
   }
 }
 

@@ -467,6 +467,8 @@ export class Recovery {
     void (async () => {
       const release = s.store.hold(oid);
       try {
+        // a write already on its way into the damaged copy would land in the file the repair replaces
+        await s.store.idle(oid);
         const size = s.gw.sizeOf(oid);
         const mine = (await s.store.versionOf(oid)) ?? 0;
         const others = s.ring.placeOid(oid, s.copiesOf(oid)).filter((n) => !this.isSelf(n));

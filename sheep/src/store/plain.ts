@@ -316,6 +316,11 @@ export class PlainStore implements ObjectStore {
     };
   }
 
+  /** Resolves once no create and no I/O is in flight on oid's file (hold it first, or writes keep coming). */
+  async idle(oid: bigint): Promise<void> {
+    for (let i = 0; this.installing.has(oid) || (this.fds.peekEntry(oid)?.refs ?? 0) > 0; i++) await new Promise((r) => setTimeout(r, Math.min(50, 1 + i)));
+  }
+
   write(oid: bigint, off: number, data: Buffer): Promise<void> {
     if (this.held.size) {
       const h = this.held.get(oid);
@@ -669,7 +674,7 @@ export class PlainStore implements ObjectStore {
     const release = this.hold(oid);
     try {
       await this.moves.move(async () => {
-        for (let i = 0; this.installing.has(oid) || (this.fds.peekEntry(oid)?.refs ?? 0) > 0; i++) await new Promise((r) => setTimeout(r, Math.min(50, 1 + i)));
+        await this.idle(oid);
         await this.journal?.settle(oid);
         this.fds.invalidate(oid);
         for (const [src, dst] of [[this.p(oid, from), this.p(oid, to)], [this.sp(oid, from), this.sp(oid, to)]]) {

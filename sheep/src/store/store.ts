@@ -47,6 +47,8 @@ export interface ObjectStore {
   spliceTarget?(oid: bigint, off: number, len: number): SpliceTarget | undefined;
   /** Hold writes to oid (they wait) until the returned release is called. */
   hold(oid: bigint): () => void;
+  /** Resolves once nothing started before is in flight on oid (hold it first). */
+  idle(oid: bigint): Promise<void>;
   /** Write into an existing object; NO_OBJ if it does not exist. */
   write(oid: bigint, off: number, data: Buffer): Promise<void>;
   /** Atomically (re)create an object of `size` bytes: zeros + data at off. */

@@ -204,9 +204,19 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     say(`FINDING: ${s}`);
   };
 
-  const nNodes = replay ? Number(readFileSync(o.replay!, 'utf8').match(/^# nodes (\d+)/m)?.[1] ?? 5) : rng.range(3, 6);
-  const zonesNr = Math.max(2, Math.min(nNodes, rng.range(2, nNodes)));
-  const copies = Math.max(1, Math.min(zonesNr, rng.range(1, 3)));
+  // a replay takes the topology from the log, and draws as the run did, so
+  // that what is drawn after it (VDIs, writers) comes out the same too
+  const logged = replay ? readFileSync(o.replay!, 'utf8') : '';
+  const fromLog = (k: string): number | undefined => {
+    const m = logged.match(new RegExp(`^# ${k} (\\d+)$`, 'm'));
+    return m ? Number(m[1]) : undefined;
+  };
+  const drawnNodes = rng.range(3, 6);
+  const nNodes = fromLog('nodes') ?? drawnNodes;
+  const drawnZones = Math.max(2, Math.min(nNodes, rng.range(2, nNodes)));
+  const zonesNr = fromLog('zones') ?? drawnZones;
+  const drawnCopies = Math.max(1, Math.min(zonesNr, rng.range(1, 3)));
+  const copies = fromLog('copies') ?? drawnCopies;
   // odd seeds run the nodes in sync mode (the write-ahead journal's paths), even ones with -n;
   // not drawn from rng, so that earlier seeds still make the same choices
   const sync = replay ? /^# sync 1$/m.test(readFileSync(o.replay!, 'utf8')) : o.seed % 2 === 1;

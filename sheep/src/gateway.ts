@@ -79,7 +79,9 @@ function settleAll(n: number, start: (i: number) => Promise<unknown>): Promise<v
 }
 
 /** Results that mean "the membership is changing; try again shortly". */
-export const RETRYABLE: number[] = [Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR, Res.WAIT_FOR_JOIN, Res.KILLED];
+// WAIT_FOR_FORMAT: a peer that has not applied a format yet (collie's
+// cluster snapshot load writes objects right after formatting)
+export const RETRYABLE: number[] = [Res.OLD_NODE_VER, Res.NEW_NODE_VER, Res.NETWORK_ERROR, Res.WAIT_FOR_JOIN, Res.KILLED, Res.WAIT_FOR_FORMAT];
 const RETRY_DEADLINE_MS = 60_000;
 
 /**

@@ -415,17 +415,21 @@ describe('data safety under churn', () => {
     let stop = false;
     const writers = c.slots.slice(0, 2).map((s, k) => withWire(s.port, async (w) => {
       const sectors = SIZE / SECTOR;
-      let failed = false;
-      for (let n = 0; !stop && !failed; n++) {
+      // writers go on through the shutdown: writes sent while members stop are what split replicas
+      for (let n = 0; !stop; n++) {
+        let failed = false;
         const batch = Array.from({ length: 32 }, (_, j) => ((n * 32 + j) * 7 + k * 1031) % sectors).filter((x) => x % 2 === k);
         await Promise.all(batch.map(async (sec) => {
           const d = randomBytes(SECTOR);
-          maybe.set(sec, [...(maybe.get(sec) ?? []), d]);
+          // (once every member has stopped, writes fail at once and pile up here: kept to the first 64)
+          const m = maybe.get(sec) ?? [];
+          if (m.length < 64) maybe.set(sec, [...m, d]);
           const off = sec * SECTOR;
           const r = await w.send({ opcode: Op.WRITE_OBJ, flags: Flag.CMD_WRITE, obj: { oid: vidToDataOid(vid, Math.floor(off / OBJ)), offset: off % OBJ } }, d)
             .catch(() => undefined);
           if (r?.rsp.result === Res.SUCCESS) { acked.set(sec, d); maybe.delete(sec); } else failed = true;
         }));
+        if (failed) await new Promise((r) => setImmediate(r));
       }
     }).catch(() => undefined));
     await new Promise((r) => setTimeout(r, 1000));

@@ -19,13 +19,15 @@ afterEach(async () => {
   for (const d of drivers.splice(0)) await d.leave().catch(() => undefined);
 });
 
-it('local: a joiner whose sequencer died before announcing it joins through the next one', async () => {
-  const id = uniqueClusterId();
-  const old = makeNode('127.0.0.1', 1); // the dying sequencer's node
-  const away = makeNode('127.0.0.1', 2); // a member that never comes back: the next sequencer waits for it a while
+/**
+ * The old sequencer, played by the test: it lets member c join in a group
+ * with `away` (a member that will not come back, so the next sequencer
+ * waits for it a while), and answers no other hello.
+ */
+async function dyingSequencer(id: string) {
+  const old = makeNode('127.0.0.1', 1);
+  const away = makeNode('127.0.0.1', 2);
   const c = makeNode('127.0.0.1', 3);
-  const b = makeNode('127.0.0.1', 4);
-
   const socks: net.Socket[] = [];
   const hellos: { node: SdNode; member: boolean }[] = [];
   const srv = net.createServer((sock) => {
@@ -34,20 +36,23 @@ it('local: a joiner whose sequencer died before announcing it joins through the 
       const m = decodeMessage<{ op: string; node: SdNode; member: boolean; info: unknown }>(line);
       if (m.op !== 'hello') return;
       hellos.push({ node: m.node, member: m.member });
-      if (m.node.port === c.port) {
-        // c joins, in a group with the member that will not come back
-        sock.write(encodeMessage({ op: 'coord', node: old }) + '\n');
-        sock.write(encodeMessage({ op: 'event', ev: { seq: 1, type: 'join', node: c, members: [away, c], info: m.info } }) + '\n');
-      }
-      // b's hello gets no answer: the sequencer dies first
+      if (m.node.port !== c.port) return;
+      sock.write(encodeMessage({ op: 'coord', node: old }) + '\n');
+      sock.write(encodeMessage({ op: 'event', ev: { seq: 1, type: 'join', node: c, members: [away, c], info: m.info } }) + '\n');
     });
   });
   await new Promise<void>((r) => srv.listen(`\0sheepdog-local/${id}`, r));
-
   const cEvents: ClusterEvent[] = [];
   const dc = new LocalDriver(id);
   drivers.push(dc);
   await dc.start(c, { t: 'join', who: 'c' }, async (e) => { cEvents.push(e); });
+  return { srv, socks, hellos, away, cEvents };
+}
+
+it('local: a joiner whose sequencer died before announcing it joins through the next one', async () => {
+  const id = uniqueClusterId();
+  const { srv, socks, hellos, away, cEvents } = await dyingSequencer(id);
+  const b = makeNode('127.0.0.1', 4); // its hello gets no answer: the sequencer dies first
 
   const db = new LocalDriver(id);
   drivers.push(db);
@@ -71,25 +76,8 @@ it('local: a joiner whose sequencer died before announcing it joins through the 
 
 it('local: a "member" hello that never saw an event, during a sequencer change, is taken as a join', async () => {
   const id = uniqueClusterId();
-  const old = makeNode('127.0.0.1', 1);
-  const away = makeNode('127.0.0.1', 2);
-  const c = makeNode('127.0.0.1', 3);
+  const { srv, socks, cEvents } = await dyingSequencer(id);
   const x = makeNode('127.0.0.1', 5); // an older sheep that reconnects as a member before it was announced
-  const socks: net.Socket[] = [];
-  const srv = net.createServer((sock) => {
-    socks.push(sock);
-    lineReader(sock, (line) => {
-      const m = decodeMessage<{ op: string; info: unknown }>(line);
-      if (m.op !== 'hello') return;
-      sock.write(encodeMessage({ op: 'coord', node: old }) + '\n');
-      sock.write(encodeMessage({ op: 'event', ev: { seq: 1, type: 'join', node: c, members: [away, c], info: m.info } }) + '\n');
-    });
-  });
-  await new Promise<void>((r) => srv.listen(`\0sheepdog-local/${id}`, r));
-  const cEvents: ClusterEvent[] = [];
-  const dc = new LocalDriver(id);
-  drivers.push(dc);
-  await dc.start(c, { t: 'join' }, async (e) => { cEvents.push(e); });
   srv.close();
   socks[0].destroy();
   await new Promise((r) => setTimeout(r, 200)); // c sequences now, waiting for `away`

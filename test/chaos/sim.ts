@@ -23,6 +23,7 @@ import {
 } from '@sheepdog/common';
 import { DiskModel, SECTOR, Mismatch, sectorBytes } from './model.js';
 import { RawConn, NBD } from '../helpers/nbd-client.js';
+import { freePort } from '../helpers/cluster.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SHEEP = path.join(ROOT, 'sheep/bin/sheep.js');
@@ -76,17 +77,6 @@ class Rng {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 interface Node {
   id: number;

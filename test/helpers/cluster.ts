@@ -10,16 +10,27 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const SHEEP_BIN = path.join(ROOT, 'sheep/bin/sheep.js');
 export const COLLIE_BIN = path.join(ROOT, 'collie/bin/collie.js');
 
-/** A free TCP port on 127.0.0.1 (bind to 0, read it, close). */
+// Ports this process has handed out: the kernel may give a just-closed port
+// to the next bind(0), so two calls in a row could name the same port (CI:
+// a gateway's NBD port equal to its sheep port, EADDRINUSE).
+const handedOut = new Set<number>();
+
+/** A free TCP port on 127.0.0.1, not one handed out before by this process. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
+  for (;;) {
+    const p = await new Promise<number>((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const port = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(port));
+      });
     });
-  });
+    if (!handedOut.has(p)) {
+      handedOut.add(p);
+      return p;
+    }
+  }
 }
 
 export async function waitForPort(port: number, timeoutMs = 15000, host = '127.0.0.1'): Promise<void> {

@@ -300,6 +300,11 @@ export class Gateway implements ObjectIO {
         if (this.isLocal(n)) return await this.localRead(oid, off, len, into);
         return await this.peers.readPeer(n, oid, off, len, this.view.epoch());
       } catch (e) {
+        // A replica that cannot serve the object (its current copy is away,
+        // or its recovery of it failed) may lack a write the others took,
+        // one that failed for its client: served by them, a read would show
+        // bytes a later reconciliation can take back (chaos seed 5101).
+        if (e instanceof SheepdogError && e.result === Res.HALT) throw e;
         lastErr = e;
         if (!(e instanceof SheepdogError && e.result === Res.NO_OBJ)) unsure = e;
         if (e instanceof SheepdogError && e.result === Res.NO_OBJ && targets.length === 1) break;

@@ -6,7 +6,7 @@ import {
   encodeThrottling, decodeThrottling, encodeStat, encodeVdiState, encodeMdInfo, decodeMdPaths, decodeFixedString,
   addrToString, isDataObj, oidToVid, LockState, timestamp64, encodeObjectCopies, COPIES_HEADER_SIZE,
   COPY_RECORD_SIZE, FETCH_HEADER_SIZE, encodeReclaimStatus, RECLAIM_HEADER_SIZE, encodeFetchHeader, decodeHeldQuery, encodeOids, CopyFlag, decodeFetched,
-  sliceHashesSize, encodeSliceHashes, sliceHashesOf,
+  sliceHashesSize, encodeSliceHashes, sliceHashesOf, oidToHex,
   RECOVERY_MAX_EXEC_COUNT_LIMIT, RECOVERY_INTERVAL_LIMIT_MS, decodeEcPolicy,
 } from '@sheepdog/common';
 import * as path from 'node:path';
@@ -668,7 +668,11 @@ async function fetchObj(s: Sheep, h: RequestHeader): Promise<Reply> {
   if (h.dataLength <= FETCH_HEADER_SIZE) fail(Res.BUFFER_SMALL);
   if (off >= size) fail(Res.INVALID_PARMS);
   const len = Math.min(size - off, h.dataLength - FETCH_HEADER_SIZE);
-  const c = await s.store.readCopy(h.obj.oid, size, (h.flags & Flag.CMD_WILDCARD) !== 0);
+  const c = await s.store.readCopy(h.obj.oid, size, (h.flags & Flag.CMD_WILDCARD) !== 0).catch((e) => {
+    // a recovery asks for copies this node listed: why one was not here is worth a line
+    if (e instanceof SheepdogError && e.result === Res.NO_OBJ) log.debug(`FETCH_OBJ ${oidToHex(h.obj.oid)} (epoch ${h.epoch}, ours ${s.epochNr}): no copy here (${s.store.bestCopy(h.obj.oid) ?? 'neither live nor set aside'})`);
+    throw e;
+  });
   const data = Buffer.allocUnsafe(FETCH_HEADER_SIZE + len);
   encodeFetchHeader(c.version, c.stale ? CopyFlag.STALE : 0, data);
   c.data.copy(data, FETCH_HEADER_SIZE, off, off + len);

@@ -64,6 +64,8 @@ interface Run {
   total: number;
   done: number;
   phase: number;
+  /** Objects whose every source failed: they are planned again later. */
+  failed: number;
 }
 
 const keyOf = (n: SdNode) => nodeToString(n);
@@ -125,8 +127,12 @@ export class Recovery {
     const run: Run = {
       epoch, resume, ring: new VnodeRing(nodes), nodes, cancelled: false,
       prepared: new Promise<void>((r) => (resolvePrepared = r)),
-      plans: new Map(), inflight: new Map(), total: 0, done: 0, phase: RecoveryPhase.PREPARING,
+      plans: new Map(), inflight: new Map(), total: 0, done: 0, phase: RecoveryPhase.PREPARING, failed: 0,
     };
+    if (this.retryEpoch !== epoch) {
+      this.retryEpoch = epoch;
+      this.retries = 0;
+    }
     this.run = run;
     // strips (ec/recovery-ec.ts) at the same time: this run waits for them before it reports the epoch done
     if (this.s.selfNode.nrVnodes > 0) this.s.ecRecovery.start(epoch, nodes);
@@ -313,8 +319,27 @@ export class Recovery {
       if (!run.cancelled) {
         if (this.run === run) this.run = undefined;
         await s.cluster.notify({ t: 'recovery_done', epoch: run.epoch, complete }).catch(() => undefined);
+        if (run.failed) this.replanLater(run);
       }
     }
+  }
+
+  private retryEpoch = 0;
+  private retries = 0;
+
+  /**
+   * Objects whose every source failed (a source that had just listed its
+   * copy answered NO_OBJ, say) would otherwise wait until the membership
+   * changes, which in a quiet cluster may be never: the epoch's recovery
+   * runs again from fresh listings, after 2 s, 4 s, ... up to a minute.
+   */
+  private replanLater(run: Run): void {
+    const delay = Math.min(60_000, 2000 * 2 ** Math.min(5, this.retries++));
+    log.info(`recovery for epoch ${run.epoch}: ${run.failed} object(s) had no source that answered; planning again in ${delay / 1000} s`);
+    setTimeout(() => {
+      if (this.s.epochNr !== run.epoch || this.run || this.s.closing) return;
+      this.start(run.epoch, run.nodes, true);
+    }, delay).unref();
   }
 
   /**
@@ -384,9 +409,11 @@ export class Recovery {
       await sleep(200 * (attempt + 1));
     }
     if (run.cancelled) return;
-    // every source failed: the object waits like one whose holders are away
+    // every source failed: the object waits like one whose holders are away,
+    // and is planned again from fresh listings a little later (see replanLater)
     run.plans.delete(oid);
     this.unavailable.add(oid);
+    run.failed++;
     throw new SheepdogError(Res.HALT, `no source of ${oidToHex(oid)} answered`);
   }
 

@@ -663,7 +663,7 @@ export class Sheep implements PlacementView {
   }
 
   private historyRetry?: number;
-  private closing = false;
+  closing = false;
 
   withVnodes(nodes: SdNode[]): SdNode[] {
     const sorted = sortNodes(nodes);

@@ -856,6 +856,19 @@ export class PlainStore implements ObjectStore {
 
   /** A whole copy and its version: the live one, or (with anyCopy) the best one, which may be set aside. */
   async readCopy(oid: bigint, size: number, anyCopy: boolean, by: FoundBy = 'recovery'): Promise<{ data: Buffer; version: number; stale: boolean }> {
+    // the live copy may be set aside (or a newer one installed) between the
+    // look and the open: look again rather than answer NO_OBJ for an object
+    // that is here
+    for (let tries = 0; ; tries++) {
+      try {
+        return await this.readCopyOnce(oid, size, anyCopy, by);
+      } catch (e) {
+        if (tries === 2 || !(e instanceof SheepdogError && e.result === Res.NO_OBJ) || this.bestCopy(oid) === undefined) throw e;
+      }
+    }
+  }
+
+  private async readCopyOnce(oid: bigint, size: number, anyCopy: boolean, by: FoundBy): Promise<{ data: Buffer; version: number; stale: boolean }> {
     const which = this.bestCopy(oid);
     if (which === 'live' || (which === 'stale' && !anyCopy && this.fileVersion(this.p(oid)) !== undefined)) {
       return this.fds.use(oid, async (fd, e) => {

@@ -357,13 +357,26 @@ export class Recovery {
     }
   }
 
+  /**
+   * The fetch of each object under way, whatever its run: a cancelled run's
+   * fetch may still move this node's copy (restore it, install another),
+   * and the next run's fetch of that object waits for it, then looks at the
+   * copy as it is (chaos seed 5101: epoch 461's restore took the set-aside
+   * copy epoch 462 had planned to compare, and 462 gave the object up).
+   */
+  private landing = new Map<bigint, Promise<void>>();
+
   private recoverOne(run: Run, oid: bigint): Promise<void> {
     let p = run.inflight.get(oid);
     if (p) return p;
-    p = this.fetch(run, oid).finally(() => {
+    const before = this.landing.get(oid);
+    const mine: Promise<void> = (before ? before.catch(() => undefined).then(() => this.fetch(run, oid)) : this.fetch(run, oid)).finally(() => {
       run.inflight.delete(oid);
+      if (this.landing.get(oid) === mine) this.landing.delete(oid);
     });
+    p = mine;
     run.inflight.set(oid, p);
+    this.landing.set(oid, p);
     return p;
   }
 
@@ -377,9 +390,12 @@ export class Recovery {
       for (const src of plan.sources) {
         if (run.cancelled) return;
         try {
+          // our copy as it is now, not as listed: an earlier run's fetch may have moved it since
           if (this.isSelf(src.node)) {
             // our own copy is the one to keep
-            if (src.stale && !(await s.store.restoreStale(oid))) throw new Error('set-aside copy vanished');
+            if (run.cancelled) return;
+            if (s.store.bestCopy(oid) === 'stale') await s.store.restoreStale(oid);
+            if (s.store.bestCopy(oid) !== 'live') throw new Error('our copy vanished');
             return this.finish(run, oid);
           }
           if (mine && mine.version === src.version) {
@@ -388,14 +404,19 @@ export class Recovery {
             // aside since it was listed (its own recovery of this epoch), and the
             // bytes are the same; the version check below refuses anything older
             const r = await s.peers.call(src.node, { opcode: Op.GET_HASH, epoch: run.epoch, flags: Flag.CMD_WILDCARD, obj: { oid, tgtEpoch: run.epoch } });
-            const have = mine.stale ? await s.store.staleSha1(oid) : await s.store.sha1(oid, 'recovery');
-            if (r.rsp.hash.equals(have) && (!mine.stale || (await s.store.restoreStale(oid)))) return this.finish(run, oid);
+            const which = s.store.bestCopy(oid);
+            // a copy of ours that cannot be read is no fault of the source: fetched whole below
+            const have = which === 'stale' ? await s.store.staleSha1(oid).catch(() => undefined)
+              : which === 'live' ? await s.store.sha1(oid, 'recovery').catch(() => undefined) : undefined;
+            if (run.cancelled) return;
+            if (have && r.rsp.hash.equals(have) && (which === 'live' || (await s.store.restoreStale(oid)))) return this.finish(run, oid);
           }
           const got = (mine && s.config.store === 'farm' && (await this.fetchChanged(run, oid, src, mine, size))) || (await this.fetchWhole(run, oid, src, size));
           if (got.version < src.version) throw new Error(`copy at version ${got.version}, listed at ${src.version}`);
           if (run.cancelled) return;
           // writes may have reached our copy after the listing: never replace it with an older one
           const now = await s.store.versionOf(oid);
+          if (run.cancelled) return;
           if (now !== undefined && now > got.version) {
             log.debug(`recovery of ${oidToHex(oid)}: ours (version ${now}) is newer than ${nodeToString(src.node)}'s (${got.version}); kept`);
             return this.finish(run, oid);

@@ -237,7 +237,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     });
     n.proc = p;
     n.paused = false;
-    n.exited = new Promise((r) => p.once('close', () => r()));
+    n.exited = new Promise((r) => p.once('close', (code) => {
+      // our signals end it with no code; a node that stops by itself (a port taken, say) is worth a line
+      if (code) say(`node ${n.id} (port ${n.port}, NBD ${n.nbdPort}) exited with code ${code}: see ${path.join(n.dir, 'sheep.log')}`);
+      r();
+    }));
     void n.exited.then(() => { if (n.proc === p) n.proc = undefined; });
   };
   const signal = async (n: Node, sig: NodeJS.Signals) => {

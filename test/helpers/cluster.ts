@@ -3,6 +3,8 @@ import { spawn, ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
 import { readFile, stat, rm } from 'node:fs/promises';
 import * as path from 'node:path';
+import * as os from 'node:os';
+import { mkdirSync, writeFileSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dir as tmpDir } from 'tmp-promise';
 
@@ -10,12 +12,54 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const SHEEP_BIN = path.join(ROOT, 'sheep/bin/sheep.js');
 export const COLLIE_BIN = path.join(ROOT, 'collie/bin/collie.js');
 
-// Ports this process has handed out: the kernel may give a just-closed port
-// to the next bind(0), so two calls in a row could name the same port (CI:
-// a gateway's NBD port equal to its sheep port, EADDRINUSE).
-const handedOut = new Set<number>();
+// A port handed out is claimed, in a directory every test process shares:
+// the kernel may give a just-closed port to the next bind(0), in this
+// process (CI: a gateway's NBD port equal to its sheep port) or in another
+// one running beside it (two simulator runs: one cluster's NBD port was
+// the other's, and reads through it returned the other cluster's bytes).
+// A claim lasts as long as its process, and at most a day.
+const CLAIMS = path.join(os.tmpdir(), 'sheepdog-test-ports');
+const claimed: string[] = [];
+let cleanupHooked = false;
 
-/** A free TCP port on 127.0.0.1, not one handed out before by this process. */
+function gone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+function claim(port: number): boolean {
+  mkdirSync(CLAIMS, { recursive: true });
+  const f = path.join(CLAIMS, String(port));
+  for (let tries = 0; tries < 2; tries++) {
+    try {
+      writeFileSync(f, `${process.pid}\n`, { flag: 'wx' });
+      claimed.push(f);
+      if (!cleanupHooked) {
+        cleanupHooked = true;
+        process.once('exit', () => { for (const c of claimed) rmSync(c, { force: true }); });
+      }
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    try {
+      const owner = Number(readFileSync(f, 'utf8').trim());
+      // a claim of this process, of a live one or a young one stands (a dead process
+      // may look alive for a moment: that only keeps its claims a little longer)
+      if (owner === process.pid || (owner > 0 && !gone(owner) && Date.now() - statSync(f).mtimeMs < 86_400_000)) return false;
+      rmSync(f, { force: true });
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+/** A free TCP port on 127.0.0.1 that no test process has been handed. */
 export async function freePort(): Promise<number> {
   for (;;) {
     const p = await new Promise<number>((resolve, reject) => {
@@ -26,10 +70,7 @@ export async function freePort(): Promise<number> {
         s.close(() => resolve(port));
       });
     });
-    if (!handedOut.has(p)) {
-      handedOut.add(p);
-      return p;
-    }
+    if (claim(p)) return p;
   }
 }
 

@@ -184,7 +184,10 @@ export class Gateway implements ObjectIO {
   }
 
   private async localRead(oid: bigint, off: number, len: number, into?: Buffer): Promise<Buffer> {
+    const ep = this.view.epoch();
     await this.view.ensureLocal(oid);
+    // the copy was made current for that epoch: a new one may find it out of date (asked again there)
+    if (this.view.epoch() !== ep) throw new SheepdogError(Res.OLD_NODE_VER, `the membership changed (epoch ${ep} -> ${this.view.epoch()}) while the object was recovered`);
     return this.store.read(oid, off, len, into);
   }
 

@@ -1009,7 +1009,13 @@ export class Sheep implements PlacementView {
     else this.ring = new VnodeRing(this.withVnodes(this.present));
     // our local objects may be older than the cluster's: never serve them
     // as current; recovery decides what to keep
-    if (wasRunningElsewhere && this.formatted) await this.recovery.setAsideAll();
+    // A cluster waiting for its members to come back (wait_join) counts on
+    // theirs; a node that was not a member of its last epoch missed writes
+    // like one joining a running cluster (chaos seed 5301: a node killed in
+    // epoch 270 rejoined a cluster that had lost its sequencer, and served
+    // its copy of epoch 269)
+    const missedEpochs = st.status === 'wait_join' && !this.epochs.get(st.epoch)?.nodes.some((n) => this.isSelf(n));
+    if ((wasRunningElsewhere || missedEpochs) && this.formatted) await this.recovery.setAsideAll();
     // A state sent late (the member that owed it left first) comes from a
     // member that has applied our join: the cluster has us in the state's
     // epoch already, born there. Taking the next epoch as our birth made

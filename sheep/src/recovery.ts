@@ -374,14 +374,13 @@ export class Recovery {
   private landing = new Map<bigint, Promise<void>>();
 
   private recoverOne(run: Run, oid: bigint): Promise<void> {
-    let p = run.inflight.get(oid);
-    if (p) return p;
+    const going = run.inflight.get(oid);
+    if (going) return going;
     const before = this.landing.get(oid);
-    const mine: Promise<void> = (before ? before.catch(() => undefined).then(() => this.fetch(run, oid)) : this.fetch(run, oid)).finally(() => {
+    const p: Promise<void> = (before ? before.catch(() => undefined).then(() => this.fetch(run, oid)) : this.fetch(run, oid)).finally(() => {
       run.inflight.delete(oid);
-      if (this.landing.get(oid) === mine) this.landing.delete(oid);
+      if (this.landing.get(oid) === p) this.landing.delete(oid);
     });
-    p = mine;
     run.inflight.set(oid, p);
     this.landing.set(oid, p);
     return p;

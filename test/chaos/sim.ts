@@ -209,7 +209,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const copies = fromLog('copies') ?? drawnCopies;
   // odd seeds run the nodes in sync mode (the write-ahead journal's paths), even ones with -n;
   // not drawn from rng, so that earlier seeds still make the same choices
-  const sync = replay ? /^# sync 1$/m.test(readFileSync(o.replay!, 'utf8')) : o.seed % 2 === 1;
+  const sync = replay ? /^# sync 1$/m.test(logged) : o.seed % 2 === 1;
   writeFileSync(logFile, `# seed ${o.seed}\n# nodes ${nNodes}\n# driver ${o.driver}\n# copies ${copies}\n# zones ${zonesNr}\n# sync ${sync ? 1 : 0}\n`);
   say(`seed ${o.seed}: ${nNodes} nodes in ${zonesNr} zones, copies=${copies}, driver ${o.driver}, ${sync ? 'sync (journal)' : 'nosync'}; out ${outDir}`);
 

@@ -8,13 +8,9 @@
 // cancelled one, which changes nothing, and looks at the copy as it is.
 import { it, expect } from 'vitest';
 import { createHash } from 'node:crypto';
-import { Op, Res, SheepdogError, SdNode, vidToDataOid, encodeObjectCopies, CopyFlag, type RequestHeader } from '@sheepdog/common';
-import { Recovery } from '../../sheep/src/recovery.js';
-import type { Sheep } from '../../sheep/src/sheep.js';
+import { Op, Res, SheepdogError, vidToDataOid, encodeObjectCopies, CopyFlag, type RequestHeader } from '@sheepdog/common';
+import { fakeRecovery, self, holder, until } from '../helpers/recovery-fake.js';
 
-const node = (port: number): SdNode => ({ addr: Buffer.alloc(16), port, nrVnodes: 128, zone: port, space: 0n });
-const self = node(1);
-const holder = node(2);
 const OID = vidToDataOid(0x709133, 11);
 const HASH = createHash('sha1').update('the same bytes on both').digest();
 
@@ -25,23 +21,13 @@ it('a cancelled run\'s fetch does not move the copy the next run planned with; t
   let hashCalls = 0;
   let released = 0;
   let fetches = 0;
-  const s = {
-    selfNode: self, born: 0, epochNr: 7, closing: false, formatted: true,
-    config: { disableRecovery: false, store: 'plain' },
-    recoveryThrottle: { queueWorkInterval: 0n, maxExecCount: 8 },
-    ensureHistory: async () => undefined,
-    copiesOf: () => 2,
-    warmRings: async () => undefined,
-    newestIsPresent: () => true,
+  const { s, rec } = fakeRecovery({
+    notify: (m) => notes.push(m),
     copyRecords: async () => {
       listings++;
       return [{ oid: OID, version: 5, flags: state === 'stale' ? CopyFlag.STALE : 0 }];
     },
-    gw: { sizeOf: () => 4096 },
-    ecRecovery: { start: () => undefined, stop: () => undefined, wait: async () => true },
-    cluster: { notify: async (m: { epoch: number; complete: boolean }) => void notes.push({ epoch: m.epoch, complete: m.complete }) },
     store: {
-      copies: async () => [],
       bestCopy: () => state,
       versionOf: async () => 5,
       staleSha1: async () => {
@@ -59,28 +45,18 @@ it('a cancelled run\'s fetch does not move the copy the next run planned with; t
       },
       createFull: async () => undefined,
     },
-    peers: {
-      call: async (_n: SdNode, h: Partial<RequestHeader>) => {
-        if (h.opcode === Op.OBJ_COPIES) return { data: encodeObjectCopies({ born: 0, records: [{ oid: OID, version: 5, flags: 0 }], more: false }) };
-        if (h.opcode === Op.GET_HASH) {
-          // each answer waits until the test lets it go, in order
-          const n = ++hashCalls;
-          while (released < n) await new Promise((r) => setTimeout(r, 10));
-          return { rsp: { hash: HASH } };
-        }
-        if (h.opcode === Op.FETCH_OBJ) fetches++;
-        throw new SheepdogError(Res.NO_OBJ);
-      },
+    call: async (_n, h: Partial<RequestHeader>) => {
+      if (h.opcode === Op.OBJ_COPIES) return { data: encodeObjectCopies({ born: 0, records: [{ oid: OID, version: 5, flags: 0 }], more: false }) };
+      if (h.opcode === Op.GET_HASH) {
+        // each answer waits until the test lets it go, in order
+        const n = ++hashCalls;
+        while (released < n) await new Promise((r) => setTimeout(r, 10));
+        return { rsp: { hash: HASH } };
+      }
+      if (h.opcode === Op.FETCH_OBJ) fetches++;
+      throw new SheepdogError(Res.NO_OBJ);
     },
-  };
-  const until = async (what: string, ok: () => boolean) => {
-    const end = Date.now() + 15_000;
-    while (!ok()) {
-      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  };
-  const rec = new Recovery(s as unknown as Sheep);
+  });
   rec.start(7, [self, holder], true);
   await until('epoch 7 to ask for the holder\'s hash', () => hashCalls === 1);
   // the membership changes while epoch 7's compare is on the wire

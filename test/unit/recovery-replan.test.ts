@@ -7,15 +7,11 @@
 // the retries of the old one.
 import { it, expect } from 'vitest';
 import {
-  Op, Res, SheepdogError, SdNode, vidToDataOid, encodeObjectCopies, encodeFetchHeader, FETCH_HEADER_SIZE,
+  Op, Res, SheepdogError, vidToDataOid, encodeObjectCopies, encodeFetchHeader, FETCH_HEADER_SIZE,
   type RequestHeader,
 } from '@sheepdog/common';
-import { Recovery } from '../../sheep/src/recovery.js';
-import type { Sheep } from '../../sheep/src/sheep.js';
+import { fakeRecovery, self, holder, until } from '../helpers/recovery-fake.js';
 
-const node = (port: number): SdNode => ({ addr: Buffer.alloc(16), port, nrVnodes: 128, zone: port, space: 0n });
-const self = node(1);
-const holder = node(2);
 const OID = vidToDataOid(0x709133, 11);
 const SIZE = 4096;
 const BYTES = Buffer.alloc(SIZE, 0x5a);
@@ -25,51 +21,31 @@ function fakeSheep(failures: number) {
   const notes: { epoch: number; complete: boolean }[] = [];
   let fetches = 0;
   let installed: Buffer | undefined;
-  const s = {
-    selfNode: self, born: 0, epochNr: 7, closing: false, formatted: true,
-    config: { disableRecovery: false, store: 'plain' },
-    recoveryThrottle: { queueWorkInterval: 0n, maxExecCount: 8 },
-    ensureHistory: async () => undefined,
-    copiesOf: () => 2,
-    warmRings: async () => undefined,
-    newestIsPresent: () => true,
-    copyRecords: async () => [],
-    gw: { sizeOf: () => SIZE },
-    ecRecovery: { start: () => undefined, stop: () => undefined, wait: async () => true },
-    cluster: { notify: async (m: { epoch: number; complete: boolean }) => void notes.push({ epoch: m.epoch, complete: m.complete }) },
+  const { s, rec } = fakeRecovery({
+    size: SIZE,
+    notify: (m) => notes.push(m),
     store: {
-      copies: async () => [],
       versionOf: async () => (installed ? 5 : undefined),
       createFull: async (_oid: bigint, _size: number, data: Buffer) => void (installed = Buffer.from(data)),
     },
-    peers: {
-      call: async (_n: SdNode, h: Partial<RequestHeader>) => {
-        if (h.opcode === Op.OBJ_COPIES) return { data: encodeObjectCopies({ born: 0, records: [{ oid: OID, version: 5, flags: 0 }], more: false }) };
-        if (h.opcode === Op.FETCH_OBJ) {
-          if (fetches++ < failures) throw new SheepdogError(Res.NO_OBJ);
-          const data = Buffer.alloc(FETCH_HEADER_SIZE + SIZE);
-          encodeFetchHeader(5, 0, data);
-          BYTES.copy(data, FETCH_HEADER_SIZE);
-          return { data };
-        }
-        throw new Error(`unexpected opcode ${h.opcode}`);
-      },
+    call: async (_n, h: Partial<RequestHeader>) => {
+      if (h.opcode === Op.OBJ_COPIES) return { data: encodeObjectCopies({ born: 0, records: [{ oid: OID, version: 5, flags: 0 }], more: false }) };
+      if (h.opcode === Op.FETCH_OBJ) {
+        if (fetches++ < failures) throw new SheepdogError(Res.NO_OBJ);
+        const data = Buffer.alloc(FETCH_HEADER_SIZE + SIZE);
+        encodeFetchHeader(5, 0, data);
+        BYTES.copy(data, FETCH_HEADER_SIZE);
+        return { data };
+      }
+      throw new Error(`unexpected opcode ${h.opcode}`);
     },
-  };
-  return { s, notes, fetches: () => fetches, installed: () => installed };
+  });
+  return { s, rec, notes, fetches: () => fetches, installed: () => installed };
 }
-
-const until = async (what: string, ok: () => boolean, ms: number) => {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 it('an object whose every source failed is planned again, and served once a source answers', async () => {
   const f = fakeSheep(5); // every attempt of the first run
-  const rec = new Recovery(f.s as unknown as Sheep);
+  const rec = f.rec;
   rec.start(7, [self, holder], true);
   await until('the first run to end', () => f.notes.length === 1, 15_000);
   expect(f.notes[0]).toEqual({ epoch: 7, complete: false });
@@ -85,7 +61,7 @@ it('an object whose every source failed is planned again, and served once a sour
 
 it('a new epoch ends the retries of the old one', async () => {
   const f = fakeSheep(Infinity);
-  const rec = new Recovery(f.s as unknown as Sheep);
+  const rec = f.rec;
   rec.start(7, [self, holder], true);
   await until('the first run to end', () => f.notes.length === 1, 15_000);
   expect(f.notes[0].complete).toBe(false);
